@@ -1,0 +1,137 @@
+"""The exception tree of tradingd.
+
+Every error the daemon raises on purpose is a :class:`TradingdError`. Library
+errors (OSError from a socket, ``tomllib.TOMLDecodeError``, httpx2 errors, …)
+are translated once, at the edge where they happen, with ``raise … from exc``.
+
+::
+
+    TradingdError
+    ├── ConfigError                 the configuration is invalid (carries every problem)
+    ├── SecretError                 a referenced secret cannot be resolved
+    ├── SupervisionError
+    │   ├── EscalationError         a supervisor exceeded its restart intensity
+    │   ├── StartTimeoutError       a child did not report ready within its start deadline
+    │   ├── ChildStartError         a child raised before reporting ready
+    │   └── PoolFullError           a dynamic pool is at its cap of live children
+    ├── ControlError                the control socket could not be reached or answered badly
+    ├── TransientError              retrying may help (connect errors, 502/503/504, DB busy)
+    │   └── RateLimitedError        told to wait (429/418/-1003/-1015); carries retry_after_s
+    ├── AmbiguousOutcomeError       the request may have taken effect (timeout after send, 5xx on
+    │                               an order, -1006/-1007): query, never resend blindly
+    ├── PermanentError              retrying cannot help (4xx rejects, validation, decode errors)
+    └── CircuitOpenError            a circuit breaker is open; the call was not attempted
+
+Retryable and terminal errors are different classes, so a ``except`` clause
+states a policy rather than inspecting messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class TradingdError(Exception):
+    """Base class of every error tradingd raises on purpose."""
+
+
+class ConfigError(TradingdError):
+    """The configuration is invalid.
+
+    Raised by the loader with *every* problem found, not only the first, so an
+    operator fixes a file in one pass. ``problems`` holds one line per problem,
+    each naming the file, the dotted key path and (where known) the line.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        super().__init__("\n".join(self.problems) if self.problems else "invalid configuration")
+
+
+class SecretError(TradingdError):
+    """A referenced secret could not be resolved.
+
+    The message names the *reference* (credential name, file path or variable
+    name), never the secret's value.
+    """
+
+
+class SupervisionError(TradingdError):
+    """Base class of errors raised by supervisors."""
+
+
+class ControlError(TradingdError):
+    """The daemon's control socket could not be reached or gave a bad answer."""
+
+
+class TransientError(TradingdError):
+    """A failure that a bounded retry with backoff may cure."""
+
+
+class RateLimitedError(TransientError):
+    """The peer asked us to slow down; wait ``retry_after_s`` before the next call."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class AmbiguousOutcomeError(TradingdError):
+    """The request may or may not have taken effect.
+
+    Never retried automatically: the caller must find out (for orders: query the
+    venue by client order id) before doing anything that could repeat the effect.
+    """
+
+
+class PermanentError(TradingdError):
+    """A failure that no retry can cure (rejects, validation, decode errors)."""
+
+
+class CircuitOpenError(TradingdError):
+    """A circuit breaker is open; the call was rejected without being attempted."""
+
+
+class ChildFailure:
+    """One recorded failure of a supervised child (for escalation reports)."""
+
+    __slots__ = ("at", "child", "error")
+
+    def __init__(self, child: str, error: BaseException, at: float) -> None:
+        self.child = child
+        self.error = error
+        self.at = at
+
+    def __repr__(self) -> str:
+        return f"ChildFailure({self.child!r}, {type(self.error).__name__}: {self.error}, at={self.at:.3f})"
+
+
+class EscalationError(SupervisionError):
+    """A supervisor exceeded its restart intensity and gave up.
+
+    Raised to the supervisor's parent after all of its children were stopped in
+    reverse start order. ``failures`` are the failures inside the intensity
+    period that caused it (oldest first).
+    """
+
+    def __init__(self, supervisor: str, failures: Sequence[ChildFailure]) -> None:
+        self.supervisor = supervisor
+        self.failures: tuple[ChildFailure, ...] = tuple(failures)
+        last = self.failures[-1] if self.failures else None
+        detail = f"; last: {last.child}: {type(last.error).__name__}: {last.error}" if last else ""
+        super().__init__(
+            f"supervisor {supervisor!r} exceeded its restart intensity "
+            f"({len(self.failures)} failures){detail}"
+        )
+
+
+class StartTimeoutError(SupervisionError):
+    """A child did not call ``task_status.started()`` within its start deadline."""
+
+
+class ChildStartError(SupervisionError):
+    """A child failed before reporting ready."""
+
+
+class PoolFullError(SupervisionError):
+    """A dynamic pool already runs its maximum number of children."""
