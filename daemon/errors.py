@@ -20,7 +20,10 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
     ├── AmbiguousOutcomeError       the request may have taken effect (timeout after send, 5xx on
     │                               an order, -1006/-1007): query, never resend blindly
     ├── PermanentError              retrying cannot help (4xx rejects, validation, decode errors)
-    └── CircuitOpenError            a circuit breaker is open; the call was not attempted
+    ├── CircuitOpenError            a circuit breaker is open; the call was not attempted
+    │   └── CircuitRejectedError    rejected by a named breaker; carries breaker, state, retry_after_s
+    └── RetryExhaustedError         a bounded retry ran out of attempts or time; carries the last
+                                    outcome and the run's statistics
 
 Retryable and terminal errors are different classes, so a ``except`` clause
 states a policy rather than inspecting messages.
@@ -103,7 +106,8 @@ class ChildFailure:
         self.at = at
 
     def __repr__(self) -> str:
-        return f"ChildFailure({self.child!r}, {type(self.error).__name__}: {self.error}, at={self.at:.3f})"
+        error = f"{type(self.error).__name__}: {self.error}"
+        return f"ChildFailure({self.child!r}, {error}, at={self.at:.3f})"
 
 
 class EscalationError(SupervisionError):
@@ -135,3 +139,61 @@ class ChildStartError(SupervisionError):
 
 class PoolFullError(SupervisionError):
     """A dynamic pool already runs its maximum number of children."""
+
+
+class CircuitRejectedError(CircuitOpenError):
+    """A :class:`~daemon.resilience.CircuitBreaker` rejected a call without attempting it.
+
+    Raised immediately (no waiting) when the breaker is OPEN, or HALF_OPEN with
+    all of its trial slots taken. ``state`` is the breaker's state name at the
+    time (``"open"`` or ``"half_open"``); ``retry_after_s`` is how long until the
+    breaker lets a trial call through, or ``None`` when it was forced open and
+    only a manual reset will close it.
+    """
+
+    def __init__(
+        self, message: str, *, breaker: str, state: str, retry_after_s: float | None
+    ) -> None:
+        super().__init__(message)
+        self.breaker = breaker
+        self.state = state
+        self.retry_after_s = retry_after_s
+
+
+class RetryExhaustedError(TradingdError):
+    """A bounded retry gave up while the failure was still retryable.
+
+    Raised by :class:`~daemon.resilience.RetryPolicy` when its attempt or
+    elapsed-time budget runs out, or when a ``Retry-After`` asks for a wait that
+    would not fit in what is left of the budget. It is deliberately *not* a
+    :class:`TransientError`: an outer retry must not multiply the inner one's
+    attempts (that is how retry storms start).
+
+    The last outcome is kept: ``last_error`` (also the ``__cause__``) when the
+    last attempt raised, ``last_result`` when it returned a value that the
+    classifier wanted retried (e.g. an HTTP 503 response). ``reason`` is one of
+    ``"attempts_exhausted"``, ``"elapsed_exhausted"`` and
+    ``"retry_after_exceeds_budget"``; in the latter case ``retry_after_s`` is the
+    wait the peer asked for, so the caller can freeze its rate limiter.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        attempts: int,
+        elapsed_s: float,
+        waited_s: float,
+        last_error: BaseException | None = None,
+        last_result: object = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.attempts = attempts
+        self.elapsed_s = elapsed_s
+        self.waited_s = waited_s
+        self.last_error = last_error
+        self.last_result = last_result
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,668 @@
+"""Configuration: one TOML file, loaded strictly into frozen attrs classes.
+
+Why strict: a typo in a trading daemon's config (``max_restart = 50``) that is
+silently ignored is a production incident waiting for its day. So:
+
+* unknown keys are errors (with a "did you mean" hint);
+* wrong types are errors (``"5"`` is not an integer; ``5`` is accepted for a float);
+* out-of-range values are errors;
+* every problem is reported at once, each naming the file, the dotted key path
+  and the line, e.g. ``/etc/tradingd/tradingd.toml:12: admin.listen: …``.
+
+Secrets are never inline: a secret-typed key takes ``{ credential = "NAME" }``,
+``{ file = "PATH" }`` or ``{ env = "VAR" }`` (see :mod:`daemon.secrets`).
+
+Each key declares whether a change can be applied by a reload (SIGHUP,
+``tradingd reload``) or needs a restart; :func:`diff` names both kinds.
+
+The schema *is* the attrs classes below; ``config/tradingd.toml`` documents every
+key with its default, and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import attrs
+
+from daemon.errors import ConfigError, SecretError
+from daemon.secrets import SECRET_KINDS, SecretRef, credential_path, resolve
+
+Reload = Literal["live", "restart"]
+
+
+def opt(
+    default: Any,
+    *,
+    help: str,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    reload: Reload = "restart",
+) -> Any:
+    """Declare a config key: its default, one line of help, its range and reload kind."""
+    return attrs.field(
+        default=default,
+        metadata={"help": help, "ge": ge, "gt": gt, "le": le, "reload": reload},
+    )
+
+
+def section(cls: type[Any], *, help: str) -> Any:
+    """Declare a nested table with all-default contents."""
+    return attrs.field(factory=cls, metadata={"help": help, "reload": "live"})
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@attrs.frozen
+class DaemonConfig:
+    """Process-wide settings."""
+
+    state_dir: Path = opt(
+        Path("/var/lib/tradingd"),
+        help="Directory for durable state (databases, dead letters). Relative paths are "
+        "resolved against the config file's directory.",
+    )
+    control_socket: str = opt(
+        "",
+        help='Unix socket for `tradingd reload/status`. Empty: "$RUNTIME_DIRECTORY/control.sock" '
+        'under systemd, else "<state_dir>/control.sock".',
+    )
+    shutdown_timeout_s: float = opt(
+        20.0,
+        gt=0,
+        le=3600,
+        reload="live",
+        help="Graceful stop: time to drain in-flight work before it is cancelled. "
+        "Keep systemd's TimeoutStopSec= larger.",
+    )
+    start_timeout_s: float = opt(
+        60.0, gt=0, le=3600, help="Time the whole tree may take to report ready."
+    )
+
+
+@attrs.frozen
+class LoggingConfig:
+    """Where and how much to log (always to stderr; journald adds timestamps)."""
+
+    level: Literal["debug", "info", "warning", "error"] = opt(
+        "info", reload="live", help="Minimum level: debug, info, warning or error."
+    )
+    format: Literal["auto", "text", "json"] = opt(
+        "auto",
+        reload="live",
+        help='"text", "json" (one object per line), or "auto": journald-friendly text '
+        "under systemd, text with timestamps on a terminal.",
+    )
+
+
+@attrs.frozen
+class SupervisionConfig:
+    """Restart policy of the supervision tree (Erlang/OTP style)."""
+
+    max_restarts: int = opt(
+        5, ge=0, le=10_000, help="More restarts than this within period_s escalates."
+    )
+    period_s: float = opt(30.0, gt=0, le=86_400, help="Window of the restart intensity.")
+    backoff_initial_s: float = opt(0.5, ge=0, le=3600, help="First restart delay.")
+    backoff_max_s: float = opt(30.0, ge=0, le=3600, help="Cap of the exponential restart delay.")
+    child_shutdown_grace_s: float = opt(
+        5.0, gt=0, le=3600, help="Time a child gets to stop by itself before it is cancelled."
+    )
+
+
+@attrs.frozen
+class HealthConfig:
+    """Liveness: heartbeats, event-loop lag, systemd watchdog."""
+
+    heartbeat_interval_s: float = opt(
+        1.0, gt=0, le=3600, help="Heartbeat interval of the daemon's own critical tasks."
+    )
+    heartbeat_tolerance: float = opt(
+        5.0,
+        ge=1.5,
+        le=1000,
+        help="A heartbeat older than interval x tolerance is stale: the child is restarted.",
+    )
+    lag_probe_interval_s: float = opt(
+        0.1, gt=0, le=60, reload="live", help="Period of the event-loop lag (sleep drift) probe."
+    )
+    lag_window_s: float = opt(
+        60.0, gt=0, le=86_400, reload="live", help="Window of the lag percentiles."
+    )
+    lag_degraded_ms: float = opt(
+        100.0, gt=0, reload="live", help="p99 loop lag above this marks health degraded."
+    )
+    lag_unhealthy_ms: float = opt(
+        2000.0,
+        gt=0,
+        reload="live",
+        help="A lag sample above this marks health unhealthy (watchdog pings stop).",
+    )
+    slow_step_ms: float = opt(
+        20.0, gt=0, reload="live", help="Task steps longer than this are recorded by task name."
+    )
+    blocked_loop_report_s: float = opt(
+        1.0, gt=0, reload="restart", help="A thread logs the blocking task when the loop is "
+        "stuck in one step longer than this."
+    )
+    status_interval_s: float = opt(
+        5.0, gt=0, le=3600, reload="live", help="Period of systemd STATUS= updates."
+    )
+    min_free_disk_mb: int = opt(
+        256,
+        ge=0,
+        reload="live",
+        help="Free space under state_dir below this marks health degraded (0: no check).",
+    )
+
+
+@attrs.frozen
+class AdminConfig:
+    """The operator's HTTP API (loopback only)."""
+
+    listen: str = opt(
+        "127.0.0.1:8787",
+        help='"HOST:PORT" on a loopback address; empty disables the admin API.',
+    )
+    token: SecretRef | None = opt(
+        None,
+        reload="live",
+        help="Bearer token required by state-changing endpoints (a secret reference).",
+    )
+    max_connections: int = opt(64, ge=1, le=10_000, help="Concurrent admin connections.")
+
+
+@attrs.frozen
+class TestingConfig:
+    """Test-only switches. Never enable them in production."""
+
+    fault_injection: bool = opt(
+        False,
+        help="Allow `tradingd debug-fault` to block the loop or hang a heartbeat "
+        "(for watchdog tests).",
+    )
+
+
+@attrs.frozen
+class Config:
+    """The whole configuration."""
+
+    daemon: DaemonConfig = section(DaemonConfig, help="Process-wide settings.")
+    logging: LoggingConfig = section(LoggingConfig, help="Logging.")
+    supervision: SupervisionConfig = section(SupervisionConfig, help="Restart policy.")
+    health: HealthConfig = section(HealthConfig, help="Liveness and watchdog.")
+    admin: AdminConfig = section(AdminConfig, help="Loopback admin API.")
+    testing: TestingConfig = section(TestingConfig, help="Test-only switches.")
+    #: Where the configuration came from (not a TOML key).
+    source: str = attrs.field(default="<defaults>", metadata={"internal": True})
+
+    def control_socket_path(self, environ: Mapping[str, str] | None = None) -> Path:
+        """The control socket path (see ``daemon.control_socket``)."""
+        env = os.environ if environ is None else environ
+        if self.daemon.control_socket:
+            return Path(self.daemon.control_socket)
+        runtime = env.get("RUNTIME_DIRECTORY")
+        if runtime:
+            # systemd may pass several directories separated by ':'.
+            return Path(runtime.split(":")[0]) / "control.sock"
+        return self.daemon.state_dir / "control.sock"
+
+
+_SCHEMA_CLASSES = (
+    DaemonConfig,
+    LoggingConfig,
+    SupervisionConfig,
+    HealthConfig,
+    AdminConfig,
+    TestingConfig,
+    Config,
+)
+for _cls in _SCHEMA_CLASSES:
+    attrs.resolve_types(_cls, globals(), locals())
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Load and validate a config file.
+
+    Raises:
+        ConfigError: with every problem found, each naming file, key and line.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{p}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
+        raise ConfigError([f"{p}: cannot read: {reason}"]) from None
+    return loads(text, source=str(p), base_dir=p.resolve().parent)
+
+
+def loads(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> Config:
+    """Load and validate config text (see :func:`load`)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
+    lines = _locate_keys(text)
+    problems: list[str] = []
+
+    def report(path: tuple[str, ...], message: str) -> None:
+        line = _line_for(lines, path)
+        where = f"{source}:{line}" if line else source
+        key = ".".join(path) if path else "(top level)"
+        problems.append(f"{where}: {key}: {message}")
+
+    values = _build(Config, data, (), report)
+    config = attrs.evolve(values, source=source)
+    config = _resolve_relative(config, base_dir)
+    # Cross-key checks run even after per-key problems (invalid keys fell back to
+    # their defaults), so one pass reports everything.
+    _cross_checks(config, report)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def defaults() -> Config:
+    """The configuration with every default."""
+    return Config()
+
+
+def _resolve_relative(config: Config, base_dir: Path | None) -> Config:
+    state_dir = config.daemon.state_dir
+    if base_dir is not None and not state_dir.is_absolute():
+        state_dir = base_dir / state_dir
+    return attrs.evolve(config, daemon=attrs.evolve(config.daemon, state_dir=state_dir))
+
+
+Report = typing.Callable[[tuple[str, ...], str], None]
+
+
+def _build(cls: type[Any], data: Any, path: tuple[str, ...], report: Report) -> Any:
+    """Build attrs class ``cls`` from a TOML table, reporting every problem."""
+    if not isinstance(data, dict):
+        report(path, f"expected a table, got {_toml_type(data)}")
+        return cls()
+    fields = {f.name: f for f in attrs.fields(cls) if not f.metadata.get("internal")}
+    kwargs: dict[str, Any] = {}
+    for key, raw in data.items():
+        field = fields.get(key)
+        if field is None:
+            hint = difflib.get_close_matches(key, list(fields), n=1)
+            suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+            report((*path, key), f"unknown key{suffix}")
+            continue
+        ok, value = _convert(field.type, raw, (*path, key), report)
+        if not ok:
+            continue
+        if not _in_range(field, value, (*path, key), report):
+            continue
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
+    """Convert one TOML value to schema type ``tp``; (False, None) after reporting."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _convert(args[0], raw, path, report)
+        raise TypeError(f"unsupported union in schema: {tp}")  # pragma: no cover
+    if tp is SecretRef:
+        return _secret_ref(raw, path, report)
+    if attrs.has(tp):
+        return True, _build(tp, raw, path, report)
+    if origin is Literal:
+        choices = get_args(tp)
+        if raw in choices and isinstance(raw, type(choices[0])):
+            return True, raw
+        report(path, f"must be one of {', '.join(repr(c) for c in choices)}, got {raw!r}")
+        return False, None
+    if tp is bool:
+        if isinstance(raw, bool):
+            return True, raw
+        report(path, f"expected true or false, got {_toml_type(raw)}")
+        return False, None
+    if tp is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return True, raw
+        report(path, f"expected an integer, got {_toml_type(raw)}")
+        return False, None
+    if tp is float:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            value = float(raw)
+            if math.isfinite(value):
+                return True, value
+            report(path, "must be a finite number")
+            return False, None
+        report(path, f"expected a number, got {_toml_type(raw)}")
+        return False, None
+    if tp is str:
+        if isinstance(raw, str):
+            return True, raw
+        report(path, f"expected a string, got {_toml_type(raw)}")
+        return False, None
+    if tp is Path:
+        if isinstance(raw, str) and raw:
+            return True, Path(raw)
+        report(path, f"expected a non-empty path string, got {_toml_type(raw)}")
+        return False, None
+    raise TypeError(f"unsupported type in schema: {tp}")  # pragma: no cover
+
+
+def _secret_ref(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
+    if isinstance(raw, str):
+        # Deliberately do not echo the value: it is probably the secret itself.
+        report(
+            path,
+            "secrets cannot be written inline; use { credential = \"NAME\" }, "
+            '{ file = "PATH" } or { env = "VAR" }',
+        )
+        return False, None
+    if not isinstance(raw, dict) or len(raw) != 1:
+        report(path, 'expected exactly one of { credential = ... }, { file = ... }, { env = ... }')
+        return False, None
+    ((kind, name),) = raw.items()
+    if kind not in SECRET_KINDS:
+        report((*path, kind), f"unknown secret source; use one of {', '.join(SECRET_KINDS)}")
+        return False, None
+    if not isinstance(name, str) or not name:
+        report((*path, kind), "expected a non-empty string")
+        return False, None
+    return True, SecretRef(kind=kind, name=name)
+
+
+def _in_range(field: attrs.Attribute[Any], value: Any, path: tuple[str, ...], r: Report) -> bool:
+    meta = field.metadata
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return True
+    if meta.get("ge") is not None and value < meta["ge"]:
+        r(path, f"must be >= {meta['ge']:g}, got {value:g}")
+        return False
+    if meta.get("gt") is not None and value <= meta["gt"]:
+        r(path, f"must be > {meta['gt']:g}, got {value:g}")
+        return False
+    if meta.get("le") is not None and value > meta["le"]:
+        r(path, f"must be <= {meta['le']:g}, got {value:g}")
+        return False
+    return True
+
+
+def _cross_checks(config: Config, report: Report) -> None:
+    if config.admin.listen:
+        try:
+            host, _port = parse_listen(config.admin.listen)
+        except ValueError as exc:
+            report(("admin", "listen"), str(exc))
+        else:
+            if not _is_loopback(host):
+                report(
+                    ("admin", "listen"),
+                    f"{host!r} is not a loopback address; the admin API only listens on "
+                    "127.0.0.0/8, ::1 or localhost",
+                )
+    health = config.health
+    if health.lag_unhealthy_ms <= health.lag_degraded_ms:
+        report(
+            ("health", "lag_unhealthy_ms"),
+            f"must be greater than health.lag_degraded_ms ({health.lag_degraded_ms:g})",
+        )
+    sup = config.supervision
+    if sup.backoff_max_s < sup.backoff_initial_s:
+        report(
+            ("supervision", "backoff_max_s"),
+            f"must be >= supervision.backoff_initial_s ({sup.backoff_initial_s:g})",
+        )
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``"HOST:PORT"`` (``"[::1]:PORT"`` for IPv6); ValueError says what is wrong."""
+    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", value.strip())
+    if not m:
+        raise ValueError(f'expected "HOST:PORT" (IPv6 as "[::1]:PORT"), got {value!r}')
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0..65535, got {port}")
+    return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _toml_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a float ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------- line numbers
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_BARE_OR_QUOTED = r"(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
+_KEY = re.compile(rf"^\s*({_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*=")
+_INLINE_KEY = re.compile(r"[{,]\s*([A-Za-z0-9_-]+)\s*=")
+
+
+def _split_key(key: str) -> tuple[str, ...]:
+    parts = re.findall(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+)", key)
+    return tuple(a or b or c for a, b, c in parts)
+
+
+def _locate_keys(text: str) -> dict[tuple[str, ...], int]:
+    """Map dotted key paths to the line (1-based) where they are defined.
+
+    A line scanner, not a parser: enough to point at tables, keys and keys of
+    one-line inline tables, which is where configuration mistakes are made.
+    Multi-line strings are skipped.
+    """
+    found: dict[tuple[str, ...], int] = {}
+    prefix: tuple[str, ...] = ()
+    array_counts: dict[tuple[str, ...], int] = {}
+    in_multiline: str | None = None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if in_multiline is not None:
+            if in_multiline in line:
+                in_multiline = None
+            continue
+        header = _HEADER.match(line)
+        if header:
+            name = _split_key(header.group(2))
+            if header.group(1) == "[[":
+                index = array_counts.get(name, 0)
+                array_counts[name] = index + 1
+                prefix = (*name, str(index))
+            else:
+                prefix = name
+            found.setdefault(prefix, lineno)
+            continue
+        key = _KEY.match(line)
+        if key:
+            path = (*prefix, *_split_key(key.group(1)))
+            found.setdefault(path, lineno)
+            rest = line[key.end() :]
+            for inner in _INLINE_KEY.finditer(rest):
+                found.setdefault((*path, inner.group(1)), lineno)
+            for quote in ('"""', "'''"):
+                if rest.count(quote) == 1:
+                    in_multiline = quote
+    return found
+
+
+def _line_for(lines: Mapping[tuple[str, ...], int], path: tuple[str, ...]) -> int | None:
+    for end in range(len(path), 0, -1):
+        line = lines.get(path[:end])
+        if line is not None:
+            return line
+    return None
+
+
+# --------------------------------------------------------------------------- checks needing the OS
+
+
+def check_environment(config: Config, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Problems only the file system and environment can reveal.
+
+    Checked: the state directory exists and is writable (or can be created),
+    the control socket's directory is usable, every secret reference resolves.
+    Messages never contain secret values.
+    """
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    where = config.source
+    state_dir = config.daemon.state_dir
+    problem = _dir_problem(state_dir)
+    if problem:
+        problems.append(f"{where}: daemon.state_dir: {problem}")
+    sock = config.control_socket_path(env)
+    if len(os.fsencode(sock)) > 107:
+        problems.append(
+            f"{where}: daemon.control_socket: {sock} is longer than a Unix socket path may be"
+        )
+    elif sock.parent != state_dir:
+        problem = _dir_problem(sock.parent)
+        if problem:
+            problems.append(f"{where}: daemon.control_socket: {problem}")
+    for key, ref in _secret_refs(config):
+        try:
+            if ref.kind == "credential":
+                credential_path(ref.name, env)
+            resolve(ref, env)
+        except SecretError as exc:
+            problems.append(f"{where}: {key}: {exc}")
+    return problems
+
+
+def _dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot serve as a writable directory, or None."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return f"{path}: no existing parent directory"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{path}: {probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        if probe == path:
+            return f"{path} is not writable"
+        return f"{path} cannot be created ({probe} is not writable)"
+    return None
+
+
+def _secret_refs(config: Config) -> Iterator[tuple[str, SecretRef]]:
+    for key, value in _leaves(config, ()):
+        if isinstance(value, SecretRef):
+            yield key, value
+
+
+def _leaves(obj: Any, path: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    for field in attrs.fields(type(obj)):
+        if field.metadata.get("internal"):
+            continue
+        value = getattr(obj, field.name)
+        if attrs.has(type(value)) and not isinstance(value, SecretRef):
+            yield from _leaves(value, (*path, field.name))
+        else:
+            yield ".".join((*path, field.name)), value
+
+
+# --------------------------------------------------------------------------- reload
+
+
+@attrs.frozen
+class ConfigDiff:
+    """What changed between two configurations, by reload kind."""
+
+    live: tuple[str, ...]
+    restart: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.live or self.restart)
+
+
+def diff(old: Config, new: Config) -> ConfigDiff:
+    """Keys whose value differs, split into live-reloadable and restart-only."""
+    kinds = dict(_reload_kinds(Config, ()))
+    old_leaves = dict(_leaves(old, ()))
+    live: list[str] = []
+    restart: list[str] = []
+    for key, value in _leaves(new, ()):
+        if old_leaves.get(key) != value:
+            (live if kinds.get(key) == "live" else restart).append(key)
+    return ConfigDiff(live=tuple(live), restart=tuple(restart))
+
+
+def _reload_kinds(cls: type[Any], path: tuple[str, ...]) -> Iterator[tuple[str, Reload]]:
+    for field in attrs.fields(cls):
+        if field.metadata.get("internal"):
+            continue
+        if attrs.has(field.type) and field.type is not SecretRef:
+            yield from _reload_kinds(field.type, (*path, field.name))
+        else:
+            yield ".".join((*path, field.name)), field.metadata.get("reload", "restart")
+
+
+def describe_keys(
+    cls: type[Any] = Config, path: tuple[str, ...] = ()
+) -> Iterator[tuple[str, Any, str]]:
+    """Every key as (dotted path, default, help): used by docs and their test."""
+    for field in attrs.fields(cls):
+        if field.metadata.get("internal"):
+            continue
+        if attrs.has(field.type) and field.type is not SecretRef:
+            yield from describe_keys(field.type, (*path, field.name))
+        else:
+            yield ".".join((*path, field.name)), field.default, field.metadata.get("help", "")
+
+
+def summary(config: Config) -> str:
+    """A short human summary for ``check-config`` (never contains secrets)."""
+    admin = config.admin.listen or "disabled"
+    token = f", token from {config.admin.token.describe()}" if config.admin.token else ""
+    lines = [
+        f"config {config.source}: OK",
+        f"  state_dir        {config.daemon.state_dir}",
+        f"  control socket   {config.control_socket_path()}",
+        f"  admin API        {admin}{token}",
+        f"  shutdown timeout {config.daemon.shutdown_timeout_s:g}s",
+        f"  restart policy   max {config.supervision.max_restarts} in "
+        f"{config.supervision.period_s:g}s",
+        f"  log              {config.logging.level} ({config.logging.format})",
+    ]
+    if config.testing.fault_injection:
+        lines.append("  WARNING          testing.fault_injection is on: never in production")
+    return "\n".join(lines)
