@@ -1,0 +1,795 @@
+"""A small HTTP/1.1 server for the admin API: h11 for the protocol, Trio for the I/O.
+
+Why not hypercorn: the admin API is a handful of endpoints on loopback, and what
+matters is that it can never hurt the daemon. h11 is a sans-IO state machine,
+so this module is only the thin Trio shell around it, and every limit is ours
+and explicit:
+
+* ``request_timeout_s`` bounds, separately, receiving a request (from its first
+  byte — or from the accept, for a new connection — to the end of its body),
+  running the handler, and sending the response. A slow client gets ``408``, a
+  slow handler ``503``, a client that does not read its answer is dropped.
+* ``idle_timeout_s`` bounds how long a kept-alive connection may sit between
+  requests.
+* ``max_body_bytes`` (``413``) and ``max_header_bytes`` (``431``) bound memory
+  per connection; ``max_connections`` bounds connections (``503`` and close).
+* A handler that raises gets a generic ``500`` (the traceback goes to the log,
+  never to the client) and the connection, and the server, carry on.
+  :class:`HTTPError` is how a handler answers with a deliberate error status.
+
+Nothing here blocks: each connection is a Trio task, handlers are ``async``,
+and cancelling :func:`serve_http` closes every connection.
+
+Layers, bottom up: :class:`Request` / :class:`Response` (values) →
+:class:`Router` (a :data:`Handler` that dispatches on method and path) →
+:func:`serve_http` (sockets, limits, keep-alive).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http
+import json
+import logging
+import math
+import re
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+import h11
+import trio
+
+__all__ = [
+    "SERVER_NAME",
+    "HTTPError",
+    "Handler",
+    "Request",
+    "Response",
+    "Router",
+    "error_response",
+    "parse_listen",
+    "serve_http",
+]
+
+log = logging.getLogger("tradingd.admin.http")
+
+#: Value of the ``Server`` header.
+SERVER_NAME = "tradingd"
+
+#: Bytes asked of the socket per receive.
+RECEIVE_BYTES = 65_536
+#: Longest we keep reading (and discarding) from a client after answering with
+#: ``Connection: close``, so that the kernel does not reset the connection (and
+#: destroy our answer) because of unread request bytes.
+LINGER_S = 1.0
+#: Most bytes discarded during that lingering close.
+LINGER_MAX_BYTES = 1_048_576
+#: Most ``name=value`` pairs accepted in a query string.
+MAX_QUERY_FIELDS = 100
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Store mappings read-only, so a :class:`Request` is a value like any other."""
+    if isinstance(value, MappingProxyType):
+        return value
+    return MappingProxyType(dict(value))
+
+
+class HTTPError(Exception):
+    """Raised by a handler (or the router) to answer with an error status.
+
+    The server turns it into ``{"error": message}`` with ``status`` and the extra
+    ``headers`` (e.g. ``Allow``, ``Retry-After``); the connection stays usable.
+    Any *other* exception from a handler is a bug and becomes a generic ``500``.
+    """
+
+    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+        if not 400 <= status <= 599:
+            raise ValueError(f"HTTPError status must be 4xx or 5xx, got {status}")
+        super().__init__(f"{status} {message}")
+        self.status = status
+        self.message = message
+        self.headers: tuple[tuple[str, str], ...] = tuple(headers)
+
+
+@attrs.frozen
+class Request:
+    """One received request, body included (the admin API has no streaming).
+
+    Attributes:
+        method: upper-case method, e.g. ``"GET"``.
+        path: the request target's path, still percent-encoded (so ``%2F`` in an
+            order id cannot be mistaken for a separator); no query string.
+        query: every value of every query parameter, in order of appearance.
+        headers: lower-case header names; repeated headers joined with ``", "``.
+        body: the complete request body.
+        client: the peer's ``(host, port)``, when known.
+        path_params: ``{name}`` segments of the matched route, percent-decoded;
+            filled by :class:`Router`.
+    """
+
+    method: str
+    path: str
+    query: Mapping[str, tuple[str, ...]] = attrs.field(default=_EMPTY, converter=_frozen_mapping)
+    headers: Mapping[str, str] = attrs.field(default=_EMPTY, converter=_frozen_mapping)
+    body: bytes = b""
+    client: tuple[str, int] | None = None
+    path_params: Mapping[str, str] = attrs.field(default=_EMPTY, converter=_frozen_mapping)
+
+    def query_value(self, name: str, default: str | None = None) -> str | None:
+        """The first value of query parameter ``name``, or ``default``."""
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def json(self) -> Any:
+        """Decode the body as JSON.
+
+        ``NaN`` and ``Infinity`` are refused: they are not JSON, and a
+        non-finite price or quantity must never get past the API.
+
+        Raises:
+            HTTPError: ``400`` when the body is empty or not valid JSON.
+        """
+        if not self.body:
+            raise HTTPError(400, "request body is empty; expected JSON")
+
+        def _refuse_constant(name: str) -> Any:
+            raise ValueError(f"{name} is not valid JSON")
+
+        try:
+            return json.loads(self.body, parse_constant=_refuse_constant)
+        except (ValueError, UnicodeDecodeError) as exc:
+            # JSONDecodeError is a ValueError; say where, not the payload.
+            raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+
+
+@attrs.frozen
+class Response:
+    """What a handler returns. ``Content-Length``, ``Date`` and ``Server`` are added by the server.
+
+    ``headers`` must not carry framing (``Content-Length``/``Transfer-Encoding``):
+    the server sets those from ``body``. ``Connection: close`` is honoured.
+    """
+
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def json(cls, obj: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Response:
+        """A compact JSON response (``application/json``)."""
+        body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+        return cls(status, body, (("Content-Type", "application/json"), *headers))
+
+    @classmethod
+    def text(
+        cls, s: str, status: int = 200, content_type: str = "text/plain; charset=utf-8"
+    ) -> Response:
+        """A text response, UTF-8 encoded."""
+        return cls(status, s.encode(), (("Content-Type", content_type),))
+
+
+def error_response(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """The JSON body every error of this server has: ``{"error": message}``."""
+    return Response.json({"error": message}, status=status, headers=headers)
+
+
+#: What the server calls for each request.
+Handler = Callable[[Request], Awaitable[Response]]
+
+_PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_METHOD_RE = re.compile(r"[A-Z]+")
+
+
+@attrs.frozen
+class _Route:
+    method: str
+    pattern: str
+    # One entry per path segment: a literal (str) or a parameter name (marked by the tuple).
+    segments: tuple[str | tuple[str], ...]
+    handler: Handler
+
+    @property
+    def literal_count(self) -> int:
+        return sum(1 for s in self.segments if isinstance(s, str))
+
+    def match(self, segments: list[str]) -> dict[str, str] | None:
+        if len(segments) != len(self.segments):
+            return None
+        params: dict[str, str] = {}
+        for want, got in zip(self.segments, segments, strict=True):
+            if isinstance(want, str):
+                if want != got:
+                    return None
+            elif got:
+                params[want[0]] = got
+            else:
+                return None
+        return params
+
+
+def _compile_pattern(pattern: str) -> tuple[str | tuple[str], ...]:
+    if not pattern.startswith("/"):
+        raise ValueError(f"route pattern must start with '/': {pattern!r}")
+    segments: list[str | tuple[str]] = []
+    seen: set[str] = set()
+    for raw in pattern[1:].split("/"):
+        m = _PARAM_RE.fullmatch(raw)
+        if m:
+            name = m.group(1)
+            if name in seen:
+                raise ValueError(f"route pattern {pattern!r} repeats parameter {name!r}")
+            seen.add(name)
+            segments.append((name,))
+        elif "{" in raw or "}" in raw:
+            raise ValueError(
+                f"route pattern {pattern!r}: a parameter must be a whole segment, "
+                f"like '{{name}}', got {raw!r}"
+            )
+        else:
+            segments.append(raw)
+    return tuple(segments)
+
+
+def _split_path(path: str) -> list[str]:
+    """Split a percent-encoded path into decoded segments (``/a%2Fb/c`` → ``["a/b", "c"]``)."""
+    try:
+        return [urllib.parse.unquote(s, errors="strict") for s in path[1:].split("/")]
+    except UnicodeDecodeError:
+        raise HTTPError(400, "path is not valid percent-encoded UTF-8") from None
+
+
+class Router:
+    """Dispatches requests on method and path; itself a :data:`Handler`.
+
+    Patterns are literal segments and whole-segment parameters:
+    ``/orders/{client_order_id}``. A parameter matches one non-empty segment,
+    percent-decoded. When several patterns match, the one with the most literal
+    segments wins (``/orders/open`` beats ``/orders/{id}``), then the first
+    added. Unknown path: ``404``. Known path, other method: ``405`` with
+    ``Allow``. ``HEAD`` is served by the ``GET`` route (the server drops the body).
+    """
+
+    def __init__(self) -> None:
+        self._routes: list[_Route] = []
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        """Register ``handler`` for ``method`` requests to paths matching ``pattern``.
+
+        Raises:
+            ValueError: bad method or pattern, or the same method and pattern twice.
+        """
+        method = method.upper()
+        if not _METHOD_RE.fullmatch(method):
+            raise ValueError(f"invalid HTTP method {method!r}")
+        segments = _compile_pattern(pattern)
+        for route in self._routes:
+            if route.method == method and route.segments == segments:
+                raise ValueError(f"duplicate route {method} {pattern} (already {route.pattern})")
+        self._routes.append(_Route(method, pattern, segments, handler))
+
+    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`add`; returns the handler unchanged."""
+
+        def register(handler: Handler) -> Handler:
+            self.add(method, pattern, handler)
+            return handler
+
+        return register
+
+    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+        """Find the handler and path parameters for ``method`` and ``path``.
+
+        Raises:
+            HTTPError: ``404``, ``405`` (with ``Allow``) or ``400`` (bad encoding).
+        """
+        if not path.startswith("/"):
+            raise HTTPError(404, "not found")
+        segments = _split_path(path)
+        matches = [(r, p) for r in self._routes if (p := r.match(segments)) is not None]
+        if not matches:
+            raise HTTPError(404, "not found")
+        wanted = {method, "GET"} if method == "HEAD" else {method}
+        for want in (method, *(wanted - {method})):  # an explicit HEAD route first
+            candidates = [(r, p) for r, p in matches if r.method == want]
+            if candidates:
+                best = max(candidates, key=lambda rp: rp[0].literal_count)  # first on ties
+                return best[0].handler, best[1]
+        allowed = {r.method for r, _ in matches}
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        raise HTTPError(405, "method not allowed", headers=(("Allow", ", ".join(sorted(allowed))),))
+
+    async def dispatch(self, request: Request) -> Response:
+        """Call the matching handler with ``path_params`` filled in.
+
+        Raises:
+            HTTPError: no route (``404``), wrong method (``405``), or from the handler.
+        """
+        handler, params = self.resolve(request.method, request.path)
+        return await handler(attrs.evolve(request, path_params=params))
+
+    async def __call__(self, request: Request) -> Response:
+        return await self.dispatch(request)
+
+
+def parse_listen(s: str) -> tuple[str, int]:
+    """Parse ``"127.0.0.1:8787"``, ``"[::1]:8787"`` or ``"localhost:8787"``.
+
+    Returns ``(host, port)`` with IPv6 brackets removed. Port ``0`` (any free
+    port) is allowed.
+
+    Raises:
+        ValueError: with a message saying what is wrong and what is expected.
+    """
+    expected = "expected HOST:PORT, e.g. '127.0.0.1:8787' or '[::1]:8787'"
+    text = s.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ValueError(f"invalid listen address {s!r}: missing ']' ({expected})")
+        if not rest.startswith(":"):
+            raise ValueError(
+                f"invalid listen address {s!r}: missing ':PORT' after ']' ({expected})"
+            )
+        port_text = rest[1:]
+        if not host:
+            raise ValueError(f"invalid listen address {s!r}: empty host ({expected})")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"invalid listen address {s!r}: missing ':PORT' ({expected})")
+        if ":" in host:
+            raise ValueError(
+                f"invalid listen address {s!r}: an IPv6 address must be in brackets ({expected})"
+            )
+        if not host:
+            raise ValueError(f"invalid listen address {s!r}: empty host ({expected})")
+    if not port_text.isascii() or not port_text.isdigit():
+        raise ValueError(f"invalid listen address {s!r}: port {port_text!r} is not a number")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"invalid listen address {s!r}: port {port} is out of range 0..65535")
+    return host, port
+
+
+# --------------------------------------------------------------------------- server
+
+
+@attrs.frozen
+class _Limits:
+    max_connections: int
+    request_timeout_s: float
+    idle_timeout_s: float
+    max_body_bytes: int
+    max_header_bytes: int
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {self.max_connections}")
+        for name in ("request_timeout_s", "idle_timeout_s"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value}")
+        if self.max_body_bytes < 0:
+            raise ValueError(f"max_body_bytes must be >= 0, got {self.max_body_bytes}")
+        if self.max_header_bytes < 256:
+            raise ValueError(f"max_header_bytes must be >= 256, got {self.max_header_bytes}")
+
+    @property
+    def linger_s(self) -> float:
+        return min(LINGER_S, self.request_timeout_s)
+
+
+class _Reply(Exception):
+    """Internal: answer with ``response`` and then close the connection.
+
+    ``head_only`` is set when the request being refused was a ``HEAD`` (h11
+    then forbids a body, even on an error).
+    """
+
+    def __init__(self, response: Response, request: h11.Request | None = None) -> None:
+        super().__init__(response.status)
+        self.response = response
+        self.head_only = request is not None and request.method == b"HEAD"
+
+
+def _http_date() -> str:
+    return email.utils.formatdate(usegmt=True)
+
+
+def _head_size(event: h11.Request) -> int:
+    """Roughly the size of the request head on the wire (h11 only bounds incomplete heads)."""
+    size = len(event.method) + len(event.target) + 13  # spaces, "HTTP/1.1", CRLF
+    return size + sum(len(name) + len(value) + 4 for name, value in event.headers) + 2
+
+
+def _peer(stream: trio.SocketStream) -> tuple[str, int] | None:
+    try:
+        address = stream.socket.getpeername()
+    except OSError:
+        return None
+    if isinstance(address, tuple) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return None
+
+
+def _build_request(event: h11.Request, body: bytes, client: tuple[str, int] | None) -> Request:
+    """Turn h11's request event into a :class:`Request` (raises ``HTTPError(400)``)."""
+    target = event.target.decode("ascii", errors="replace")
+    if target.startswith("/"):
+        path, _, query_string = target.partition("?")
+        path = path.partition("#")[0]
+    elif "://" in target:  # absolute-form, as sent to proxies
+        parts = urllib.parse.urlsplit(target)
+        path, query_string = parts.path or "/", parts.query
+    else:  # "*" or authority-form: no route can match
+        path, query_string = target, ""
+    try:
+        parsed = urllib.parse.parse_qs(
+            query_string, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS
+        )
+    except ValueError:
+        raise HTTPError(400, f"query string has more than {MAX_QUERY_FIELDS} fields") from None
+    headers: dict[str, str] = {}
+    for name, value in event.headers:
+        key = name.decode("latin-1")
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return Request(
+        method=event.method.decode("ascii", errors="replace"),
+        path=path,
+        query={k: tuple(v) for k, v in parsed.items()},
+        headers=headers,
+        body=body,
+        client=client,
+    )
+
+
+class _Server:
+    """Per-``serve_http`` state: the handler, the limits and the connection counts."""
+
+    def __init__(self, handler: Handler, limits: _Limits) -> None:
+        self._handler = handler
+        self._limits = limits
+        self._active = 0
+        self._rejecting = 0
+
+    # -- connection lifecycle ----------------------------------------------------
+
+    async def handle_stream(self, stream: trio.SocketStream) -> None:
+        if self._active >= self._limits.max_connections:
+            await self._reject(stream)
+            return
+        self._active += 1
+        try:
+            await self._serve_connection(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.debug("admin connection from %s dropped: %r", _peer(stream), exc)
+        except Exception:
+            # A bug in this module, not in a handler; never let it reach the
+            # nursery (that would take the whole server down with it).
+            log.exception("admin connection from %s failed", _peer(stream))
+        finally:
+            self._active -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _reject(self, stream: trio.SocketStream) -> None:
+        """Answer ``503`` without parsing anything, then close (bounded in time and count)."""
+        if self._rejecting >= self._limits.max_connections:
+            await trio.aclose_forcefully(stream)
+            return
+        self._rejecting += 1
+        log.warning(
+            "admin HTTP: %d connections open (max_connections=%d); rejecting %s",
+            self._active,
+            self._limits.max_connections,
+            _peer(stream),
+        )
+        try:
+            conn = h11.Connection(h11.SERVER)
+            response = error_response(503, "too many connections", (("Retry-After", "1"),))
+            with trio.move_on_after(self._limits.linger_s):
+                await stream.send_all(self._render(conn, response, head_only=False, close=True))
+                await self._linger(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self._rejecting -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _linger(self, stream: trio.SocketStream) -> None:
+        """Half-close, then discard what the client still sends until it closes too."""
+        await stream.send_eof()
+        discarded = 0
+        with trio.move_on_after(self._limits.linger_s):
+            while discarded <= LINGER_MAX_BYTES:
+                data = await stream.receive_some(RECEIVE_BYTES)
+                if not data:
+                    return
+                discarded += len(data)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        limits = self._limits
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        client = _peer(stream)
+        first = True
+        while True:
+            # 1. Receive one complete request.
+            try:
+                received = await self._receive(conn, stream, first=first)
+            except _Reply as reply:
+                log.debug("admin HTTP: refusing request from %s: %s", client, reply)
+                await self._send_and_close(conn, stream, reply.response, head_only=reply.head_only)
+                return
+            if received is None:
+                return
+            first = False
+            event, body = received
+
+            # 2. Run the handler.
+            start = trio.current_time()
+            head_only = event.method == b"HEAD"
+            response, close = await self._respond(event, body, client)
+
+            # 3. Send the answer.
+            if close:
+                await self._send_and_close(conn, stream, response, head_only=head_only)
+                return
+            data = self._render(conn, response, head_only=head_only, close=False)
+            with trio.move_on_after(limits.request_timeout_s) as scope:
+                await stream.send_all(data)
+            if scope.cancelled_caught:
+                log.info("admin HTTP: %s did not read its response in time; closing", client)
+                return
+            log.debug(
+                "%s %s -> %d (%.1f ms)",
+                event.method.decode("ascii", "replace"),
+                event.target.decode("ascii", "replace").partition("?")[0],
+                response.status,
+                (trio.current_time() - start) * 1000,
+            )
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
+                await self._close_gracefully(stream)
+                return
+            conn.start_next_cycle()
+
+    async def _receive(
+        self, conn: h11.Connection, stream: trio.SocketStream, *, first: bool
+    ) -> tuple[h11.Request, bytes] | None:
+        """Read one request, head and body; ``None`` when the client closed or idled out.
+
+        Raises:
+            _Reply: the request cannot be served: not HTTP/1.1 (400), too slow
+                (408), body or head too large (413, 431).
+        """
+        limits = self._limits
+        # A new connection is expected to send its request now; a kept-alive one
+        # may idle, but once a request has begun it must complete in time.
+        started = bool(conn.trailing_data[0])
+        on_request_clock = first or started
+        timeout_s = limits.request_timeout_s if on_request_clock else limits.idle_timeout_s
+        request: h11.Request | None = None
+        body = bytearray()
+        try:
+            with trio.move_on_after(timeout_s) as scope:
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        if conn.they_are_waiting_for_100_continue:
+                            await stream.send_all(
+                                conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                                or b""
+                            )
+                        data = await stream.receive_some(RECEIVE_BYTES)
+                        if data and not started:
+                            started = True
+                            if not on_request_clock:
+                                on_request_clock = True
+                                scope.deadline = trio.current_time() + limits.request_timeout_s
+                        conn.receive_data(data)
+                    elif isinstance(event, h11.Request):
+                        request = event
+                        if _head_size(event) > limits.max_header_bytes:
+                            raise _Reply(
+                                error_response(431, "request header fields too large"), event
+                            )
+                        declared = _content_length(event)
+                        if declared is not None and declared > limits.max_body_bytes:
+                            raise _Reply(_too_large(limits.max_body_bytes), request)
+                    elif isinstance(event, h11.Data):
+                        body += event.data
+                        if len(body) > limits.max_body_bytes:
+                            raise _Reply(_too_large(limits.max_body_bytes), request)
+                    elif isinstance(event, h11.EndOfMessage):
+                        assert request is not None
+                        return request, bytes(body)
+                    elif isinstance(event, h11.ConnectionClosed):
+                        return None
+                    else:  # PAUSED cannot happen: we never read past a request's end.
+                        raise RuntimeError(f"unexpected h11 event {event!r}")
+        except h11.RemoteProtocolError as exc:
+            message = f"bad request: {exc}"
+            if exc.error_status_hint == 431:
+                message = "request header fields too large"
+            raise _Reply(error_response(exc.error_status_hint, message), request) from None
+        # Timed out.
+        if started:
+            raise _Reply(error_response(408, "request timeout"), request)
+        return None
+
+    async def _respond(
+        self, event: h11.Request, body: bytes, client: tuple[str, int] | None
+    ) -> tuple[Response, bool]:
+        """Run the handler under the request deadline; returns ``(response, close)``."""
+        method = event.method.decode("ascii", "replace")
+        try:
+            request = _build_request(event, body, client)
+            with trio.move_on_after(self._limits.request_timeout_s) as scope:
+                response = await self._handler(request)
+            if scope.cancelled_caught:
+                log.warning(
+                    "admin HTTP: handler for %s %s exceeded %.3f s; answering 503",
+                    method,
+                    request.path,
+                    self._limits.request_timeout_s,
+                )
+                return error_response(503, "request timed out"), True
+            if not isinstance(response, Response):
+                raise TypeError(f"handler returned {type(response).__name__}, not Response")
+        except HTTPError as exc:
+            return error_response(exc.status, exc.message, exc.headers), False
+        except Exception:
+            log.exception(
+                "admin HTTP: handler for %s %s raised",
+                method,
+                event.target.decode("ascii", "replace").partition("?")[0],
+            )
+            return error_response(500, "internal server error"), False
+        return response, False
+
+    # -- writing -----------------------------------------------------------------
+
+    def _render(
+        self, conn: h11.Connection, response: Response, *, head_only: bool, close: bool
+    ) -> bytes:
+        """Serialize ``response`` with h11; a response h11 refuses becomes a ``500``."""
+        try:
+            return _serialize(conn, response, head_only=head_only, close=close)
+        except Exception:
+            log.exception("admin HTTP: handler returned an invalid response (%d)", response.status)
+            if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+                raise  # h11 already committed: nothing sane left to send
+            fallback = error_response(500, "internal server error")
+            return _serialize(conn, fallback, head_only=head_only, close=close)
+
+    async def _send_and_close(
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        response: Response,
+        *,
+        head_only: bool = False,
+    ) -> None:
+        data = self._render(conn, response, head_only=head_only, close=True)
+        with trio.move_on_after(self._limits.request_timeout_s):
+            await stream.send_all(data)
+            await self._close_gracefully(stream)
+
+    async def _close_gracefully(self, stream: trio.SocketStream) -> None:
+        try:
+            await self._linger(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+def _content_length(event: h11.Request) -> int | None:
+    for name, value in event.headers:
+        if name == b"content-length":
+            return int(value)  # h11 has validated it
+    return None
+
+
+def _too_large(max_body_bytes: int) -> Response:
+    return error_response(413, f"request body larger than {max_body_bytes} bytes")
+
+
+def _serialize(conn: h11.Connection, response: Response, *, head_only: bool, close: bool) -> bytes:
+    status = response.status
+    body = b"" if status in _NO_BODY_STATUSES else response.body
+    headers: list[tuple[bytes, bytes]] = []
+    names: set[str] = set()
+    for name, value in response.headers:
+        lower = name.lower()
+        if lower in ("content-length", "transfer-encoding"):
+            continue
+        if lower == "connection":
+            close = close or "close" in value.lower()
+            continue
+        names.add(lower)
+        headers.append((name.encode("ascii"), value.encode("latin-1")))
+    if "date" not in names:
+        headers.append((b"Date", _http_date().encode("ascii")))
+    if "server" not in names:
+        headers.append((b"Server", SERVER_NAME.encode("ascii")))
+    if status not in _NO_BODY_STATUSES:
+        headers.append((b"Content-Length", str(len(body)).encode("ascii")))
+    if close:
+        headers.append((b"Connection", b"close"))
+    try:
+        reason = http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        reason = b""
+    event = h11.Response(status_code=status, headers=headers, reason=reason)
+    out = [conn.send(event) or b""]
+    if body and not head_only:
+        out.append(conn.send(h11.Data(data=body)) or b"")
+    out.append(conn.send(h11.EndOfMessage()) or b"")
+    return b"".join(out)
+
+
+async def serve_http(
+    handler: Handler,
+    host: str,
+    port: int,
+    *,
+    max_connections: int = 64,
+    request_timeout_s: float = 10.0,
+    idle_timeout_s: float = 30.0,
+    max_body_bytes: int = 1_048_576,
+    max_header_bytes: int = 16384,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``handler`` over HTTP/1.1 on ``host:port`` until cancelled.
+
+    Binds first (``port=0`` picks a free port) and only then reports
+    ``task_status.started((host, bound_port))``, so ``await nursery.start(...)``
+    returns when connections are accepted. Each connection is a task; when this
+    function is cancelled every connection is closed, in-flight handlers
+    included.
+
+    Args:
+        handler: called once per request; see :class:`Router`.
+        host: address to bind, e.g. ``"127.0.0.1"`` (see :func:`parse_listen`).
+        port: TCP port; ``0`` for any free one.
+        max_connections: open connections served at once; more get ``503``.
+        request_timeout_s: bound on receiving a request, on its handler, and on
+            sending its response (each).
+        idle_timeout_s: how long a kept-alive connection may wait for its next request.
+        max_body_bytes: larger bodies get ``413``.
+        max_header_bytes: larger request heads get ``431``.
+        task_status: receives the bound ``(host, port)``.
+
+    Raises:
+        OSError: the address cannot be bound (before ``started`` is reported).
+        ValueError: a limit is out of range.
+    """
+    limits = _Limits(
+        max_connections=max_connections,
+        request_timeout_s=request_timeout_s,
+        idle_timeout_s=idle_timeout_s,
+        max_body_bytes=max_body_bytes,
+        max_header_bytes=max_header_bytes,
+    )
+    server = _Server(handler, limits)
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        sockname = listeners[0].socket.getsockname()
+        bound: tuple[str, int] = (str(sockname[0]), int(sockname[1]))
+        log.info("admin HTTP listening on %s", _format_address(bound))
+        task_status.started(bound)
+        await trio.serve_listeners(server.handle_stream, listeners)
+    finally:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+
+
+def _format_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
