@@ -100,11 +100,11 @@ async def serve_control(
                     stream = await listener.accept()
                     nursery.start_soon(_serve_one, stream, handler)
     finally:
-        with trio.CancelScope(shield=True):
-            try:
-                path.unlink()  # noqa: ASYNC240 - one unlink at shutdown, not worth a thread
-            except FileNotFoundError:
-                pass
+        # One unlink at shutdown (no await, so cancellation cannot interrupt it).
+        try:
+            path.unlink()  # noqa: ASYNC240 - a single metadata operation, not worth a thread
+        except FileNotFoundError:
+            pass
 
 
 async def _serve_one(stream: trio.SocketStream, handler: Handler) -> None:
@@ -173,7 +173,9 @@ def request(path: Path, message: dict[str, Any], *, timeout_s: float = CLIENT_TI
         except ConnectionRefusedError:
             raise ControlError(f"no daemon is listening on {path} (stale socket)") from None
         except PermissionError:
-            raise ControlError(f"permission denied on {path} (run as the daemon's user or root)") from None
+            raise ControlError(
+                f"permission denied on {path} (run as the daemon's user or root)"
+            ) from None
         except TimeoutError:
             raise ControlError(f"the daemon did not answer within {timeout_s:g}s") from None
         except OSError as exc:

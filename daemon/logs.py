@@ -100,11 +100,8 @@ def apply(cfg: LoggingConfig, stream: TextIO | None = None) -> None:
 
 
 def _formatter(cfg: LoggingConfig, stream: TextIO) -> logging.Formatter:
-    fmt = cfg.format
-    if fmt == "auto":
-        fmt = "journal" if under_journald(stream) else "text"  # type: ignore[assignment]
-    if fmt == "json":
+    if cfg.format == "json":
         return JsonFormatter()
-    if fmt == "journal":
+    if cfg.format == "auto" and under_journald(stream):
         return JournalFormatter("%(name)s: %(message)s")
     return logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")

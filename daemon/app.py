@@ -1,0 +1,652 @@
+"""The daemon: the supervision tree, its lifecycle, signals and reload.
+
+::
+
+    Daemon.run()
+    ├── signal loop        SIGTERM/SIGINT → graceful stop; 2nd → hard stop; SIGHUP → reload
+    └── root supervisor    (one_for_one)
+        ├── health         loop-lag probe, watchdog pings (only while healthy), STATUS=
+        ├── housekeeping   state_dir watch, heartbeat (critical)
+        ├── control        Unix socket: reload / status / fault hooks
+        └── admin          loopback HTTP: /health /status /metrics
+
+Lifecycle: the tree is started child by child (``nursery.start``: started
+means ready) under ``daemon.start_timeout_s``; only then ``READY=1``. A stop
+request sends ``STOPPING=1`` and asks the root supervisor to stop its children
+in reverse order; whatever is still running after ``daemon.shutdown_timeout_s``
+is cancelled. Exit status: 0 after a clean stop, 1 after an escalation or a
+failed start (with ``ERRNO=`` sent first), 130 after a hard stop.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from daemon import __version__, logs
+from daemon import config as configmod
+from daemon.admin.api import AdminAPI
+from daemon.admin.http import serve_http
+from daemon.channels import Queues
+from daemon.config import Config
+from daemon.control import serve_control
+from daemon.errors import ConfigError, ControlError, EscalationError, SecretError
+from daemon.faults import FAULT_KINDS, Faults
+from daemon.health import (
+    BlockedLoopReporter,
+    HealthLevel,
+    HealthModel,
+    HealthThresholds,
+    LagProbe,
+    SlowStepInstrument,
+    WatchdogStats,
+    run_watchdog,
+    supervision_check,
+)
+from daemon.housekeeping import DiskState, Housekeeping
+from daemon.metrics import MetricFamily, Registry
+from daemon.notify import Notifier
+from daemon.secrets import Secret, resolve
+from daemon.supervise import (
+    ChildContext,
+    ChildSpec,
+    Strategy,
+    Supervisor,
+    SupervisorEvent,
+    SupervisorPolicy,
+)
+
+log = logging.getLogger("tradingd.app")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_HARD_STOP = 130
+#: After a hard stop, time the tree gets to unwind before the process exits anyway.
+HARD_STOP_GRACE_S = 5.0
+#: Period of EXTEND_TIMEOUT_USEC messages while a long start or drain progresses.
+EXTEND_EVERY_S = 5.0
+
+
+@attrs.frozen
+class ReloadResult:
+    """Outcome of one reload, as answered to ``tradingd reload``."""
+
+    ok: bool
+    origin: str
+    errors: tuple[str, ...] = ()
+    applied: tuple[str, ...] = ()
+    restart_required: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "origin": self.origin,
+            "errors": list(self.errors),
+            "applied": list(self.applied),
+            "restart_required": list(self.restart_required),
+        }
+
+
+def policy_from(config: Config, strategy: Strategy = Strategy.ONE_FOR_ONE) -> SupervisorPolicy:
+    sup = config.supervision
+    return SupervisorPolicy(
+        strategy=strategy,
+        max_restarts=sup.max_restarts,
+        period_s=sup.period_s,
+        backoff_initial_s=sup.backoff_initial_s,
+        backoff_max_s=sup.backoff_max_s,
+    )
+
+
+def thresholds_from(config: Config) -> HealthThresholds:
+    return HealthThresholds(
+        lag_degraded_ms=config.health.lag_degraded_ms,
+        lag_unhealthy_ms=config.health.lag_unhealthy_ms,
+    )
+
+
+class Daemon:
+    """One tradingd process.
+
+    Args:
+        config: the validated configuration.
+        notifier: the sd_notify channel (a no-op one outside systemd).
+        config_path: the file to re-read on reload; None for an embedded
+            configuration (``tradingd demo``), which cannot be reloaded.
+        on_admin_bound: called with (host, port) once the admin API listens.
+        extra_children: children started after the built-in ones (the
+            services later layers add: store, market data, orders, ...).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        notifier: Notifier,
+        config_path: Path | None = None,
+        on_admin_bound: Callable[[str, int], None] | None = None,
+        extra_children: Sequence[ChildSpec] = (),
+    ) -> None:
+        self.config = config
+        self.notifier = notifier
+        self.config_path = config_path
+        self._on_admin_bound = on_admin_bound
+        self.state = "starting"
+        self.started_wall = time.time()
+        self.metrics = Registry()
+        self.queues = Queues()
+        self.faults = Faults(enabled=config.testing.fault_injection)
+        self.disk = DiskState(min_free_mb=config.health.min_free_disk_mb)
+        self.lag_probe = LagProbe(
+            interval_s=config.health.lag_probe_interval_s, window_s=config.health.lag_window_s
+        )
+        self.instrument = SlowStepInstrument(threshold_ms=config.health.slow_step_ms)
+        self.health = HealthModel(thresholds_from(config), lag_probe=self.lag_probe)
+        self.watchdog_stats = WatchdogStats()
+        self.admin_address: tuple[str, int] | None = None
+        self.admin_token: Secret | None = None
+        self.last_reload: ReloadResult | None = None
+        self._reload_lock = trio.Lock()
+        self._root_scope = trio.CancelScope()
+        self._root_done = trio.Event()
+        self._exit_error: BaseException | None = None
+        self._stop_started = False
+        self._hard_stop = False
+        self._events: list[dict[str, Any]] = []
+        self.root = Supervisor(
+            "root",
+            [*self._children(), *extra_children],
+            policy_from(config),
+            on_event=self._on_event,
+        )
+        self.health.add_check("supervision", supervision_check(self.root.status))
+        self.health.add_check("state_dir", self.disk.check)
+        self.health.add_check("lifecycle", self._lifecycle_check)
+        self._counters()
+
+    # ------------------------------------------------------------------ tree
+
+    def _children(self) -> list[ChildSpec]:
+        cfg = self.config
+        grace = cfg.supervision.child_shutdown_grace_s
+        housekeeping = Housekeeping(
+            state_dir=cfg.daemon.state_dir,
+            interval_s=cfg.health.heartbeat_interval_s,
+            disk=self.disk,
+            faults=self.faults,
+        )
+        children = [
+            ChildSpec("health", self._run_health, shutdown_grace_s=grace),
+            ChildSpec(
+                "housekeeping",
+                housekeeping.run,
+                shutdown_grace_s=grace,
+                heartbeat_interval_s=cfg.health.heartbeat_interval_s,
+                heartbeat_tolerance=cfg.health.heartbeat_tolerance,
+            ),
+            ChildSpec("control", self._run_control, shutdown_grace_s=grace),
+        ]
+        if cfg.admin.listen:
+            children.append(
+                ChildSpec("admin", self._run_admin, shutdown_grace_s=grace, critical=False)
+            )
+        return children
+
+    async def _run_health(
+        self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.lag_probe.run)
+            await nursery.start(
+                lambda task_status: run_watchdog(
+                    self.notifier,
+                    self.health,
+                    status_fn=self.status_line,
+                    status_interval_s=self.config.health.status_interval_s,
+                    stats=self.watchdog_stats,
+                    task_status=task_status,
+                )
+            )
+            task_status.started()
+            await ctx.wait_stop_requested()
+            nursery.cancel_scope.cancel()
+
+    async def _run_control(
+        self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        path = self.config.control_socket_path()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_control, path, self._control)
+            log.info("control socket %s", path)
+            task_status.started()
+            await ctx.wait_stop_requested()
+            nursery.cancel_scope.cancel()
+
+    async def _run_admin(
+        self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        host, port = configmod.parse_listen(self.config.admin.listen)
+        api = AdminAPI(self)
+        async with trio.open_nursery() as nursery:
+            try:
+                bound = await nursery.start(
+                    lambda task_status: serve_http(
+                        api.handle,
+                        host,
+                        port,
+                        max_connections=self.config.admin.max_connections,
+                        task_status=task_status,
+                    )
+                )
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"admin API cannot listen on {host}:{port}: {exc.strerror}"
+                ) from exc
+            self.admin_address = (bound[0], bound[1])
+            log.info("admin API on http://%s:%d/", bound[0], bound[1])
+            if self._on_admin_bound is not None:
+                self._on_admin_bound(bound[0], bound[1])
+            task_status.started()
+            await ctx.wait_stop_requested()
+            nursery.cancel_scope.cancel()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        """Run until stopped; returns the process exit status."""
+        self._resolve_secrets()
+        trio.lowlevel.add_instrument(self.instrument)
+        reporter = BlockedLoopReporter(
+            self.instrument, threshold_s=self.config.health.blocked_loop_report_s
+        )
+        reporter.start()
+        try:
+            return await self._run()
+        finally:
+            reporter.stop()
+            trio.lowlevel.remove_instrument(self.instrument)
+
+    async def _run(self) -> int:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._signal_loop)
+            start_timeout = self.config.daemon.start_timeout_s
+            nursery.start_soon(self._extend_while, "starting", start_timeout)
+            try:
+                with trio.fail_after(start_timeout):
+                    await nursery.start(self._run_root)
+            except trio.TooSlowError:
+                log.error("the supervision tree did not start within %gs", start_timeout)
+                self._exit_error = TimeoutError(f"start took longer than {start_timeout:g}s")
+            except Exception as exc:
+                log.error("start failed: %s", _describe(exc))
+                self._exit_error = exc
+            if self._exit_error is None and not self._stop_started:
+                self.state = "running"
+                self.notifier.ready(self.status_line())
+                log.info("tradingd %s ready (pid %d)", __version__, os.getpid())
+                await self._root_done.wait()
+            nursery.cancel_scope.cancel()
+        return self._exit_code()
+
+    async def _run_root(self, *, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            with self._root_scope:
+                await self.root.run(task_status=task_status)
+        except EscalationError as exc:
+            log.critical("%s", exc)
+            for failure in exc.failures:
+                log.error("  %r", failure)
+            self._exit_error = exc
+        finally:
+            self._root_done.set()
+
+    def _exit_code(self) -> int:
+        if self._exit_error is not None:
+            code = _errno_for(self._exit_error)
+            self.notifier.errno(code)
+            self.notifier.status(f"failed: {_describe(self._exit_error)}"[:200])
+            return EXIT_FAILURE
+        if self._hard_stop:
+            return EXIT_HARD_STOP
+        log.info("stopped cleanly")
+        return EXIT_OK
+
+    def request_stop(self, reason: str) -> None:
+        """Graceful stop: STOPPING=1, reverse-order stop, cancel after the timeout."""
+        if self._stop_started:
+            return
+        self._stop_started = True
+        self.state = "stopping"
+        timeout = self.config.daemon.shutdown_timeout_s
+        log.info("stopping (%s); draining for at most %gs", reason, timeout)
+        self.notifier.stopping(f"stopping ({reason})")
+        self._root_scope.deadline = trio.current_time() + timeout
+        self.root.request_stop()
+
+    def hard_stop(self, reason: str) -> None:
+        """Stop now: cancel everything; exit even if a task cannot be cancelled."""
+        self._hard_stop = True
+        self._stop_started = True
+        self.state = "stopping"
+        log.warning("hard stop (%s): cancelling all work now", reason)
+        self.notifier.stopping(f"hard stop ({reason})")
+        self._root_scope.cancel()
+
+    async def _signal_loop(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGHUP:
+                        nursery.start_soon(self.reload, name)
+                    elif not self._stop_started:
+                        self.request_stop(name)
+                        nursery.start_soon(
+                            self._extend_while, "stopping", self.config.daemon.shutdown_timeout_s
+                        )
+                    else:
+                        self.hard_stop(f"second {name}")
+                        nursery.start_soon(self._exit_if_stuck)
+
+    async def _exit_if_stuck(self) -> None:
+        await trio.sleep(HARD_STOP_GRACE_S)
+        if not self._root_done.is_set():
+            stuck = [c.name for c in self.root.status().children if c.state.value == "stuck"]
+            log.critical(
+                "tasks did not finish %gs after a hard stop (%s); exiting now",
+                HARD_STOP_GRACE_S,
+                ", ".join(stuck) or "unknown",
+            )
+            logging.shutdown()
+            os._exit(EXIT_HARD_STOP)
+
+    async def _extend_while(self, state: str, budget_s: float) -> None:
+        """EXTEND_TIMEOUT_USEC while a long start or drain is still progressing."""
+        deadline = trio.current_time() + budget_s
+        while self.state == state and trio.current_time() < deadline:
+            remaining = deadline - trio.current_time()
+            self.notifier.extend_timeout(min(remaining, EXTEND_EVERY_S) + EXTEND_EVERY_S)
+            await trio.sleep(min(EXTEND_EVERY_S, remaining))
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self, origin: str) -> ReloadResult:
+        """Re-read the config file; apply what can change live, name the rest."""
+        async with self._reload_lock:
+            result = await self._reload(origin)
+            self.last_reload = result
+            return result
+
+    async def _reload(self, origin: str) -> ReloadResult:
+        if self.config_path is None:
+            log.warning("reload (%s) ignored: running on an embedded configuration", origin)
+            return ReloadResult(False, origin, errors=("no configuration file to reload",))
+        self.notifier.reloading(f"reloading ({origin})")
+        try:
+            new = await trio.to_thread.run_sync(_load_checked, self.config_path)
+        except ConfigError as exc:
+            log.error(
+                "reload (%s) rejected, still running on the previous configuration:", origin
+            )
+            for problem in exc.problems:
+                log.error("  %s", problem)
+            result = ReloadResult(False, origin, errors=exc.problems)
+            self.notifier.ready(self.status_line(result))
+            return result
+        changes = configmod.diff(self.config, new)
+        self._apply_live(new, changes.live)
+        for key in changes.restart:
+            log.warning("reload: %s changed; takes effect after a restart", key)
+        log.info(
+            "reload (%s) applied: %s",
+            origin,
+            ", ".join(changes.live) or "no live changes",
+        )
+        result = ReloadResult(
+            True, origin, applied=changes.live, restart_required=changes.restart
+        )
+        self.notifier.ready(self.status_line(result))
+        return result
+
+    def _apply_live(self, new: Config, keys: tuple[str, ...]) -> None:
+        merged = self.config
+        for key in keys:
+            merged = _set_path(merged, key.split("."), _get_path(new, key.split(".")))
+        self.config = merged
+        logs.apply(merged.logging)
+        self.health.thresholds = thresholds_from(merged)
+        self.lag_probe.interval_s = merged.health.lag_probe_interval_s
+        self.lag_probe.window_s = merged.health.lag_window_s
+        self.instrument.threshold_ms = merged.health.slow_step_ms
+        self.disk.min_free_mb = merged.health.min_free_disk_mb
+        if "admin.token" in keys:
+            self._resolve_secrets()
+
+    def _resolve_secrets(self) -> None:
+        ref = self.config.admin.token
+        self.admin_token = resolve(ref) if ref is not None else None
+
+    # ------------------------------------------------------------------ control
+
+    async def _control(self, message: dict[str, Any]) -> dict[str, Any]:
+        cmd = message["cmd"]
+        if cmd == "ping":
+            return {"ok": True, "pid": os.getpid(), "version": __version__}
+        if cmd == "status":
+            return {"ok": True, "status": self.status()}
+        if cmd == "reload":
+            return (await self.reload("control socket")).to_dict()
+        if cmd == "fault":
+            kind = message.get("kind")
+            if kind not in FAULT_KINDS:
+                return {"ok": False, "error": f"unknown fault {kind!r}; one of {FAULT_KINDS}"}
+            try:
+                self.faults.check_allowed()
+            except PermissionError as exc:
+                return {"ok": False, "error": str(exc)}
+            if kind == "block-loop":
+                seconds = float(message.get("seconds", 30.0))
+                if not 0 < seconds <= 3600:
+                    return {"ok": False, "error": "seconds must be in (0, 3600]"}
+                # Answer first, then block: the CLI should not be the one left hanging.
+                trio.lowlevel.spawn_system_task(self._delayed_block, seconds)
+            else:
+                self.faults.arm_hang_heartbeat()
+            return {"ok": True, "fault": kind}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    async def _delayed_block(self, seconds: float) -> None:
+        await trio.sleep(0.2)
+        await self.faults.block_loop(seconds)
+
+    # ------------------------------------------------------------------ status
+
+    def _lifecycle_check(self) -> tuple[HealthLevel, str | None]:
+        if self.state == "starting":
+            return HealthLevel.DEGRADED, "starting"
+        if self.state == "stopping":
+            return HealthLevel.DEGRADED, "stopping"
+        return HealthLevel.HEALTHY, None
+
+    def _on_event(self, event: SupervisorEvent) -> None:
+        self._events.append(
+            {
+                "kind": event.kind,
+                "supervisor": event.supervisor,
+                "child": event.child,
+                "error": _describe(event.error) if event.error is not None else None,
+                "at": round(event.at, 3),
+            }
+        )
+        del self._events[:-50]
+        self._event_counter.inc(kind=event.kind, child=event.child or "")
+
+    def status_line(self, reload: ReloadResult | None = None) -> str:
+        """The one-line systemd STATUS=."""
+        report = self.health.evaluate()
+        tree = self.root.status()
+        running = sum(1 for c in tree.children if c.state.value == "running")
+        stats = self.lag_probe.stats()
+        line = (
+            f"{self.state}, {report.level.value}; children {running}/{len(tree.children)} up; "
+            f"restarts {tree.total_restarts}; loop lag p99 {stats.p99_ms:.0f}ms"
+        )
+        last = reload or self.last_reload
+        if last is not None and not last.ok:
+            line += f"; reload REJECTED ({len(last.errors)} errors), running on previous config"
+        if report.level is not HealthLevel.HEALTHY and report.reasons:
+            line += f"; {report.reasons[0]}"
+        return line
+
+    def status(self) -> dict[str, Any]:
+        """The JSON document of ``GET /status`` and ``tradingd status``."""
+        report = self.health.evaluate()
+        stats = self.lag_probe.stats()
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "state": self.state,
+            "uptime_s": round(time.time() - self.started_wall, 3),
+            "config": self.config.source,
+            "health": report.to_dict(),
+            "supervision": self.root.status().to_dict(),
+            "loop_lag": attrs.asdict(stats),
+            "slow_steps": self.instrument.report(),
+            "queues": self.queues.snapshot(),
+            "admin": {"listen": self.config.admin.listen, "bound": self.admin_address},
+            "last_reload": self.last_reload.to_dict() if self.last_reload else None,
+            "recent_events": list(self._events[-20:]),
+            "notify": {
+                "enabled": self.notifier.enabled,
+                "watchdog_interval_s": self.notifier.watchdog_interval_s,
+                "watchdog": attrs.asdict(self.watchdog_stats),
+            },
+        }
+
+    def _counters(self) -> None:
+        m = self.metrics
+        self._event_counter = m.counter(
+            "tradingd_supervisor_events", "Supervisor events by kind and child.", ("kind", "child")
+        )
+        m.register_collector(self._collect)
+
+    def _collect(self) -> Any:
+        report = self.health.evaluate()
+        stats = self.lag_probe.stats()
+        families = [
+            MetricFamily.gauge(
+                "tradingd_up", "1 while the daemon runs.", [((), 1.0)]
+            ),
+            MetricFamily.gauge(
+                "tradingd_uptime_seconds",
+                "Seconds since the process started.",
+                [((), time.time() - self.started_wall)],
+            ),
+            MetricFamily.gauge(
+                "tradingd_health",
+                "Health level: 0 healthy, 1 degraded, 2 unhealthy.",
+                [((), float(_LEVEL_VALUE[report.level]))],
+            ),
+            MetricFamily.gauge(
+                "tradingd_loop_lag_milliseconds",
+                "Event-loop lag (sleep drift) over the probe window.",
+                [
+                    ((("quantile", "0.5"),), stats.p50_ms),
+                    ((("quantile", "0.99"),), stats.p99_ms),
+                    ((("quantile", "1"),), stats.max_ms),
+                ],
+            ),
+        ]
+        restarts: list[tuple[tuple[tuple[str, str], ...], float]] = []
+        states: list[tuple[tuple[tuple[str, str], ...], float]] = []
+        for path, child in _walk_children(self.root.status()):
+            restarts.append(((("child", path),), float(child.restarts)))
+            states.append(((("child", path), ("state", child.state.value)), 1.0))
+        families.append(
+            MetricFamily.counter(
+                "tradingd_child_restarts", "Restarts of each supervised child.", restarts
+            )
+        )
+        families.append(
+            MetricFamily.gauge("tradingd_child_state", "Current state of each child.", states)
+        )
+        wd = self.watchdog_stats
+        families.append(
+            MetricFamily.counter(
+                "tradingd_watchdog_pings",
+                "systemd watchdog pings by outcome (suppressed while unhealthy).",
+                [
+                    ((("outcome", "sent"),), float(wd.pings_sent)),
+                    ((("outcome", "failed"),), float(wd.pings_failed)),
+                    ((("outcome", "suppressed"),), float(wd.pings_suppressed)),
+                ],
+            )
+        )
+        depth = [((("queue", q["name"]),), float(q["depth"])) for q in self.queues.snapshot()]
+        cap = [((("queue", q["name"]),), float(q["capacity"])) for q in self.queues.snapshot()]
+        families.append(MetricFamily.gauge("tradingd_queue_depth", "Items queued.", depth))
+        families.append(MetricFamily.gauge("tradingd_queue_capacity", "Queue capacity.", cap))
+        return families
+
+
+_LEVEL_VALUE = {HealthLevel.HEALTHY: 0, HealthLevel.DEGRADED: 1, HealthLevel.UNHEALTHY: 2}
+
+
+def _walk_children(status: Any, prefix: str = "") -> Any:
+    for child in status.children:
+        path = f"{prefix}{status.name}/{child.name}"
+        yield path, child
+        if getattr(child, "supervisor", None) is not None:
+            yield from _walk_children(child.supervisor, f"{prefix}{status.name}/")
+
+
+def _load_checked(path: Path) -> Config:
+    """Load a config and run the environment checks (blocking; used by reload)."""
+    new = configmod.load(path)
+    problems = configmod.check_environment(new)
+    if problems:
+        raise ConfigError(problems)
+    return new
+
+
+def _get_path(obj: Any, parts: list[str]) -> Any:
+    for part in parts:
+        obj = getattr(obj, part)
+    return obj
+
+
+def _set_path(obj: Any, parts: list[str], value: Any) -> Any:
+    if len(parts) == 1:
+        return attrs.evolve(obj, **{parts[0]: value})
+    inner = _set_path(getattr(obj, parts[0]), parts[1:], value)
+    return attrs.evolve(obj, **{parts[0]: inner})
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _errno_for(exc: BaseException) -> int:
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    if isinstance(exc, TimeoutError | trio.TooSlowError):
+        return errno.ETIMEDOUT
+    if isinstance(exc, ConfigError | SecretError):
+        return errno.EINVAL
+    if isinstance(exc, ControlError):
+        return errno.EADDRINUSE
+    return errno.ENOTRECOVERABLE
+
+
+def finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0

@@ -1,0 +1,339 @@
+"""The ``tradingd`` command line.
+
+::
+
+    tradingd run --config PATH          run the daemon (systemd: Type=notify)
+    tradingd check-config PATH          validate a config file; exit 2 listing every problem
+    tradingd demo                       run on an embedded config (state under ./var/)
+    tradingd status [--json]            ask a running daemon for its status
+    tradingd reload                     reload a running daemon's config; waits for the result
+    tradingd debug-fault KIND           test-only fault hooks (need [testing] fault_injection)
+
+Exit codes: 0 success, 1 runtime failure (or a rejected reload), 2 invalid
+configuration or usage, 3 no daemon reachable, 130 interrupted / hard stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from daemon import __version__, control, logs
+from daemon import config as configmod
+from daemon.app import Daemon
+from daemon.config import Config
+from daemon.errors import ConfigError, ControlError, SecretError
+from daemon.faults import FAULT_KINDS
+from daemon.notify import Notifier, unset_environment
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+DEFAULT_CONFIG = "/etc/tradingd/tradingd.toml"
+DEMO_ADMIN_PORT = 8787
+
+log = logging.getLogger("tradingd.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tradingd",
+        description="A Trio trading daemon: supervised market data and exactly-once orders.",
+    )
+    parser.add_argument("--version", action="version", version=f"tradingd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon")
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("path")
+
+    p = sub.add_parser("demo", help="run on an embedded configuration until Ctrl-C")
+    p.add_argument("--state-dir", default="./var", help="default ./var")
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        default=DEMO_ADMIN_PORT,
+        help=f"admin API port on 127.0.0.1 (default {DEMO_ADMIN_PORT}; 0 picks a free one)",
+    )
+
+    for name, text in (
+        ("status", "show a running daemon's status"),
+        ("reload", "reload a running daemon's configuration and wait for the result"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _add_target(p)
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    p = sub.add_parser(
+        "debug-fault",
+        help="inject a fault into a running daemon (test configurations only)",
+    )
+    p.add_argument("kind", choices=FAULT_KINDS)
+    p.add_argument("--seconds", type=float, default=30.0, help="block-loop duration")
+    _add_target(p)
+    return parser
+
+
+def _add_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    p.add_argument("--socket", help="control socket path (overrides the config's)")
+    p.add_argument("--timeout", type=float, default=control.CLIENT_TIMEOUT_S, help="seconds")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(Path(args.config))
+        if args.command == "check-config":
+            return cmd_check_config(Path(args.path))
+        if args.command == "demo":
+            return cmd_demo(Path(args.state_dir), args.admin_port)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "reload":
+            return cmd_reload(args)
+        if args.command == "debug-fault":
+            return cmd_fault(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    raise AssertionError(args.command)  # pragma: no cover - argparse enforces choices
+
+
+# ---------------------------------------------------------------------------- check-config
+
+
+def cmd_check_config(path: Path) -> int:
+    try:
+        config = configmod.load(path)
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        return EXIT_CONFIG
+    problems = configmod.check_environment(config)
+    if problems:
+        _print_problems(problems)
+        return EXIT_CONFIG
+    print(configmod.summary(config))
+    return EXIT_OK
+
+
+def _print_problems(problems: Sequence[str]) -> None:
+    print(f"invalid configuration ({len(problems)} problem(s)):", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- run / demo
+
+
+def cmd_run(path: Path) -> int:
+    notifier = Notifier.from_environ()
+    unset_environment()
+    try:
+        config = configmod.load(path)
+        problems = configmod.check_environment(config)
+        if problems:
+            raise ConfigError(problems)
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        notifier.status(f"invalid configuration: {exc.problems[0]}"[:200])
+        notifier.errno(errno.EINVAL)
+        return EXIT_CONFIG
+    return _run_daemon(config, notifier, config_path=path)
+
+
+def demo_config(state_dir: Path, admin_port: int) -> Config:
+    """The embedded configuration of ``tradingd demo``."""
+    config = configmod.defaults()
+    return attrs.evolve(
+        config,
+        source="<demo>",
+        daemon=attrs.evolve(
+            config.daemon, state_dir=state_dir.resolve(), shutdown_timeout_s=10.0
+        ),
+        admin=attrs.evolve(config.admin, listen=f"127.0.0.1:{admin_port}"),
+    )
+
+
+def cmd_demo(state_dir: Path, admin_port: int) -> int:
+    if admin_port and not _port_free("127.0.0.1", admin_port):
+        print(
+            f"port {admin_port} is busy; the admin API will use a free port instead",
+            file=sys.stderr,
+        )
+        admin_port = 0
+    config = demo_config(state_dir, admin_port)
+    problems = configmod.check_environment(config)
+    if problems:
+        _print_problems(problems)
+        return EXIT_CONFIG
+    notifier = Notifier.from_environ()
+    unset_environment()
+
+    def banner(host: str, port: int) -> None:
+        base = f"http://{host}:{port}"
+        print(
+            f"\ntradingd demo running (state in {config.daemon.state_dir}).\n"
+            f"  status:  {base}/status\n  health:  {base}/health\n  metrics: {base}/metrics\n"
+            "Press Ctrl-C to stop.\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return _run_daemon(config, notifier, config_path=None, on_admin_bound=banner)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _run_daemon(config: Config, notifier: Notifier, **kwargs: Any) -> int:
+    logs.setup_logging(config.logging)
+    try:
+        daemon = Daemon(config, notifier=notifier, **kwargs)
+        return trio.run(daemon.run)
+    except SecretError as exc:
+        log.error("%s", exc)
+        notifier.errno(errno.EINVAL)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        # Ctrl-C before the signal handler was installed (or after it was removed).
+        return EXIT_INTERRUPTED
+    finally:
+        notifier.close()
+
+
+# ---------------------------------------------------------------------------- control clients
+
+
+def _socket_of(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    try:
+        config = configmod.load(args.config)
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        raise SystemExit(EXIT_CONFIG) from None
+    return config.control_socket_path()
+
+
+def _ask(args: argparse.Namespace, message: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        answer = control.request(_socket_of(args), message, timeout_s=args.timeout)
+    except ControlError as exc:
+        print(f"tradingd: {exc}", file=sys.stderr)
+        return None
+    if not isinstance(answer, dict):
+        print("tradingd: unexpected answer from the daemon", file=sys.stderr)
+        return None
+    return answer
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    answer = _ask(args, {"cmd": "reload"})
+    if answer is None:
+        return EXIT_UNREACHABLE
+    if answer.get("ok"):
+        applied = ", ".join(answer.get("applied", [])) or "nothing changed live"
+        print(f"reloaded: {applied}")
+        for key in answer.get("restart_required", []):
+            print(f"  needs a restart to take effect: {key}")
+        return EXIT_OK
+    errors = answer.get("errors") or [answer.get("error", "rejected")]
+    print("reload rejected; the daemon keeps running on its previous configuration:",
+          file=sys.stderr)
+    for problem in errors:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    answer = _ask(args, {"cmd": "status"})
+    if answer is None:
+        return EXIT_UNREACHABLE
+    status = answer.get("status", {})
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(render_status(status))
+    level = status.get("health", {}).get("level")
+    return EXIT_OK if level in ("healthy", "degraded") else EXIT_FAILURE
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """A human rendering of the status document."""
+    health = status.get("health", {})
+    lag = status.get("loop_lag", {})
+    lines = [
+        f"tradingd {status.get('version')} pid {status.get('pid')}  "
+        f"{status.get('state')}  up {status.get('uptime_s', 0):.0f}s  "
+        f"config {status.get('config')}",
+        f"health: {health.get('level')}"
+        + (f" ({'; '.join(health.get('reasons', []))})" if health.get("reasons") else ""),
+        f"loop lag: p50 {lag.get('p50_ms', 0):.1f}ms  p99 {lag.get('p99_ms', 0):.1f}ms  "
+        f"max {lag.get('max_ms', 0):.1f}ms",
+        "supervision:",
+    ]
+    lines.extend(_render_tree(status.get("supervision", {}), "  "))
+    queues = status.get("queues", [])
+    if queues:
+        lines.append("queues:")
+        for q in queues:
+            lines.append(f"  {q['name']:<20} {q['depth']}/{q['capacity']} ({q['overflow']})")
+    last = status.get("last_reload")
+    if last:
+        lines.append(f"last reload: {'ok' if last['ok'] else 'REJECTED'} ({last['origin']})")
+    return "\n".join(lines)
+
+
+def _render_tree(tree: dict[str, Any], indent: str) -> list[str]:
+    out = [f"{indent}{tree.get('name')} [{tree.get('strategy')}]"]
+    for child in tree.get("children", []):
+        hb = child.get("heartbeat_age_s")
+        hb_text = f" heartbeat {hb:.1f}s ago" if isinstance(hb, int | float) else ""
+        err = f" last error: {child['last_error']}" if child.get("last_error") else ""
+        out.append(
+            f"{indent}  {child.get('name'):<16} {child.get('state'):<9} "
+            f"restarts {child.get('restarts', 0)}{hb_text}{err}"
+        )
+        if child.get("supervisor"):
+            out.extend(_render_tree(child["supervisor"], indent + "    "))
+    return out
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    answer = _ask(args, {"cmd": "fault", "kind": args.kind, "seconds": args.seconds})
+    if answer is None:
+        return EXIT_UNREACHABLE
+    if not answer.get("ok"):
+        print(f"tradingd: {answer.get('error')}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"fault armed: {args.kind}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())
