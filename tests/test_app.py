@@ -1,0 +1,301 @@
+"""The daemon in-process: lifecycle, exit codes, sd_notify messages, reload, control.
+
+Real clock: the daemon uses worker threads (state directory checks), which
+do not mix with an autojump clock. Every wait is bounded by ``fail_after``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from daemon import config as configmod
+from daemon.admin.api import AdminAPI
+from daemon.admin.http import HTTPError, Request
+from daemon.app import EXIT_FAILURE, EXIT_HARD_STOP, EXIT_OK, Daemon
+from daemon.config import Config
+from daemon.notify import Notifier
+from daemon.secrets import SecretRef
+from daemon.supervise import ChildContext, ChildSpec
+
+
+class NotifyListener:
+    """A real AF_UNIX datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.messages: list[dict[str, str]] = []
+        self.arrived = trio.Event()
+
+    async def bind(self) -> None:
+        await self.sock.bind(os.fspath(self.path))
+
+    async def run(self) -> None:
+        while True:
+            data = await self.sock.recv(65536)
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines())
+            self.messages.append(fields)
+            self.arrived.set()
+            self.arrived = trio.Event()
+
+    async def wait_for(
+        self, key: str, value: str | None = None, *, contains: str | None = None
+    ) -> dict[str, str]:
+        seen = 0
+        while True:
+            for msg in self.messages[seen:]:
+                if key not in msg or (value is not None and msg[key] != value):
+                    continue
+                if contains is None or contains in msg[key]:
+                    return msg
+            seen = len(self.messages)
+            await self.arrived.wait()
+
+    def all_keys(self) -> list[str]:
+        return [k for m in self.messages for k in m]
+
+
+@pytest.fixture
+async def listener(tmp_path: Path) -> AsyncIterator[NotifyListener]:
+    lst = NotifyListener(tmp_path / "notify.sock")
+    await lst.bind()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lst.run)
+        yield lst
+        nursery.cancel_scope.cancel()
+
+
+def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
+    base = configmod.defaults()
+    values: dict[str, Any] = {
+        "daemon": attrs.evolve(
+            base.daemon,
+            state_dir=tmp_path / "state",
+            control_socket=str(tmp_path / "c.sock"),
+            shutdown_timeout_s=5.0,
+            start_timeout_s=5.0,
+        ),
+        "admin": attrs.evolve(base.admin, listen="127.0.0.1:0"),
+        "supervision": attrs.evolve(
+            base.supervision, backoff_initial_s=0.01, backoff_max_s=0.05
+        ),
+        "health": attrs.evolve(base.health, heartbeat_interval_s=0.2, status_interval_s=0.2),
+    }
+    for name, changes in sections.items():
+        values[name] = attrs.evolve(values.get(name, getattr(base, name)), **changes)
+    return attrs.evolve(base, source="test", **values)
+
+
+def notifier_for(listener: NotifyListener, watchdog_usec: int | None = None) -> Notifier:
+    env = {"NOTIFY_SOCKET": os.fspath(listener.path)}
+    if watchdog_usec:
+        env["WATCHDOG_USEC"] = str(watchdog_usec)
+    return Notifier.from_environ(env)
+
+
+async def run_daemon(daemon: Daemon, result: list[int]) -> None:
+    result.append(await daemon.run())
+
+
+async def test_ready_then_graceful_stop_exits_zero(
+    tmp_path: Path, listener: NotifyListener
+) -> None:
+    daemon = Daemon(make_config(tmp_path), notifier=notifier_for(listener, 400_000))
+    result: list[int] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_daemon, daemon, result)
+            ready = await listener.wait_for("READY", "1")
+            assert ready["STATUS"].startswith("running, healthy; children 4/4 up")
+            # Ready means the whole tree is up: the control socket already answers.
+            assert (tmp_path / "c.sock").exists()
+            assert daemon.admin_address is not None
+            await listener.wait_for("WATCHDOG", "1")
+            daemon.request_stop("test")
+    assert result == [EXIT_OK]
+    assert "STOPPING" in listener.all_keys()
+    assert not (tmp_path / "c.sock").exists()
+    keys = listener.all_keys()
+    assert keys.index("READY") < keys.index("STOPPING")
+
+
+async def test_escalation_exits_nonzero_after_errno(
+    tmp_path: Path, listener: NotifyListener
+) -> None:
+    crashes = 0
+
+    async def crasher(
+        ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        nonlocal crashes
+        task_status.started()
+        await trio.sleep(0.05)
+        crashes += 1
+        raise RuntimeError("venue exploded")
+
+    config = make_config(tmp_path, supervision={"max_restarts": 2})
+    daemon = Daemon(
+        config,
+        notifier=notifier_for(listener),
+        extra_children=[ChildSpec("crasher", crasher)],
+    )
+    with trio.fail_after(20):
+        code = await daemon.run()
+    assert code == EXIT_FAILURE
+    assert crashes == 3, "initial run + max_restarts restarts, then escalation"
+    with trio.fail_after(5):
+        errno_msg = await listener.wait_for("ERRNO")
+        assert errno_msg["ERRNO"] == str(errno.ENOTRECOVERABLE)
+        await listener.wait_for("STATUS", contains="venue exploded")
+    # Children stopped in reverse order before the error reached the top.
+    assert all(c.state.value in ("stopped", "failed") for c in daemon.root.status().children)
+
+
+async def test_start_deadline_fails_start_without_ready(
+    tmp_path: Path, listener: NotifyListener
+) -> None:
+    async def never_ready(
+        ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await trio.sleep_forever()
+
+    config = make_config(tmp_path, daemon={"start_timeout_s": 0.5})
+    daemon = Daemon(
+        config,
+        notifier=notifier_for(listener),
+        extra_children=[ChildSpec("slow", never_ready, start_timeout_s=60)],
+    )
+    with trio.fail_after(20):
+        code = await daemon.run()
+    assert code == EXIT_FAILURE
+    with trio.fail_after(5):
+        await listener.wait_for("ERRNO", str(errno.ETIMEDOUT))
+    assert "READY" not in listener.all_keys()
+    assert "EXTEND_TIMEOUT_USEC" in listener.all_keys(), "a long start extends systemd's timeout"
+
+
+async def test_hard_stop_exit_code(tmp_path: Path, listener: NotifyListener) -> None:
+    async def slow_drain(
+        ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        await ctx.wait_stop_requested()
+        await trio.sleep(30)  # drains slowly; a hard stop cancels it
+
+    daemon = Daemon(
+        make_config(tmp_path),
+        notifier=notifier_for(listener),
+        extra_children=[ChildSpec("drainer", slow_drain, shutdown_grace_s=30)],
+    )
+    result: list[int] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_daemon, daemon, result)
+            await listener.wait_for("READY", "1")
+            daemon.request_stop("first signal")
+            await trio.sleep(0.1)
+            assert daemon.root.status().children[-1].state.value == "stopping"
+            daemon.hard_stop("second signal")
+    assert result == [EXIT_HARD_STOP]
+
+
+async def test_reload_applies_live_keys_and_names_restart_keys(
+    tmp_path: Path, listener: NotifyListener
+) -> None:
+    path = tmp_path / "t.toml"
+    state = tmp_path / "state"
+    base = (
+        f'[daemon]\nstate_dir = "{state}"\ncontrol_socket = "{tmp_path}/c.sock"\n'
+        '[admin]\nlisten = "127.0.0.1:0"\n'
+    )
+    path.write_text(base)
+    config = configmod.load(path)
+    daemon = Daemon(config, notifier=notifier_for(listener), config_path=path)
+    result: list[int] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_daemon, daemon, result)
+            await listener.wait_for("READY", "1")
+
+            path.write_text(
+                base
+                + "max_connections = 3\n"
+                + '[health]\nlag_degraded_ms = 250.0\n[logging]\nlevel = "debug"\n'
+            )
+            outcome = await daemon.reload("test")
+            assert outcome.ok
+            assert set(outcome.applied) == {"health.lag_degraded_ms", "logging.level"}
+            assert outcome.restart_required == ("admin.max_connections",)
+            assert daemon.health.thresholds.lag_degraded_ms == 250.0
+            assert daemon.config.admin.max_connections == 64, "restart-only key not applied"
+            reloading = await listener.wait_for("RELOADING", "1")
+            assert int(reloading["MONOTONIC_USEC"]) > 0
+
+            path.write_text(base + "[health]\nlag_degraded_ms = -1\nbogus = 2\n")
+            rejected = await daemon.reload("test")
+            assert not rejected.ok
+            assert len(rejected.errors) == 2
+            assert daemon.config.health.lag_degraded_ms == 250.0, "old config kept"
+            assert "reload REJECTED (2 errors)" in daemon.status_line()
+            assert daemon.status()["last_reload"]["ok"] is False
+            daemon.request_stop("test")
+    assert result == [EXIT_OK]
+
+
+async def test_reload_without_file_is_rejected(tmp_path: Path, listener: NotifyListener) -> None:
+    daemon = Daemon(make_config(tmp_path), notifier=notifier_for(listener))
+    outcome = await daemon.reload("test")
+    assert not outcome.ok
+    assert outcome.errors == ("no configuration file to reload",)
+
+
+async def test_control_commands(tmp_path: Path, listener: NotifyListener) -> None:
+    daemon = Daemon(make_config(tmp_path), notifier=notifier_for(listener))
+    ping = await daemon._control({"cmd": "ping"})
+    assert ping["ok"] and ping["pid"] == os.getpid()
+    refused = await daemon._control({"cmd": "fault", "kind": "block-loop"})
+    assert refused == {
+        "ok": False,
+        "error": "fault injection is disabled (set [testing] fault_injection = true, "
+        "in test configurations only)",
+    }
+    assert not daemon.faults.hang_heartbeat
+    unknown = await daemon._control({"cmd": "fault", "kind": "explode"})
+    assert "unknown fault" in unknown["error"]
+    assert (await daemon._control({"cmd": "nope"}))["error"] == "unknown command 'nope'"
+
+
+def _request(headers: dict[str, str]) -> Request:
+    return Request(
+        method="POST", path="/orders", query={}, headers=headers, body=b"", client=None,
+        path_params={},
+    )
+
+
+async def test_bearer_token_checked_in_constant_time(tmp_path: Path) -> None:
+    creds = tmp_path / "tok"
+    creds.write_text("correct-horse-battery\n")
+    config = make_config(tmp_path, admin={"token": SecretRef("file", str(creds))})
+    daemon = Daemon(config, notifier=Notifier.from_environ({}))
+    daemon._resolve_secrets()
+    api = AdminAPI(daemon)
+    api.require_token(_request({"authorization": "Bearer correct-horse-battery"}))
+    for header in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic x"}):
+        with pytest.raises(HTTPError) as info:
+            api.require_token(_request(header))
+        assert info.value.status == 401
+    assert "correct-horse-battery" not in repr(daemon.admin_token)
+    assert "correct-horse-battery" not in str(daemon.status())
+    no_token = AdminAPI(Daemon(make_config(tmp_path), notifier=Notifier.from_environ({})))
+    with pytest.raises(HTTPError) as info:
+        no_token.require_token(_request({"authorization": "Bearer x"}))
+    assert info.value.status == 403
