@@ -21,7 +21,7 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
     │                               an order, -1006/-1007): query, never resend blindly
     ├── PermanentError              retrying cannot help (4xx rejects, validation, decode errors)
     ├── CircuitOpenError            a circuit breaker is open; the call was not attempted
-    │   └── CircuitRejectedError    rejected by a named breaker; carries breaker, state, retry_after_s
+    │   └── CircuitRejectedError    rejected by a named breaker (carries name, state, retry_after_s)
     └── RetryExhaustedError         a bounded retry ran out of attempts or time; carries the last
                                     outcome and the run's statistics
 
@@ -147,8 +147,8 @@ class CircuitRejectedError(CircuitOpenError):
     Raised immediately (no waiting) when the breaker is OPEN, or HALF_OPEN with
     all of its trial slots taken. ``state`` is the breaker's state name at the
     time (``"open"`` or ``"half_open"``); ``retry_after_s`` is how long until the
-    breaker lets a trial call through, or ``None`` when it was forced open and
-    only a manual reset will close it.
+    breaker lets a trial call through, or ``None`` when that is unknown: forced
+    open (only a manual reset closes it), or half-open with its trials in flight.
     """
 
     def __init__(

@@ -743,7 +743,9 @@ def _walk_supervisor(
             detail = f"{child_path}: {state} after {child.restarts} restart(s)"
             if child.last_error is not None:
                 detail += f", last error: {_short_error(child.last_error)}"
-            findings.append((HealthLevel.DEGRADED, detail))
+            # Backoff is on its way back; "failed" is final (no restart will come),
+            # so for a critical child the daemon can no longer do its job.
+            findings.append((severe if state == "failed" else HealthLevel.DEGRADED, detail))
         if child.supervisor is not None:
             _walk_supervisor(child.supervisor, child_path, findings)
 

@@ -707,7 +707,15 @@ def test_supervisor_nested_critical_stale_is_unhealthy() -> None:
         ),
         (
             Child("c", critical=True, state=State.FAILED, restarts=1),
+            (U, ("root/c: failed after 1 restart(s)",)),
+        ),
+        (
+            Child("c", critical=False, state=State.FAILED, restarts=1),
             (D, ("root/c: failed after 1 restart(s)",)),
+        ),
+        (
+            Child("c", critical=True, state=State.BACKOFF, restarts=1),
+            (D, ("root/c: backoff after 1 restart(s)",)),
         ),
         (
             AgedChild(
