@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ EXIT_INTERRUPTED = 130
 
 DEFAULT_CONFIG = "/etc/tradingd/tradingd.toml"
 DEMO_ADMIN_PORT = 8787
+#: RuntimeDirectory= of systemd/tradingd.service.
+SYSTEMD_RUNTIME_DIR = "/run/tradingd"
 
 log = logging.getLogger("tradingd.cli")
 
@@ -229,14 +232,46 @@ def _run_daemon(config: Config, notifier: Notifier, **kwargs: Any) -> int:
 
 
 def _socket_of(args: argparse.Namespace) -> Path:
+    """The control socket to talk to.
+
+    The config file is only used to *find* the socket, and must not have to be
+    valid: ``tradingd reload`` after a bad edit has to reach the daemon so that
+    the daemon rejects the file, logs why and keeps running.
+    """
     if args.socket:
         return Path(args.socket)
     try:
-        config = configmod.load(args.config)
-    except ConfigError as exc:
-        _print_problems(exc.problems)
-        raise SystemExit(EXIT_CONFIG) from None
-    return config.control_socket_path()
+        path = configmod.load(args.config).control_socket_path()
+    except ConfigError:
+        path = _lenient_socket_path(Path(args.config))
+    if not path.exists() and not os.environ.get("RUNTIME_DIRECTORY"):
+        # A root shell outside the unit: the unit's RuntimeDirectory= is /run/tradingd.
+        under_systemd = Path(SYSTEMD_RUNTIME_DIR) / "control.sock"
+        if under_systemd.exists():
+            return under_systemd
+    return path
+
+
+def _lenient_socket_path(config_path: Path) -> Path:
+    """The socket path from a config file that does not validate (best effort)."""
+    raw: dict[str, Any] = {}
+    try:
+        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        pass
+    section = raw.get("daemon") if isinstance(raw.get("daemon"), dict) else {}
+    assert isinstance(section, dict)
+    daemon = configmod.DaemonConfig()
+    explicit = section.get("control_socket")
+    if isinstance(explicit, str) and explicit:
+        daemon = attrs.evolve(daemon, control_socket=explicit)
+    state_dir = section.get("state_dir")
+    if isinstance(state_dir, str) and state_dir:
+        resolved = Path(state_dir)
+        if not resolved.is_absolute():
+            resolved = config_path.resolve().parent / resolved
+        daemon = attrs.evolve(daemon, state_dir=resolved)
+    return attrs.evolve(configmod.defaults(), daemon=daemon).control_socket_path()
 
 
 def _ask(args: argparse.Namespace, message: dict[str, Any]) -> dict[str, Any] | None:
