@@ -1,0 +1,84 @@
+"""CLI helpers that do not need a running daemon."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from daemon import cli
+
+
+def _args(config: Path, socket: str | None = None) -> argparse.Namespace:
+    return argparse.Namespace(config=str(config), socket=socket, timeout=1.0)
+
+
+def test_socket_found_from_an_invalid_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tradingd reload` after a bad edit must still reach the daemon to be rejected."""
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('[daemon]\nstate_dir = "st"\nbogus = 1\n')
+    assert cli._socket_of(_args(cfg)) == tmp_path / "st" / "control.sock"
+    cfg.write_text('[daemon]\ncontrol_socket = "/x/c.sock"\ntypo_key = 1\n')
+    assert cli._socket_of(_args(cfg)) == Path("/x/c.sock")
+    cfg.write_text("[daemon\n")  # not even TOML: the defaults apply
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+    assert cli._socket_of(_args(cfg)) == tmp_path / "run" / "control.sock"
+    assert cli._socket_of(_args(cfg, socket="/given.sock")) == Path("/given.sock")
+
+
+def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(f'[daemon]\nstate_dir = "{tmp_path}/state"\n')
+    assert cli.main(["check-config", str(good)]) == cli.EXIT_OK
+    assert "OK" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[daemon]\nshutdown_timeout_s = -1\n[nope]\n")
+    assert cli.main(["check-config", str(bad)]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "invalid configuration (2 problem(s))" in err
+    assert f"{bad}:2: daemon.shutdown_timeout_s: must be > 0, got -1" in err
+    assert f"{bad}:3: nope: unknown key" in err
+
+
+def test_unreachable_daemon_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["status", "--socket", str(tmp_path / "none.sock")])
+    assert code == cli.EXIT_UNREACHABLE
+    assert "no daemon is running" in capsys.readouterr().err
+
+
+def test_render_status_shows_tree_health_and_queues() -> None:
+    text = cli.render_status(
+        {
+            "version": "0.1.0",
+            "pid": 7,
+            "state": "running",
+            "uptime_s": 12.0,
+            "config": "/etc/t.toml",
+            "health": {"level": "degraded", "reasons": ["root/x: backoff after 1 restart(s)"]},
+            "loop_lag": {"p50_ms": 0.5, "p99_ms": 2.0, "max_ms": 3.0},
+            "supervision": {
+                "name": "root",
+                "strategy": "one_for_one",
+                "children": [
+                    {
+                        "name": "x",
+                        "state": "backoff",
+                        "restarts": 1,
+                        "last_error": "E: boom",
+                        "heartbeat_age_s": 0.25,
+                        "supervisor": None,
+                    },
+                ],
+            },
+            "queues": [{"name": "trades", "depth": 3, "capacity": 10, "overflow": "block"}],
+            "last_reload": {"ok": False, "origin": "SIGHUP"},
+        }
+    )
+    assert "health: degraded (root/x: backoff after 1 restart(s))" in text
+    assert "x                backoff   restarts 1 heartbeat 0.2s ago last error: E: boom" in text
+    assert "trades               3/10 (block)" in text
+    assert "last reload: REJECTED (SIGHUP)" in text
