@@ -13,7 +13,9 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
     │   ├── EscalationError         a supervisor exceeded its restart intensity
     │   ├── StartTimeoutError       a child did not report ready within its start deadline
     │   ├── ChildStartError         a child raised before reporting ready
-    │   └── PoolFullError           a dynamic pool is at its cap of live children
+    │   ├── PoolFullError           a dynamic pool is at its cap of live children
+    │   ├── StaleHeartbeatError     a child missed its heartbeat (recorded failure)
+    │   └── UnexpectedExitError     a permanent child returned (recorded failure)
     ├── ControlError                the control socket could not be reached or answered badly
     ├── TransientError              retrying may help (connect errors, 502/503/504, DB busy)
     │   └── RateLimitedError        told to wait (429/418/-1003/-1015); carries retry_after_s
@@ -139,6 +141,20 @@ class ChildStartError(SupervisionError):
 
 class PoolFullError(SupervisionError):
     """A dynamic pool already runs its maximum number of children."""
+
+
+class StaleHeartbeatError(SupervisionError):
+    """A child declared a heartbeat interval and missed it beyond its tolerance.
+
+    Recorded as the failure of the child the supervisor cancelled and restarted.
+    """
+
+
+class UnexpectedExitError(SupervisionError):
+    """A permanent child returned although it is meant to run until stopped.
+
+    Recorded as the failure whose restart counts toward the intensity.
+    """
 
 
 class CircuitRejectedError(CircuitOpenError):

@@ -64,8 +64,10 @@ from daemon.errors import (
     ChildStartError,
     EscalationError,
     PoolFullError,
+    StaleHeartbeatError,
     StartTimeoutError,
     SupervisionError,
+    UnexpectedExitError,
 )
 
 __all__ = [
@@ -156,22 +158,6 @@ class EventKind(enum.StrEnum):
     STUCK = "stuck"
     ESCALATED = "escalated"
     STOPPED = "stopped"
-
-
-class StaleHeartbeatError(SupervisionError):
-    """A child declared a heartbeat interval and missed it beyond its tolerance.
-
-    Recorded as the failure of the child the supervisor cancelled and restarted.
-    (Belongs in :mod:`daemon.errors`; defined here until it moves there.)
-    """
-
-
-class UnexpectedExitError(SupervisionError):
-    """A permanent child returned although it is meant to run until stopped.
-
-    Recorded as the failure that the restart counts toward the intensity with.
-    (Belongs in :mod:`daemon.errors`; defined here until it moves there.)
-    """
 
 
 class _StartAborted(ChildStartError):
