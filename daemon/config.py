@@ -432,15 +432,43 @@ def _cross_checks(config: Config, report: Report) -> None:
         )
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """Split ``"HOST:PORT"`` (``"[::1]:PORT"`` for IPv6); ValueError says what is wrong."""
-    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", value.strip())
-    if not m:
-        raise ValueError(f'expected "HOST:PORT" (IPv6 as "[::1]:PORT"), got {value!r}')
-    host = m.group(1) or m.group(3)
-    port = int(m.group(2) or m.group(4))
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port must be 0..65535, got {port}")
+def parse_listen(s: str) -> tuple[str, int]:
+    """Parse ``"127.0.0.1:8787"``, ``"[::1]:8787"`` or ``"localhost:8787"``.
+
+    Returns ``(host, port)`` with IPv6 brackets removed. Port ``0`` (any free
+    port) is allowed.
+
+    Raises:
+        ValueError: with a message saying what is wrong and what is expected.
+    """
+    expected = "expected HOST:PORT, e.g. '127.0.0.1:8787' or '[::1]:8787'"
+    text = s.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ValueError(f"invalid listen address {s!r}: missing ']' ({expected})")
+        if not rest.startswith(":"):
+            raise ValueError(
+                f"invalid listen address {s!r}: missing ':PORT' after ']' ({expected})"
+            )
+        port_text = rest[1:]
+        if not host:
+            raise ValueError(f"invalid listen address {s!r}: empty host ({expected})")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"invalid listen address {s!r}: missing ':PORT' ({expected})")
+        if ":" in host:
+            raise ValueError(
+                f"invalid listen address {s!r}: an IPv6 address must be in brackets ({expected})"
+            )
+        if not host:
+            raise ValueError(f"invalid listen address {s!r}: empty host ({expected})")
+    if not port_text.isascii() or not port_text.isdigit():
+        raise ValueError(f"invalid listen address {s!r}: port {port_text!r} is not a number")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"invalid listen address {s!r}: port {port} is out of range 0..65535")
     return host, port
 
 

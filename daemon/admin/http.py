@@ -50,7 +50,6 @@ __all__ = [
     "Response",
     "Router",
     "error_response",
-    "parse_listen",
     "serve_http",
 ]
 
@@ -317,46 +316,6 @@ class Router:
 
     async def __call__(self, request: Request) -> Response:
         return await self.dispatch(request)
-
-
-def parse_listen(s: str) -> tuple[str, int]:
-    """Parse ``"127.0.0.1:8787"``, ``"[::1]:8787"`` or ``"localhost:8787"``.
-
-    Returns ``(host, port)`` with IPv6 brackets removed. Port ``0`` (any free
-    port) is allowed.
-
-    Raises:
-        ValueError: with a message saying what is wrong and what is expected.
-    """
-    expected = "expected HOST:PORT, e.g. '127.0.0.1:8787' or '[::1]:8787'"
-    text = s.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            raise ValueError(f"invalid listen address {s!r}: missing ']' ({expected})")
-        if not rest.startswith(":"):
-            raise ValueError(
-                f"invalid listen address {s!r}: missing ':PORT' after ']' ({expected})"
-            )
-        port_text = rest[1:]
-        if not host:
-            raise ValueError(f"invalid listen address {s!r}: empty host ({expected})")
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            raise ValueError(f"invalid listen address {s!r}: missing ':PORT' ({expected})")
-        if ":" in host:
-            raise ValueError(
-                f"invalid listen address {s!r}: an IPv6 address must be in brackets ({expected})"
-            )
-        if not host:
-            raise ValueError(f"invalid listen address {s!r}: empty host ({expected})")
-    if not port_text.isascii() or not port_text.isdigit():
-        raise ValueError(f"invalid listen address {s!r}: port {port_text!r} is not a number")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"invalid listen address {s!r}: port {port} is out of range 0..65535")
-    return host, port
 
 
 # --------------------------------------------------------------------------- server
@@ -756,7 +715,7 @@ async def serve_http(
 
     Args:
         handler: called once per request; see :class:`Router`.
-        host: address to bind, e.g. ``"127.0.0.1"`` (see :func:`parse_listen`).
+        host: address to bind, e.g. ``"127.0.0.1"`` (see :func:`daemon.config.parse_listen`).
         port: TCP port; ``0`` for any free one.
         max_connections: open connections served at once; more get ``503``.
         request_timeout_s: bound on receiving a request, on its handler, and on

@@ -25,9 +25,9 @@ from daemon.admin.http import (
     Response,
     Router,
     error_response,
-    parse_listen,
     serve_http,
 )
+from daemon.config import parse_listen
 
 TIMEOUT_S = 10  # outer bound for every I/O test; they take milliseconds
 
