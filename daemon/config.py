@@ -29,6 +29,7 @@ import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -55,6 +56,11 @@ def opt(
         default=default,
         metadata={"help": help, "ge": ge, "gt": gt, "le": le, "reload": reload},
     )
+
+
+def required(*, help: str, reload: Reload = "restart") -> Any:
+    """Declare a key that has no default and must be present."""
+    return attrs.field(metadata={"help": help, "reload": reload})
 
 
 def section(cls: type[Any], *, help: str) -> Any:
@@ -185,6 +191,36 @@ class AdminConfig:
 
 
 @attrs.frozen
+class VenueConfig:
+    """One exchange connection: ``[venues.NAME]``."""
+
+    rest_url: str = required(
+        help='Base URL of the REST API, e.g. "https://testnet.binance.vision" or the '
+        'simulator\'s "http://127.0.0.1:PORT".'
+    )
+    ws_url: str = required(
+        help='Base URL of the WebSocket streams, e.g. "wss://stream.testnet.binance.vision" '
+        'or the simulator\'s "ws://127.0.0.1:PORT".'
+    )
+    protocol: Literal["binance"] = opt(
+        "binance", help="Wire protocol: the Binance Spot API (also spoken by `tradingd sim`)."
+    )
+    api_key: SecretRef | None = opt(
+        None, help="API key (a secret reference); needed for orders and account data."
+    )
+    api_secret: SecretRef | None = opt(
+        None, help="API secret for HMAC-SHA256 request signing (a secret reference)."
+    )
+    recv_window_ms: int = opt(
+        5000, ge=1, le=60_000, help="recvWindow of signed requests, in milliseconds."
+    )
+    request_timeout_s: float = opt(10.0, gt=0, le=300, help="Timeout of one REST request.")
+    stale_after_s: float = opt(
+        30.0, gt=0, le=3600, help="A stream silent this long is reconnected."
+    )
+
+
+@attrs.frozen
 class TestingConfig:
     """Test-only switches. Never enable them in production."""
 
@@ -205,6 +241,10 @@ class Config:
     health: HealthConfig = section(HealthConfig, help="Liveness and watchdog.")
     admin: AdminConfig = section(AdminConfig, help="Loopback admin API.")
     testing: TestingConfig = section(TestingConfig, help="Test-only switches.")
+    venues: Mapping[str, VenueConfig] = attrs.field(
+        factory=lambda: types.MappingProxyType({}),
+        metadata={"help": "Exchange connections, one [venues.NAME] table each."},
+    )
     #: Where the configuration came from (not a TOML key).
     source: str = attrs.field(default="<defaults>", metadata={"internal": True})
 
@@ -227,6 +267,7 @@ _SCHEMA_CLASSES = (
     HealthConfig,
     AdminConfig,
     TestingConfig,
+    VenueConfig,
     Config,
 )
 for _cls in _SCHEMA_CLASSES:
@@ -295,10 +336,15 @@ Report = typing.Callable[[tuple[str, ...], str], None]
 
 
 def _build(cls: type[Any], data: Any, path: tuple[str, ...], report: Report) -> Any:
-    """Build attrs class ``cls`` from a TOML table, reporting every problem."""
+    """Build attrs class ``cls`` from a TOML table, reporting every problem.
+
+    Returns ``_INVALID`` when the table cannot be built at all (not a table, or
+    a required key missing); a key with a bad value falls back to its default
+    so that cross-key checks can still run.
+    """
     if not isinstance(data, dict):
         report(path, f"expected a table, got {_toml_type(data)}")
-        return cls()
+        return _INVALID
     fields = {f.name: f for f in attrs.fields(cls) if not f.metadata.get("internal")}
     kwargs: dict[str, Any] = {}
     for key, raw in data.items():
@@ -314,7 +360,25 @@ def _build(cls: type[Any], data: Any, path: tuple[str, ...], report: Report) -> 
         if not _in_range(field, value, (*path, key), report):
             continue
         kwargs[key] = value
+    missing = [
+        f.name
+        for f in fields.values()
+        if f.default is attrs.NOTHING and f.name not in kwargs and f.name not in data
+    ]
+    for name in missing:
+        report((*path, name), "required key is missing")
+    if any(f.default is attrs.NOTHING and f.name not in kwargs for f in fields.values()):
+        return _INVALID
     return cls(**kwargs)
+
+
+class _Invalid:
+    """Marks a table that could not be built (its problems were reported)."""
+
+
+_INVALID: Any = _Invalid()
+#: Names of entries in named tables such as ``[venues.NAME]``.
+_ENTRY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
 def _convert(tp: Any, raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
@@ -328,7 +392,12 @@ def _convert(tp: Any, raw: Any, path: tuple[str, ...], report: Report) -> tuple[
     if tp is SecretRef:
         return _secret_ref(raw, path, report)
     if attrs.has(tp):
-        return True, _build(tp, raw, path, report)
+        built = _build(tp, raw, path, report)
+        return (built is not _INVALID), (None if built is _INVALID else built)
+    if origin in (dict, Mapping):
+        return _named_tables(get_args(tp)[1], raw, path, report)
+    if origin is tuple:
+        return _array(get_args(tp)[0], raw, path, report)
     if origin is Literal:
         choices = get_args(tp)
         if raw in choices and isinstance(raw, type(choices[0])):
@@ -365,6 +434,43 @@ def _convert(tp: Any, raw: Any, path: tuple[str, ...], report: Report) -> tuple[
         report(path, f"expected a non-empty path string, got {_toml_type(raw)}")
         return False, None
     raise TypeError(f"unsupported type in schema: {tp}")  # pragma: no cover
+
+
+def _named_tables(
+    tp: Any, raw: Any, path: tuple[str, ...], report: Report
+) -> tuple[bool, Any]:
+    """``[section.NAME]`` tables, one entry per name."""
+    if not isinstance(raw, dict):
+        report(path, f"expected a table of named entries, got {_toml_type(raw)}")
+        return False, None
+    # Invalid entries are left out (their problems are reported) and the valid
+    # ones kept, so cross-key checks still see them.
+    entries: dict[str, Any] = {}
+    for name, value in raw.items():
+        if not _ENTRY_NAME.fullmatch(name):
+            report(
+                (*path, name),
+                "names are 1-32 characters of a-z, 0-9, '_' and '-', starting with a "
+                "letter or digit",
+            )
+            continue
+        good, built = _convert(tp, value, (*path, name), report)
+        if good:
+            entries[name] = built
+    return True, types.MappingProxyType(entries)
+
+
+def _array(tp: Any, raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
+    if not isinstance(raw, list):
+        report(path, f"expected an array, got {_toml_type(raw)}")
+        return False, None
+    items = []
+    ok = True
+    for index, item in enumerate(raw):
+        good, value = _convert(tp, item, (*path, str(index)), report)
+        ok = ok and good
+        items.append(value)
+    return ok, tuple(items)
 
 
 def _secret_ref(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
@@ -418,6 +524,11 @@ def _cross_checks(config: Config, report: Report) -> None:
                     f"{host!r} is not a loopback address; the admin API only listens on "
                     "127.0.0.0/8, ::1 or localhost",
                 )
+    for name, venue in config.venues.items():
+        _check_url(("venues", name, "rest_url"), venue.rest_url, ("http", "https"), report)
+        _check_url(("venues", name, "ws_url"), venue.ws_url, ("ws", "wss"), report)
+        if (venue.api_key is None) != (venue.api_secret is None):
+            report(("venues", name), "api_key and api_secret go together: set both or neither")
     health = config.health
     if health.lag_unhealthy_ms <= health.lag_degraded_ms:
         report(
@@ -470,6 +581,14 @@ def parse_listen(s: str) -> tuple[str, int]:
     if port > 65535:
         raise ValueError(f"invalid listen address {s!r}: port {port} is out of range 0..65535")
     return host, port
+
+
+def _check_url(
+    path: tuple[str, ...], url: str, schemes: tuple[str, ...], report: Report
+) -> None:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in schemes or not parsed.hostname:
+        report(path, f"expected a {' or '.join(s + '://' for s in schemes)} URL, got {url!r}")
 
 
 def _is_loopback(host: str) -> bool:
@@ -623,6 +742,9 @@ def _leaves(obj: Any, path: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
         value = getattr(obj, field.name)
         if attrs.has(type(value)) and not isinstance(value, SecretRef):
             yield from _leaves(value, (*path, field.name))
+        elif isinstance(value, Mapping):
+            for name, entry in value.items():
+                yield from _leaves(entry, (*path, field.name, name))
         else:
             yield ".".join((*path, field.name)), value
 
@@ -660,6 +782,10 @@ def _reload_kinds(cls: type[Any], path: tuple[str, ...]) -> Iterator[tuple[str, 
             continue
         if attrs.has(field.type) and field.type is not SecretRef:
             yield from _reload_kinds(field.type, (*path, field.name))
+        elif get_origin(field.type) in (dict, Mapping):
+            # Named tables: every key below them needs a restart (connections are
+            # built at start); diff() treats unknown keys as restart-only.
+            continue
         else:
             yield ".".join((*path, field.name)), field.metadata.get("reload", "restart")
 
@@ -673,8 +799,11 @@ def describe_keys(
             continue
         if attrs.has(field.type) and field.type is not SecretRef:
             yield from describe_keys(field.type, (*path, field.name))
+        elif get_origin(field.type) in (dict, Mapping):
+            yield from describe_keys(get_args(field.type)[1], (*path, field.name, "NAME"))
         else:
-            yield ".".join((*path, field.name)), field.default, field.metadata.get("help", "")
+            default = None if field.default is attrs.NOTHING else field.default
+            yield ".".join((*path, field.name)), default, field.metadata.get("help", "")
 
 
 def summary(config: Config) -> str:
