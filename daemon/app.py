@@ -212,7 +212,7 @@ class Daemon:
                     self.notifier,
                     self.health,
                     status_fn=self.status_line,
-                    status_interval_s=self.config.health.status_interval_s,
+                    status_interval_s=lambda: self.config.health.status_interval_s,
                     stats=self.watchdog_stats,
                     task_status=task_status,
                 )
@@ -288,8 +288,11 @@ class Daemon:
                 log.error("the supervision tree did not start within %gs", start_timeout)
                 self._exit_error = TimeoutError(f"start took longer than {start_timeout:g}s")
             except Exception as exc:
-                log.error("start failed: %s", _describe(exc))
-                self._exit_error = exc
+                # An escalation recorded by _run_root is the real cause; the
+                # "returned without calling started()" error is only its echo.
+                if self._exit_error is None:
+                    log.error("start failed: %s", _describe(exc))
+                    self._exit_error = exc
             if self._exit_error is None and not self._stop_started:
                 self.state = "running"
                 self.notifier.ready(self.status_line())
@@ -351,24 +354,44 @@ class Daemon:
                         nursery.start_soon(self.reload, name)
                     elif not self._stop_started:
                         self.request_stop(name)
+                        timeout = self.config.daemon.shutdown_timeout_s
+                        nursery.start_soon(self._extend_while, "stopping", timeout)
+                        # Past the drain deadline everything is cancelled; a task
+                        # that cannot even be cancelled must not keep us alive.
                         nursery.start_soon(
-                            self._extend_while, "stopping", self.config.daemon.shutdown_timeout_s
+                            self._exit_if_stuck, timeout + HARD_STOP_GRACE_S, EXIT_FAILURE
                         )
                     else:
                         self.hard_stop(f"second {name}")
-                        nursery.start_soon(self._exit_if_stuck)
+                        nursery.start_soon(
+                            self._exit_if_stuck, HARD_STOP_GRACE_S, EXIT_HARD_STOP
+                        )
 
-    async def _exit_if_stuck(self) -> None:
-        await trio.sleep(HARD_STOP_GRACE_S)
+    async def _exit_if_stuck(self, delay_s: float, code: int) -> None:
+        await trio.sleep(delay_s)
         if not self._root_done.is_set():
-            stuck = [c.name for c in self.root.status().children if c.state.value == "stuck"]
+            children = list(_walk_children(self.root.status()))
+            # The ones being stopped are the ones holding the exit up.
+            holding = [
+                f"{path} ({child.state.value})"
+                for path, child in children
+                if child.state.value in ("stopping", "stuck")
+            ]
+            unfinished = holding or [
+                f"{path} ({child.state.value})"
+                for path, child in children
+                if child.state.value not in ("stopped", "failed")
+            ]
             log.critical(
-                "tasks did not finish %gs after a hard stop (%s); exiting now",
-                HARD_STOP_GRACE_S,
-                ", ".join(stuck) or "unknown",
+                "tasks did not finish %gs after a %s: %s; exiting now",
+                delay_s,
+                "hard stop" if code == EXIT_HARD_STOP else "stop request",
+                ", ".join(unfinished) or "none found in the tree",
             )
+            if code != EXIT_HARD_STOP:
+                self.notifier.errno(errno.ETIMEDOUT)
             logging.shutdown()
-            os._exit(EXIT_HARD_STOP)
+            os._exit(code)
 
     async def _extend_while(self, state: str, budget_s: float) -> None:
         """EXTEND_TIMEOUT_USEC while a long start or drain is still progressing."""
@@ -632,11 +655,33 @@ def _set_path(obj: Any, parts: list[str], value: Any) -> Any:
     return attrs.evolve(obj, **{parts[0]: inner})
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """Follow escalations (to their last failure) and ``raise … from`` chains."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, EscalationError) and exc.failures:
+            exc = exc.failures[-1].error
+        elif isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        elif exc.__cause__ is not None:
+            exc = exc.__cause__
+        else:
+            break
+    return exc
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
 def _errno_for(exc: BaseException) -> int:
+    """An errno for systemd's ERRNO=, from the root cause of a failure."""
+    cause = _root_cause(exc)
+    if cause is not exc:
+        code = _errno_for(cause)
+        if code != errno.ENOTRECOVERABLE:
+            return code
     if isinstance(exc, OSError) and exc.errno:
         return exc.errno
     if isinstance(exc, TimeoutError | trio.TooSlowError):

@@ -789,7 +789,7 @@ async def run_watchdog(
     *,
     interval_s: float | None = None,
     status_fn: Callable[[], str] | None = None,
-    status_interval_s: float = 5.0,
+    status_interval_s: float | Callable[[], float] = 5.0,
     stats: WatchdogStats | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -810,7 +810,8 @@ async def run_watchdog(
         health: the model to evaluate before each ping.
         interval_s: ping more often than ``watchdog_interval_s``.
         status_fn: the one-line status text.
-        status_interval_s: how often to send the status.
+        status_interval_s: how often to send the status; a callable is read
+            again for every period, so a reloaded setting applies at once.
         stats: counters to update (``pings_sent``, ``pings_suppressed``, …).
         task_status: reports ready once the schedules are set up.
     """
@@ -825,8 +826,11 @@ async def run_watchdog(
                 ping_interval_s,
             )
         ping_interval_s = min(interval_s, ping_interval_s)
-    if status_fn is not None and status_interval_s <= 0:
-        raise ValueError(f"status_interval_s must be positive, got {status_interval_s}")
+    def status_period_s() -> float:
+        return status_interval_s() if callable(status_interval_s) else status_interval_s
+
+    if status_fn is not None and status_period_s() <= 0:
+        raise ValueError(f"status_interval_s must be positive, got {status_period_s()}")
     if ping_interval_s is None and status_fn is None:
         log.info("systemd watchdog not enabled and no status to send; watchdog task idle")
         task_status.started()
@@ -878,4 +882,4 @@ async def run_watchdog(
                 status_failing = False
                 if notifier.status(text):
                     counters.status_sent += 1
-            next_status = _next_deadline(next_status, status_interval_s, now)
+            next_status = _next_deadline(next_status, status_period_s(), now)

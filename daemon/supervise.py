@@ -244,6 +244,13 @@ class SupervisorPolicy:
     max_children: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
     )
+    #: OTP semantics: a child that fails its *initial* start (before the
+    #: supervisor is ready) fails the supervisor's start at once: the children
+    #: already started are stopped in reverse order and the ChildStartError /
+    #: StartTimeoutError is raised to the parent. A broken config or a taken
+    #: socket then surfaces in a second, not after a restart loop. False: such
+    #: failures go through the normal restart rules instead.
+    fail_fast_start: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.backoff_max_s < self.backoff_initial_s:
@@ -825,12 +832,25 @@ class Supervisor:
             if due is not None:
                 error = await self._start(due)
                 if error is not None and not isinstance(error, _StartAborted):
+                    if self._state is SupervisorState.STARTING and self.policy.fail_fast_start:
+                        await self._fail_start(due, error)
                     await self._child_down(due, error)
                 continue
             self._wake = wake = trio.Event()
             with trio.move_on_at(self._next_deadline()):
                 await wake.wait()
         await self._shutdown()
+
+    async def _fail_start(self, child: _Child, error: SupervisionError) -> NoReturn:
+        """The initial start failed: stop what started (reverse order), raise."""
+        child.state = ChildState.FAILED
+        child.inc = None  # its task has ended; nothing to stop
+        child.last_error = describe_error(error)
+        self._counters.failures += 1
+        log.error("supervisor %s: start failed: %s", self.name, describe_error(error))
+        self._emit(EventKind.FAILED, child.name, error=error)
+        await self._shutdown()
+        raise error
 
     def _all_settled(self) -> bool:
         return all(

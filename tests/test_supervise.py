@@ -426,7 +426,12 @@ async def test_one_for_all_failed_initial_start_restarts_the_group_before_ready(
         ChildSpec("c", worker(trace)),
     ]
     rec = Recorder()
-    sup = Supervisor("sup", specs, policy(strategy=Strategy.ONE_FOR_ALL), on_event=rec)
+    sup = Supervisor(
+        "sup",
+        specs,
+        policy(strategy=Strategy.ONE_FOR_ALL, fail_fast_start=False),
+        on_event=rec,
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)
         assert trio.current_time() == 0.5  # ready = every child ready, after the group restart
@@ -564,7 +569,7 @@ async def test_escalation_before_ready_fails_the_start(autojump_clock: Any) -> N
     sup = Supervisor(
         "sup",
         [ChildSpec("a", worker(trace)), ChildSpec("b", worker(trace, fail_start_on=range(99)))],
-        policy(max_restarts=1),
+        policy(max_restarts=1, fail_fast_start=False),
     )
     with pytest.raises(EscalationError) as info:
         await sup.run()
@@ -750,7 +755,7 @@ async def test_start_deadline_is_a_failed_start_that_counts_as_a_restart(
     sup = Supervisor(
         "sup",
         [ChildSpec("slow", never_ready, start_timeout_s=2.0)],
-        policy(max_restarts=1),
+        policy(max_restarts=1, fail_fast_start=False),
         on_event=rec,
     )
     with pytest.raises(EscalationError) as info:
@@ -781,7 +786,7 @@ async def test_child_ignoring_start_deadline_is_reported_stuck(autojump_clock: A
     spec = ChildSpec(
         "s", shielded_start, restart=Restart.TEMPORARY, start_timeout_s=2.0, cleanup_timeout_s=1.0
     )
-    sup = Supervisor("sup", [spec], policy(), on_event=rec)
+    sup = Supervisor("sup", [spec], policy(fail_fast_start=False), on_event=rec)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sup.run)
         await trio.sleep_until(5.0)
@@ -1166,3 +1171,58 @@ def test_specs_and_policies_are_validated() -> None:
     for make in bad_specs:
         with pytest.raises(ValueError):
             make()
+
+
+# --------------------------------------------------------------------------- fail-fast start
+
+
+async def test_initial_start_failure_fails_fast_in_reverse_order(autojump_clock: Any) -> None:
+    """OTP: a child failing its initial start fails the supervisor's start at once."""
+    stopped: list[str] = []
+
+    def good(name: str) -> ChildSpec:
+        async def fn(
+            ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        ) -> None:
+            task_status.started()
+            try:
+                await ctx.wait_stop_requested()
+            finally:
+                stopped.append(name)
+
+        return ChildSpec(name, fn)
+
+    async def broken(
+        ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await trio.sleep(1)
+        raise OSError(98, "address already in use")
+
+    sup = Supervisor(
+        "root", [good("a"), good("b"), ChildSpec("c", broken), good("d")], SupervisorPolicy()
+    )
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(ChildStartError) as info:
+            await nursery.start(sup.run)
+    assert trio.current_time() - t0 == 1.0, "no restart loop before failing"
+    assert isinstance(info.value.__cause__, OSError)
+    assert stopped == ["b", "a"], "started children stopped in reverse order; d never started"
+    status = sup.status()
+    assert status.restarts == 0
+    assert one(status, "c").state is ChildState.FAILED
+    assert "address already in use" in (one(status, "c").last_error or "")
+
+
+async def test_initial_start_deadline_fails_fast(autojump_clock: Any) -> None:
+    async def never(
+        ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await trio.sleep_forever()
+
+    sup = Supervisor("root", [ChildSpec("slow", never, start_timeout_s=2.5)])
+    t0 = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(StartTimeoutError):
+            await nursery.start(sup.run)
+    assert trio.current_time() - t0 == 2.5
