@@ -24,8 +24,33 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
     ├── PermanentError              retrying cannot help (4xx rejects, validation, decode errors)
     ├── CircuitOpenError            a circuit breaker is open; the call was not attempted
     │   └── CircuitRejectedError    rejected by a named breaker (carries name, state, retry_after_s)
-    └── RetryExhaustedError         a bounded retry ran out of attempts or time; carries the last
-                                    outcome and the run's statistics
+    ├── RetryExhaustedError         a bounded retry ran out of attempts or time; carries the last
+    │                               outcome and the run's statistics
+    └── VenueError                  a venue call failed; carries venue, code, venue_message,
+        │                           http_status, endpoint. Each concrete class *also* derives
+        │                           from the policy class in brackets, so ``except`` clauses on
+        │                           the taxonomy keep working:
+        ├── VenueRejectedError      [PermanentError] a definitive reject with a venue code
+        │   ├── OrderRejectedError  -2010 the new order was rejected
+        │   │   ├── DuplicateOrderError   -2010 "Duplicate order sent." (client id of an OPEN order)
+        │   │   └── FilterFailureError    -1013, or -2010 "Filter failure: …"
+        │   ├── OrderNotFoundError  -2013 the queried order does not exist (or is not visible yet)
+        │   ├── CancelRejectedError -2011 cancel refused ("Unknown order sent."): unknown or closed
+        │   ├── TimestampOutOfWindowError  -1021 timestamp outside recvWindow (after one resync)
+        │   ├── SignatureError      -1022 the signature did not verify
+        │   ├── ApiKeyRejectedError -2014/-2015 API key format, key, IP or permission refused
+        │   └── ForbiddenError      HTTP 403: the venue's WAF refused the request
+        ├── VenueRequestError       [PermanentError] the request could not be made (bad URL,
+        │                           unsupported protocol, redirect loop)
+        ├── VenueDecodeError        [PermanentError] an answer or stream frame that cannot be
+        │                           decoded; carries the raw payload
+        ├── VenueUnavailableError   [TransientError] not processed: connect errors, 5xx or a
+        │                           timeout on a *query*, -1001/-1008
+        ├── VenueRateLimitedError   [RateLimitedError] 429/418/-1003/-1015, or the local limiter
+        │                           could not admit the request in time (``http_status is None``)
+        └── VenueOutcomeUnknownError  [AmbiguousOutcomeError] an order request may have taken
+                                    effect: 5xx, -1000/-1006/-1007, timeout or an undecodable
+                                    answer after sending
 
 Retryable and terminal errors are different classes, so a ``except`` clause
 states a policy rather than inspecting messages.
@@ -34,6 +59,7 @@ states a policy rather than inspecting messages.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NotRequired, TypedDict, Unpack
 
 
 class TradingdError(Exception):
@@ -213,3 +239,174 @@ class RetryExhaustedError(TradingdError):
         self.last_error = last_error
         self.last_result = last_result
         self.retry_after_s = retry_after_s
+
+
+# --------------------------------------------------------------------------- venues
+
+
+class VenueErrorFields(TypedDict):
+    """The keyword arguments every :class:`VenueError` takes (for typed subclasses)."""
+
+    venue: str
+    code: NotRequired[int | None]
+    venue_message: NotRequired[str | None]
+    http_status: NotRequired[int | None]
+    endpoint: NotRequired[str | None]
+
+
+class VenueError(TradingdError):
+    """A call to a trading venue failed; the venue's own words are kept.
+
+    Never raised itself: every concrete subclass also derives from the policy
+    class that says what to do (:class:`PermanentError`, :class:`TransientError`,
+    :class:`RateLimitedError`, :class:`AmbiguousOutcomeError`), so callers can
+    catch by policy and still read the venue's ``code`` (e.g. ``-2010``),
+    ``venue_message``, ``http_status`` and ``endpoint`` (method and path, never
+    the query string: it carries the signature). Messages never contain API
+    keys, secrets or signatures.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        venue: str,
+        code: int | None = None,
+        venue_message: str | None = None,
+        http_status: int | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.venue = venue
+        self.code = code
+        self.venue_message = venue_message
+        self.http_status = http_status
+        self.endpoint = endpoint
+
+
+class VenueRejectedError(VenueError, PermanentError):
+    """The venue definitively refused the request (4xx with a venue code).
+
+    Nothing took effect; repeating the same request gets the same answer.
+    """
+
+
+class OrderRejectedError(VenueRejectedError):
+    """-2010: the venue rejected a new order (balance, market closed, would take, …)."""
+
+
+class DuplicateOrderError(OrderRejectedError):
+    """-2010 "Duplicate order sent.": an *open* order already uses this client id.
+
+    Proof that an order with that id exists and is open; it is not an error of
+    the intent. On Binance the id becomes free again once that order is
+    closed, so this answer cannot be expected for a resend after a fill.
+    """
+
+
+class FilterFailureError(OrderRejectedError):
+    """-1013 (or -2010 "Filter failure: …"): the order broke a symbol filter.
+
+    ``filter_type`` names the filter (``"PRICE_FILTER"``, ``"LOT_SIZE"``,
+    ``"NOTIONAL"``, …) when the venue said which.
+    """
+
+    def __init__(
+        self, message: str, *, filter_type: str | None = None, **fields: Unpack[VenueErrorFields]
+    ) -> None:
+        super().__init__(message, **fields)
+        self.filter_type = filter_type
+
+
+class OrderNotFoundError(VenueRejectedError):
+    """-2013: the queried order does not exist.
+
+    Proof of absence only once the venue has had time to make a new order
+    visible to queries; a reconciler should allow for that lag.
+    """
+
+
+class CancelRejectedError(VenueRejectedError):
+    """-2011: the cancel was refused ("Unknown order sent.").
+
+    The order is unknown *or already closed* (filled, canceled, expired): not a
+    proof that it never existed. Query it to learn which.
+    """
+
+
+class TimestampOutOfWindowError(VenueRejectedError):
+    """-1021: the request's timestamp was outside ``recvWindow`` (or ahead of the server).
+
+    The request was refused before processing. Raised after the client has
+    already re-synced its clock and resent once.
+    """
+
+
+class SignatureError(VenueRejectedError):
+    """-1022: the request's signature did not verify (wrong secret or encoding bug)."""
+
+
+class ApiKeyRejectedError(VenueRejectedError):
+    """-2014/-2015: the API key's format, the key itself, the IP or its permissions were refused."""
+
+
+class ForbiddenError(VenueRejectedError):
+    """HTTP 403: the venue's web application firewall refused the request."""
+
+
+class VenueRequestError(VenueError, PermanentError):
+    """The request could not be made at all (invalid URL, unsupported protocol, redirects)."""
+
+
+class VenueDecodeError(VenueError, PermanentError):
+    """An answer or stream frame could not be decoded into the model.
+
+    ``raw`` is the payload as received (``bytes`` or ``str``), for dead letters
+    and diagnosis; the message shows only a short prefix of it.
+    """
+
+    def __init__(
+        self, message: str, *, raw: bytes | str, **fields: Unpack[VenueErrorFields]
+    ) -> None:
+        super().__init__(message, **fields)
+        self.raw = raw
+
+
+class VenueUnavailableError(VenueError, TransientError):
+    """The venue did not process the request; a bounded retry may help.
+
+    Connect errors (the request never left), overload answers (-1001, -1008),
+    and 5xx or timeouts on *queries*. For an order request this class means
+    "not sent" (connect failure): it is never used when the order may exist.
+    """
+
+
+class VenueRateLimitedError(VenueError, RateLimitedError):
+    """The venue (429, 418, -1003, -1015) or our own limiter said slow down.
+
+    ``retry_after_s`` is the venue's ``Retry-After`` (or the remaining local
+    freeze); ``banned`` is true for 418 (an IP ban). ``http_status is None``
+    means the local limiter could not admit the request within its wait
+    budget: the request was never sent.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        banned: bool = False,
+        **fields: Unpack[VenueErrorFields],
+    ) -> None:
+        super().__init__(message, **fields)
+        self.retry_after_s = retry_after_s
+        self.banned = banned
+
+
+class VenueOutcomeUnknownError(VenueError, AmbiguousOutcomeError):
+    """An order request may have taken effect: the order may exist.
+
+    HTTP 5xx, -1000/-1006/-1007, a timeout or a broken connection after the
+    request left, or an answer that could not be decoded. Never retried: find
+    out by querying the client order id (DESIGN §4).
+    """
