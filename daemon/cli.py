@@ -7,6 +7,7 @@
     tradingd demo                       run on an embedded config (state under ./var/)
     tradingd status [--json]            ask a running daemon for its status
     tradingd reload                     reload a running daemon's config; waits for the result
+    tradingd sim                        run the Binance-protocol exchange simulator
     tradingd debug-fault KIND           test-only fault hooks (need [testing] fault_injection)
 
 Exit codes: 0 success, 1 runtime failure (or a rejected reload), 2 invalid
@@ -37,6 +38,7 @@ from daemon.config import Config
 from daemon.errors import ConfigError, ControlError, SecretError
 from daemon.faults import FAULT_KINDS
 from daemon.notify import Notifier, unset_environment
+from daemon.venues.sim import cli as sim_cli
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -85,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="print the raw JSON")
 
     p = sub.add_parser(
+        "sim",
+        help="run the Binance-protocol exchange simulator",
+        description="Serve the Binance Spot REST and WebSocket API subset tradingd uses, "
+        "with a seeded market, matching, rate limits and fault injection.",
+    )
+    sim_cli.add_arguments(p)
+
+    p = sub.add_parser(
         "debug-fault",
         help="inject a fault into a running daemon (test configurations only)",
     )
@@ -115,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_reload(args)
         if args.command == "debug-fault":
             return cmd_fault(args)
+        if args.command == "sim":
+            return sim_cli.main(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces choices

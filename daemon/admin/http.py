@@ -106,6 +106,8 @@ class Request:
         path: the request target's path, still percent-encoded (so ``%2F`` in an
             order id cannot be mistaken for a separator); no query string.
         query: every value of every query parameter, in order of appearance.
+        raw_query: the query string exactly as received (no ``?``), for
+            byte-exact uses such as verifying a signature over it.
         headers: lower-case header names; repeated headers joined with ``", "``.
         body: the complete request body.
         client: the peer's ``(host, port)``, when known.
@@ -120,6 +122,7 @@ class Request:
     body: bytes = b""
     client: tuple[str, int] | None = None
     path_params: Mapping[str, str] = attrs.field(default=_EMPTY, converter=_frozen_mapping)
+    raw_query: str = ""
 
     def query_value(self, name: str, default: str | None = None) -> str | None:
         """The first value of query parameter ``name``, or ``default``."""
@@ -408,6 +411,7 @@ def _build_request(event: h11.Request, body: bytes, client: tuple[str, int] | No
         headers=headers,
         body=body,
         client=client,
+        raw_query=query_string,
     )
 
 
@@ -741,7 +745,7 @@ async def serve_http(
     try:
         sockname = listeners[0].socket.getsockname()
         bound: tuple[str, int] = (str(sockname[0]), int(sockname[1]))
-        log.info("admin HTTP listening on %s", _format_address(bound))
+        log.info("HTTP server listening on %s", _format_address(bound))
         task_status.started(bound)
         await trio.serve_listeners(server.handle_stream, listeners)
     finally:

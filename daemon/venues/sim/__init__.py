@@ -1,0 +1,31 @@
+"""A Binance-Spot-compatible exchange simulator (``tradingd sim``).
+
+It speaks the public Binance Spot protocol — REST ``/api/v3`` with HMAC
+signatures, rate-limit headers and error codes, WebSocket trade and diff-depth
+streams — over a seeded, deterministic market, so the demo, the tests and a
+real testnet all run the same client code. It is an *independent* reading of
+the protocol: it shares no code with the client in :mod:`daemon.venues.binance`.
+
+Layers, from the wire inwards::
+
+    server.py   serve_sim / SimServer: REST + streams + market as one Trio service
+    rest.py     /api/v3 routes (weights, faults, auth, params) and the /sim control API
+    streams.py  /ws/<stream>, /stream?streams=…, pings, serverShutdown, stream faults
+    auth.py     API keys, HMAC-SHA256 signatures, timestamp/recvWindow
+    limits.py   request weight and order count windows, 429/418
+    faults.py   fault specs and the injector
+    audit.py    every accepted order
+    market.py   seeded market generator, trade log, depth batches
+    matching.py order books, filters, matching, commissions
+    accounts.py double-entry balances per API key
+    protocol.py error codes, decimal formats, weights
+    config.py   SimConfig and strict TOML loading
+    cli.py      ``tradingd sim`` flags and entry point
+"""
+
+from __future__ import annotations
+
+from daemon.venues.sim.config import SimConfig
+from daemon.venues.sim.server import SimServer, serve_sim, system_clock_ms, trio_clock_ms
+
+__all__ = ["SimConfig", "SimServer", "serve_sim", "system_clock_ms", "trio_clock_ms"]

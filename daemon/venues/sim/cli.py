@@ -1,0 +1,435 @@
+"""``tradingd sim``: run the exchange simulator from the command line.
+
+The lead's :mod:`daemon.cli` creates the ``sim`` sub-parser and calls
+:func:`add_arguments` on it, then :func:`main` with the parsed arguments.
+
+Precedence: built-in defaults < ``--config FILE`` < flags. Flags are merged
+into the file's data *before* validation, so a flag gets exactly the checks a
+config key gets (and the same error messages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import trio
+
+from daemon.errors import ConfigError
+from daemon.venues.sim import config as simconfig
+from daemon.venues.sim.config import SYMBOL_PRESETS, SimConfig
+from daemon.venues.sim.faults import FAULT_KINDS, parse_fault_flag
+from daemon.venues.sim.server import SimServer
+
+__all__ = ["add_arguments", "config_from_args", "main"]
+
+log = logging.getLogger("tradingd.sim.cli")
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_CONFIG: Final = 2
+
+DESCRIPTION: Final = """\
+Run a Binance-Spot-compatible exchange simulator on loopback: the same REST paths
+(/api/v3/...), signatures, rate-limit headers and WebSocket streams (/ws/<stream>,
+/stream?streams=a/b with <symbol>@trade, <symbol>@depth@100ms, <symbol>@depth),
+over a seeded deterministic market. Point tradingd's venue at the printed URLs.
+"""
+
+EPILOG: Final = f"""\
+fault kinds (--fault, [[faults]] in the config, POST /sim/faults):
+  {", ".join(FAULT_KINDS)}
+  e.g. --fault kind=rest_error,phase=after,method=POST,path=/api/v3/order,status=503,count=2
+       --fault kind=ws_drop,every_s=30      --fault kind=order_invisible,delay_s=2
+
+control API on the REST port (JSON):
+  GET /sim/status            GET|POST|DELETE /sim/faults, DELETE /sim/faults/ID
+  GET /sim/audit?apiKey=&symbol=&clientOrderId=&fromSeq=&limit=
+  GET /sim/trades?symbol=&fromId=&limit=     GET /sim/balances
+  GET|POST /sim/market {{"paused": bool, "steps": n}}
+  POST /sim/market/order {{"symbol","side","quantity","price"?,"timeInForce"?}}
+  POST /sim/market/clear {{"symbol"}}
+  POST /sim/streams/drop {{"mode": "abort"|"close"}}
+  POST /sim/streams/shutdown {{"grace_s": s}}
+
+symbol presets (--symbols): {", ".join(SYMBOL_PRESETS)}; other symbols, their filters
+  (tick/step sizes, min/max price, qty, notional) and starting prices, and account
+  balances are set in the config file ([[symbols]], [[accounts]], [[rate_limits]]).
+default account: the example key of Binance's REST docs (api key vmPUZE6mv9...).
+"""
+
+
+def _decimal(text: str) -> str:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a decimal number: {text!r}") from None
+    if not value.is_finite():
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every ``tradingd sim`` flag to ``parser`` (and its description and epilog)."""
+    parser.description = DESCRIPTION
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    add = parser.add_argument
+    add("--config", "-c", metavar="PATH", help="simulator config file (TOML); flags override it")
+    add("--print-config", action="store_true", help="print the effective config as JSON and exit")
+    add(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="default info",
+    )
+
+    net = parser.add_argument_group("listening")
+    net.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    net.add_argument("--rest-port", type=int, metavar="PORT", help="REST port, 0 = any (8900)")
+    net.add_argument("--ws-port", type=int, metavar="PORT", help="WebSocket port, 0 = any (8901)")
+    net.add_argument(
+        "--rest-request-timeout-s",
+        type=float,
+        metavar="S",
+        help="bound on one REST request; longer stalls become 503 (60)",
+    )
+    net.add_argument(
+        "--rest-max-connections", type=int, metavar="N", help="REST connections at once (256)"
+    )
+
+    market = parser.add_argument_group("market")
+    market.add_argument(
+        "--symbols",
+        metavar="LIST",
+        help=f"comma-separated presets ({', '.join(SYMBOL_PRESETS)}); default BTCUSDT,ETHUSDT",
+    )
+    market.add_argument("--seed", type=int, help="market random seed (1)")
+    market.add_argument(
+        "--events-per-s",
+        type=float,
+        metavar="N",
+        help="market events per second; 0 = as fast as possible (20)",
+    )
+    market.add_argument(
+        "--trade-probability", type=float, metavar="P", help="share of events that trade (0.3)"
+    )
+    market.add_argument(
+        "--depth-levels", type=int, metavar="N", help="synthetic levels per book side (20)"
+    )
+    market.add_argument(
+        "--max-lots", type=int, metavar="N", help="largest synthetic order, in lots (10)"
+    )
+    market.add_argument(
+        "--paused", action="store_true", default=None, help="start with the market paused"
+    )
+    market.add_argument(
+        "--batch",
+        type=int,
+        metavar="N",
+        help="events between checkpoints when --events-per-s is 0 (256)",
+    )
+    market.add_argument(
+        "--first-trade-id", type=int, metavar="ID", help="first trade id of every symbol (1)"
+    )
+    market.add_argument(
+        "--first-update-id",
+        type=int,
+        metavar="ID",
+        help="first order book update id of every symbol (1)",
+    )
+    market.add_argument(
+        "--trade-retention",
+        type=int,
+        metavar="N",
+        help="trades kept for /api/v3/historicalTrades (10000)",
+    )
+
+    trading = parser.add_argument_group("trading")
+    trading.add_argument(
+        "--account",
+        action="append",
+        metavar="KEY:SECRET",
+        help="API key and secret (repeatable; replaces the config's accounts)",
+    )
+    trading.add_argument(
+        "--maker-commission", type=_decimal, metavar="RATE", help="maker fee rate (0.001)"
+    )
+    trading.add_argument(
+        "--taker-commission", type=_decimal, metavar="RATE", help="taker fee rate (0.001)"
+    )
+    trading.add_argument(
+        "--order-visibility-delay-s",
+        type=float,
+        metavar="S",
+        help="new orders invisible to queries for S seconds (0)",
+    )
+    trading.add_argument(
+        "--audit-retention",
+        type=int,
+        metavar="N",
+        help="accepted orders kept for /sim/audit (100000)",
+    )
+    trading.add_argument(
+        "--audit-trade-retention",
+        type=int,
+        metavar="N",
+        help="published trades kept per symbol for /sim/trades (1000000)",
+    )
+
+    limits = parser.add_argument_group("rate limits")
+    limits.add_argument(
+        "--weight-limit-1m", type=int, metavar="N", help="REQUEST_WEIGHT per minute per IP (6000)"
+    )
+    limits.add_argument(
+        "--orders-limit-10s", type=int, metavar="N", help="ORDERS per 10 s per account (50)"
+    )
+    limits.add_argument(
+        "--orders-limit-1d", type=int, metavar="N", help="ORDERS per day per account (160000)"
+    )
+    limits.add_argument(
+        "--raw-requests-limit-5m",
+        type=int,
+        metavar="N",
+        help="RAW_REQUESTS per 5 minutes per IP (61000)",
+    )
+    limits.add_argument(
+        "--ban-after-violations",
+        type=int,
+        metavar="N",
+        help="requests sent while limited before a 418 ban (3)",
+    )
+    limits.add_argument(
+        "--ban-s",
+        type=float,
+        metavar="S",
+        help="first ban length, doubling for repeat offenders (120)",
+    )
+    limits.add_argument(
+        "--ban-max-s", type=float, metavar="S", help="longest ban (259200 = 3 days)"
+    )
+
+    streams = parser.add_argument_group("streams")
+    streams.add_argument(
+        "--ping-interval-s", type=float, metavar="S", help="server ping interval (20)"
+    )
+    streams.add_argument(
+        "--pong-timeout-s",
+        type=float,
+        metavar="S",
+        help="drop a connection whose pong is this late (60)",
+    )
+    streams.add_argument(
+        "--max-connection-s", type=float, metavar="S", help="connection lifetime (86400)"
+    )
+    streams.add_argument(
+        "--max-streams", type=int, metavar="N", help="streams per connection (1024)"
+    )
+    streams.add_argument(
+        "--send-queue",
+        type=int,
+        metavar="N",
+        help="messages queued per connection before it is dropped (10000)",
+    )
+
+    faults = parser.add_argument_group("faults")
+    faults.add_argument(
+        "--fault",
+        action="append",
+        metavar="SPEC",
+        help="arm a fault at start: key=value,... or JSON (repeatable; see below)",
+    )
+
+
+_TOP: Final = {
+    "host": "host",
+    "rest_port": "rest_port",
+    "ws_port": "ws_port",
+    "maker_commission": "maker_commission",
+    "taker_commission": "taker_commission",
+    "order_visibility_delay_s": "order_visibility_delay_s",
+    "audit_retention": "audit_retention",
+    "audit_trade_retention": "audit_trade_retention",
+    "rest_request_timeout_s": "rest_request_timeout_s",
+    "rest_max_connections": "rest_max_connections",
+}
+_SECTIONS: Final = {
+    ("market", "seed"): "seed",
+    ("market", "events_per_s"): "events_per_s",
+    ("market", "trade_probability"): "trade_probability",
+    ("market", "depth_levels"): "depth_levels",
+    ("market", "max_lots"): "max_lots",
+    ("market", "paused"): "paused",
+    ("market", "trade_retention"): "trade_retention",
+    ("market", "batch"): "batch",
+    ("market", "first_trade_id"): "first_trade_id",
+    ("market", "first_update_id"): "first_update_id",
+    ("limits", "ban_max_s"): "ban_max_s",
+    ("streams", "max_streams"): "max_streams",
+    ("limits", "ban_after_violations"): "ban_after_violations",
+    ("limits", "ban_s"): "ban_s",
+    ("streams", "ping_interval_s"): "ping_interval_s",
+    ("streams", "pong_timeout_s"): "pong_timeout_s",
+    ("streams", "max_connection_s"): "max_connection_s",
+    ("streams", "send_queue"): "send_queue",
+}
+_RATE_FLAGS: Final = {
+    "weight_limit_1m": ("REQUEST_WEIGHT", "MINUTE", 1),
+    "orders_limit_10s": ("ORDERS", "SECOND", 10),
+    "orders_limit_1d": ("ORDERS", "DAY", 1),
+    "raw_requests_limit_5m": ("RAW_REQUESTS", "MINUTE", 5),
+}
+
+
+def _plain(value: Any) -> Any:
+    """attrs values → TOML-like data (decimals as strings)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """The effective :class:`SimConfig`: defaults, then ``--config``, then flags.
+
+    Raises:
+        ConfigError: every problem, each naming its source.
+    """
+    data: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
+    source = "<flags>"
+    if args.config:
+        source = args.config
+        try:
+            text = Path(args.config).read_text(encoding="utf-8")
+            data = tomllib.loads(text)
+        except OSError as exc:
+            raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
+        lines = simconfig.locate_keys(text)
+    problems: list[str] = []
+    for dest, key in _TOP.items():
+        value = getattr(args, dest)
+        if value is not None:
+            data[key] = value
+    for (section, key), dest in _SECTIONS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            data.setdefault(section, {})[key] = value
+    if args.symbols:
+        chosen = []
+        for name in filter(None, (s.strip().upper() for s in args.symbols.split(","))):
+            preset = SYMBOL_PRESETS.get(name)
+            if preset is None:
+                problems.append(
+                    f"--symbols: unknown preset {name!r} (known: {', '.join(SYMBOL_PRESETS)}; "
+                    "define others in the config file)"
+                )
+            else:
+                chosen.append(_plain(attrs.asdict(preset)))
+        data["symbols"] = chosen
+    if args.account:
+        accounts = []
+        for item in args.account:
+            key, sep, secret = item.partition(":")
+            if not sep or not key or not secret:
+                problems.append(f"--account: expected KEY:SECRET, got {item[:12]!r}…")
+                continue
+            accounts.append({"api_key": key, "secret_key": secret})
+        data["accounts"] = accounts
+    rate_flags = {dest: getattr(args, dest) for dest in _RATE_FLAGS}
+    if any(v is not None for v in rate_flags.values()):
+        limits = data.get("rate_limits")
+        if limits is None:
+            limits = [_plain(attrs.asdict(r)) for r in simconfig.DEFAULT_RATE_LIMITS]
+        for dest, value in rate_flags.items():
+            if value is None:
+                continue
+            kind, interval, num = _RATE_FLAGS[dest]
+            for entry in limits:
+                if (
+                    isinstance(entry, dict)
+                    and entry.get("type") == kind
+                    and entry.get("interval") == interval
+                    and entry.get("interval_num", 1) == num
+                ):
+                    entry["limit"] = value
+                    break
+            else:
+                limits.append(
+                    {"type": kind, "interval": interval, "interval_num": num, "limit": value}
+                )
+        data["rate_limits"] = limits
+    for text in args.fault or ():
+        try:
+            spec = parse_fault_flag(text)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"--fault {text!r}: {exc}")
+            continue
+        data.setdefault("faults", []).append(spec.to_json())
+    try:
+        config = simconfig.from_mapping(data, source=source, lines=lines)
+    except ConfigError as exc:
+        raise ConfigError([*problems, *exc.problems]) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _config_json(config: SimConfig) -> dict[str, Any]:
+    out = _plain(attrs.asdict(config, recurse=True))
+    assert isinstance(out, dict)
+    out["faults"] = [spec.to_json() for spec in config.faults]
+    return out
+
+
+async def _serve(config: SimConfig) -> None:
+    async with trio.open_nursery() as nursery:
+        server = SimServer(config)
+        rest_url, ws_url = await nursery.start(server.run)
+        print(f"tradingd sim: REST {rest_url}  streams {ws_url}", flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s; stopping the simulator", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``tradingd sim`` with parsed arguments; returns the exit status."""
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"tradingd sim: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.print_config:
+        print(json.dumps(_config_json(config), indent=2, sort_keys=True))
+        return EXIT_OK
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=getattr(logging, args.log_level.upper()),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    try:
+        trio.run(_serve, config)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except OSError as exc:
+        print(f"tradingd sim: cannot listen: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK

@@ -1,0 +1,820 @@
+"""The matching engine: one price-time-priority order book per symbol.
+
+Pure and synchronous (callers pass the wall-clock ``now_ms``), so it is
+unit- and property-testable and atomic under Trio (no checkpoint inside an
+operation). Real accounts and the synthetic market
+(:data:`~daemon.venues.sim.accounts.MARKET_ACCOUNT`) trade in the same book,
+so a resting user LIMIT order fills exactly when the market crosses it, and a
+user MARKET order walks the book the market built.
+
+What it models, as Binance documents it:
+
+* order types ``LIMIT`` (``GTC``/``IOC``/``FOK``), ``MARKET`` (``quantity`` or
+  ``quoteOrderQty``) and ``LIMIT_MAKER`` (rejected if it would take);
+* filters ``PRICE_FILTER``, ``LOT_SIZE``, ``NOTIONAL`` → ``-1013 Filter failure: …``;
+* funds locked at placement, ``-2010 Account has insufficient balance…``;
+* ``newClientOrderId`` unique among **open** orders of an account and symbol:
+  a duplicate of an open order is ``-2010 Duplicate order sent.``, a reused id
+  after the first order filled or was canceled is a *new* order;
+* commissions in the asset received (buyer pays in base, seller in quote),
+  maker and taker rates; the synthetic market pays none;
+* sequential trade ids per symbol, and an order book update id that grows by
+  one for every operation that changed the book (what depth streams and
+  ``lastUpdateId`` are made of).
+
+Listeners (``trade_listeners``, ``book_listeners``) are called synchronously
+as trades happen and when an operation's book changes are committed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import decimal
+import random
+import string
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from decimal import ROUND_DOWN, Decimal
+from typing import Final, Literal
+
+import attrs
+
+from daemon.venues.sim import protocol as p
+from daemon.venues.sim.accounts import FEES_ACCOUNT, MARKET_ACCOUNT, Ledger
+from daemon.venues.sim.config import SymbolConfig
+from daemon.venues.sim.protocol import ApiError
+
+__all__ = [
+    "AccountTrade",
+    "BookChange",
+    "Fill",
+    "MatchingEngine",
+    "NewOrder",
+    "Order",
+    "Trade",
+    "check_filters",
+]
+
+Side = Literal["BUY", "SELL"]
+OrderType = Literal["LIMIT", "MARKET", "LIMIT_MAKER"]
+TimeInForce = Literal["GTC", "IOC", "FOK"]
+OrderStatus = Literal["NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED"]
+
+ZERO: Final = Decimal(0)
+COMMISSION_QUANTUM: Final = Decimal("0.00000001")
+#: Exact arithmetic for price x quantity (default precision 28 is too close for comfort).
+_CONTEXT: Final = decimal.Context(prec=60)
+_ID_ALPHABET: Final = string.ascii_letters + string.digits
+
+
+@attrs.frozen
+class NewOrder:
+    """A validated ``POST /api/v3/order`` request, as the engine sees it."""
+
+    symbol: str
+    side: Side
+    type: OrderType
+    quantity: Decimal | None = None
+    quote_order_qty: Decimal | None = None
+    price: Decimal | None = None
+    time_in_force: TimeInForce | None = None
+    client_order_id: str | None = None
+
+
+@attrs.frozen
+class Fill:
+    """One fill of an order, as listed in a ``FULL`` order response."""
+
+    price: Decimal
+    qty: Decimal
+    commission: Decimal
+    commission_asset: str
+    trade_id: int
+
+
+@attrs.define
+class Order:
+    """An order the engine accepted (open, or closed and kept for queries)."""
+
+    symbol: str
+    order_id: int
+    client_order_id: str
+    account: str
+    side: Side
+    type: OrderType
+    time_in_force: TimeInForce
+    price: Decimal
+    orig_qty: Decimal
+    time_ms: int
+    orig_quote_order_qty: Decimal = ZERO
+    executed_qty: Decimal = ZERO
+    cumm_quote_qty: Decimal = ZERO
+    status: OrderStatus = "NEW"
+    update_time_ms: int = 0
+    #: Funds this order holds locked (quote for BUY, base for SELL).
+    locked: Decimal = ZERO
+    #: Queries do not see the order before this wall-clock instant (fault injection).
+    visible_at_ms: int = 0
+    fills: list[Fill] = attrs.field(factory=list)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.orig_qty - self.executed_qty
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in ("NEW", "PARTIALLY_FILLED")
+
+    def visible(self, now_ms: int) -> bool:
+        return now_ms >= self.visible_at_ms
+
+
+@attrs.frozen
+class Trade:
+    """One public trade (a taker order matched one maker order)."""
+
+    symbol: str
+    id: int
+    price: Decimal
+    qty: Decimal
+    quote_qty: Decimal
+    time_ms: int
+    buyer_is_maker: bool
+
+
+@attrs.frozen
+class AccountTrade:
+    """One side of a trade, as ``GET /api/v3/myTrades`` lists it."""
+
+    symbol: str
+    id: int
+    order_id: int
+    price: Decimal
+    qty: Decimal
+    quote_qty: Decimal
+    commission: Decimal
+    commission_asset: str
+    time_ms: int
+    is_buyer: bool
+    is_maker: bool
+
+
+@attrs.frozen
+class BookChange:
+    """The levels one engine operation changed (new total quantity; zero = level gone)."""
+
+    symbol: str
+    update_id: int
+    bids: tuple[tuple[Decimal, Decimal], ...]
+    asks: tuple[tuple[Decimal, Decimal], ...]
+
+
+class _Side:
+    """One side of a book: FIFO queues per price and a sorted list of prices."""
+
+    def __init__(self, *, descending: bool) -> None:
+        self.descending = descending
+        self.prices: list[Decimal] = []  # ascending
+        self.levels: dict[Decimal, deque[Order]] = {}
+        self.totals: dict[Decimal, Decimal] = {}
+
+    def best(self) -> Decimal | None:
+        if not self.prices:
+            return None
+        return self.prices[-1] if self.descending else self.prices[0]
+
+    def add(self, order: Order) -> None:
+        level = self.levels.get(order.price)
+        if level is None:
+            bisect.insort(self.prices, order.price)
+            level = self.levels[order.price] = deque()
+            self.totals[order.price] = ZERO
+        level.append(order)
+        self.totals[order.price] += order.remaining
+
+    def reduce(self, price: Decimal, qty: Decimal) -> None:
+        self.totals[price] -= qty
+
+    def remove(self, order: Order) -> None:
+        level = self.levels[order.price]
+        level.remove(order)
+        self.totals[order.price] -= order.remaining
+        if not level:
+            self._drop_level(order.price)
+
+    def pop_front(self, price: Decimal) -> None:
+        level = self.levels[price]
+        level.popleft()
+        if not level:
+            self._drop_level(price)
+
+    def _drop_level(self, price: Decimal) -> None:
+        del self.levels[price]
+        del self.totals[price]
+        index = bisect.bisect_left(self.prices, price)
+        del self.prices[index]
+
+    def top(self, limit: int) -> list[tuple[Decimal, Decimal]]:
+        prices = reversed(self.prices) if self.descending else iter(self.prices)
+        out: list[tuple[Decimal, Decimal]] = []
+        for price in prices:
+            if len(out) >= limit:
+                break
+            out.append((price, self.totals[price]))
+        return out
+
+    def walk(self) -> Iterator[tuple[Decimal, deque[Order]]]:
+        """Levels from best to worst."""
+        prices = list(reversed(self.prices)) if self.descending else list(self.prices)
+        for price in prices:
+            yield price, self.levels[price]
+
+
+class _Book:
+    def __init__(self, config: SymbolConfig, first_trade_id: int, first_update_id: int) -> None:
+        self.config = config
+        self.bids = _Side(descending=True)
+        self.asks = _Side(descending=False)
+        self.next_trade_id = first_trade_id
+        self.update_id = first_update_id - 1
+        self.next_order_id = 1
+        self.last_price: Decimal | None = None
+        self.pending_bids: dict[Decimal, Decimal] = {}
+        self.pending_asks: dict[Decimal, Decimal] = {}
+
+    def side(self, side: Side) -> _Side:
+        return self.bids if side == "BUY" else self.asks
+
+    def opposite(self, side: Side) -> _Side:
+        return self.asks if side == "BUY" else self.bids
+
+    def touch(self, side: Side, price: Decimal) -> None:
+        book_side = self.side(side)
+        pending = self.pending_bids if side == "BUY" else self.pending_asks
+        pending[price] = book_side.totals.get(price, ZERO)
+
+    def reference_price(self) -> Decimal:
+        if self.last_price is not None:
+            return self.last_price
+        bid, ask = self.bids.best(), self.asks.best()
+        if bid is not None and ask is not None:
+            return (bid + ask) / 2
+        return self.config.start_price
+
+
+def _crosses(side: Side, limit: Decimal | None, level_price: Decimal) -> bool:
+    if limit is None:
+        return True
+    return level_price <= limit if side == "BUY" else level_price >= limit
+
+
+def _mul(a: Decimal, b: Decimal) -> Decimal:
+    return _CONTEXT.multiply(a, b)
+
+
+def check_filters(sym: SymbolConfig, order: NewOrder, reference_price: Decimal) -> None:
+    """Binance's symbol filters, in its order: PRICE_FILTER, LOT_SIZE, NOTIONAL.
+
+    Raises:
+        ApiError: ``-1013 Filter failure: <FILTER>``.
+    """
+    price = order.price
+    if price is not None and (
+        price < sym.min_price
+        or price > sym.max_price
+        or (price - sym.min_price) % sym.tick_size != 0
+    ):
+        raise p.filter_failure("PRICE_FILTER")
+    qty = order.quantity
+    if qty is not None and (
+        qty < sym.min_qty or qty > sym.max_qty or (qty - sym.min_qty) % sym.step_size != 0
+    ):
+        raise p.filter_failure("LOT_SIZE")
+    if order.type == "MARKET":
+        notional = (
+            order.quote_order_qty
+            if order.quote_order_qty is not None
+            else _mul(reference_price, qty or ZERO)
+        )
+        if sym.apply_min_to_market and notional < sym.min_notional:
+            raise p.filter_failure("NOTIONAL")
+        if sym.apply_max_to_market and notional > sym.max_notional:
+            raise p.filter_failure("NOTIONAL")
+    elif price is not None and qty is not None:
+        notional = _mul(price, qty)
+        if notional < sym.min_notional or notional > sym.max_notional:
+            raise p.filter_failure("NOTIONAL")
+
+
+class MatchingEngine:
+    """Books, orders and trades of every symbol; balances in a :class:`Ledger`."""
+
+    def __init__(
+        self,
+        symbols: Iterable[SymbolConfig],
+        ledger: Ledger,
+        *,
+        maker_rate: Decimal = Decimal("0.001"),
+        taker_rate: Decimal = Decimal("0.001"),
+        first_trade_id: int = 1,
+        first_update_id: int = 1,
+        seed: int = 0,
+    ) -> None:
+        self.ledger = ledger
+        self.maker_rate = maker_rate
+        self.taker_rate = taker_rate
+        self._books = {s.symbol: _Book(s, first_trade_id, first_update_id) for s in symbols}
+        # (symbol, order_id) -> order: every real order, and synthetic ones while open.
+        self._orders: dict[tuple[str, int], Order] = {}
+        # (account, symbol, client id) -> orders with that id, oldest first.
+        self._by_client_id: dict[tuple[str, str, str], list[Order]] = {}
+        self._account_trades: dict[tuple[str, str], list[AccountTrade]] = {}
+        self._rng = random.Random(f"engine:{seed}")
+        self.trade_listeners: list[Callable[[Trade], None]] = []
+        self.book_listeners: list[Callable[[BookChange], None]] = []
+
+    # -- lookups -----------------------------------------------------------------
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self._books)
+
+    def symbol_config(self, symbol: str) -> SymbolConfig:
+        """The config of ``symbol``.
+
+        Raises:
+            ApiError: -1121 Invalid symbol.
+        """
+        book = self._books.get(symbol)
+        if book is None:
+            raise ApiError(p.BAD_SYMBOL, p.MSG_INVALID_SYMBOL)
+        return book.config
+
+    def _book(self, symbol: str) -> _Book:
+        self.symbol_config(symbol)
+        return self._books[symbol]
+
+    def best_bid(self, symbol: str) -> Decimal | None:
+        return self._book(symbol).bids.best()
+
+    def best_ask(self, symbol: str) -> Decimal | None:
+        return self._book(symbol).asks.best()
+
+    def reference_price(self, symbol: str) -> Decimal:
+        """Last trade price, else mid of the book, else the start price."""
+        return self._book(symbol).reference_price()
+
+    def update_id(self, symbol: str) -> int:
+        """Id of the last committed book change (``lastUpdateId``)."""
+        return self._book(symbol).update_id
+
+    def last_trade_id(self, symbol: str) -> int:
+        """Id of the last trade (``first_trade_id - 1`` before any)."""
+        return self._book(symbol).next_trade_id - 1
+
+    def depth(
+        self, symbol: str, limit: int
+    ) -> tuple[int, list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
+        """``(lastUpdateId, bids best first, asks best first)`` for ``GET /api/v3/depth``."""
+        book = self._book(symbol)
+        return book.update_id, book.bids.top(limit), book.asks.top(limit)
+
+    def synthetic_orders(self, symbol: str, side: Side) -> list[Order]:
+        """Open synthetic orders on one side, best price first."""
+        book = self._book(symbol)
+        return [
+            o
+            for _price, level in book.side(side).walk()
+            for o in level
+            if o.account == MARKET_ACCOUNT
+        ]
+
+    def order(
+        self,
+        account: str,
+        symbol: str,
+        *,
+        order_id: int | None = None,
+        client_order_id: str | None = None,
+        now_ms: int,
+    ) -> Order:
+        """Find an order for ``GET /api/v3/order`` (most recent one for a client id).
+
+        Orders not yet visible (fault injection) are skipped, as a lagging
+        database would.
+
+        Raises:
+            ApiError: -2013 Order does not exist.
+        """
+        self._book(symbol)
+        missing = ApiError(p.NO_SUCH_ORDER, p.MSG_NO_SUCH_ORDER)
+        if order_id is not None:
+            order = self._orders.get((symbol, order_id))
+            if order is None or order.account != account or not order.visible(now_ms):
+                raise missing
+            if client_order_id is not None and order.client_order_id != client_order_id:
+                raise missing
+            return order
+        assert client_order_id is not None
+        for order in reversed(self._by_client_id.get((account, symbol, client_order_id), [])):
+            if order.visible(now_ms):
+                return order
+        raise missing
+
+    def open_orders(self, account: str, symbol: str | None, *, now_ms: int) -> list[Order]:
+        """Open, visible orders of ``account`` (on ``symbol``, or all), oldest first."""
+        return sorted(
+            (
+                o
+                for o in self._orders.values()
+                if o.account == account
+                and o.is_open
+                and (symbol is None or o.symbol == symbol)
+                and o.visible(now_ms)
+            ),
+            key=lambda o: (o.time_ms, o.symbol, o.order_id),
+        )
+
+    def all_orders(self, account: str) -> list[Order]:
+        """Every order of ``account`` the engine remembers."""
+        return [o for o in self._orders.values() if o.account == account]
+
+    def account_trades(self, account: str, symbol: str) -> list[AccountTrade]:
+        """Trades of ``account`` on ``symbol``, oldest first."""
+        self._book(symbol)
+        return list(self._account_trades.get((account, symbol), []))
+
+    # -- placing -----------------------------------------------------------------
+
+    def place(
+        self, account: str, request: NewOrder, *, now_ms: int, visible_at_ms: int = 0
+    ) -> Order:
+        """Accept (and match) a real account's order, or reject it.
+
+        Returns the order after matching; ``order.fills`` are this placement's fills.
+
+        Raises:
+            ApiError: -1121 bad symbol, -1013 filter failure, -2010 duplicate /
+                insufficient balance / would take (LIMIT_MAKER).
+        """
+        with decimal.localcontext(_CONTEXT):
+            book = self._book(request.symbol)
+            sym = book.config
+            check_filters(sym, request, book.reference_price())
+            client_id = request.client_order_id or self._generate_client_id()
+            key = (account, request.symbol, client_id)
+            if any(o.is_open for o in self._by_client_id.get(key, ())):
+                raise p.order_rejected(p.MSG_DUPLICATE_ORDER)
+            if request.type == "LIMIT_MAKER":
+                assert request.price is not None
+                best = book.opposite(request.side).best()
+                if best is not None and _crosses(request.side, request.price, best):
+                    raise p.order_rejected(p.MSG_WOULD_TAKE)
+            lock_asset, lock_amount = self._funds_needed(book, account, request)
+            if not self.ledger.can_lock(account, lock_asset, lock_amount):
+                raise p.order_rejected(p.MSG_INSUFFICIENT_BALANCE)
+            order = self._new_order(book, account, request, client_id, now_ms)
+            order.visible_at_ms = visible_at_ms
+            self._orders[(order.symbol, order.order_id)] = order
+            self._by_client_id.setdefault(key, []).append(order)
+            self._execute(
+                book,
+                order,
+                lock_asset=lock_asset,
+                lock_amount=lock_amount,
+                request=request,
+                now_ms=now_ms,
+            )
+            self._commit(book)
+            return order
+
+    def place_synthetic(
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        *,
+        price: Decimal | None = None,
+        time_in_force: TimeInForce = "GTC",
+        now_ms: int,
+    ) -> Order:
+        """An order of the synthetic market: no filters, no balance limits.
+
+        ``price=None`` is a MARKET order; otherwise a LIMIT order with ``time_in_force``.
+        """
+        with decimal.localcontext(_CONTEXT):
+            book = self._book(symbol)
+            request = NewOrder(
+                symbol=symbol,
+                side=side,
+                type="LIMIT" if price is not None else "MARKET",
+                quantity=qty,
+                price=price,
+                time_in_force=time_in_force if price is not None else None,
+            )
+            client_id = f"sim{book.next_order_id}"
+            order = self._new_order(book, MARKET_ACCOUNT, request, client_id, now_ms)
+            self._orders[(symbol, order.order_id)] = order
+            asset = sym_asset(book.config, side)
+            amount = _mul(price, qty) if (price is not None and side == "BUY") else qty
+            if price is None and side == "BUY":
+                amount = self._simulate(book, side, qty=qty, limit=None)[1]
+            self._execute(
+                book, order, lock_asset=asset, lock_amount=amount, request=request, now_ms=now_ms
+            )
+            self._commit(book)
+            return order
+
+    def cancel(
+        self,
+        account: str,
+        symbol: str,
+        *,
+        order_id: int | None = None,
+        client_order_id: str | None = None,
+        now_ms: int,
+    ) -> Order:
+        """Cancel an open order (by id, or the open order with that client id).
+
+        Raises:
+            ApiError: -2011 Unknown order sent.
+        """
+        with decimal.localcontext(_CONTEXT):
+            book = self._book(symbol)
+            unknown = ApiError(p.CANCEL_REJECTED, p.MSG_UNKNOWN_ORDER)
+            order: Order | None = None
+            if order_id is not None:
+                order = self._orders.get((symbol, order_id))
+                if order is not None and (
+                    order.account != account
+                    or (client_order_id is not None and order.client_order_id != client_order_id)
+                ):
+                    order = None
+            else:
+                assert client_order_id is not None
+                candidates = self._by_client_id.get((account, symbol, client_order_id), [])
+                order = next((o for o in reversed(candidates) if o.is_open), None)
+            if order is None or not order.is_open:
+                raise unknown
+            self._close(book, order, "CANCELED", now_ms)
+            self._commit(book)
+            return order
+
+    def cancel_synthetic(self, symbol: str, order_id: int, *, now_ms: int) -> None:
+        """Withdraw an open synthetic order (the market thinning its book)."""
+        with decimal.localcontext(_CONTEXT):
+            book = self._book(symbol)
+            order = self._orders.get((symbol, order_id))
+            if order is None or order.account != MARKET_ACCOUNT or not order.is_open:
+                return
+            self._close(book, order, "CANCELED", now_ms)
+            self._commit(book)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _generate_client_id(self) -> str:
+        return "".join(self._rng.choice(_ID_ALPHABET) for _ in range(22))
+
+    def _new_order(
+        self, book: _Book, account: str, request: NewOrder, client_id: str, now_ms: int
+    ) -> Order:
+        order_id = book.next_order_id
+        book.next_order_id += 1
+        return Order(
+            symbol=request.symbol,
+            order_id=order_id,
+            client_order_id=client_id,
+            account=account,
+            side=request.side,
+            type=request.type,
+            time_in_force=request.time_in_force or "GTC",
+            price=request.price if request.price is not None else ZERO,
+            orig_qty=request.quantity if request.quantity is not None else ZERO,
+            orig_quote_order_qty=request.quote_order_qty or ZERO,
+            time_ms=now_ms,
+            update_time_ms=now_ms,
+        )
+
+    def _funds_needed(self, book: _Book, account: str, request: NewOrder) -> tuple[str, Decimal]:
+        """The asset and amount an order must lock before it may match."""
+        sym = book.config
+        if request.side == "BUY":
+            if request.type != "MARKET":
+                assert request.price is not None and request.quantity is not None
+                return sym.quote_asset, _mul(request.price, request.quantity)
+            if request.quote_order_qty is not None:
+                return sym.quote_asset, request.quote_order_qty
+            assert request.quantity is not None
+            return sym.quote_asset, self._simulate(book, "BUY", qty=request.quantity, limit=None)[1]
+        if request.type == "MARKET" and request.quote_order_qty is not None:
+            base, _quote = self._simulate(book, "SELL", quote=request.quote_order_qty, limit=None)
+            return sym.base_asset, base
+        assert request.quantity is not None
+        return sym.base_asset, request.quantity
+
+    def _simulate(
+        self,
+        book: _Book,
+        side: Side,
+        *,
+        qty: Decimal | None = None,
+        quote: Decimal | None = None,
+        limit: Decimal | None,
+    ) -> tuple[Decimal, Decimal]:
+        """What a taker would get without trading: ``(base filled, quote amount)``."""
+        step = book.config.step_size
+        filled = ZERO
+        spent = ZERO
+        for price, _level in book.opposite(side).walk():
+            if not _crosses(side, limit, price):
+                break
+            available = book.opposite(side).totals[price]
+            if qty is not None:
+                take = min(available, qty - filled)
+            else:
+                assert quote is not None
+                take = min(available, ((quote - spent) / price // step) * step)
+            if take <= 0:
+                break
+            filled += take
+            spent += _mul(price, take)
+        return filled, spent
+
+    def _execute(
+        self,
+        book: _Book,
+        order: Order,
+        *,
+        lock_asset: str,
+        lock_amount: Decimal,
+        request: NewOrder,
+        now_ms: int,
+    ) -> None:
+        ledger = self.ledger
+        if request.time_in_force == "FOK":
+            filled, _ = self._simulate(book, order.side, qty=order.orig_qty, limit=request.price)
+            if filled < order.orig_qty:
+                order.status = "EXPIRED"
+                return
+        ledger.lock(order.account, lock_asset, lock_amount)
+        order.locked = lock_amount
+        quote_budget = request.quote_order_qty if request.type == "MARKET" else None
+        self._match(book, order, quote_budget, now_ms)
+        rests = request.type in ("LIMIT", "LIMIT_MAKER") and order.time_in_force == "GTC"
+        if order.remaining > 0 and rests and quote_budget is None:
+            book.side(order.side).add(order)
+            book.touch(order.side, order.price)
+            order.status = "PARTIALLY_FILLED" if order.executed_qty > 0 else "NEW"
+            return
+        if quote_budget is not None:
+            # A quoteOrderQty order has no quantity until it ran (``_match`` grew
+            # orig_qty with each fill); it is FILLED unless the book ran dry first.
+            exhausted = book.opposite(order.side).best() is None
+            order.status = "EXPIRED" if exhausted or order.executed_qty == 0 else "FILLED"
+        elif order.remaining == 0:
+            order.status = "FILLED"
+        else:
+            order.status = "EXPIRED"
+        self._release(order)
+        if order.account == MARKET_ACCOUNT:
+            self._orders.pop((order.symbol, order.order_id), None)
+
+    def _match(self, book: _Book, taker: Order, quote_budget: Decimal | None, now_ms: int) -> None:
+        step = book.config.step_size
+        opposite = book.opposite(taker.side)
+        limit = taker.price if taker.type != "MARKET" else None
+        while True:
+            best = opposite.best()
+            if best is None or not _crosses(taker.side, limit, best):
+                return
+            if quote_budget is not None:
+                left = quote_budget - taker.cumm_quote_qty
+                want = (left / best // step) * step
+            else:
+                want = taker.remaining
+            if want <= 0:
+                return
+            maker = opposite.levels[best][0]
+            qty = min(want, maker.remaining)
+            if quote_budget is not None:
+                taker.orig_qty += qty
+            self._trade(book, maker, taker, price=best, qty=qty, now_ms=now_ms)
+
+    def _trade(
+        self, book: _Book, maker: Order, taker: Order, *, price: Decimal, qty: Decimal, now_ms: int
+    ) -> None:
+        sym = book.config
+        quote = _mul(price, qty)
+        trade_id = book.next_trade_id
+        book.next_trade_id += 1
+        book.last_price = price
+        buyer, seller = (maker, taker) if maker.side == "BUY" else (taker, maker)
+        ledger = self.ledger
+        # Funds change hands from what each side locked.
+        ledger.transfer(buyer.account, seller.account, sym.quote_asset, quote, from_locked=True)
+        buyer.locked -= quote
+        ledger.transfer(seller.account, buyer.account, sym.base_asset, qty, from_locked=True)
+        seller.locked -= qty
+        buyer_fee = self._commission(buyer, qty, buyer is maker)
+        seller_fee = self._commission(seller, quote, seller is maker)
+        if buyer_fee:
+            ledger.transfer(buyer.account, FEES_ACCOUNT, sym.base_asset, buyer_fee)
+        if seller_fee:
+            ledger.transfer(seller.account, FEES_ACCOUNT, sym.quote_asset, seller_fee)
+        for order, fee, asset in (
+            (buyer, buyer_fee, sym.base_asset),
+            (seller, seller_fee, sym.quote_asset),
+        ):
+            order.executed_qty += qty
+            order.cumm_quote_qty += quote
+            order.update_time_ms = now_ms
+            if order is taker:
+                order.fills.append(Fill(price, qty, fee, asset, trade_id))
+            if order.account != MARKET_ACCOUNT:
+                self._account_trades.setdefault((order.account, sym.symbol), []).append(
+                    AccountTrade(
+                        symbol=sym.symbol,
+                        id=trade_id,
+                        order_id=order.order_id,
+                        price=price,
+                        qty=qty,
+                        quote_qty=quote,
+                        commission=fee,
+                        commission_asset=asset,
+                        time_ms=now_ms,
+                        is_buyer=order is buyer,
+                        is_maker=order is maker,
+                    )
+                )
+        # A BUY taker locked at its limit (or an estimate); give back what the better price saved.
+        if taker.side == "BUY" and taker.type != "MARKET":
+            excess = taker.locked - _mul(taker.price, taker.remaining)
+            if excess > 0:
+                ledger.unlock(taker.account, sym.quote_asset, excess)
+                taker.locked -= excess
+        # The maker leaves the book when done.
+        opposite = book.side(maker.side)
+        opposite.reduce(price, qty)
+        if maker.remaining == 0:
+            opposite.pop_front(price)
+            maker.status = "FILLED"
+            self._release(maker)
+            if maker.account == MARKET_ACCOUNT:
+                self._orders.pop((maker.symbol, maker.order_id), None)
+        else:
+            maker.status = "PARTIALLY_FILLED"
+        book.touch(maker.side, price)
+        trade = Trade(
+            symbol=sym.symbol,
+            id=trade_id,
+            price=price,
+            qty=qty,
+            quote_qty=quote,
+            time_ms=now_ms,
+            buyer_is_maker=maker.side == "BUY",
+        )
+        for listener in self.trade_listeners:
+            listener(trade)
+
+    def _commission(self, order: Order, amount: Decimal, is_maker: bool) -> Decimal:
+        if order.account == MARKET_ACCOUNT:
+            return ZERO
+        rate = self.maker_rate if is_maker else self.taker_rate
+        return _mul(amount, rate).quantize(COMMISSION_QUANTUM, rounding=ROUND_DOWN)
+
+    def _release(self, order: Order) -> None:
+        """Give back whatever an order that is done still holds locked."""
+        if order.locked:
+            sym = self._books[order.symbol].config
+            self.ledger.unlock(order.account, sym_asset(sym, order.side), order.locked)
+            order.locked = ZERO
+
+    def _close(self, book: _Book, order: Order, status: OrderStatus, now_ms: int) -> None:
+        book.side(order.side).remove(order)
+        book.touch(order.side, order.price)
+        order.status = status
+        order.update_time_ms = now_ms
+        self._release(order)
+        if order.account == MARKET_ACCOUNT:
+            self._orders.pop((order.symbol, order.order_id), None)
+
+    def _commit(self, book: _Book) -> None:
+        """Close one operation: bump the update id if the book changed and tell listeners."""
+        if not book.pending_bids and not book.pending_asks:
+            return
+        book.update_id += 1
+        change = BookChange(
+            symbol=book.config.symbol,
+            update_id=book.update_id,
+            bids=tuple(book.pending_bids.items()),
+            asks=tuple(book.pending_asks.items()),
+        )
+        book.pending_bids = {}
+        book.pending_asks = {}
+        for listener in self.book_listeners:
+            listener(change)
+
+
+def sym_asset(sym: SymbolConfig, side: Side) -> str:
+    """The asset an order on ``side`` pays with (quote for BUY, base for SELL)."""
+    return sym.quote_asset if side == "BUY" else sym.base_asset

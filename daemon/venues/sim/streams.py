@@ -1,0 +1,432 @@
+"""WebSocket market streams, as ``stream.binance.com`` serves them.
+
+* Raw streams at ``/ws/<stream>`` (payload as is) and combined streams at
+  ``/stream?streams=<a>/<b>`` (``{"stream": "<a>", "data": <payload>}``);
+  ``/ws`` and ``/stream`` with no stream, to ``SUBSCRIBE`` later.
+* Streams: ``<symbol>@trade`` (real time) and ``<symbol>@depth@100ms`` /
+  ``<symbol>@depth`` (1000 ms), symbols lower case. An unknown stream in the
+  URL is refused with HTTP 400 (Binance would accept and stay silent; refusing
+  makes a client bug visible).
+* Live ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` /
+  ``SET_PROPERTY combined`` / ``GET_PROPERTY`` requests with ``{"result":
+  ..., "id": ...}`` answers and ``{"code": n, "msg": ..., "id": ...}`` errors.
+* The server pings every ``ping_interval_s``; a connection whose pong is
+  ``pong_timeout_s`` late is dropped. Connections end after
+  ``max_connection_s`` (24 h on Binance). ``serverShutdown`` (``{"e":
+  "serverShutdown", "E": ms}``; combined: stream ``"!serverShutdown"``) is
+  sent before a planned shutdown.
+* A client too slow to drain its queue (``send_queue`` messages) is
+  disconnected, as Binance does with slow consumers.
+
+Every connection consults the :class:`~daemon.venues.sim.faults.FaultInjector`
+per message and for its timers, so faults armed at run time hit live
+connections. The hub owns the TCP listener (rather than using
+``serve_websocket``) so that a connection can be *aborted* — the TCP stream
+closed without a close frame — which is what a network drop looks like.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any, Final
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+
+from daemon.venues.sim.config import StreamsConfig
+from daemon.venues.sim.faults import DropMode, FaultInjector, FaultSpec
+from daemon.venues.sim.market import WallClock
+
+__all__ = ["StreamHub"]
+
+log = logging.getLogger("tradingd.sim.streams")
+
+#: Seconds a new TCP connection has to complete its WebSocket handshake.
+HANDSHAKE_TIMEOUT_S: Final = 10.0
+#: Seconds granted to a closing handshake before the TCP stream is just closed.
+CLOSE_TIMEOUT_S: Final = 2.0
+#: How often a connection re-reads the fault timers (they may change at run time).
+TIMER_POLL_S: Final = 0.5
+_STREAM_SUFFIXES: Final = ("@trade", "@depth", "@depth@100ms")
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9]{1,36}$")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class _Closing(Exception):
+    """Internal: end this connection (``mode`` says how)."""
+
+    def __init__(self, mode: DropMode | None, reason: str) -> None:
+        super().__init__(reason)
+        self.mode = mode
+        self.reason = reason
+
+
+class _Connection:
+    """One accepted WebSocket: its subscriptions, queue and tasks."""
+
+    def __init__(
+        self,
+        hub: StreamHub,
+        ws: WebSocketConnection,
+        tcp: trio.abc.Stream,
+        *,
+        combined: bool,
+        streams: Iterable[str],
+    ) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.tcp = tcp
+        self.combined = combined
+        self.streams: set[str] = set(streams)
+        self.opened_at = trio.current_time()
+        self.send, self.receive = trio.open_memory_channel[str](hub.config.send_queue)
+        self.cancel_scope = trio.CancelScope()
+        self.end: _Closing | None = None
+        try:
+            self.peer = str(ws.remote)
+        except OSError:  # the peer may be gone already
+            self.peer = "?"
+        self._nursery: trio.Nursery | None = None
+
+    # -- called by the hub (synchronously) -----------------------------------------
+
+    def offer(self, text: str) -> None:
+        """Queue one outgoing message; a full queue ends the connection (slow consumer)."""
+        try:
+            self.send.send_nowait(text)
+        except trio.WouldBlock:
+            self.finish(_Closing("abort", "slow consumer"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def request_shutdown(self, grace_s: float) -> None:
+        """Send ``serverShutdown`` now and close ``grace_s`` later (from any task)."""
+        if self._nursery is None:
+            self.finish(_Closing("close", "server shutdown"))
+        else:
+            self._nursery.start_soon(self.shutdown, grace_s)
+
+    def finish(self, closing: _Closing) -> None:
+        """End the connection (from any task)."""
+        if self.end is None:
+            self.end = closing
+        self.cancel_scope.cancel()
+
+    # -- tasks ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        hub = self.hub
+        with self.cancel_scope:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._sender)
+                nursery.start_soon(self._receiver)
+                nursery.start_soon(self._pinger)
+                nursery.start_soon(self._timers)
+        closing = self.end or _Closing("close", "ended")
+        hub.detach(self)
+        log.debug("stream connection %s ends: %s", self.peer, closing.reason)
+        if closing.mode == "abort":
+            await trio.aclose_forcefully(self.tcp)
+            return
+        with trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
+            await self.ws.aclose(1000 if closing.mode == "close" else 1001, closing.reason)
+        if scope.cancelled_caught:
+            await trio.aclose_forcefully(self.tcp)
+
+    async def _sender(self) -> None:
+        faults = self.hub.faults
+        try:
+            async for text in self.receive:
+                verdict = faults.on_message(frozenset(self.streams), trio.current_time())
+                if verdict.drop is not None:
+                    self.finish(_Closing(verdict.drop, "fault: ws_drop"))
+                    return
+                if verdict.discard:
+                    continue
+                if verdict.delay_s:
+                    await trio.sleep(verdict.delay_s)
+                if verdict.malformed:
+                    await self.ws.send_message(text[: max(1, len(text) // 2)])
+                    if verdict.replace:
+                        continue
+                await self.ws.send_message(text)
+        except ConnectionClosed:
+            self.finish(_Closing(None, "peer closed"))
+
+    async def _receiver(self) -> None:
+        try:
+            while True:
+                message = await self.ws.get_message()
+                reply = self.hub.handle_request(self, message)
+                if reply is not None:
+                    await self.ws.send_message(_dumps(reply))
+        except ConnectionClosed:
+            self.finish(_Closing(None, "peer closed"))
+
+    async def _pinger(self) -> None:
+        config = self.hub.config
+        try:
+            while True:
+                await trio.sleep(config.ping_interval_s)
+                with trio.move_on_after(config.pong_timeout_s) as scope:
+                    await self.ws.ping()
+                if scope.cancelled_caught:
+                    self.finish(_Closing("abort", "no pong"))
+                    return
+        except ConnectionClosed:
+            self.finish(_Closing(None, "peer closed"))
+
+    async def _timers(self) -> None:
+        """Connection lifetime and the timed faults (``ws_drop``/``ws_shutdown`` every N s)."""
+        hub = self.hub
+        end_of_life = self.opened_at + hub.config.max_connection_s
+        while True:
+            now = trio.current_time()
+            planned = hub.faults.connection_deadline(frozenset(self.streams), self.opened_at, now)
+            deadline = end_of_life
+            spec: FaultSpec | None = None
+            if planned is not None and planned[0] < deadline:
+                deadline, spec = planned
+            if deadline > now:
+                await trio.sleep_until(min(deadline, now + TIMER_POLL_S))
+                continue
+            if spec is None:
+                self.finish(_Closing("close", "connection lifetime reached"))
+                return
+            hub.faults.record_timed_hit(spec)
+            if spec.kind == "ws_drop":
+                self.finish(_Closing(spec.mode, "fault: ws_drop every_s"))
+                return
+            await self.shutdown(spec.grace_s)
+            return
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Send ``serverShutdown``, wait ``grace_s``, then close."""
+        event = {"e": "serverShutdown", "E": self.hub.clock()}
+        text = _dumps({"stream": "!serverShutdown", "data": event} if self.combined else event)
+        try:
+            await self.ws.send_message(text)
+        except ConnectionClosed:
+            pass
+        await trio.sleep(grace_s)
+        self.finish(_Closing("close", "server shutdown"))
+
+
+class StreamHub:
+    """Subscriptions, publishing and the WebSocket listener of one simulator."""
+
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        config: StreamsConfig,
+        faults: FaultInjector,
+        clock: WallClock,
+    ) -> None:
+        self.config = config
+        self.faults = faults
+        self.clock = clock
+        self.valid_streams = frozenset(
+            f"{symbol.lower()}{suffix}" for symbol in symbols for suffix in _STREAM_SUFFIXES
+        )
+        self._subscribers: dict[str, set[_Connection]] = {}
+        self._connections: set[_Connection] = set()
+        self.published = 0
+
+    # -- publishing -------------------------------------------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def has_subscribers(self, stream: str) -> bool:
+        return bool(self._subscribers.get(stream))
+
+    def publish(self, stream: str, payload: dict[str, Any]) -> None:
+        """Send ``payload`` to every connection subscribed to ``stream``."""
+        subscribers = self._subscribers.get(stream)
+        if not subscribers:
+            return
+        raw: str | None = None
+        combined: str | None = None
+        for conn in list(subscribers):
+            if conn.combined:
+                combined = combined or _dumps({"stream": stream, "data": payload})
+                conn.offer(combined)
+            else:
+                raw = raw or _dumps(payload)
+                conn.offer(raw)
+        self.published += 1
+
+    # -- subscriptions ------------------------------------------------------------------
+
+    def _subscribe(self, conn: _Connection, stream: str) -> None:
+        conn.streams.add(stream)
+        self._subscribers.setdefault(stream, set()).add(conn)
+
+    def _unsubscribe(self, conn: _Connection, stream: str) -> None:
+        conn.streams.discard(stream)
+        subscribers = self._subscribers.get(stream)
+        if subscribers is not None:
+            subscribers.discard(conn)
+
+    def attach(self, conn: _Connection) -> None:
+        self._connections.add(conn)
+        for stream in list(conn.streams):
+            self._subscribe(conn, stream)
+
+    def detach(self, conn: _Connection) -> None:
+        self._connections.discard(conn)
+        for stream in list(conn.streams):
+            subscribers = self._subscribers.get(stream)
+            if subscribers is not None:
+                subscribers.discard(conn)
+        conn.send.close()
+
+    def handle_request(self, conn: _Connection, message: str | bytes) -> dict[str, Any] | None:
+        """Answer one client message (live subscription management)."""
+        try:
+            request = json.loads(message)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return {"code": 3, "msg": f"Invalid JSON: {exc}"}
+        if not isinstance(request, dict):
+            return {"code": 3, "msg": "Invalid JSON: expected an object"}
+        request_id = request.get("id")
+        if not (
+            request_id is None
+            or (isinstance(request_id, int) and not isinstance(request_id, bool))
+            or (isinstance(request_id, str) and _ID_RE.fullmatch(request_id))
+        ):
+            return {"code": 2, "msg": "Invalid request: invalid 'id'", "id": None}
+        method = request.get("method")
+        params = request.get("params", [])
+        if not isinstance(params, list):
+            return {"code": 2, "msg": "Invalid request: params must be an array", "id": request_id}
+        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            bad = [s for s in params if not isinstance(s, str) or s not in self.valid_streams]
+            if bad:
+                return {
+                    "code": 2,
+                    "msg": f"Invalid request: unknown stream(s) {bad}",
+                    "id": request_id,
+                }
+            if method == "SUBSCRIBE":
+                if len(conn.streams | set(params)) > self.config.max_streams:
+                    return {"code": 2, "msg": "Invalid request: too many streams", "id": request_id}
+                for stream in params:
+                    self._subscribe(conn, stream)
+            else:
+                for stream in params:
+                    self._unsubscribe(conn, stream)
+            return {"result": None, "id": request_id}
+        if method == "LIST_SUBSCRIPTIONS":
+            return {"result": sorted(conn.streams), "id": request_id}
+        if method in ("SET_PROPERTY", "GET_PROPERTY"):
+            if not params or params[0] != "combined":
+                return {"code": 0, "msg": "Unknown property", "id": request_id}
+            if method == "GET_PROPERTY":
+                return {"result": conn.combined, "id": request_id}
+            if len(params) != 2 or not isinstance(params[1], bool):
+                return {"code": 1, "msg": "Invalid value type: expected Boolean", "id": request_id}
+            conn.combined = params[1]
+            return {"result": None, "id": request_id}
+        return {
+            "code": 2,
+            "msg": f"Invalid request: unknown variant {method!r}, expected one of "
+            "`SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY`",
+            "id": request_id,
+        }
+
+    # -- control --------------------------------------------------------------------------
+
+    def drop_all(self, mode: DropMode = "abort") -> int:
+        """End every connection now; returns how many there were."""
+        connections = list(self._connections)
+        for conn in connections:
+            conn.finish(_Closing(mode, "dropped by control endpoint"))
+        return len(connections)
+
+    def shutdown_all(self, grace_s: float) -> int:
+        """Send ``serverShutdown`` to every connection and close each ``grace_s`` later."""
+        connections = list(self._connections)
+        for conn in connections:
+            conn.request_shutdown(grace_s)
+        return len(connections)
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def parse_target(self, target: str) -> tuple[bool, list[str]] | None:
+        """``(combined, streams)`` for a request target, or ``None`` if it is not ours."""
+        path, _, query = target.partition("?")
+        if path in ("/ws", "/ws/"):
+            return False, []
+        if path.startswith("/ws/"):
+            streams = [s for s in urllib.parse.unquote(path[len("/ws/") :]).split("/") if s]
+            return False, streams
+        if path in ("/stream", "/stream/"):
+            values = urllib.parse.parse_qs(query).get("streams", [""])
+            return True, [s for s in values[0].split("/") if s]
+        return None
+
+    async def handle_tcp(self, tcp: trio.abc.Stream) -> None:
+        """Serve one TCP connection: handshake, then the stream session."""
+        try:
+            async with trio.open_nursery() as nursery:
+                accepted: tuple[WebSocketConnection, bool, list[str]] | None = None
+                with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+                    request = await wrap_server_stream(nursery, tcp)
+                    target = self.parse_target(request.path)
+                    if target is None:
+                        await request.reject(404, body=b"Not found")
+                    else:
+                        combined, streams = target
+                        bad = [s for s in streams if s not in self.valid_streams]
+                        if bad or len(streams) > self.config.max_streams:
+                            body = f"Invalid request: unknown or too many streams {bad}"
+                            await request.reject(400, body=body.encode())
+                        else:
+                            accepted = (await request.accept(), combined, streams)
+                if accepted is None:
+                    nursery.cancel_scope.cancel()
+                    return
+                ws, combined, streams = accepted
+                conn = _Connection(self, ws, tcp, combined=combined, streams=streams)
+                self.attach(conn)
+                try:
+                    await conn.run()
+                finally:
+                    self.detach(conn)
+                    nursery.cancel_scope.cancel()
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.debug("stream connection failed: %r", exc)
+        except Exception:
+            # A bug here must cost one connection, never the listener (and every client).
+            log.exception("stream connection failed")
+        finally:
+            await trio.aclose_forcefully(tcp)
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host:port`` (``0`` = any) and serve until cancelled."""
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        try:
+            sockname = listeners[0].socket.getsockname()
+            bound = (str(sockname[0]), int(sockname[1]))
+            log.info("sim streams listening on %s:%d", *bound)
+            task_status.started(bound)
+            await trio.serve_listeners(self.handle_tcp, listeners)
+        finally:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
