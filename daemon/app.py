@@ -8,7 +8,8 @@
         ├── health         loop-lag probe, watchdog pings (only while healthy), STATUS=
         ├── housekeeping   state_dir watch, heartbeat (critical)
         ├── control        Unix socket: reload / status / fault hooks
-        └── admin          loopback HTTP: /health /status /metrics
+        ├── admin          loopback HTTP: /health /status /metrics
+        └── venues         (one_for_one) one link per [venues.NAME]: time sync, exchangeInfo
 
 Lifecycle: the tree is started child by child (``nursery.start``: started
 means ready) under ``daemon.start_timeout_s``; only then ``READY=1``. A stop
@@ -65,6 +66,7 @@ from daemon.supervise import (
     SupervisorEvent,
     SupervisorPolicy,
 )
+from daemon.venues.link import VenueLink
 
 log = logging.getLogger("tradingd.app")
 
@@ -153,6 +155,9 @@ class Daemon:
         self.instrument = SlowStepInstrument(threshold_ms=config.health.slow_step_ms)
         self.health = HealthModel(thresholds_from(config), lag_probe=self.lag_probe)
         self.watchdog_stats = WatchdogStats()
+        self.venue_links = {
+            name: VenueLink(name, venue) for name, venue in sorted(config.venues.items())
+        }
         self.admin_address: tuple[str, int] | None = None
         self.admin_token: Secret | None = None
         self.last_reload: ReloadResult | None = None
@@ -172,6 +177,8 @@ class Daemon:
         self.health.add_check("supervision", supervision_check(self.root.status))
         self.health.add_check("state_dir", self.disk.check)
         self.health.add_check("lifecycle", self._lifecycle_check)
+        for name, link in self.venue_links.items():
+            self.health.add_check(f"venue:{name}", link.check)
         self._counters()
 
     # ------------------------------------------------------------------ tree
@@ -200,6 +207,17 @@ class Daemon:
             children.append(
                 ChildSpec("admin", self._run_admin, shutdown_grace_s=grace, critical=False)
             )
+        if self.venue_links:
+            venues = Supervisor(
+                "venues",
+                [
+                    ChildSpec(f"link:{name}", link.run, shutdown_grace_s=grace, critical=False)
+                    for name, link in self.venue_links.items()
+                ],
+                policy_from(cfg),
+                on_event=self._on_event,
+            )
+            children.append(venues.as_child(critical=False))
         return children
 
     async def _run_health(
@@ -546,6 +564,7 @@ class Daemon:
             "loop_lag": attrs.asdict(stats),
             "slow_steps": self.instrument.report(),
             "queues": self.queues.snapshot(),
+            "venues": {name: link.status() for name, link in self.venue_links.items()},
             "admin": {"listen": self.config.admin.listen, "bound": self.admin_address},
             "last_reload": self.last_reload.to_dict() if self.last_reload else None,
             "recent_events": list(self._events[-20:]),

@@ -24,6 +24,7 @@ import os
 import socket
 import sys
 import tomllib
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,10 @@ from daemon.config import Config
 from daemon.errors import ConfigError, ControlError, SecretError
 from daemon.faults import FAULT_KINDS
 from daemon.notify import Notifier, unset_environment
+from daemon.secrets import SecretRef
 from daemon.venues.sim import cli as sim_cli
+from daemon.venues.sim.config import SimConfig
+from daemon.venues.sim.server import serve_sim
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -174,9 +178,25 @@ def cmd_run(path: Path) -> int:
     return _run_daemon(config, notifier, config_path=path)
 
 
-def demo_config(state_dir: Path, admin_port: int) -> Config:
-    """The embedded configuration of ``tradingd demo``."""
+#: Environment variables through which the demo hands the simulator's account
+#: to its venue (the public example key pair of Binance's API docs; not secret).
+DEMO_KEY_ENV = "TRADINGD_DEMO_API_KEY"
+DEMO_SECRET_ENV = "TRADINGD_DEMO_API_SECRET"
+
+
+def demo_config(
+    state_dir: Path, admin_port: int, sim_urls: tuple[str, str] | None = None
+) -> Config:
+    """The embedded configuration of ``tradingd demo`` (one venue: the simulator)."""
     config = configmod.defaults()
+    venues = {}
+    if sim_urls is not None:
+        venues["sim"] = configmod.VenueConfig(
+            rest_url=sim_urls[0],
+            ws_url=sim_urls[1],
+            api_key=SecretRef("env", DEMO_KEY_ENV),
+            api_secret=SecretRef("env", DEMO_SECRET_ENV),
+        )
     return attrs.evolve(
         config,
         source="<demo>",
@@ -184,35 +204,58 @@ def demo_config(state_dir: Path, admin_port: int) -> Config:
             config.daemon, state_dir=state_dir.resolve(), shutdown_timeout_s=10.0
         ),
         admin=attrs.evolve(config.admin, listen=f"127.0.0.1:{admin_port}"),
+        venues=types.MappingProxyType(venues),
     )
 
 
 def cmd_demo(state_dir: Path, admin_port: int) -> int:
+    """The daemon and an in-process exchange simulator, in one process."""
     if admin_port and not _port_free("127.0.0.1", admin_port):
         print(
             f"port {admin_port} is busy; the admin API will use a free port instead",
             file=sys.stderr,
         )
         admin_port = 0
-    config = demo_config(state_dir, admin_port)
-    problems = configmod.check_environment(config)
+    problems = configmod.check_environment(demo_config(state_dir, admin_port))
     if problems:
         _print_problems(problems)
         return EXIT_CONFIG
     notifier = Notifier.from_environ()
     unset_environment()
+    sim_config = SimConfig(rest_port=0, ws_port=0)
+    account = sim_config.accounts[0]
+    os.environ[DEMO_KEY_ENV] = account.api_key
+    os.environ[DEMO_SECRET_ENV] = account.secret_key
+    logs.setup_logging(configmod.defaults().logging)
 
-    def banner(host: str, port: int) -> None:
-        base = f"http://{host}:{port}"
-        print(
-            f"\ntradingd demo running (state in {config.daemon.state_dir}).\n"
-            f"  status:  {base}/status\n  health:  {base}/health\n  metrics: {base}/metrics\n"
-            "Press Ctrl-C to stop.\n",
-            file=sys.stderr,
-            flush=True,
-        )
+    async def main() -> int:
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(serve_sim, sim_config)
+            config = demo_config(state_dir, admin_port, urls)
 
-    return _run_daemon(config, notifier, config_path=None, on_admin_bound=banner)
+            def banner(host: str, port: int) -> None:
+                base = f"http://{host}:{port}"
+                print(
+                    f"\ntradingd demo running (state in {config.daemon.state_dir}).\n"
+                    f"  status:    {base}/status\n  health:    {base}/health\n"
+                    f"  metrics:   {base}/metrics\n"
+                    f"  simulator: REST {urls[0]}  streams {urls[1]}\n"
+                    "Press Ctrl-C to stop.\n",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+            daemon = Daemon(config, notifier=notifier, on_admin_bound=banner)
+            code = await daemon.run()
+            nursery.cancel_scope.cancel()
+        return code
+
+    try:
+        return trio.run(main)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        notifier.close()
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -1018,3 +1018,49 @@ async def test_drain_that_cannot_finish_still_exits(tmp_path: Path, sockdir: Pat
         assert [d.notify.messages[i].fields["ERRNO"] for i in errnos if i >= mark] == [
             str(errno.ETIMEDOUT)
         ]
+
+
+# =========================================================================== demo
+
+
+async def test_demo_runs_daemon_and_simulator_until_ctrl_c(tmp_path: Path) -> None:
+    """`tradingd demo` (the README's first command): tree, venue and health visible."""
+    stderr_path = tmp_path / "demo.stderr"
+    env = {k: v for k, v in os.environ.items() if k not in HOSTILE_ENV}
+    with stderr_path.open("wb") as stderr:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "daemon", "demo", "--admin-port", "0"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        match = await wait_until(
+            lambda: re.search(
+                r"status: +(http://127\.0\.0\.1:\d+)/status", stderr_path.read_text()
+            ),
+            what="the demo banner",
+        )
+        base = match.group(1)
+
+        async def venue_up() -> dict[str, Any] | None:
+            status = (await http_get(f"{base}/status")).json()
+            return status if status["venues"]["sim"]["state"] == "up" else None
+
+        status = await await_until(venue_up, what="the simulator venue to be up")
+        names = [c["name"] for c in status["supervision"]["children"]]
+        assert names == ["health", "housekeeping", "control", "admin", "venues"]
+        assert status["config"] == "<demo>"
+        assert (tmp_path / "var").is_dir(), "state under ./var/"
+        assert (await http_get(f"{base}/health")).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        with trio.fail_after(WAIT_S):
+            await proc.wait()
+        assert proc.returncode == 0, stderr_path.read_text()[-3000:]
+        assert "stopped cleanly" in stderr_path.read_text()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            with trio.move_on_after(5, shield=True):
+                await proc.wait()
