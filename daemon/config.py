@@ -191,6 +191,66 @@ class AdminConfig:
 
 
 @attrs.frozen
+class StoreConfig:
+    """The embedded SQLite store (one owner thread; WAL)."""
+
+    path: Path = opt(
+        Path("tradingd.db"),
+        help="Database file. Relative paths are under daemon.state_dir.",
+    )
+    synchronous_market: Literal["NORMAL", "FULL"] = opt(
+        "NORMAL",
+        help='SQLite synchronous level for market-data commits ("NORMAL" or "FULL"); '
+        "order tables always commit with FULL.",
+    )
+    busy_timeout_s: float = opt(5.0, gt=0, le=600, help="Wait for a locked database.")
+    retention_days: float = opt(
+        0.0,
+        ge=0,
+        reload="live",
+        help="Prune market data older than this many days (0: keep everything).",
+    )
+    prune_interval_s: float = opt(
+        3600.0, gt=0, le=86_400, reload="live", help="How often retention runs."
+    )
+    prune_batch_rows: int = opt(
+        5000,
+        ge=1,
+        le=1_000_000,
+        reload="live",
+        help="Rows deleted per pruning transaction (small: never stalls ingestion).",
+    )
+
+
+@attrs.frozen
+class MarketDataConfig:
+    """Market-data capture: trades and book snapshots into the store."""
+
+    venue: str = opt(
+        "", help="The [venues.NAME] to capture from; empty disables capture."
+    )
+    symbols: tuple[str, ...] = opt((), help='Symbols to capture, e.g. ["BTCUSDT", "ETHUSDT"].')
+    chunk_size: int = opt(1000, ge=1, le=100_000, help="Trades per store transaction.")
+    trades_queue_capacity: int = opt(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        help="Bounded trades queue between feed and writer; when full the feed waits "
+        "(backpressure, never drops).",
+    )
+    flush_interval_s: float = opt(
+        0.5, gt=0, le=60, help="Longest time a partial chunk waits before it is written."
+    )
+    snapshot_interval_s: float = opt(
+        60.0, ge=0, le=86_400, help="Period of stored order book snapshots (0: none)."
+    )
+    snapshot_depth: int = opt(20, ge=1, le=5000, help="Levels per side in a stored snapshot.")
+    backfill_limit: int = opt(
+        1000, ge=1, le=1000, help="Trades per historicalTrades request when filling a gap."
+    )
+
+
+@attrs.frozen
 class VenueConfig:
     """One exchange connection: ``[venues.NAME]``."""
 
@@ -241,12 +301,19 @@ class Config:
     health: HealthConfig = section(HealthConfig, help="Liveness and watchdog.")
     admin: AdminConfig = section(AdminConfig, help="Loopback admin API.")
     testing: TestingConfig = section(TestingConfig, help="Test-only switches.")
+    store: StoreConfig = section(StoreConfig, help="The embedded SQLite store.")
+    marketdata: MarketDataConfig = section(MarketDataConfig, help="Market-data capture.")
     venues: Mapping[str, VenueConfig] = attrs.field(
         factory=lambda: types.MappingProxyType({}),
         metadata={"help": "Exchange connections, one [venues.NAME] table each."},
     )
     #: Where the configuration came from (not a TOML key).
     source: str = attrs.field(default="<defaults>", metadata={"internal": True})
+
+    def store_path(self) -> Path:
+        """The database file (``store.path`` under ``daemon.state_dir`` if relative)."""
+        path = self.store.path
+        return path if path.is_absolute() else self.daemon.state_dir / path
 
     def control_socket_path(self, environ: Mapping[str, str] | None = None) -> Path:
         """The control socket path (see ``daemon.control_socket``)."""
@@ -267,6 +334,8 @@ _SCHEMA_CLASSES = (
     HealthConfig,
     AdminConfig,
     TestingConfig,
+    StoreConfig,
+    MarketDataConfig,
     VenueConfig,
     Config,
 )
@@ -377,6 +446,7 @@ class _Invalid:
 
 
 _INVALID: Any = _Invalid()
+_SYMBOL = re.compile(r"[A-Z0-9]{2,20}")
 #: Names of entries in named tables such as ``[venues.NAME]``.
 _ENTRY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
@@ -524,6 +594,21 @@ def _cross_checks(config: Config, report: Report) -> None:
                     f"{host!r} is not a loopback address; the admin API only listens on "
                     "127.0.0.0/8, ::1 or localhost",
                 )
+    md = config.marketdata
+    if md.venue:
+        if md.venue not in config.venues:
+            known = ", ".join(sorted(config.venues)) or "none configured"
+            report(("marketdata", "venue"), f"no [venues.{md.venue}] table ({known})")
+        if not md.symbols:
+            report(("marketdata", "symbols"), "capture needs at least one symbol")
+    for index, symbol in enumerate(md.symbols):
+        if not _SYMBOL.fullmatch(symbol):
+            report(
+                ("marketdata", "symbols", str(index)),
+                f"{symbol!r} is not a symbol (2-20 characters of A-Z and 0-9, e.g. BTCUSDT)",
+            )
+    if len(set(md.symbols)) != len(md.symbols):
+        report(("marketdata", "symbols"), "lists a symbol twice")
     for name, venue in config.venues.items():
         _check_url(("venues", name, "rest_url"), venue.rest_url, ("http", "https"), report)
         _check_url(("venues", name, "ws_url"), venue.ws_url, ("ws", "wss"), report)

@@ -54,8 +54,7 @@ level = "loud"
         '{ credential = "NAME" }, { file = "PATH" } or { env = "VAR" }',
         "t.toml:8: admin.max_connections: must be >= 1, got 0",
         "t.toml:10: supervison: unknown key (did you mean 'supervision'?)",
-        "t.toml:14: logging.level: must be one of 'debug', 'info', 'warning', 'error', "
-        "got 'loud'",
+        "t.toml:14: logging.level: must be one of 'debug', 'info', 'warning', 'error', got 'loud'",
         "t.toml:6: admin.listen: '0.0.0.0' is not a loopback address; the admin API only "
         "listens on 127.0.0.0/8, ::1 or localhost",
     ]
@@ -236,3 +235,26 @@ def test_unknown_keys_always_rejected(keys: dict[str, int]) -> None:
         assert reported == {f"health.{k}" for k in unknown}
     else:
         assert not unknown
+
+
+def test_marketdata_must_name_a_venue_and_valid_symbols() -> None:
+    problems = problems_of(
+        '[marketdata]\nvenue = "nope"\nsymbols = ["btcusdt", "ETHUSDT", "ETHUSDT"]\n'
+    )
+    assert problems == [
+        "t.toml:2: marketdata.venue: no [venues.nope] table (none configured)",
+        "t.toml:3: marketdata.symbols.0: 'btcusdt' is not a symbol (2-20 characters of A-Z "
+        "and 0-9, e.g. BTCUSDT)",
+        "t.toml:3: marketdata.symbols: lists a symbol twice",
+    ]
+    (problem,) = problems_of(
+        '[venues.sim]\nrest_url = "http://h:1"\nws_url = "ws://h:2"\n[marketdata]\nvenue = "sim"\n'
+    )
+    assert problem == "t.toml:4: marketdata.symbols: capture needs at least one symbol"
+
+
+def test_store_path_is_under_state_dir_unless_absolute(tmp_path: Path) -> None:
+    cfg = c.loads(f'[daemon]\nstate_dir = "{tmp_path}"\n')
+    assert cfg.store_path() == tmp_path / "tradingd.db"
+    cfg = c.loads(f'[daemon]\nstate_dir = "{tmp_path}"\n[store]\npath = "/x/y.db"\n')
+    assert cfg.store_path() == Path("/x/y.db")
