@@ -26,6 +26,19 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
     │   └── CircuitRejectedError    rejected by a named breaker (carries name, state, retry_after_s)
     ├── RetryExhaustedError         a bounded retry ran out of attempts or time; carries the last
     │                               outcome and the run's statistics
+    ├── StoreError                  a store operation failed; carries ``path``
+    │   ├── StoreUnavailableError   [TransientError] the condition can clear; retry later
+    │   │   ├── StoreBusyError      SQLITE_BUSY/LOCKED: another connection holds the lock
+    │   │   ├── StoreFullError      SQLITE_FULL, ENOSPC: disk (or max_page_count) full
+    │   │   ├── StoreReadOnlyError  SQLITE_READONLY, EROFS/EACCES/EPERM: cannot write
+    │   │   └── StoreIOError        SQLITE_IOERR or another OSError: the disk misbehaved
+    │   ├── StoreCorruptError       [PermanentError] not a database, or a malformed one
+    │   ├── StoreVersionError       [PermanentError] the file's schema is newer than the code
+    │   ├── StoreOpenError          [PermanentError] cannot be opened (or is not ours)
+    │   ├── StoreMigrationError     [PermanentError] a schema migration failed (rolled back)
+    │   ├── StoreDataError          [PermanentError] the schema refused a row
+    │   ├── StoreClosedError        [PermanentError] the store was closed
+    │   └── GapTransitionError      [PermanentError] an illegal gap state change
     └── VenueError                  a venue call failed; carries venue, code, venue_message,
         │                           http_status, endpoint. Each concrete class *also* derives
         │                           from the policy class in brackets, so ``except`` clauses on
@@ -410,3 +423,89 @@ class VenueOutcomeUnknownError(VenueError, AmbiguousOutcomeError):
     request left, or an answer that could not be decoded. Never retried: find
     out by querying the client order id (DESIGN §4).
     """
+
+
+# --------------------------------------------------------------------------- store
+
+
+class StoreError(TradingdError):
+    """A store operation failed.
+
+    ``path`` is the database file; ``sqlite_error`` the SQLite error name
+    (``"SQLITE_FULL"``) when the cause was an SQLite error.
+    """
+
+    def __init__(
+        self, message: str, *, path: str | None = None, sqlite_error: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.sqlite_error = sqlite_error
+
+
+class StoreUnavailableError(StoreError, TransientError):
+    """The store cannot write (or read) right now; the condition can clear.
+
+    Nothing committed before is lost. Retry with backoff; health is unhealthy
+    while writes fail.
+    """
+
+
+class StoreBusyError(StoreUnavailableError):
+    """SQLITE_BUSY/SQLITE_LOCKED: another connection held the lock past the busy timeout."""
+
+
+class StoreFullError(StoreUnavailableError):
+    """SQLITE_FULL or ENOSPC: the disk (or the database's ``max_page_count``) is full."""
+
+
+class StoreReadOnlyError(StoreUnavailableError):
+    """SQLITE_READONLY, EROFS, EACCES: the file or its file system refuses writes."""
+
+
+class StoreIOError(StoreUnavailableError):
+    """SQLITE_IOERR or another OSError: the disk or file system misbehaved."""
+
+
+class StoreCorruptError(StoreError, PermanentError):
+    """The file is not an SQLite database, or the database is malformed.
+
+    Never retried and never "repaired" automatically: an operator runs
+    ``integrity_check`` and restores from a backup.
+    """
+
+
+class StoreVersionError(StoreError, PermanentError):
+    """The file's schema version is newer than this code knows.
+
+    Raised at open, before anything is written: an older daemon must never
+    touch a database a newer one has migrated.
+    """
+
+    def __init__(self, message: str, *, path: str, file_version: int, code_version: int) -> None:
+        super().__init__(message, path=path)
+        self.file_version = file_version
+        self.code_version = code_version
+
+
+class StoreOpenError(StoreError, PermanentError):
+    """The database file cannot be opened (missing directory, permissions, not ours)."""
+
+
+class StoreMigrationError(StoreError, PermanentError):
+    """A schema migration failed; its transaction was rolled back, the file is unchanged."""
+
+
+class StoreDataError(StoreError, PermanentError):
+    """The schema refused a row (CHECK/NOT NULL constraint, integer out of range).
+
+    Only the chunk containing the row fails; the caller dead-letters it.
+    """
+
+
+class StoreClosedError(StoreError, PermanentError):
+    """The store was closed; no further calls are accepted."""
+
+
+class GapTransitionError(StoreError, PermanentError):
+    """A gap was asked to change state along an edge the transition table forbids."""

@@ -1,0 +1,174 @@
+"""Vocabulary shared by the store modules: durability classes, runners, counters, health.
+
+Kept apart from :mod:`daemon.store.sqlite` so the table modules
+(:mod:`~daemon.store.marketdata`, :mod:`~daemon.store.deadletters`,
+:mod:`~daemon.store.maintenance`) can use it without importing the owner.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import attrs
+import trio
+
+from daemon.health import HealthLevel
+from daemon.resilience.threads import ThreadLane
+
+__all__ = [
+    "SYNCHRONOUS_LEVELS",
+    "Durability",
+    "Runner",
+    "StoreHealth",
+    "StoreStats",
+    "TableStats",
+    "inline_runner",
+    "lane_runner",
+]
+
+T = TypeVar("T")
+
+#: ``PRAGMA synchronous`` values the store accepts, by name.
+SYNCHRONOUS_LEVELS: dict[str, int] = {"NORMAL": 1, "FULL": 2}
+
+
+class Durability(enum.Enum):
+    """How hard a transaction's commit must hold against power loss.
+
+    SQLite's ``synchronous`` is a property of the *connection*, and the store
+    has one connection, so it is switched per transaction (before ``BEGIN``;
+    SQLite refuses the switch inside one). In WAL mode that is sound: a FULL
+    commit fsyncs the WAL, which also makes every earlier NORMAL commit in it
+    durable, so mixing never weakens a CRITICAL commit.
+    """
+
+    #: Always ``synchronous=FULL``: orders, dead letters, schema changes —
+    #: anything whose loss after an acknowledgement would break a promise.
+    CRITICAL = "critical"
+    #: ``synchronous_market`` of the store: NORMAL by default (a power cut may
+    #: lose the last commits, which capture resumes from the checkpoint stored
+    #: *in the same transaction*), FULL when configured.
+    MARKET = "market"
+
+
+class Runner(Protocol):
+    """Runs a blocking function somewhere and returns its result.
+
+    The store's default is its one-thread :class:`~daemon.resilience.ThreadLane`;
+    tests under ``autojump_clock`` pass :func:`inline_runner`.
+    """
+
+    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
+
+
+async def inline_runner(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on the calling thread, after a checkpoint — **for tests only**.
+
+    It blocks the event loop for the duration of the call, which is exactly
+    what the real store never does; under a virtual clock that is harmless and
+    makes every store call deterministic.
+    """
+    await trio.lowlevel.checkpoint()
+    return fn()
+
+
+def lane_runner(lane: ThreadLane) -> Runner:
+    """A :class:`Runner` that runs every call in ``lane`` (FIFO, one at a time when
+    the lane has one thread)."""
+
+    async def run(fn: Callable[[], T]) -> T:
+        return await lane.run(fn)
+
+    return run
+
+
+@attrs.define
+class TableStats:
+    """Write counters of one table (metrics-ready: monotonic counts).
+
+    ``rows_attempted == rows_inserted + rows_updated + rows_skipped + rows_failed``.
+    """
+
+    calls: int = 0
+    chunks_committed: int = 0
+    chunks_failed: int = 0
+    rows_attempted: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_skipped: int = 0
+    rows_failed: int = 0
+
+
+@attrs.define
+class StoreStats:
+    """Counters of one store; ``snapshot()`` is JSON-able for ``/metrics`` and ``/status``.
+
+    Updated on the event loop only (after a lane call returns), so reading
+    them from a collector needs no lock.
+    """
+
+    writes: int = 0
+    commits: int = 0
+    write_errors: int = 0
+    reads: int = 0
+    read_errors: int = 0
+    errors_by_type: dict[str, int] = attrs.Factory(dict)
+    last_commit_s: float | None = None
+    max_commit_s: float = 0.0
+    total_commit_s: float = 0.0
+    last_transaction_s: float | None = None
+    tables: dict[str, TableStats] = attrs.Factory(dict)
+    prune_batches: int = 0
+    rows_pruned: int = 0
+
+    def table(self, name: str) -> TableStats:
+        """The counters of table ``name`` (created on first use)."""
+        found = self.tables.get(name)
+        if found is None:
+            found = self.tables[name] = TableStats()
+        return found
+
+    def record_commit(self, commit_s: float, transaction_s: float) -> None:
+        """Count one committed write transaction and its timings."""
+        self.commits += 1
+        self.last_commit_s = commit_s
+        self.max_commit_s = max(self.max_commit_s, commit_s)
+        self.total_commit_s += commit_s
+        self.last_transaction_s = transaction_s
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able copy."""
+        return attrs.asdict(self)
+
+
+@attrs.frozen
+class StoreHealth:
+    """The store's state for the health model and ``/status``.
+
+    Attributes:
+        level: HEALTHY; DEGRADED while reads fail transiently but writes work;
+            UNHEALTHY while writes fail (disk full, read-only, locked, I/O), after
+            corruption was detected (sticky until restart), or once closed.
+        reason: One line naming the file and the condition (``None`` when healthy).
+        last_error: The most recent store error's message, kept after recovery.
+        last_error_type: Its class name (``"StoreFullError"``).
+        last_error_at: Wall-clock epoch seconds of that error.
+        failing_since: Epoch seconds of the first failure of the current run of
+            failed writes (``None`` when writes work).
+        consecutive_write_failures: Length of that run.
+    """
+
+    level: HealthLevel
+    reason: str | None = None
+    last_error: str | None = None
+    last_error_type: str | None = None
+    last_error_at: float | None = None
+    failing_since: float | None = None
+    consecutive_write_failures: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        data["level"] = self.level.value
+        return data

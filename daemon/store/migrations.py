@@ -1,0 +1,273 @@
+"""Versioned schema migrations, applied at open inside one transaction.
+
+The schema version lives in SQLite's ``PRAGMA user_version`` (stored in the
+file header, so it changes atomically with the migration's transaction), and
+every applied migration is also logged in ``schema_migrations`` for
+operators. ``PRAGMA application_id`` marks the file as tradingd's, so a
+database of another program is refused instead of being "migrated".
+
+Rules, because a trading store must never be damaged by an upgrade or a
+downgrade:
+
+* a file whose version is **newer** than the code is refused with
+  :class:`~daemon.store.errors.StoreVersionError` *before anything is written*;
+* pending migrations run in one ``BEGIN IMMEDIATE`` transaction: either the
+  file reaches the code's version, or it is left exactly as it was
+  (:class:`~daemon.store.errors.StoreMigrationError`);
+* migrations are append-only: a released migration is never edited, a change
+  is a new version.
+
+Conventions of the schema: natural unique keys everywhere writes must be
+idempotent; prices and quantities as ``TEXT`` decimals (exact, the venue's own
+spelling); times as integer epoch milliseconds with the unit in the name.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+import attrs
+
+from daemon.store.errors import (
+    StoreCorruptError,
+    StoreMigrationError,
+    StoreOpenError,
+    StoreUnavailableError,
+    StoreVersionError,
+    translate_error,
+)
+
+__all__ = [
+    "APPLICATION_ID",
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "Migration",
+    "check_file",
+    "migrate",
+    "schema_version",
+]
+
+#: ``PRAGMA application_id`` of tradingd databases ("TRAD").
+APPLICATION_ID = 0x54524144
+
+
+@attrs.frozen
+class Migration:
+    """One schema step: statements that take the schema from ``version - 1`` to ``version``.
+
+    Statements are executed one by one inside the migration transaction
+    (never with ``executescript``, which would commit on its own).
+    """
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_V1 = Migration(
+    1,
+    "market data, checkpoints, gaps, dead letters",
+    (
+        """
+        CREATE TABLE schema_migrations (
+            version       INTEGER PRIMARY KEY,
+            name          TEXT    NOT NULL,
+            applied_at_ms INTEGER NOT NULL
+        )
+        """,
+        # One row per venue trade; the natural key makes re-delivery idempotent.
+        # WITHOUT ROWID: the key *is* the storage order, so range scans by trade id
+        # (gap detection, retention) read contiguous pages.
+        """
+        CREATE TABLE trades (
+            venue          TEXT    NOT NULL CHECK (venue <> ''),
+            symbol         TEXT    NOT NULL CHECK (symbol <> ''),
+            trade_id       INTEGER NOT NULL CHECK (trade_id >= 0),
+            price          TEXT    NOT NULL,
+            quantity       TEXT    NOT NULL,
+            quote_quantity TEXT    NOT NULL,
+            buyer_is_maker INTEGER NOT NULL CHECK (buyer_is_maker IN (0, 1)),
+            trade_time_ms  INTEGER NOT NULL,
+            event_time_ms  INTEGER,
+            ingested_at_ms INTEGER NOT NULL,
+            PRIMARY KEY (venue, symbol, trade_id)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE book_snapshots (
+            snapshot_id    INTEGER PRIMARY KEY,
+            venue          TEXT    NOT NULL CHECK (venue <> ''),
+            symbol         TEXT    NOT NULL CHECK (symbol <> ''),
+            server_time_ms INTEGER NOT NULL,
+            sequence_id    INTEGER NOT NULL,
+            bid_levels     INTEGER NOT NULL CHECK (bid_levels >= 0),
+            ask_levels     INTEGER NOT NULL CHECK (ask_levels >= 0),
+            ingested_at_ms INTEGER NOT NULL,
+            UNIQUE (venue, symbol, server_time_ms, sequence_id)
+        )
+        """,
+        """
+        CREATE TABLE book_levels (
+            snapshot_id INTEGER NOT NULL
+                REFERENCES book_snapshots (snapshot_id) ON DELETE CASCADE,
+            side        TEXT    NOT NULL CHECK (side IN ('bid', 'ask')),
+            level_index INTEGER NOT NULL CHECK (level_index >= 0),
+            price       TEXT    NOT NULL,
+            quantity    TEXT    NOT NULL,
+            PRIMARY KEY (snapshot_id, side, level_index)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE ingest_checkpoints (
+            venue         TEXT    NOT NULL,
+            symbol        TEXT    NOT NULL,
+            stream        TEXT    NOT NULL,
+            last_trade_id INTEGER NOT NULL,
+            updated_at_ms INTEGER NOT NULL,
+            PRIMARY KEY (venue, symbol, stream)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE gaps (
+            gap_id         INTEGER PRIMARY KEY,
+            venue          TEXT    NOT NULL,
+            symbol         TEXT    NOT NULL,
+            stream         TEXT    NOT NULL,
+            from_id        INTEGER NOT NULL,
+            to_id          INTEGER NOT NULL CHECK (to_id >= from_id),
+            detected_at_ms INTEGER NOT NULL,
+            state          TEXT    NOT NULL DEFAULT 'open'
+                CHECK (state IN ('open', 'backfilled', 'unrecoverable')),
+            reason         TEXT    NOT NULL DEFAULT '',
+            resolution     TEXT,
+            resolved_at_ms INTEGER,
+            UNIQUE (venue, symbol, stream, from_id, to_id)
+        )
+        """,
+        "CREATE INDEX gaps_by_state ON gaps (state, venue, symbol)",
+        # AUTOINCREMENT: a purged letter's id is never handed out again, so an
+        # operator's "replay 42" can never hit a different letter.
+        """
+        CREATE TABLE dead_letters (
+            letter_id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            source          TEXT    NOT NULL CHECK (source <> ''),
+            key             TEXT,
+            payload_kind    TEXT    NOT NULL CHECK (payload_kind IN ('json', 'bytes')),
+            payload         BLOB    NOT NULL,
+            error_type      TEXT    NOT NULL,
+            error_message   TEXT    NOT NULL,
+            attempts        INTEGER NOT NULL CHECK (attempts >= 1),
+            first_failed_at REAL    NOT NULL,
+            last_failed_at  REAL    NOT NULL
+        )
+        """,
+        """
+        CREATE UNIQUE INDEX dead_letters_by_key
+            ON dead_letters (source, key) WHERE key IS NOT NULL
+        """,
+        "CREATE INDEX dead_letters_by_source ON dead_letters (source, letter_id)",
+    ),
+)
+
+#: Every migration, in order. Append only.
+MIGRATIONS: tuple[Migration, ...] = (_V1,)
+
+#: The schema version this code writes.
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def _validate(migrations: Sequence[Migration]) -> None:
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migration versions must be 1..N in order, got {versions}")
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The file's schema version (``PRAGMA user_version``; 0 for a new file)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def check_file(
+    conn: sqlite3.Connection, path: str, *, migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
+    """Refuse files this code must not touch; return the file's schema version.
+
+    Reads only. Raises :class:`StoreVersionError` when the file is newer than
+    the code, :class:`StoreOpenError` when it belongs to another application,
+    and (through :func:`translate_error`) ``StoreCorruptError`` when it is not
+    a database at all.
+    """
+    _validate(migrations)
+    code_version = migrations[-1].version if migrations else 0
+    application_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    version = schema_version(conn)
+    if application_id not in (0, APPLICATION_ID):
+        raise StoreOpenError(
+            f"store {path}: not a tradingd database (application_id {application_id:#x}, "
+            f"expected {APPLICATION_ID:#x}); refusing to touch it",
+            path=path,
+        )
+    if version > code_version:
+        raise StoreVersionError(
+            f"store {path}: schema version {version} is newer than this tradingd "
+            f"(knows up to {code_version}); upgrade tradingd or use another file. "
+            "The file was not modified.",
+            path=path,
+            file_version=version,
+            code_version=code_version,
+        )
+    return version
+
+
+def migrate(
+    conn: sqlite3.Connection,
+    path: str,
+    *,
+    now_ms: int,
+    migrations: Sequence[Migration] = MIGRATIONS,
+) -> list[int]:
+    """Apply pending migrations in one transaction; return the versions applied.
+
+    The connection must be in autocommit mode (``isolation_level=None``) and
+    outside a transaction. The version is read again after ``BEGIN IMMEDIATE``
+    holds the write lock, so two processes opening the same new file cannot
+    both migrate it.
+    """
+    _validate(migrations)
+    conn.execute("BEGIN IMMEDIATE")
+    applied: list[int] = []
+    try:
+        current = check_file(conn, path, migrations=migrations)
+        for migration in migrations:
+            if migration.version <= current:
+                continue
+            try:
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, now_ms),
+                )
+            except sqlite3.Error as exc:
+                translated = translate_error(exc, path, action=f"migrating to {migration.version}")
+                if isinstance(translated, StoreUnavailableError | StoreCorruptError):
+                    raise translated from exc  # the environment, not the migration
+                raise StoreMigrationError(
+                    f"store {path}: migration {migration.version} ({migration.name}) failed: "
+                    f"{exc}; rolled back, the file is unchanged",
+                    path=path,
+                ) from exc
+            conn.execute(f"PRAGMA user_version = {int(migration.version)}")
+            applied.append(migration.version)
+        if applied:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:  # pragma: no cover - the original error matters more
+                pass
+        raise
+    return applied

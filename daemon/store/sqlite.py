@@ -1,0 +1,540 @@
+"""The store's owner: one SQLite connection, used only from one worker-thread lane.
+
+Why one owner: SQLite serialises writers anyway, and one connection used by
+one lane at a time gives a single, FIFO order of database work that is easy to
+reason about — an insert issued while retention prunes waits for at most one
+pruning batch, never for the whole prune. Why a thread: every SQLite call
+blocks (disk, fsync, the busy handler), and a blocked event loop stalls every
+feed and trips the watchdog. So all access goes through one
+:class:`~daemon.resilience.ThreadLane` (``max_threads=1``, threads named
+``tradingd:store``): the connection is created in a call on that lane and only
+ever used from calls on it (``check_same_thread=False`` is safe because the
+lane serialises them; the OS thread may differ from call to call).
+
+Durability policy (DESIGN §5): WAL mode; every transaction declares a
+:class:`~daemon.store.base.Durability`. ``CRITICAL`` commits (orders, dead
+letters, schema) always run with ``synchronous=FULL``; ``MARKET`` commits run
+with ``synchronous_market`` (``"NORMAL"`` by default, ``"FULL"`` when
+configured). SQLite's ``synchronous`` is per connection and cannot change
+inside a transaction, so the store sets it just before ``BEGIN`` whenever the
+kind changes (a no-op when it does not). In WAL mode a FULL commit fsyncs the
+log, which also hardens every earlier NORMAL commit, so interleaving never
+weakens a CRITICAL commit; a NORMAL commit may be lost to a power cut, but
+never half-applied, and the ingest checkpoint is committed in the same
+transaction as its trades.
+
+Errors are translated once, inside the lane (:func:`~daemon.store.errors.translate_error`):
+busy/locked, disk full, read-only and I/O errors become
+:class:`~daemon.store.errors.StoreUnavailableError` subclasses (transient),
+corruption :class:`~daemon.store.errors.StoreCorruptError` (permanent). A
+failed write transaction is rolled back; nothing committed before is touched,
+and the next write after the condition clears simply works. :meth:`SqliteStore.check`
+reports the state to the health model.
+
+Table access lives in :mod:`~daemon.store.marketdata` (``store.market``) and
+:mod:`~daemon.store.deadletters` (``store.dead_letters``); other tables (the
+order outbox) use :meth:`SqliteStore.write` / :meth:`SqliteStore.read` the
+same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import trio
+
+from daemon.health import HealthLevel
+from daemon.resilience.threads import ThreadLane
+from daemon.store.base import (
+    SYNCHRONOUS_LEVELS,
+    Durability,
+    Runner,
+    StoreHealth,
+    StoreStats,
+    lane_runner,
+)
+from daemon.store.deadletters import SqliteDeadLetterStore
+from daemon.store.errors import (
+    StoreClosedError,
+    StoreCorruptError,
+    StoreError,
+    StoreOpenError,
+    StoreUnavailableError,
+    translate_error,
+)
+from daemon.store.maintenance import integrity_check
+from daemon.store.marketdata import MarketDataStore
+from daemon.store.migrations import MIGRATIONS, Migration, check_file, migrate, schema_version
+
+__all__ = ["DEFAULT_BUSY_TIMEOUT_S", "SqliteStore"]
+
+log = logging.getLogger("tradingd.store")
+
+T = TypeVar("T")
+
+#: How long a write waits for another connection's lock before SQLITE_BUSY.
+DEFAULT_BUSY_TIMEOUT_S = 5.0
+#: Page cache of the connection.
+DEFAULT_CACHE_SIZE_KIB = 32 * 1024
+#: WAL pages before an automatic checkpoint (SQLite's default).
+DEFAULT_WAL_AUTOCHECKPOINT_PAGES = 1000
+#: The WAL file is truncated back to this size after a checkpoint.
+DEFAULT_JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+#: Bound on the shielded close at shutdown.
+CLOSE_TIMEOUT_S = 30.0
+
+_CallKind = Literal["read", "write", "call"]
+_SYNC_NAMES = {level: name for name, level in SYNCHRONOUS_LEVELS.items()}
+
+
+def _iso(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
+
+
+class SqliteStore:
+    """The single owner of the tradingd database file. Create with :meth:`open`.
+
+    Example::
+
+        async with await SqliteStore.open("/var/lib/tradingd/store.db") as store:
+            summary = await store.market.insert_trades(
+                trades, checkpoint=("binance", "BTCUSDT", "trades")
+            )
+            health.add_check("store", store.check)
+
+    Attributes:
+        path: The database file.
+        market: Market data tables (:class:`~daemon.store.marketdata.MarketDataStore`).
+        dead_letters: The durable :class:`~daemon.resilience.DeadLetterStore`.
+        stats: Counters (:class:`~daemon.store.base.StoreStats`).
+        lane: The thread lane (``None`` when a custom runner was given).
+        schema_version: The file's schema version after migrations.
+        migrations_applied: Versions applied by this open (empty when current).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        runner: Runner,
+        lane: ThreadLane | None,
+        synchronous_market: str,
+        busy_timeout_s: float,
+        cache_size_kib: int,
+        wal_autocheckpoint_pages: int,
+        journal_size_limit_bytes: int,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.path = path
+        self._path_str = str(path)
+        self._runner = runner
+        self.lane = lane
+        # Integrity checks use their own read-only connection and lane, so a
+        # long check never holds up ingestion on the owner's lane.
+        self._check_runner: Runner = (
+            lane_runner(ThreadLane("store-check", max_threads=1)) if lane is not None else runner
+        )
+        self.synchronous_market = synchronous_market
+        self._levels = {
+            Durability.CRITICAL: SYNCHRONOUS_LEVELS["FULL"],
+            Durability.MARKET: SYNCHRONOUS_LEVELS[synchronous_market],
+        }
+        self.busy_timeout_s = busy_timeout_s
+        self._cache_size_kib = cache_size_kib
+        self._wal_autocheckpoint_pages = wal_autocheckpoint_pages
+        self._journal_size_limit_bytes = journal_size_limit_bytes
+        self.wall_clock = wall_clock
+        self.stats = StoreStats()
+        self.schema_version = 0
+        self.migrations_applied: tuple[int, ...] = ()
+        self._conn: sqlite3.Connection | None = None
+        self._closing = False
+        self._sync_level: int | None = None  # touched only inside lane calls
+        # Health state (event-loop side only).
+        self._write_failure: StoreError | None = None
+        self._read_failure: StoreError | None = None
+        self._corruption: StoreError | None = None
+        self._failing_since: float | None = None
+        self._consecutive_write_failures = 0
+        self._last_error: StoreError | None = None
+        self._last_error_at: float | None = None
+        self.market = MarketDataStore(self)
+        self.dead_letters = SqliteDeadLetterStore(self)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        synchronous_market: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        runner: Runner | None = None,
+        cache_size_kib: int = DEFAULT_CACHE_SIZE_KIB,
+        wal_autocheckpoint_pages: int = DEFAULT_WAL_AUTOCHECKPOINT_PAGES,
+        journal_size_limit_bytes: int = DEFAULT_JOURNAL_SIZE_LIMIT_BYTES,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> SqliteStore:
+        """Open (creating if needed) the database at ``path`` and migrate it.
+
+        Args:
+            path: The database file. Its directory must exist.
+            synchronous_market: ``synchronous`` for :attr:`Durability.MARKET`
+                commits (``"NORMAL"`` or ``"FULL"``); CRITICAL commits are
+                always FULL.
+            busy_timeout_s: How long to wait for another connection's lock.
+            runner: Where blocking calls run; default a one-thread
+                :class:`~daemon.resilience.ThreadLane` named ``store``. Tests
+                under a virtual clock pass :func:`~daemon.store.base.inline_runner`.
+            cache_size_kib: SQLite page cache.
+            wal_autocheckpoint_pages: WAL size (pages) that triggers a checkpoint.
+            journal_size_limit_bytes: WAL size kept after a checkpoint.
+            migrations: The schema steps (tests inject extra ones).
+            wall_clock: Epoch seconds, for ``ingested_at_ms`` and error times.
+
+        Raises:
+            StoreCorruptError: the file is not a database.
+            StoreVersionError: the file's schema is newer than this code
+                (nothing is written).
+            StoreOpenError: it cannot be opened, or belongs to another program.
+            StoreMigrationError: a migration failed (rolled back).
+            StoreUnavailableError: busy, full, read-only or I/O trouble.
+        """
+        if synchronous_market not in SYNCHRONOUS_LEVELS:
+            raise ValueError(
+                f"synchronous_market must be one of {sorted(SYNCHRONOUS_LEVELS)}, "
+                f"got {synchronous_market!r}"
+            )
+        if busy_timeout_s < 0:
+            raise ValueError(f"busy_timeout_s must be >= 0, got {busy_timeout_s}")
+        text = os.fspath(path)
+        if text in ("", ":memory:") or text.startswith("file:"):
+            raise ValueError(f"the store needs a plain file path, got {text!r}")
+        lane: ThreadLane | None = None
+        if runner is None:
+            lane = ThreadLane("store", max_threads=1)
+            runner = lane_runner(lane)
+        store = cls(
+            Path(text),
+            runner=runner,
+            lane=lane,
+            synchronous_market=synchronous_market,
+            busy_timeout_s=busy_timeout_s,
+            cache_size_kib=cache_size_kib,
+            wal_autocheckpoint_pages=wal_autocheckpoint_pages,
+            journal_size_limit_bytes=journal_size_limit_bytes,
+            wall_clock=wall_clock,
+        )
+        await store._open(migrations)
+        return store
+
+    async def _open(self, migrations: Sequence[Migration]) -> None:
+        path = self._path_str
+
+        def job() -> tuple[sqlite3.Connection, list[int], int]:
+            try:
+                conn = sqlite3.connect(
+                    path,
+                    timeout=self.busy_timeout_s,
+                    isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                    check_same_thread=False,  # the lane serialises all use
+                    cached_statements=256,
+                )
+            except sqlite3.Error as exc:
+                raise _translated(exc, path, "opening") from exc
+            try:
+                # Read-only checks first: a file we must not touch stays untouched.
+                check_file(conn, path, migrations=migrations)
+                mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+                if mode.lower() != "wal":
+                    raise StoreOpenError(
+                        f"store {path}: cannot enable WAL mode (journal_mode is {mode!r})",
+                        path=path,
+                    )
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute(f"PRAGMA cache_size = -{int(self._cache_size_kib)}")
+                conn.execute(f"PRAGMA wal_autocheckpoint = {int(self._wal_autocheckpoint_pages)}")
+                conn.execute(f"PRAGMA journal_size_limit = {int(self._journal_size_limit_bytes)}")
+                self._apply_synchronous(conn, SYNCHRONOUS_LEVELS["FULL"])
+                applied = migrate(
+                    conn, path, now_ms=int(self.wall_clock() * 1000), migrations=migrations
+                )
+                version = schema_version(conn)
+            except BaseException as exc:
+                conn.close()
+                if isinstance(exc, Exception):
+                    translated = translate_error(exc, path, action="opening")
+                    if translated is not None and translated is not exc:
+                        raise translated from exc
+                raise
+            return conn, applied, version
+
+        conn, applied, version = await self._runner(job)
+        self._conn = conn
+        self.schema_version = version
+        self.migrations_applied = tuple(applied)
+        if applied:
+            log.info("store %s: migrated to schema version %d (applied %s)", path, version, applied)
+        log.info(
+            "store %s open: schema %d, WAL, synchronous market=%s critical=FULL",
+            path,
+            version,
+            self.synchronous_market,
+        )
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` has started."""
+        return self._conn is None or self._closing
+
+    async def aclose(self) -> None:
+        """Close the connection (after the lane's queued work); idempotent.
+
+        Shielded with a deadline, so a cancelled shutdown still closes the file
+        cleanly (the last connection's close checkpoints the WAL).
+        """
+        conn = self._conn
+        if conn is None or self._closing:
+            return
+        self._closing = True
+
+        def job() -> None:
+            try:
+                conn.execute("PRAGMA optimize")
+            except sqlite3.Error:
+                pass
+            conn.close()
+
+        with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+            try:
+                await self._runner(job)
+            except sqlite3.Error:
+                log.exception("store %s: error while closing", self._path_str)
+        self._conn = None
+        log.info("store %s closed", self._path_str)
+
+    async def __aenter__(self) -> SqliteStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ access
+
+    async def write(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        durability: Durability = Durability.CRITICAL,
+        action: str = "writing",
+    ) -> T:
+        """Run ``fn(conn)`` in one write transaction on the lane and commit it.
+
+        ``BEGIN IMMEDIATE`` takes the write lock up front (a busy database fails
+        at the start, not at commit); the transaction is rolled back when ``fn``
+        or the commit raises. The synchronous level follows ``durability``.
+
+        Raises:
+            StoreError: translated; the transaction was rolled back.
+        """
+        level = self._levels[durability]
+
+        def job(conn: sqlite3.Connection) -> tuple[T, float, float]:
+            return self._transaction(conn, fn, level)
+
+        self.stats.writes += 1
+        result, commit_s, transaction_s = await self._submit(job, action=action, kind="write")
+        self.stats.record_commit(commit_s, transaction_s)
+        return result
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T], *, action: str = "reading") -> T:
+        """Run ``fn(conn)`` in a read transaction (one consistent snapshot); never commits."""
+
+        def job(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")  # a read must not change anything
+
+        self.stats.reads += 1
+        return await self._submit(job, action=action, kind="read")
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T], *, action: str = "calling") -> T:
+        """Run ``fn(conn)`` on the lane outside any transaction.
+
+        The escape hatch for maintenance and tests (PRAGMAs, trace callbacks).
+        Does not touch health.
+        """
+        return await self._submit(fn, action=action, kind="call")
+
+    async def integrity_check(self, *, max_errors: int = 100) -> list[str]:
+        """``PRAGMA integrity_check`` and ``foreign_key_check`` on a separate
+        read-only connection; ``[]`` when the database is sound.
+
+        Runs in its own thread (``tradingd:store-check``), not on the owner's
+        lane: a check of a large file takes long and must not stall ingestion
+        (WAL lets it read while the owner writes). The CLI calls
+        :func:`~daemon.store.maintenance.integrity_check` directly.
+        """
+        path = self._path_str
+        return await self._check_runner(lambda: integrity_check(path, max_errors=max_errors))
+
+    def _transaction(
+        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], level: int
+    ) -> tuple[T, float, float]:
+        self._apply_synchronous(conn, level)
+        started = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            commit_started = time.perf_counter()
+            conn.execute("COMMIT")
+        except BaseException:
+            # SQLite rolls some failures (SQLITE_FULL, IOERR) back on its own.
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.warning("store %s: rollback failed", self._path_str, exc_info=True)
+            raise
+        done = time.perf_counter()
+        return result, done - commit_started, done - started
+
+    def _apply_synchronous(self, conn: sqlite3.Connection, level: int) -> None:
+        # Outside a transaction only: SQLite refuses to change it inside one.
+        if self._sync_level != level:
+            conn.execute(f"PRAGMA synchronous = {_SYNC_NAMES[level]}")
+            self._sync_level = level
+
+    async def _submit(
+        self, fn: Callable[[sqlite3.Connection], T], *, action: str, kind: _CallKind
+    ) -> T:
+        conn = self._conn
+        if conn is None or self._closing:
+            raise StoreClosedError(f"store {self._path_str}: closed", path=self._path_str)
+        path = self._path_str
+
+        def job() -> T:
+            try:
+                return fn(conn)
+            except Exception as exc:
+                translated = translate_error(exc, path, action=action)
+                if translated is None or translated is exc:
+                    raise
+                raise translated from exc
+
+        try:
+            result = await self._runner(job)
+        except StoreError as exc:
+            self._record_failure(exc, kind)
+            raise
+        if kind == "write":
+            self._record_write_ok()
+        elif kind == "read":
+            self._read_failure = None
+        return result
+
+    # ------------------------------------------------------------------ health
+
+    def _record_failure(self, exc: StoreError, kind: _CallKind) -> None:
+        now = self.wall_clock()
+        name = type(exc).__name__
+        self.stats.errors_by_type[name] = self.stats.errors_by_type.get(name, 0) + 1
+        self._last_error = exc
+        self._last_error_at = now
+        if isinstance(exc, StoreCorruptError):
+            if self._corruption is None:
+                log.error("store %s: corruption detected: %s", self._path_str, exc)
+            self._corruption = exc
+        if kind == "write":
+            self.stats.write_errors += 1
+        elif kind == "read":
+            self.stats.read_errors += 1
+        if not isinstance(exc, StoreUnavailableError | StoreCorruptError):
+            return  # data errors and bugs say nothing about the store's health
+        if kind == "write":
+            if self._write_failure is None:
+                self._failing_since = now
+                log.error("store %s: writes failing: %s", self._path_str, exc)
+            else:
+                log.debug("store %s: write failed again: %s", self._path_str, exc)
+            self._write_failure = exc
+            self._consecutive_write_failures += 1
+        elif kind == "read":
+            self._read_failure = exc
+
+    def _record_write_ok(self) -> None:
+        if self._write_failure is not None:
+            log.warning(
+                "store %s: writes work again after %d failed write(s) since %s",
+                self._path_str,
+                self._consecutive_write_failures,
+                _iso(self._failing_since or 0.0),
+            )
+        self._write_failure = None
+        self._read_failure = None
+        self._failing_since = None
+        self._consecutive_write_failures = 0
+
+    def health(self) -> StoreHealth:
+        """The store's state: level, reason (naming the file), last error."""
+        last = self._last_error
+        common: dict[str, Any] = {
+            "last_error": str(last) if last is not None else None,
+            "last_error_type": type(last).__name__ if last is not None else None,
+            "last_error_at": self._last_error_at,
+            "failing_since": self._failing_since,
+            "consecutive_write_failures": self._consecutive_write_failures,
+        }
+        if self._corruption is not None:
+            reason = f"{self._corruption}; run an integrity check and restore from a backup"
+            return StoreHealth(HealthLevel.UNHEALTHY, reason, **common)
+        if self.closed:
+            return StoreHealth(HealthLevel.UNHEALTHY, f"store {self._path_str}: closed", **common)
+        if self._write_failure is not None:
+            reason = (
+                f"{self._write_failure} (writes failing since {_iso(self._failing_since or 0.0)}, "
+                f"{self._consecutive_write_failures} failed)"
+            )
+            return StoreHealth(HealthLevel.UNHEALTHY, reason, **common)
+        if self._read_failure is not None:
+            return StoreHealth(
+                HealthLevel.DEGRADED, f"reads failing: {self._read_failure}", **common
+            )
+        return StoreHealth(HealthLevel.HEALTHY, None, **common)
+
+    def check(self) -> tuple[HealthLevel, str | None]:
+        """The health-model hook: ``health_model.add_check("store", store.check)``."""
+        state = self.health()
+        return state.level, state.reason
+
+    def status(self) -> dict[str, Any]:
+        """JSON-able state for ``/status``: file, schema, health, counters, lane."""
+        return {
+            "path": self._path_str,
+            "schema_version": self.schema_version,
+            "synchronous": {"market": self.synchronous_market, "critical": "FULL"},
+            "health": self.health().to_dict(),
+            "stats": self.stats.snapshot(),
+            "lane": self.lane.snapshot() if self.lane is not None else None,
+        }
+
+
+def _translated(exc: Exception, path: str, action: str) -> Exception:
+    return translate_error(exc, path, action=action) or exc
