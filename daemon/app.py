@@ -9,7 +9,8 @@
         ├── housekeeping   state_dir watch, heartbeat (critical)
         ├── control        Unix socket: reload / status / fault hooks
         ├── admin          loopback HTTP: /health /status /metrics
-        └── venues         (one_for_one) one link per [venues.NAME]: time sync, exchangeInfo
+        ├── venues         (one_for_one) one link per [venues.NAME]: time sync, exchangeInfo
+        └── data           (rest_for_one) store → market data (feed, ingest writer, snapshots)
 
 Lifecycle: the tree is started child by child (``nursery.start``: started
 means ready) under ``daemon.start_timeout_s``; only then ``READY=1``. A stop
@@ -58,6 +59,7 @@ from daemon.housekeeping import DiskState, Housekeeping
 from daemon.metrics import MetricFamily, Registry
 from daemon.notify import Notifier
 from daemon.secrets import Secret, resolve
+from daemon.store.service import StoreService
 from daemon.supervise import (
     ChildContext,
     ChildSpec,
@@ -158,6 +160,7 @@ class Daemon:
         self.venue_links = {
             name: VenueLink(name, venue) for name, venue in sorted(config.venues.items())
         }
+        self.store_service = StoreService(config)
         self.admin_address: tuple[str, int] | None = None
         self.admin_token: Secret | None = None
         self.last_reload: ReloadResult | None = None
@@ -179,6 +182,7 @@ class Daemon:
         self.health.add_check("lifecycle", self._lifecycle_check)
         for name, link in self.venue_links.items():
             self.health.add_check(f"venue:{name}", link.check)
+        self.health.add_check("store", self.store_service.check)
         self._counters()
 
     # ------------------------------------------------------------------ tree
@@ -218,7 +222,19 @@ class Daemon:
                 on_event=self._on_event,
             )
             children.append(venues.as_child(critical=False))
+        data = Supervisor(
+            "data",
+            self._data_children(),
+            policy_from(cfg, Strategy.REST_FOR_ONE),
+            on_event=self._on_event,
+        )
+        children.append(data.as_child())
         return children
+
+    def _data_children(self) -> list[ChildSpec]:
+        """The store first; what uses it after (rest_for_one restarts them with it)."""
+        grace = self.config.supervision.child_shutdown_grace_s
+        return [ChildSpec("store", self.store_service.run, shutdown_grace_s=grace)]
 
     async def _run_health(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -565,6 +581,7 @@ class Daemon:
             "slow_steps": self.instrument.report(),
             "queues": self.queues.snapshot(),
             "venues": {name: link.status() for name, link in self.venue_links.items()},
+            "store": self.store_service.status(),
             "admin": {"listen": self.config.admin.listen, "bound": self.admin_address},
             "last_reload": self.last_reload.to_dict() if self.last_reload else None,
             "recent_events": list(self._events[-20:]),

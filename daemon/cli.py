@@ -7,6 +7,7 @@
     tradingd demo                       run on an embedded config (state under ./var/)
     tradingd status [--json]            ask a running daemon for its status
     tradingd reload                     reload a running daemon's config; waits for the result
+    tradingd integrity-check            check the store's database file
     tradingd sim                        run the Binance-protocol exchange simulator
     tradingd debug-fault KIND           test-only fault hooks (need [testing] fault_injection)
 
@@ -36,10 +37,11 @@ from daemon import __version__, control, logs
 from daemon import config as configmod
 from daemon.app import Daemon
 from daemon.config import Config
-from daemon.errors import ConfigError, ControlError, SecretError
+from daemon.errors import ConfigError, ControlError, SecretError, StoreError
 from daemon.faults import FAULT_KINDS
 from daemon.notify import Notifier, unset_environment
 from daemon.secrets import SecretRef
+from daemon.store import integrity_check
 from daemon.venues.sim import cli as sim_cli
 from daemon.venues.sim.config import SimConfig
 from daemon.venues.sim.server import serve_sim
@@ -91,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="print the raw JSON")
 
     p = sub.add_parser(
+        "integrity-check",
+        help="check the store's database file (SQLite integrity_check); safe while running",
+    )
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    p.add_argument("--db", help="the database file (overrides the config's store path)")
+
+    p = sub.add_parser(
         "sim",
         help="run the Binance-protocol exchange simulator",
         description="Serve the Binance Spot REST and WebSocket API subset tradingd uses, "
@@ -131,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_fault(args)
         if args.command == "sim":
             return sim_cli.main(args)
+        if args.command == "integrity-check":
+            return cmd_integrity_check(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces choices
@@ -411,6 +422,30 @@ def _render_tree(tree: dict[str, Any], indent: str) -> list[str]:
         if child.get("supervisor"):
             out.extend(_render_tree(child["supervisor"], indent + "    "))
     return out
+
+
+def cmd_integrity_check(args: argparse.Namespace) -> int:
+    """PRAGMA integrity_check (+ foreign keys) on a read-only connection."""
+    if args.db:
+        path = Path(args.db)
+    else:
+        try:
+            path = configmod.load(args.config).store_path()
+        except ConfigError as exc:
+            _print_problems(exc.problems)
+            return EXIT_CONFIG
+    try:
+        problems = integrity_check(path)
+    except StoreError as exc:
+        print(f"tradingd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if problems:
+        print(f"{path}: {len(problems)} problem(s):", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{path}: ok")
+    return EXIT_OK
 
 
 def cmd_fault(args: argparse.Namespace) -> int:

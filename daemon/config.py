@@ -205,19 +205,13 @@ class StoreConfig:
     )
     busy_timeout_s: float = opt(5.0, gt=0, le=600, help="Wait for a locked database.")
     retention_days: float = opt(
-        0.0,
-        ge=0,
-        reload="live",
-        help="Prune market data older than this many days (0: keep everything).",
+        0.0, ge=0, help="Prune market data older than this many days (0: keep everything)."
     )
-    prune_interval_s: float = opt(
-        3600.0, gt=0, le=86_400, reload="live", help="How often retention runs."
-    )
+    prune_interval_s: float = opt(3600.0, gt=0, le=86_400, help="How often retention runs.")
     prune_batch_rows: int = opt(
         5000,
         ge=1,
         le=1_000_000,
-        reload="live",
         help="Rows deleted per pruning transaction (small: never stalls ingestion).",
     )
 

@@ -115,7 +115,7 @@ async def test_ready_then_graceful_stop_exits_zero(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_daemon, daemon, result)
             ready = await listener.wait_for("READY", "1")
-            assert ready["STATUS"].startswith("running, healthy; children 4/4 up")
+            assert ready["STATUS"].startswith("running, healthy; children 5/5 up")
             # Ready means the whole tree is up: the control socket already answers.
             assert (tmp_path / "c.sock").exists()
             assert daemon.admin_address is not None

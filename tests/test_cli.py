@@ -82,3 +82,17 @@ def test_render_status_shows_tree_health_and_queues() -> None:
     assert "x                backoff   restarts 1 heartbeat 0.2s ago last error: E: boom" in text
     assert "trades               3/10 (block)" in text
     assert "last reload: REJECTED (SIGHUP)" in text
+
+
+def test_integrity_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    db = tmp_path / "t.db"
+    sqlite3.connect(db).close()
+    assert cli.main(["integrity-check", "--db", str(db)]) == cli.EXIT_OK
+    assert capsys.readouterr().out.strip() == f"{db}: ok"
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 200)
+    assert cli.main(["integrity-check", "--db", str(junk)]) == cli.EXIT_FAILURE
+    assert "problem" in capsys.readouterr().err
+    assert cli.main(["integrity-check", "--db", str(tmp_path / "missing.db")]) == cli.EXIT_FAILURE

@@ -503,7 +503,7 @@ async def test_start_ready_status_watchdog_and_admin_api(h: Harness) -> None:
     ready = d.notify.messages[ready_i]
 
     # READY=1 only once the whole tree has started, and says so in its STATUS.
-    assert ready.fields["STATUS"].startswith("running, healthy; children 4/4 up"), ready
+    assert ready.fields["STATUS"].startswith("running, healthy; children 5/5 up"), ready
     assert d.notify.where("EXTEND_TIMEOUT_USEC")[0] < ready_i, "start timeout not extended"
     status = answer["status"]
     assert status["state"] == "running"
@@ -513,6 +513,7 @@ async def test_start_ready_status_watchdog_and_admin_api(h: Harness) -> None:
         "housekeeping": "running",
         "control": "running",
         "admin": "running",
+        "data": "running",
     }
     log = d.log()
     ready_at = log.index("tradingd 0.1.0 ready")
@@ -524,7 +525,7 @@ async def test_start_ready_status_watchdog_and_admin_api(h: Harness) -> None:
     for i in found:
         text = d.notify.messages[i].fields["STATUS"]
         assert "\n" not in text
-        assert text.startswith("running, healthy; children 4/4 up"), text
+        assert text.startswith("running, healthy; children 5/5 up"), text
 
     # WATCHDOG=1 about every WATCHDOG_USEC/2, never as late as WATCHDOG_USEC.
     await d.notify.wait_for("WATCHDOG", "1", after=ready_i, count=6, diag=d.diag)
@@ -1050,7 +1051,7 @@ async def test_demo_runs_daemon_and_simulator_until_ctrl_c(tmp_path: Path) -> No
 
         status = await await_until(venue_up, what="the simulator venue to be up")
         names = [c["name"] for c in status["supervision"]["children"]]
-        assert names == ["health", "housekeeping", "control", "admin", "venues"]
+        assert names == ["health", "housekeeping", "control", "admin", "venues", "data"]
         assert status["config"] == "<demo>"
         assert (tmp_path / "var").is_dir(), "state under ./var/"
         assert (await http_get(f"{base}/health")).status_code == 200
