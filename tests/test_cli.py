@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -85,8 +86,6 @@ def test_render_status_shows_tree_health_and_queues() -> None:
 
 
 def test_integrity_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import sqlite3
-
     db = tmp_path / "t.db"
     sqlite3.connect(db).close()
     assert cli.main(["integrity-check", "--db", str(db)]) == cli.EXIT_OK
