@@ -56,6 +56,7 @@ import httpx2
 import trio
 
 from daemon.errors import (
+    RetryExhaustedError,
     TimestampOutOfWindowError,
     VenueDecodeError,
     VenueError,
@@ -473,7 +474,7 @@ class BinanceRestClient:
                 self.name,
                 spec.endpoint,
             )
-            await self.sync_time()
+            await self._sync_before_signed()
             return await self._send(spec)
 
     async def _ensure_time_synced(self) -> None:
@@ -482,7 +483,23 @@ class BinanceRestClient:
             return
         async with self._sync_lock:
             if not self._fresh(interval):
-                await self.sync_time()
+                await self._sync_before_signed()
+
+    async def _sync_before_signed(self) -> None:
+        """Sync the clock for a signed request, raising the signed call's own errors.
+
+        The implicit ``GET /api/v3/time`` is retried like any query; when it gives
+        up, the signed call (an order, a cancel) must still fail with the
+        documented venue error — rate limited, unavailable — not with the retry
+        wrapper, so callers can map it by policy class. The request itself was
+        provably not sent.
+        """
+        try:
+            await self.sync_time()
+        except RetryExhaustedError as exc:
+            if isinstance(exc.last_error, VenueError):
+                raise exc.last_error from exc
+            raise
 
     def _fresh(self, interval_s: float) -> bool:
         return (

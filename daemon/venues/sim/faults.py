@@ -226,6 +226,9 @@ class FaultSpec:
         kwargs: dict[str, Any] = {}
         for name, raw in data.items():
             kwargs[name] = _coerce(name, raw)
+        if kwargs["kind"] == "rest_unknown":
+            # Only meaningful after processing (the order exists): the default.
+            kwargs.setdefault("phase", "after")
         return cls(**kwargs)
 
     def to_json(self) -> dict[str, Any]:
