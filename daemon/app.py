@@ -56,6 +56,8 @@ from daemon.health import (
     supervision_check,
 )
 from daemon.housekeeping import DiskState, Housekeeping
+from daemon.marketdata.service import MarketDataService
+from daemon.marketdata.settings import MarketDataSettings
 from daemon.metrics import MetricFamily, Registry
 from daemon.notify import Notifier
 from daemon.secrets import Secret, resolve
@@ -161,6 +163,7 @@ class Daemon:
             name: VenueLink(name, venue) for name, venue in sorted(config.venues.items())
         }
         self.store_service = StoreService(config)
+        self.marketdata: tuple[MarketDataService, Supervisor] | None = None
         self.admin_address: tuple[str, int] | None = None
         self.admin_token: Secret | None = None
         self.last_reload: ReloadResult | None = None
@@ -234,7 +237,53 @@ class Daemon:
     def _data_children(self) -> list[ChildSpec]:
         """The store first; what uses it after (rest_for_one restarts them with it)."""
         grace = self.config.supervision.child_shutdown_grace_s
-        return [ChildSpec("store", self.store_service.run, shutdown_grace_s=grace)]
+        children = [ChildSpec("store", self.store_service.run, shutdown_grace_s=grace)]
+        if self.config.marketdata.venue:
+            settings = MarketDataSettings.from_config(self.config.marketdata)
+            children.append(
+                ChildSpec(
+                    "marketdata",
+                    self._run_marketdata,
+                    # Reverse-order stop of the feed, then the writer's drain.
+                    shutdown_grace_s=grace + settings.drain_timeout_s + 5.0,
+                    start_timeout_s=60.0,
+                )
+            )
+        return children
+
+    async def _run_marketdata(
+        self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """One incarnation of market-data capture: a nested supervisor over the service.
+
+        Built per incarnation because it binds the store that is open now (a store
+        restart restarts this child with the new one: rest_for_one).
+        """
+        name = self.config.marketdata.venue
+        store = await self.store_service.wait_store()
+        settings = MarketDataSettings.from_config(self.config.marketdata)
+        service = MarketDataService(
+            name, self.venue_links[name], store, store.dead_letters, self.queues, settings
+        )
+        sup = Supervisor(
+            "marketdata", service.children(), policy_from(self.config), on_event=self._on_event
+        )
+        check_name = f"marketdata:{name}"
+        tree_check = f"marketdata-tree:{name}"
+        self.marketdata = (service, sup)
+        self.health.add_check(check_name, service.check)
+        self.health.add_check(tree_check, supervision_check(sup.status))
+        self.metrics.register_collector(service.metrics)
+        ctx.add_stop_callback(sup.request_stop)
+        try:
+            await sup.run(task_status=task_status)
+        finally:
+            self.health.remove_check(check_name)
+            self.health.remove_check(tree_check)
+            self.metrics.unregister_collector(service.metrics)
+            for queue in (service.trades_queue, service.stream_queue):
+                self.queues.remove(queue.name)
+            self.queues.remove(f"marketdata.{name}.depth")
 
     async def _run_health(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -582,6 +631,7 @@ class Daemon:
             "queues": self.queues.snapshot(),
             "venues": {name: link.status() for name, link in self.venue_links.items()},
             "store": self.store_service.status(),
+            "marketdata": self._marketdata_status(),
             "admin": {"listen": self.config.admin.listen, "bound": self.admin_address},
             "last_reload": self.last_reload.to_dict() if self.last_reload else None,
             "recent_events": list(self._events[-20:]),
@@ -591,6 +641,12 @@ class Daemon:
                 "watchdog": attrs.asdict(self.watchdog_stats),
             },
         }
+
+    def _marketdata_status(self) -> dict[str, Any] | None:
+        if self.marketdata is None:
+            return None
+        service, sup = self.marketdata
+        return {service.venue: {**service.status(), "supervision": sup.status().to_dict()}}
 
     def _counters(self) -> None:
         m = self.metrics

@@ -83,6 +83,10 @@ class Queues:
         self._queues[name] = queue
         return queue
 
+    def remove(self, name: str) -> None:
+        """Forget a queue (its owner ended; a new incarnation opens a fresh one)."""
+        self._queues.pop(name, None)
+
     def get(self, name: str) -> Queue[Any]:
         return self._queues[name]
 

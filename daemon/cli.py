@@ -198,10 +198,14 @@ DEMO_SECRET_ENV = "TRADINGD_DEMO_API_SECRET"
 def demo_config(
     state_dir: Path, admin_port: int, sim_urls: tuple[str, str] | None = None
 ) -> Config:
-    """The embedded configuration of ``tradingd demo`` (one venue: the simulator)."""
+    """The embedded configuration of ``tradingd demo``: the simulator as venue, capturing."""
     config = configmod.defaults()
     venues = {}
+    marketdata = config.marketdata
     if sim_urls is not None:
+        marketdata = attrs.evolve(
+            marketdata, venue="sim", symbols=("BTCUSDT", "ETHUSDT"), snapshot_interval_s=10.0
+        )
         venues["sim"] = configmod.VenueConfig(
             rest_url=sim_urls[0],
             ws_url=sim_urls[1],
@@ -216,6 +220,7 @@ def demo_config(
         ),
         admin=attrs.evolve(config.admin, listen=f"127.0.0.1:{admin_port}"),
         venues=types.MappingProxyType(venues),
+        marketdata=marketdata,
     )
 
 

@@ -85,6 +85,7 @@ class VenueLink:
         config = await trio.to_thread.run_sync(binance_config, self.name, self.config)
         client = BinanceVenue(config, rng=self.rng)
         self.client = client
+        self._up = trio.Event()
         self.state.value = "connecting"
         try:
             task_status.started()
@@ -101,14 +102,18 @@ class VenueLink:
                     await ctx.wait_stop_requested()
         finally:
             self.client = None
+            # A later wait_up() waits for the next incarnation's client.
+            self._up = trio.Event()
             with trio.move_on_after(2, shield=True):
                 await client.aclose()
 
     async def wait_up(self) -> BinanceVenue:
-        """Wait until the venue answered once; returns its client."""
-        await self._up.wait()
-        assert self.client is not None
-        return self.client
+        """Wait until the venue answered once (this incarnation); returns its client."""
+        while True:
+            up = self._up
+            await up.wait()
+            if self.client is not None and up is self._up:
+                return self.client
 
     async def _refresh(self, client: BinanceVenue) -> bool:
         try:

@@ -1,0 +1,62 @@
+"""Market-data capture: venue stream → gapless trades in the store, local books for strategies.
+
+The path of a trade, top to bottom (DESIGN §1, §3)::
+
+    venue WS ─► Feed ─[trades queue: BLOCK]─► IngestWriter ─► store (trades + checkpoint)
+                 │  gap? ─► REST historicalTrades backfill ─┘   (gaps table when unrecoverable)
+                 └─[depth queue: CONFLATE]─► LocalBook ─► AsyncValue[BookView] ─► strategies
+                                                      └─► Snapshotter ─► store (book snapshots)
+
+Modules:
+
+* :mod:`.settings` — :class:`MarketDataSettings` (frozen, validated);
+* :mod:`.book` — :class:`LocalBook` (Binance's sync procedure, pure),
+  :class:`BookView`, :class:`DepthConflator`, :func:`merge_updates`;
+* :mod:`.feed` — :class:`Feed`: stream routing, gap detection and backfill,
+  malformed frames to dead letters, book resync;
+* :mod:`.ingest` — :class:`IngestWriter`: chunked, checkpointed, retrying writes;
+  :class:`GapRecord`;
+* :mod:`.snapshots` — :class:`Snapshotter`: periodic top-N book snapshots;
+* :mod:`.service` — :class:`MarketDataService`: the children, health, status, metrics;
+* :mod:`.interfaces` — the protocols capture needs from venue and store;
+* :mod:`.stats` — shared counters and the lag window.
+"""
+
+from __future__ import annotations
+
+from daemon.marketdata.book import (
+    BookState,
+    BookView,
+    DepthConflator,
+    LocalBook,
+    SnapshotResult,
+    UpdateResult,
+    merge_updates,
+)
+from daemon.marketdata.feed import Feed
+from daemon.marketdata.ingest import GapRecord, IngestWriter
+from daemon.marketdata.interfaces import MarketStore, StoreLike, VenueClient, VenueLinkLike
+from daemon.marketdata.service import MarketDataService
+from daemon.marketdata.settings import CHECKPOINT_STREAM, MarketDataSettings
+from daemon.marketdata.snapshots import Snapshotter
+
+__all__ = [
+    "CHECKPOINT_STREAM",
+    "BookState",
+    "BookView",
+    "DepthConflator",
+    "Feed",
+    "GapRecord",
+    "IngestWriter",
+    "LocalBook",
+    "MarketDataService",
+    "MarketDataSettings",
+    "MarketStore",
+    "SnapshotResult",
+    "Snapshotter",
+    "StoreLike",
+    "UpdateResult",
+    "VenueClient",
+    "VenueLinkLike",
+    "merge_updates",
+]
