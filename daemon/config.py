@@ -21,21 +21,18 @@ key with its default, and a test keeps the two in step.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import math
 import os
 import re
-import tomllib
 import types
-import typing
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Final, Literal, get_args, get_origin
 
 import attrs
 
+from daemon import tomlschema
 from daemon.errors import ConfigError, SecretError
 from daemon.secrets import SECRET_KINDS, SecretRef, credential_path, resolve
 
@@ -66,6 +63,15 @@ def required(*, help: str, reload: Reload = "restart") -> Any:
 def section(cls: type[Any], *, help: str) -> Any:
     """Declare a nested table with all-default contents."""
     return attrs.field(factory=cls, metadata={"help": help, "reload": "live"})
+
+
+_SYMBOL: Final = re.compile(r"[A-Z0-9]{2,20}")
+#: Names of entries in named tables such as ``[venues.NAME]``.
+_ENTRY_NAMES: Final = tomlschema.EntryNames(
+    re.compile(r"[a-z0-9][a-z0-9_-]{0,31}"),
+    "names are 1-32 characters of a-z, 0-9, '_' and '-', starting with a letter or digit",
+)
+Report = tomlschema.Report
 
 
 # --------------------------------------------------------------------------- schema
@@ -242,6 +248,13 @@ class MarketDataConfig:
     backfill_limit: int = opt(
         1000, ge=1, le=1000, help="Trades per historicalTrades request when filling a gap."
     )
+    lag_warn_s: float = opt(
+        30.0,
+        gt=0,
+        le=86_400,
+        help="Health is degraded when the consumer lag, or the time the trades queue has "
+        "stayed full, exceeds this.",
+    )
 
 
 @attrs.frozen
@@ -299,10 +312,13 @@ class Config:
     marketdata: MarketDataConfig = section(MarketDataConfig, help="Market-data capture.")
     venues: Mapping[str, VenueConfig] = attrs.field(
         factory=lambda: types.MappingProxyType({}),
-        metadata={"help": "Exchange connections, one [venues.NAME] table each."},
+        metadata={
+            "help": "Exchange connections, one [venues.NAME] table each.",
+            tomlschema.ENTRY_NAMES: _ENTRY_NAMES,
+        },
     )
     #: Where the configuration came from (not a TOML key).
-    source: str = attrs.field(default="<defaults>", metadata={"internal": True})
+    source: str = attrs.field(default="<defaults>", metadata={tomlschema.INTERNAL: True})
 
     def store_path(self) -> Path:
         """The database file (``store.path`` under ``daemon.state_dir`` if relative)."""
@@ -359,27 +375,18 @@ def load(path: str | os.PathLike[str]) -> Config:
 
 def loads(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> Config:
     """Load and validate config text (see :func:`load`)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
-    lines = _locate_keys(text)
-    problems: list[str] = []
-
-    def report(path: tuple[str, ...], message: str) -> None:
-        line = _line_for(lines, path)
-        where = f"{source}:{line}" if line else source
-        key = ".".join(path) if path else "(top level)"
-        problems.append(f"{where}: {key}: {message}")
-
-    values = _build(Config, data, (), report)
+    data = tomlschema.parse(text, source=source)
+    report = tomlschema.Problems(source, tomlschema.locate_keys(text))
+    values = _SCHEMA.build(Config, data, report)
+    # Only a non-table document could make the top level invalid, and TOML
+    # documents are always tables.
+    assert isinstance(values, Config)
     config = attrs.evolve(values, source=source)
     config = _resolve_relative(config, base_dir)
     # Cross-key checks run even after per-key problems (invalid keys fell back to
     # their defaults), so one pass reports everything.
     _cross_checks(config, report)
-    if problems:
-        raise ConfigError(problems)
+    report.raise_if_any()
     return config
 
 
@@ -393,148 +400,6 @@ def _resolve_relative(config: Config, base_dir: Path | None) -> Config:
     if base_dir is not None and not state_dir.is_absolute():
         state_dir = base_dir / state_dir
     return attrs.evolve(config, daemon=attrs.evolve(config.daemon, state_dir=state_dir))
-
-
-Report = typing.Callable[[tuple[str, ...], str], None]
-
-
-def _build(cls: type[Any], data: Any, path: tuple[str, ...], report: Report) -> Any:
-    """Build attrs class ``cls`` from a TOML table, reporting every problem.
-
-    Returns ``_INVALID`` when the table cannot be built at all (not a table, or
-    a required key missing); a key with a bad value falls back to its default
-    so that cross-key checks can still run.
-    """
-    if not isinstance(data, dict):
-        report(path, f"expected a table, got {_toml_type(data)}")
-        return _INVALID
-    fields = {f.name: f for f in attrs.fields(cls) if not f.metadata.get("internal")}
-    kwargs: dict[str, Any] = {}
-    for key, raw in data.items():
-        field = fields.get(key)
-        if field is None:
-            hint = difflib.get_close_matches(key, list(fields), n=1)
-            suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-            report((*path, key), f"unknown key{suffix}")
-            continue
-        ok, value = _convert(field.type, raw, (*path, key), report)
-        if not ok:
-            continue
-        if not _in_range(field, value, (*path, key), report):
-            continue
-        kwargs[key] = value
-    missing = [
-        f.name
-        for f in fields.values()
-        if f.default is attrs.NOTHING and f.name not in kwargs and f.name not in data
-    ]
-    for name in missing:
-        report((*path, name), "required key is missing")
-    if any(f.default is attrs.NOTHING and f.name not in kwargs for f in fields.values()):
-        return _INVALID
-    return cls(**kwargs)
-
-
-class _Invalid:
-    """Marks a table that could not be built (its problems were reported)."""
-
-
-_INVALID: Any = _Invalid()
-_SYMBOL = re.compile(r"[A-Z0-9]{2,20}")
-#: Names of entries in named tables such as ``[venues.NAME]``.
-_ENTRY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-
-
-def _convert(tp: Any, raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
-    """Convert one TOML value to schema type ``tp``; (False, None) after reporting."""
-    origin = get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return _convert(args[0], raw, path, report)
-        raise TypeError(f"unsupported union in schema: {tp}")  # pragma: no cover
-    if tp is SecretRef:
-        return _secret_ref(raw, path, report)
-    if attrs.has(tp):
-        built = _build(tp, raw, path, report)
-        return (built is not _INVALID), (None if built is _INVALID else built)
-    if origin in (dict, Mapping):
-        return _named_tables(get_args(tp)[1], raw, path, report)
-    if origin is tuple:
-        return _array(get_args(tp)[0], raw, path, report)
-    if origin is Literal:
-        choices = get_args(tp)
-        if raw in choices and isinstance(raw, type(choices[0])):
-            return True, raw
-        report(path, f"must be one of {', '.join(repr(c) for c in choices)}, got {raw!r}")
-        return False, None
-    if tp is bool:
-        if isinstance(raw, bool):
-            return True, raw
-        report(path, f"expected true or false, got {_toml_type(raw)}")
-        return False, None
-    if tp is int:
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            return True, raw
-        report(path, f"expected an integer, got {_toml_type(raw)}")
-        return False, None
-    if tp is float:
-        if isinstance(raw, int | float) and not isinstance(raw, bool):
-            value = float(raw)
-            if math.isfinite(value):
-                return True, value
-            report(path, "must be a finite number")
-            return False, None
-        report(path, f"expected a number, got {_toml_type(raw)}")
-        return False, None
-    if tp is str:
-        if isinstance(raw, str):
-            return True, raw
-        report(path, f"expected a string, got {_toml_type(raw)}")
-        return False, None
-    if tp is Path:
-        if isinstance(raw, str) and raw:
-            return True, Path(raw)
-        report(path, f"expected a non-empty path string, got {_toml_type(raw)}")
-        return False, None
-    raise TypeError(f"unsupported type in schema: {tp}")  # pragma: no cover
-
-
-def _named_tables(
-    tp: Any, raw: Any, path: tuple[str, ...], report: Report
-) -> tuple[bool, Any]:
-    """``[section.NAME]`` tables, one entry per name."""
-    if not isinstance(raw, dict):
-        report(path, f"expected a table of named entries, got {_toml_type(raw)}")
-        return False, None
-    # Invalid entries are left out (their problems are reported) and the valid
-    # ones kept, so cross-key checks still see them.
-    entries: dict[str, Any] = {}
-    for name, value in raw.items():
-        if not _ENTRY_NAME.fullmatch(name):
-            report(
-                (*path, name),
-                "names are 1-32 characters of a-z, 0-9, '_' and '-', starting with a "
-                "letter or digit",
-            )
-            continue
-        good, built = _convert(tp, value, (*path, name), report)
-        if good:
-            entries[name] = built
-    return True, types.MappingProxyType(entries)
-
-
-def _array(tp: Any, raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
-    if not isinstance(raw, list):
-        report(path, f"expected an array, got {_toml_type(raw)}")
-        return False, None
-    items = []
-    ok = True
-    for index, item in enumerate(raw):
-        good, value = _convert(tp, item, (*path, str(index)), report)
-        ok = ok and good
-        items.append(value)
-    return ok, tuple(items)
 
 
 def _secret_ref(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
@@ -559,20 +424,8 @@ def _secret_ref(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, 
     return True, SecretRef(kind=kind, name=name)
 
 
-def _in_range(field: attrs.Attribute[Any], value: Any, path: tuple[str, ...], r: Report) -> bool:
-    meta = field.metadata
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return True
-    if meta.get("ge") is not None and value < meta["ge"]:
-        r(path, f"must be >= {meta['ge']:g}, got {value:g}")
-        return False
-    if meta.get("gt") is not None and value <= meta["gt"]:
-        r(path, f"must be > {meta['gt']:g}, got {value:g}")
-        return False
-    if meta.get("le") is not None and value > meta["le"]:
-        r(path, f"must be <= {meta['le']:g}, got {value:g}")
-        return False
-    return True
+#: A bad value is reported and replaced by its default, so cross-key checks still run.
+_SCHEMA: Final = tomlschema.Schema(hooks={SecretRef: _secret_ref}, fallback_to_default=True)
 
 
 def _cross_checks(config: Config, report: Report) -> None:
@@ -677,83 +530,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _toml_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int):
-        return f"an integer ({value})"
-    if isinstance(value, float):
-        return f"a float ({value})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__
-
-
-# --------------------------------------------------------------------------- line numbers
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
-_BARE_OR_QUOTED = r"(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
-_KEY = re.compile(rf"^\s*({_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*=")
-_INLINE_KEY = re.compile(r"[{,]\s*([A-Za-z0-9_-]+)\s*=")
-
-
-def _split_key(key: str) -> tuple[str, ...]:
-    parts = re.findall(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+)", key)
-    return tuple(a or b or c for a, b, c in parts)
-
-
-def _locate_keys(text: str) -> dict[tuple[str, ...], int]:
-    """Map dotted key paths to the line (1-based) where they are defined.
-
-    A line scanner, not a parser: enough to point at tables, keys and keys of
-    one-line inline tables, which is where configuration mistakes are made.
-    Multi-line strings are skipped.
-    """
-    found: dict[tuple[str, ...], int] = {}
-    prefix: tuple[str, ...] = ()
-    array_counts: dict[tuple[str, ...], int] = {}
-    in_multiline: str | None = None
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if in_multiline is not None:
-            if in_multiline in line:
-                in_multiline = None
-            continue
-        header = _HEADER.match(line)
-        if header:
-            name = _split_key(header.group(2))
-            if header.group(1) == "[[":
-                index = array_counts.get(name, 0)
-                array_counts[name] = index + 1
-                prefix = (*name, str(index))
-            else:
-                prefix = name
-            found.setdefault(prefix, lineno)
-            continue
-        key = _KEY.match(line)
-        if key:
-            path = (*prefix, *_split_key(key.group(1)))
-            found.setdefault(path, lineno)
-            rest = line[key.end() :]
-            for inner in _INLINE_KEY.finditer(rest):
-                found.setdefault((*path, inner.group(1)), lineno)
-            for quote in ('"""', "'''"):
-                if rest.count(quote) == 1:
-                    in_multiline = quote
-    return found
-
-
-def _line_for(lines: Mapping[tuple[str, ...], int], path: tuple[str, ...]) -> int | None:
-    for end in range(len(path), 0, -1):
-        line = lines.get(path[:end])
-        if line is not None:
-            return line
-    return None
 
 
 # --------------------------------------------------------------------------- checks needing the OS

@@ -352,8 +352,11 @@ class Feed:
             reason = "reconnect"
         self.stats.catching_up = True
         try:
-            for symbol in self._symbols:
-                await self._catch_up(ctx, symbol, reason)
+            # Concurrently, so one busy symbol's catch-up cannot starve the others
+            # (the trades queue's FIFO of waiting senders interleaves them).
+            async with trio.open_nursery() as nursery:
+                for symbol in self._symbols:
+                    nursery.start_soon(self._catch_up, ctx, symbol, reason)
         finally:
             self.stats.catching_up = False
         self.stats.catch_ups += 1
@@ -438,16 +441,37 @@ class Feed:
                     stats.last_enqueued_id,
                 )
             return
-        await self._backfill(ctx, symbol, stats.last_enqueued_id + 1, None, reason=reason)
+        # Bounded by the venue's latest trade *now*: while the venue outpaces the
+        # writer a catch-up "until a short page" would never end and the stream
+        # would never be read again. Later trades come from the stream, whose
+        # own gap detection fills any hole.
+        latest = await self._rest(
+            ctx, lambda: client.recent_trades(symbol, 1), what=f"recent trades of {symbol}"
+        )
+        stop_at = latest[-1].trade_id if latest else None
+        if stop_at is not None and stop_at <= stats.last_enqueued_id:
+            return
+        await self._backfill(
+            ctx, symbol, stats.last_enqueued_id + 1, None, reason=reason, stop_at=stop_at
+        )
 
     async def _backfill(
-        self, ctx: ChildContext, symbol: str, from_id: int, to_id: int | None, *, reason: str
+        self,
+        ctx: ChildContext,
+        symbol: str,
+        from_id: int,
+        to_id: int | None,
+        *,
+        reason: str,
+        stop_at: int | None = None,
     ) -> None:
         """Queue trades ``from_id..to_id`` (``None``: up to the venue's latest) from REST.
 
         Pages of ``backfill_limit`` with ``fromId``; ids the venue no longer
         has are recorded as an unrecoverable gap; the fetched range as a
-        backfilled one. Advances the resume point as trades are queued.
+        backfilled one. Advances the resume point as trades are queued. With
+        ``to_id=None``, ``stop_at`` (the venue's latest id when the catch-up
+        began) bounds the work.
         """
         stats = self._symbols[symbol]
         client = self._require_client()
@@ -469,6 +493,8 @@ class Feed:
         stats.gaps_open += 1
         try:
             while to_id is None or next_id <= to_id:
+                if to_id is None and stop_at is not None and next_id > stop_at:
+                    break  # caught up with where the venue was when we started
                 want = limit if to_id is None else min(limit, to_id - next_id + 1)
                 stats.backfill_requests += 1
 
@@ -597,10 +623,15 @@ class Feed:
             started = trio.current_time()
             self.stats.put_waits += 1
             self.stats.blocked_since = started
+            if self.stats.saturated_since is None:
+                self.stats.saturated_since = started
             try:
                 await self._bounded(lambda: send.send(item))
             except BaseException:
-                self._enqueued_at.pop()  # ours: the feed is the only producer
+                # The feed's tasks are the only producers; concurrent catch-ups
+                # append near-identical times, so dropping the newest is exact
+                # enough for the queue-age figure.
+                self._enqueued_at.pop()
                 if stats is not None:
                     stats.queued -= 1
                 raise
@@ -609,6 +640,8 @@ class Feed:
                 self.stats.blocked_since = None
                 self.stats.put_wait_s_total += waited
                 self.stats.put_wait_s_max = max(self.stats.put_wait_s_max, waited)
+        else:
+            self.stats.saturated_since = None  # room without waiting: not saturated
         depth = send.statistics().current_buffer_used
         self.stats.max_queue_depth = max(self.stats.max_queue_depth, depth)
 

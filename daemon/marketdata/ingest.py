@@ -370,8 +370,14 @@ class IngestWriter:
         if stats.last_committed_id is None or top > stats.last_committed_id:
             stats.last_committed_id = top
         stats.last_commit_at = now_ms / 1000
+        # Exchange time -> commit time. Backfilled trades have no stream event
+        # time; their trade time stands in, so a backlog served from REST still
+        # shows as lag instead of freezing the figure.
         stats.lag.extend(
-            [now_ms - t.event_time_ms for t in committed if t.event_time_ms is not None]
+            [
+                now_ms - (t.event_time_ms if t.event_time_ms is not None else t.trade_time_ms)
+                for t in committed
+            ]
         )
 
     def _done(self, symbol: str, count: int) -> None:

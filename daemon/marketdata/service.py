@@ -249,6 +249,14 @@ class MarketDataService:
                 f"{name}: writer behind: the oldest queued trade waited {age:.1f}s "
                 f"(trades queue {depth}/{self.trades_queue.capacity}{blocked})"
             )
+        if f.saturated_since is not None and now is not None and now - f.saturated_since > warn_s:
+            # Every put has waited for that long: the writer is the bottleneck,
+            # however young the oldest queued trade looks with a small queue.
+            level = max(level, HealthLevel.DEGRADED)
+            reasons.append(
+                f"{name}: trades queue saturated for {now - f.saturated_since:.1f}s "
+                "(the writer is behind the venue; the feed waits, nothing is dropped)"
+            )
         for symbol, stats in self.symbol_stats.items():
             last = stats.lag.last_ms
             backlog = stats.queued + stats.pending

@@ -80,6 +80,8 @@ class MarketDataConfigLike(Protocol):
     @property
     def snapshot_depth(self) -> int: ...
     @property
+    def lag_warn_s(self) -> float: ...
+    @property
     def backfill_limit(self) -> int: ...
 
 
@@ -161,6 +163,7 @@ class MarketDataSettings:
             "snapshot_interval_s": config.snapshot_interval_s,
             "snapshot_depth": config.snapshot_depth,
             "backfill_limit": config.backfill_limit,
+            "lag_warn_s": config.lag_warn_s,
         }
         fields["book_snapshot_limit"] = max(1000, config.snapshot_depth)
         fields.update(overrides)

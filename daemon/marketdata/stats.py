@@ -145,6 +145,8 @@ class FeedStats:
     put_wait_s_max: float = 0.0
     #: Trio time since when the feed is waiting on a full queue (``None``: not blocked).
     blocked_since: float | None = None
+    #: Since when every put has had to wait (the writer is the bottleneck).
+    saturated_since: float | None = None
 
     max_queue_depth: int = 0
     last_error: str | None = None
@@ -153,6 +155,10 @@ class FeedStats:
         data = attrs.asdict(self)
         data["blocked_for_s"] = None if self.blocked_since is None else now - self.blocked_since
         del data["blocked_since"]
+        data["saturated_for_s"] = (
+            None if self.saturated_since is None else now - self.saturated_since
+        )
+        del data["saturated_since"]
         return data
 
 
