@@ -49,20 +49,17 @@ key of Binance's documentation), so they are written inline on purpose.
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import re
-import tomllib
 import types
-import typing
-from collections.abc import Callable, Mapping
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final, Literal, get_args, get_origin
+from typing import Any, Final, Literal
 
 import attrs
 
+from daemon import tomlschema
 from daemon.errors import ConfigError
 from daemon.venues.sim.faults import FaultSpec
 
@@ -385,14 +382,16 @@ SYMBOL_PRESETS: Final[dict[str, SymbolConfig]] = {
 
 # ----------------------------------------------------------------------------- loading
 
-Report = Callable[[tuple[str, ...], str], None]
+#: Any bad key makes its table invalid, and the classes' own validation
+#: (``__attrs_post_init__``) is reported on the table's path. Faults type and
+#: check their own fields (:meth:`FaultSpec.from_mapping`).
+_SCHEMA: Final = tomlschema.Schema(
+    hooks={FaultSpec: tomlschema.from_mapping_hook(FaultSpec, FaultSpec.from_mapping)},
+    constructor_errors=(ValueError, TypeError),
+)
 
-
-class _Invalid:
-    """Marks a table that could not be built (its problems were reported)."""
-
-
-_INVALID: Any = _Invalid()
+#: Map dotted key paths (array tables indexed: ``symbols.0.tick_size``) to line numbers.
+locate_keys = tomlschema.locate_keys
 
 
 def load(path: str | os.PathLike[str]) -> SimConfig:
@@ -413,10 +412,7 @@ def load(path: str | os.PathLike[str]) -> SimConfig:
 
 def loads(text: str, *, source: str = "<string>") -> SimConfig:
     """Load and validate simulator config text (see :func:`load`)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
+    data = tomlschema.parse(text, source=source)
     return from_mapping(data, source=source, lines=locate_keys(text))
 
 
@@ -431,196 +427,9 @@ def from_mapping(
     Raises:
         ConfigError: every problem found.
     """
-    problems: list[str] = []
-    where_lines = lines or {}
-
-    def report(path: tuple[str, ...], message: str) -> None:
-        line = _line_for(where_lines, path)
-        where = f"{source}:{line}" if line else source
-        key = ".".join(path) if path else "(top level)"
-        problems.append(f"{where}: {key}: {message}")
-
-    config = _build(SimConfig, dict(data), (), report)
-    if problems or config is _INVALID:
-        raise ConfigError(problems or [f"{source}: invalid configuration"])
-    assert isinstance(config, SimConfig)
+    report = tomlschema.Problems(source, lines)
+    config = _SCHEMA.build(SimConfig, dict(data), report)
+    report.raise_if_any()
+    if isinstance(config, tomlschema.Invalid):  # pragma: no cover - always reported
+        raise ConfigError([f"{source}: invalid configuration"])
     return config
-
-
-def _build(cls: type[Any], data: Any, path: tuple[str, ...], report: Report) -> Any:
-    if not isinstance(data, dict):
-        report(path, f"expected a table, got {_toml_type(data)}")
-        return _INVALID
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in attrs.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    failed = False
-    for key, raw in data.items():
-        field = fields.get(key)
-        if field is None:
-            hint = difflib.get_close_matches(key, list(fields), n=1)
-            suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-            report((*path, key), f"unknown key{suffix}")
-            failed = True
-            continue
-        if cls is FaultSpec:
-            kwargs[key] = raw  # FaultSpec.from_mapping types and checks its own fields
-            continue
-        ok, value = _convert(hints[key], raw, (*path, key), report)
-        if not ok or not _in_range(field, value, (*path, key), report):
-            failed = True
-            continue
-        kwargs[key] = value
-    if failed:
-        return _INVALID
-    try:
-        if cls is FaultSpec:
-            return FaultSpec.from_mapping(kwargs)
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        report(path, str(exc))
-        return _INVALID
-
-
-def _convert(tp: Any, raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
-    origin = get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        return _convert(args[0], raw, path, report)
-    if attrs.has(tp):
-        built = _build(tp, raw, path, report)
-        return built is not _INVALID, built
-    if origin is tuple:
-        if not isinstance(raw, list):
-            report(path, f"expected an array of tables, got {_toml_type(raw)}")
-            return False, None
-        items = []
-        ok = True
-        for i, item in enumerate(raw):
-            item_ok, value = _convert(get_args(tp)[0], item, (*path, str(i)), report)
-            ok = ok and item_ok
-            items.append(value)
-        return ok, tuple(items)
-    if origin in (Mapping, dict):
-        if not isinstance(raw, dict):
-            report(path, f"expected a table, got {_toml_type(raw)}")
-            return False, None
-        out = {}
-        ok = True
-        for key, value in raw.items():
-            item_ok, converted = _convert(get_args(tp)[1], value, (*path, key), report)
-            ok = ok and item_ok
-            out[key] = converted
-        return ok, out
-    if origin is Literal:
-        choices = get_args(tp)
-        if isinstance(raw, str) and raw in choices:
-            return True, raw
-        report(path, f"must be one of {', '.join(repr(c) for c in choices)}, got {raw!r}")
-        return False, None
-    if tp is bool:
-        if isinstance(raw, bool):
-            return True, raw
-        report(path, f"expected true or false, got {_toml_type(raw)}")
-        return False, None
-    if tp is int:
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            return True, raw
-        report(path, f"expected an integer, got {_toml_type(raw)}")
-        return False, None
-    if tp is float:
-        if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
-            return True, float(raw)
-        report(path, f"expected a number, got {_toml_type(raw)}")
-        return False, None
-    if tp is str:
-        if isinstance(raw, str):
-            return True, raw
-        report(path, f"expected a string, got {_toml_type(raw)}")
-        return False, None
-    if tp is Decimal:
-        if isinstance(raw, float):
-            hint = format(Decimal(repr(raw)), "f")
-            report(path, f'write decimals as strings (e.g. "{hint}"), not floats')
-            return False, None
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            return True, Decimal(raw)
-        if isinstance(raw, str):
-            try:
-                value = Decimal(raw)
-            except InvalidOperation:
-                report(path, f"not a decimal number: {raw!r}")
-                return False, None
-            if value.is_finite():
-                return True, value
-        report(path, f'expected a decimal string such as "0.01", got {raw!r}')
-        return False, None
-    raise TypeError(f"unsupported type in the sim config schema: {tp!r}")  # pragma: no cover
-
-
-def _in_range(field: attrs.Attribute[Any], value: Any, path: tuple[str, ...], r: Report) -> bool:
-    meta = field.metadata
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return True
-    if meta.get("ge") is not None and value < meta["ge"]:
-        r(path, f"must be >= {meta['ge']:g}, got {value:g}")
-        return False
-    if meta.get("gt") is not None and value <= meta["gt"]:
-        r(path, f"must be > {meta['gt']:g}, got {value:g}")
-        return False
-    if meta.get("le") is not None and value > meta["le"]:
-        r(path, f"must be <= {meta['le']:g}, got {value:g}")
-        return False
-    return True
-
-
-def _toml_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return type(value).__name__
-
-
-_HEADER_RE: Final = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY_RE: Final = re.compile(r"^\s*([A-Za-z0-9_.\"-]+)\s*=")
-
-
-def locate_keys(text: str) -> dict[tuple[str, ...], int]:
-    """Map dotted key paths (array tables indexed: ``symbols.0.tick_size``) to line numbers."""
-    lines: dict[tuple[str, ...], int] = {}
-    prefix: tuple[str, ...] = ()
-    counters: dict[tuple[str, ...], int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        header = _HEADER_RE.match(line)
-        if header:
-            name = tuple(p.strip().strip('"') for p in header.group(2).split("."))
-            if header.group(1) == "[[":
-                index = counters.get(name, -1) + 1
-                counters[name] = index
-                prefix = (*name, str(index))
-            else:
-                prefix = name
-            lines.setdefault(prefix, number)
-            continue
-        key = _KEY_RE.match(line)
-        if key:
-            path = (*prefix, *(p.strip().strip('"') for p in key.group(1).split(".")))
-            lines.setdefault(path, number)
-    return lines
-
-
-def _line_for(lines: Mapping[tuple[str, ...], int], path: tuple[str, ...]) -> int | None:
-    for end in range(len(path), 0, -1):
-        line = lines.get(path[:end])
-        if line is not None:
-            return line
-    return None

@@ -1,0 +1,502 @@
+"""Strict loading of TOML documents into frozen attrs classes.
+
+Why one module: the daemon's config and the simulator's config must be strict
+in the same way (a typo silently ignored in a trading config is an incident
+waiting for its day), and two hand-made loaders drift apart. The schema *is*
+the attrs classes; this module walks them and the parsed TOML together:
+
+* unknown keys are errors, with a "did you mean" hint;
+* wrong types are errors (``"5"`` is not an integer; ``5`` is accepted for a
+  float; a :class:`~decimal.Decimal` is written as a string or an integer,
+  never as a float, which has already lost digits);
+* ranges come from field metadata (``ge``, ``gt``, ``le``), required keys are
+  the fields without a default, ``Literal[...]`` lists the choices;
+* every problem is reported at once as ``FILE:LINE: dotted.key: message``, the
+  line found by one shared line scanner (:func:`locate_keys`).
+
+Supported schema types: ``bool``, ``int``, ``float``, ``str``, ``Path``,
+``Decimal``, ``Literal[...]``, ``X | None``, ``tuple[X, ...]`` (arrays,
+including ``[[arrays.of.tables]]``), ``Mapping[str, X]`` (tables whose entries
+are named by the user, optionally restricted by an :class:`EntryNames` pattern
+in the field's metadata), nested attrs classes, and any type given a
+:data:`Hook` (e.g. the daemon's secret references).
+
+Two policies differ between users and are options of :class:`Schema`:
+
+* ``fallback_to_default``: after reporting a bad value, use the key's default,
+  so that cross-key checks still run on a complete value (the daemon); or treat
+  any bad key as making its whole table invalid (the simulator). A missing
+  required key or a non-table always makes the table invalid.
+* ``constructor_errors``: exceptions raised by an attrs class's constructor
+  (``__attrs_post_init__`` validation) that are reported as a problem on the
+  table's path instead of propagating.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar, get_args, get_origin
+
+import attrs
+
+from daemon.errors import ConfigError
+
+__all__ = [
+    "ENTRY_NAMES",
+    "INTERNAL",
+    "INVALID",
+    "EntryNames",
+    "Hook",
+    "Invalid",
+    "Problems",
+    "Report",
+    "Schema",
+    "from_mapping_hook",
+    "line_for",
+    "locate_keys",
+    "parse",
+    "toml_type",
+]
+
+T = TypeVar("T")
+
+#: Receives a key path and a message; collects one problem.
+Report = Callable[[tuple[str, ...], str], None]
+#: Converts one raw TOML value of a custom type: ``(ok, value)``; reports when not ok.
+Hook = Callable[[Any, tuple[str, ...], Report], tuple[bool, Any]]
+
+#: Field metadata key: an :class:`EntryNames` restricting the names of a ``Mapping`` field.
+ENTRY_NAMES: Final = "entry_names"
+#: Field metadata key: a true value hides the field from TOML (set by code, not by the file).
+INTERNAL: Final = "internal"
+
+
+@attrs.frozen
+class EntryNames:
+    """Which names the entries of a named-table field (``[venues.NAME]``) may have."""
+
+    pattern: re.Pattern[str]
+    #: Said when a name does not match, e.g. "names are 1-32 characters of a-z ...".
+    message: str
+
+
+@typing.final
+class Invalid:
+    """Marks a value that could not be built (its problems were reported)."""
+
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID: Final = Invalid()
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+class Problems:
+    """Collects problems as ``FILE:LINE: dotted.key: message``; call it as a :data:`Report`.
+
+    Args:
+        source: the file name (or ``<string>``) every problem starts with.
+        lines: key paths to line numbers, from :func:`locate_keys`; a path not
+            found is located by its nearest enclosing table, else by no line.
+    """
+
+    def __init__(self, source: str, lines: Mapping[tuple[str, ...], int] | None = None) -> None:
+        self.source = source
+        self.lines: Mapping[tuple[str, ...], int] = lines or {}
+        self.problems: list[str] = []
+
+    def __call__(self, path: tuple[str, ...], message: str) -> None:
+        line = line_for(self.lines, path)
+        where = f"{self.source}:{line}" if line else self.source
+        key = ".".join(path) if path else "(top level)"
+        self.problems.append(f"{where}: {key}: {message}")
+
+    def raise_if_any(self) -> None:
+        """Raise :class:`ConfigError` with every problem collected, if there is one."""
+        if self.problems:
+            raise ConfigError(list(self.problems))
+
+
+def parse(text: str, *, source: str) -> dict[str, Any]:
+    """Parse TOML text; a syntax error becomes a :class:`ConfigError` naming ``source``."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
+
+
+def toml_type(value: Any) -> str:
+    """Name a raw TOML value for a message, with the value itself when it is short.
+
+    Tables and arrays are named without their contents (they may hold secrets
+    and are long).
+    """
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a float ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------- building
+
+
+@functools.cache
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+@attrs.frozen
+class Schema:
+    """How to build attrs classes from TOML (see the module docstring for the options).
+
+    Attributes:
+        hooks: converters for custom types, looked up before anything else.
+        fallback_to_default: a key with a bad value falls back to its default
+            (True) or makes its table invalid (False).
+        constructor_errors: exceptions of an attrs class's constructor that are
+            reported on the table's path (the table is then invalid).
+    """
+
+    hooks: Mapping[type[Any], Hook] = attrs.field(factory=dict)
+    fallback_to_default: bool = False
+    constructor_errors: tuple[type[Exception], ...] = ()
+
+    def build(
+        self, cls: type[T], data: Any, report: Report, path: tuple[str, ...] = ()
+    ) -> T | Invalid:
+        """Build attrs class ``cls`` from a TOML table at ``path``, reporting every problem.
+
+        Returns:
+            The instance, or :data:`INVALID` when the table cannot be built (not
+            a table, a required key missing, a bad key under the strict policy,
+            or a reported constructor error).
+        """
+        if not isinstance(data, dict):
+            report(path, f"expected a table, got {toml_type(data)}")
+            return INVALID
+        schema_cls: Any = cls  # an attrs class; T cannot say so
+        fields = {f.name: f for f in attrs.fields(schema_cls) if not f.metadata.get(INTERNAL)}
+        hints = _hints(schema_cls)
+        kwargs: dict[str, Any] = {}
+        failed = False
+        for key, raw in data.items():
+            field = fields.get(key)
+            if field is None:
+                report((*path, key), f"unknown key{_did_you_mean(key, fields)}")
+                failed = True
+                continue
+            ok, value = self.convert(
+                hints[key], raw, (*path, key), report, names=field.metadata.get(ENTRY_NAMES)
+            )
+            if not ok or not _in_range(field, value, (*path, key), report):
+                failed = True
+                continue
+            kwargs[key] = value
+        required = [f.name for f in fields.values() if f.default is attrs.NOTHING]
+        for name in required:
+            if name not in data:
+                report((*path, name), "required key is missing")
+        if any(name not in kwargs for name in required):
+            return INVALID
+        if failed and not self.fallback_to_default:
+            return INVALID
+        try:
+            return cls(**kwargs)
+        except self.constructor_errors as exc:
+            report(path, str(exc))
+            return INVALID
+
+    def convert(
+        self,
+        tp: Any,
+        raw: Any,
+        path: tuple[str, ...],
+        report: Report,
+        *,
+        names: EntryNames | None = None,
+    ) -> tuple[bool, Any]:
+        """Convert one raw TOML value to schema type ``tp``: ``(ok, value)``.
+
+        ``(False, None)`` after reporting. ``names`` restricts the entry names
+        of a ``Mapping`` type.
+        """
+        hook = self.hooks.get(tp)
+        if hook is not None:
+            return hook(raw, path, report)
+        origin = get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) == 1:
+                return self.convert(args[0], raw, path, report, names=names)
+            raise TypeError(f"unsupported union in schema: {tp}")  # pragma: no cover
+        if attrs.has(tp):
+            built = self.build(tp, raw, report, path)
+            return (False, None) if isinstance(built, Invalid) else (True, built)
+        if origin in (dict, Mapping):
+            return self._mapping(get_args(tp)[1], raw, path, report, names)
+        if origin is tuple:
+            return self._array(get_args(tp)[0], raw, path, report)
+        if origin is Literal:
+            choices = get_args(tp)
+            if raw in choices and isinstance(raw, type(choices[0])):
+                return True, raw
+            report(path, f"must be one of {', '.join(repr(c) for c in choices)}, got {raw!r}")
+            return False, None
+        scalar = _SCALARS.get(tp)
+        if scalar is None:
+            raise TypeError(f"unsupported type in schema: {tp!r}")  # pragma: no cover
+        return scalar(raw, path, report)
+
+    def _mapping(
+        self,
+        tp: Any,
+        raw: Any,
+        path: tuple[str, ...],
+        report: Report,
+        names: EntryNames | None,
+    ) -> tuple[bool, Any]:
+        """A table whose keys are names chosen by the user (``[venues.NAME]``, balances)."""
+        if not isinstance(raw, dict):
+            what = "a table of named entries" if names is not None else "a table"
+            report(path, f"expected {what}, got {toml_type(raw)}")
+            return False, None
+        entries: dict[str, Any] = {}
+        ok = True
+        for name, value in raw.items():
+            if names is not None and not names.pattern.fullmatch(name):
+                report((*path, name), names.message)
+                ok = False
+                continue
+            good, built = self.convert(tp, value, (*path, name), report)
+            if good:
+                entries[name] = built
+            ok = ok and good
+        if self.fallback_to_default:
+            # Bad entries are left out (their problems are reported) and the good
+            # ones kept, so cross-key checks still see them.
+            return True, types.MappingProxyType(entries)
+        return ok, types.MappingProxyType(entries)
+
+    def _array(
+        self, tp: Any, raw: Any, path: tuple[str, ...], report: Report
+    ) -> tuple[bool, Any]:
+        if not isinstance(raw, list):
+            what = "an array of tables" if attrs.has(tp) else "an array"
+            report(path, f"expected {what}, got {toml_type(raw)}")
+            return False, None
+        items = []
+        ok = True
+        for index, item in enumerate(raw):
+            good, value = self.convert(tp, item, (*path, str(index)), report)
+            ok = ok and good
+            items.append(value)
+        return ok, tuple(items)
+
+
+def from_mapping_hook(
+    cls: type[Any],
+    factory: Callable[[Mapping[str, Any]], Any],
+    *,
+    errors: tuple[type[Exception], ...] = (ValueError, TypeError),
+) -> Hook:
+    """A :data:`Hook` for an attrs class that types and checks its own fields.
+
+    The table's keys are checked against ``cls``'s fields (unknown keys get the
+    usual "did you mean"), then the raw table goes to ``factory`` (e.g.
+    ``FaultSpec.from_mapping``); its ``errors`` are reported on the table's path.
+    """
+    known = [f.name for f in attrs.fields(cls) if not f.metadata.get(INTERNAL)]
+
+    def hook(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
+        if not isinstance(raw, dict):
+            report(path, f"expected a table, got {toml_type(raw)}")
+            return False, None
+        unknown = [key for key in raw if key not in known]
+        for key in unknown:
+            report((*path, key), f"unknown key{_did_you_mean(key, known)}")
+        if unknown:
+            return False, None
+        try:
+            return True, factory(raw)
+        except errors as exc:
+            report(path, str(exc))
+            return False, None
+
+    return hook
+
+
+def _did_you_mean(key: str, known: Sequence[str] | Mapping[str, Any]) -> str:
+    hint = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+def _in_range(field: attrs.Attribute[Any], value: Any, path: tuple[str, ...], r: Report) -> bool:
+    meta = field.metadata
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return True
+    if meta.get("ge") is not None and value < meta["ge"]:
+        r(path, f"must be >= {meta['ge']:g}, got {value:g}")
+        return False
+    if meta.get("gt") is not None and value <= meta["gt"]:
+        r(path, f"must be > {meta['gt']:g}, got {value:g}")
+        return False
+    if meta.get("le") is not None and value > meta["le"]:
+        r(path, f"must be <= {meta['le']:g}, got {value:g}")
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- scalars
+
+
+def _plain(accepts: Callable[[Any], bool], make: Callable[[Any], Any], expected: str) -> Hook:
+    """A scalar converter: ``make(raw)`` when ``accepts(raw)``, else "expected ..., got ..."."""
+
+    def convert(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
+        if accepts(raw):
+            return True, make(raw)
+        report(path, f"expected {expected}, got {toml_type(raw)}")
+        return False, None
+
+    return convert
+
+
+def _identity(raw: Any) -> Any:
+    return raw
+
+
+def _is_int(raw: Any) -> bool:
+    return isinstance(raw, int) and not isinstance(raw, bool)
+
+
+def _float(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        value = float(raw)
+        if math.isfinite(value):
+            return True, value
+        report(path, "must be a finite number")
+        return False, None
+    report(path, f"expected a number, got {toml_type(raw)}")
+    return False, None
+
+
+def _decimal(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
+    # A TOML float has already been rounded to binary: refuse it and show the string.
+    if isinstance(raw, float):
+        hint = format(Decimal(repr(raw)), "f")
+        report(path, f'write decimals as strings (e.g. "{hint}"), not floats')
+        return False, None
+    if _is_int(raw):
+        return True, Decimal(raw)
+    if isinstance(raw, str):
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            report(path, f"not a decimal number: {raw!r}")
+            return False, None
+        if value.is_finite():
+            return True, value
+    report(path, f'expected a decimal string such as "0.01", got {raw!r}')
+    return False, None
+
+
+_SCALARS: Final[Mapping[Any, Hook]] = {
+    bool: _plain(lambda raw: isinstance(raw, bool), _identity, "true or false"),
+    int: _plain(_is_int, _identity, "an integer"),
+    float: _float,
+    str: _plain(lambda raw: isinstance(raw, str), _identity, "a string"),
+    Path: _plain(lambda raw: isinstance(raw, str) and bool(raw), Path, "a non-empty path string"),
+    Decimal: _decimal,
+}
+
+
+# --------------------------------------------------------------------------- line numbers
+
+_HEADER: Final = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_BARE_OR_QUOTED: Final = r"(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
+_KEY: Final = re.compile(rf"^\s*({_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*=")
+_INLINE_KEY: Final = re.compile(r"[{,]\s*([A-Za-z0-9_-]+)\s*=")
+
+
+def _split_key(key: str) -> tuple[str, ...]:
+    parts = re.findall(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+)", key)
+    return tuple(a or b or c for a, b, c in parts)
+
+
+def locate_keys(text: str) -> dict[tuple[str, ...], int]:
+    """Map dotted key paths to the line (1-based) where they are defined.
+
+    A line scanner, not a parser: enough to point at tables, keys (bare,
+    quoted or dotted) and keys of one-line inline tables, which is where
+    configuration mistakes are made. Multi-line strings are skipped. Arrays of
+    tables are indexed like the parsed data (``symbols.0.tick_size``), and a
+    ``[sub]`` or ``[[sub]]`` table below one belongs to its latest element.
+    """
+    found: dict[tuple[str, ...], int] = {}
+    prefix: tuple[str, ...] = ()
+    # Number of elements so far of each array of tables, by its resolved path.
+    array_counts: dict[tuple[str, ...], int] = {}
+    in_multiline: str | None = None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if in_multiline is not None:
+            if in_multiline in line:
+                in_multiline = None
+            continue
+        header = _HEADER.match(line)
+        if header:
+            name = _split_key(header.group(2))
+            parent: tuple[str, ...] = ()
+            for part in name[:-1]:
+                parent = (*parent, part)
+                if parent in array_counts:
+                    parent = (*parent, str(array_counts[parent] - 1))
+            table = (*parent, *name[-1:])
+            if header.group(1) == "[[":
+                index = array_counts.get(table, 0)
+                array_counts[table] = index + 1
+                prefix = (*table, str(index))
+            else:
+                prefix = table
+            found.setdefault(prefix, lineno)
+            continue
+        key = _KEY.match(line)
+        if key:
+            path = (*prefix, *_split_key(key.group(1)))
+            found.setdefault(path, lineno)
+            rest = line[key.end() :]
+            for inner in _INLINE_KEY.finditer(rest):
+                found.setdefault((*path, inner.group(1)), lineno)
+            for quote in ('"""', "'''"):
+                if rest.count(quote) == 1:
+                    in_multiline = quote
+    return found
+
+
+def line_for(lines: Mapping[tuple[str, ...], int], path: tuple[str, ...]) -> int | None:
+    """The line of ``path``, else of its nearest enclosing table that has one."""
+    for end in range(len(path), 0, -1):
+        line = lines.get(path[:end])
+        if line is not None:
+            return line
+    return None
