@@ -530,7 +530,12 @@ class _RetryRun:
         stats = self._policy.stats
         stats.give_ups += 1
         stats.give_ups_by_reason[why] = stats.give_ups_by_reason.get(why, 0) + 1
-        log.warning(
+        # A definitive answer (a 4xx reject, "order does not exist") is the
+        # caller's to judge, not a retry failure: log it quietly. Running out of
+        # budget, or an ambiguous outcome, is worth an operator's attention.
+        level = logging.DEBUG if why == GIVE_UP_NOT_RETRYABLE else logging.WARNING
+        log.log(
+            level,
             "%s: giving up after attempt %d (%s: %s; %s)",
             self._policy.name,
             self.attempts,
