@@ -91,15 +91,19 @@ async def test_an_insert_during_a_large_prune_completes_between_batches(tmp_path
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(prune)
                 await trio.testing.wait_all_tasks_blocked()  # prune is in (or queued on) the lane
-                assert store.stats.prune_batches <= 1
+                # On a loaded machine the lane may already have run some batches:
+                # what matters is how many more run before the insert is served.
+                batches_before_insert = store.stats.prune_batches
+                assert batches_before_insert < 41, "the prune finished before the insert"
                 inserted = await store.market.insert_trades([trade(50_000, time_ms=2_000_000)])
                 batches_when_inserted = store.stats.prune_batches
                 assert inserted.inserted == 1
             summary = result["summary"]
             assert summary.trades == 20_000
             assert summary.batches == 41  # 40 full batches + the one that meets the young trade
-            # The insert did not wait for the prune: at most one batch ran before it.
-            assert batches_when_inserted <= 2
+            # The insert did not wait for the prune (FIFO lane): at most the batch in
+            # flight and the one queued when it was issued ran before it.
+            assert batches_when_inserted - batches_before_insert <= 2
             assert await store.market.trade_ids(VENUE, SYMBOL, 0, 10**6) == [50_000]
 
 
