@@ -39,6 +39,8 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
     │   ├── StoreDataError          [PermanentError] the schema refused a row
     │   ├── StoreClosedError        [PermanentError] the store was closed
     │   └── GapTransitionError      [PermanentError] an illegal gap state change
+    ├── RiskRejectedError           [PermanentError] pre-trade risk refused an order (coded reasons)
+    ├── ReservationStateError       [PermanentError] an illegal risk-reservation transition
     └── VenueError                  a venue call failed; carries venue, code, venue_message,
         │                           http_status, endpoint. Each concrete class *also* derives
         │                           from the policy class in brackets, so ``except`` clauses on
@@ -72,7 +74,7 @@ states a policy rather than inspecting messages.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NotRequired, TypedDict, Unpack
+from typing import NotRequired, Protocol, TypedDict, Unpack
 
 
 class TradingdError(Exception):
@@ -509,3 +511,44 @@ class StoreClosedError(StoreError, PermanentError):
 
 class GapTransitionError(StoreError, PermanentError):
     """A gap was asked to change state along an edge the transition table forbids."""
+
+
+# --------------------------------------------------------------------------- risk
+
+
+class CodedReason(Protocol):
+    """A coded reject reason (``daemon.risk.RiskReason`` is one)."""
+
+    @property
+    def code(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+class RiskRejectedError(PermanentError):
+    """Pre-trade risk refused an order; ``reasons`` holds every coded reason.
+
+    Permanent: resubmitting the same order is refused again until something
+    changes (the order, the limits, the trading state, the position, or time
+    for the order rate). The admin API maps it to 422.
+    """
+
+    def __init__(self, reasons: Sequence[CodedReason]) -> None:
+        self.reasons: tuple[CodedReason, ...] = tuple(reasons)
+        detail = "; ".join(f"{r.code}: {r.message}" for r in self.reasons)
+        super().__init__(f"rejected by pre-trade risk: {detail or 'no reason given'}")
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """The reason codes, in order."""
+        return tuple(r.code for r in self.reasons)
+
+
+class ReservationStateError(PermanentError):
+    """A risk reservation was asked for a transition its table forbids.
+
+    For example rolling back a committed reservation (its intent exists and
+    may be sent), releasing one that was never committed, or a second
+    committed reservation for a client order id that already has one.
+    """

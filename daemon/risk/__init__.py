@@ -1,0 +1,54 @@
+"""Pre-trade risk: pure checks and limit reservations (DESIGN §4).
+
+Two stages, both pure and synchronous:
+
+* the **start stage** (:mod:`.checks`): the venue's symbol filters, symbol
+  status and the operator's trading state (:mod:`.state`), seen by every
+  request;
+* the **main stage** (:mod:`.limits`): order rate, notional per order, open
+  orders and position, *reserved* for an order and later committed (intent
+  recorded) or rolled back, and released when the order ends.
+
+:class:`PreTradeRisk` runs both in one step. Rejections carry every coded
+:class:`RiskReason` at once.
+"""
+
+from __future__ import annotations
+
+from daemon.risk.checks import (
+    Exposure,
+    RiskDecision,
+    RiskReason,
+    RiskRejectedError,
+    RiskRequest,
+    check_start,
+)
+from daemon.risk.limits import (
+    LimitTable,
+    PreTradeRisk,
+    Reservation,
+    ReservationState,
+    ReservationStateError,
+    RiskBook,
+    RiskLimits,
+)
+from daemon.risk.state import StateChange, TradingState, TradingStates
+
+__all__ = [
+    "Exposure",
+    "LimitTable",
+    "PreTradeRisk",
+    "Reservation",
+    "ReservationState",
+    "ReservationStateError",
+    "RiskBook",
+    "RiskDecision",
+    "RiskLimits",
+    "RiskReason",
+    "RiskRejectedError",
+    "RiskRequest",
+    "StateChange",
+    "TradingState",
+    "TradingStates",
+    "check_start",
+]
