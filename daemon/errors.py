@@ -41,6 +41,8 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
     │   └── GapTransitionError      [PermanentError] an illegal gap state change
     ├── RiskRejectedError           [PermanentError] pre-trade risk refused an order (coded reasons)
     ├── ReservationStateError       [PermanentError] an illegal risk-reservation transition
+    │   (daemon.orders also raises InvalidStateTransitionError and IntentValidationError,
+    │    PermanentErrors defined beside the state table and intent type they describe)
     └── VenueError                  a venue call failed; carries venue, code, venue_message,
         │                           http_status, endpoint. Each concrete class *also* derives
         │                           from the policy class in brackets, so ``except`` clauses on
