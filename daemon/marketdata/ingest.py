@@ -386,16 +386,27 @@ class IngestWriter:
             stats.pending -= count
 
     async def _write_gap(self, record: GapRecord) -> None:
-        gap = await self._market.record_gap(
-            record.venue,
-            record.symbol,
-            CHECKPOINT_STREAM,
-            record.from_id,
-            record.to_id,
-            reason=record.reason,
-        )
-        if record.state is not GapState.OPEN:
-            await self._market.resolve_gap(gap.gap_id, record.state, resolution=record.resolution)
+        if record.state is GapState.OPEN:
+            await self._market.record_gap(
+                record.venue,
+                record.symbol,
+                CHECKPOINT_STREAM,
+                record.from_id,
+                record.to_id,
+                reason=record.reason,
+            )
+        else:
+            # One transaction: a crash cannot leave a filled range recorded as open.
+            await self._market.record_resolved_gap(
+                record.venue,
+                record.symbol,
+                CHECKPOINT_STREAM,
+                record.from_id,
+                record.to_id,
+                state=record.state,
+                reason=record.reason,
+                resolution=record.resolution,
+            )
         stats = self._symbols.get(record.symbol)
         if stats is not None:
             stats.gap_records_committed += 1

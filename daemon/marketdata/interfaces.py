@@ -98,6 +98,20 @@ class MarketStore(Protocol):
         detected_at_ms: int | None = ...,
     ) -> Gap: ...
 
+    async def record_resolved_gap(
+        self,
+        venue: str,
+        symbol: str,
+        stream: str,
+        from_id: int,
+        to_id: int,
+        *,
+        state: GapState,
+        reason: str = ...,
+        resolution: str | None = ...,
+        at_ms: int | None = ...,
+    ) -> Gap: ...
+
     async def resolve_gap(
         self,
         gap_id: int,

@@ -979,6 +979,56 @@ class MarketDataStore:
             action="recording a gap",
         )
 
+    async def record_resolved_gap(
+        self,
+        venue: str,
+        symbol: str,
+        stream: str,
+        from_id: int,
+        to_id: int,
+        *,
+        state: GapState,
+        reason: str = "",
+        resolution: str | None = None,
+        at_ms: int | None = None,
+    ) -> Gap:
+        """Record a gap and move it to ``state`` in ONE transaction.
+
+        For a gap whose outcome is already known when it is written (backfilled,
+        or unrecoverable): a crash can then never leave an OPEN row for a range
+        that was in fact filled. Idempotent like :meth:`record_gap`.
+
+        Raises:
+            GapTransitionError: the stored gap cannot move to ``state``.
+        """
+        _check_range(from_id, to_id)
+        if state is GapState.OPEN:
+            raise ValueError("use record_gap for an open gap")
+        when = at_ms if at_ms is not None else self._now_ms()
+        path = str(self._store.path)
+
+        def write(conn: sqlite3.Connection) -> Gap:
+            gap = _record_gap(
+                conn,
+                key=(venue, symbol, stream, from_id, to_id),
+                detected_at_ms=when,
+                reason=reason,
+            )
+            resolved = _resolve_gap(
+                conn,
+                gap_id=gap.gap_id,
+                state=state,
+                resolution=resolution,
+                resolved_at_ms=when,
+                path=path,
+            )
+            assert resolved is not None
+            return resolved
+
+        return await self._store.write(
+            write, durability=Durability.MARKET, action="recording a resolved gap"
+        )
+
     async def resolve_gap(
         self,
         gap_id: int,

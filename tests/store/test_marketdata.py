@@ -366,3 +366,32 @@ async def test_gaps_are_recorded_idempotently_and_resolved_by_the_table(
     }
     with pytest.raises(ValueError):
         await store.market.record_gap(VENUE, SYMBOL, "trades", 5, 4)
+
+
+async def test_record_resolved_gap_is_one_transaction(store: SqliteStore) -> None:
+    """A known outcome is written with the gap: no window where a filled range is OPEN."""
+    market = store.market
+    commits = store.stats.commits
+    gap = await market.record_resolved_gap(
+        VENUE,
+        SYMBOL,
+        "trades",
+        5,
+        9,
+        state=GapState.BACKFILLED,
+        reason="reconnect",
+        resolution="5 trades via REST",
+    )
+    assert store.stats.commits == commits + 1
+    assert gap.state is GapState.BACKFILLED and gap.resolution == "5 trades via REST"
+    assert [g.state for g in await market.gaps()] == [GapState.BACKFILLED]
+    again = await market.record_resolved_gap(
+        VENUE, SYMBOL, "trades", 5, 9, state=GapState.BACKFILLED, reason="reconnect"
+    )
+    assert again.gap_id == gap.gap_id, "idempotent"
+    with pytest.raises(GapTransitionError):
+        await market.record_resolved_gap(
+            VENUE, SYMBOL, "trades", 5, 9, state=GapState.UNRECOVERABLE, reason="x"
+        )
+    with pytest.raises(ValueError):
+        await market.record_resolved_gap(VENUE, SYMBOL, "trades", 1, 2, state=GapState.OPEN)
