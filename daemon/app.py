@@ -552,6 +552,8 @@ class Daemon:
             return {"ok": True, "status": self.status()}
         if cmd == "reload":
             return (await self.reload("control socket")).to_dict()
+        if cmd == "dead-letters":
+            return await self._dead_letters(message)
         if cmd == "fault":
             kind = message.get("kind")
             if kind not in FAULT_KINDS:
@@ -570,6 +572,36 @@ class Daemon:
                 self.faults.arm_hang_heartbeat()
             return {"ok": True, "fault": kind}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    async def _dead_letters(self, message: dict[str, Any]) -> dict[str, Any]:
+        """list / show / purge the durable dead letters (``tradingd dead-letters``)."""
+        store = self.store_service.store
+        if store is None:
+            return {"ok": False, "error": "the store is not open"}
+        letters = store.dead_letters
+        action = message.get("action")
+        if action == "list":
+            found = await letters.list(
+                source=message.get("source"),
+                after_id=message.get("after_id"),
+                limit=int(message.get("limit", 100)),
+            )
+            return {"ok": True, "letters": [letter.to_dict() for letter in found]}
+        if action == "show":
+            letter = await letters.get(int(message["id"]))
+            if letter is None:
+                return {"ok": False, "error": f"no dead letter {message['id']}"}
+            return {"ok": True, "letter": letter.to_dict()}
+        if action == "purge":
+            ids = message.get("ids")
+            source = message.get("source")
+            before = message.get("failed_before")
+            if not (ids or source or before is not None or message.get("all")):
+                return {"ok": False, "error": "say which letters: ids, source, age, or all"}
+            count = await letters.purge(letter_ids=ids, source=source, failed_before=before)
+            log.info("purged %d dead letter(s) on request", count)
+            return {"ok": True, "purged": count}
+        return {"ok": False, "error": f"unknown dead-letters action {action!r}"}
 
     async def _delayed_block(self, seconds: float) -> None:
         await trio.sleep(0.2)

@@ -7,6 +7,7 @@
     tradingd demo                       run on an embedded config (state under ./var/)
     tradingd status [--json]            ask a running daemon for its status
     tradingd reload                     reload a running daemon's config; waits for the result
+    tradingd dead-letters ACTION        list / show / purge dead letters
     tradingd integrity-check            check the store's database file
     tradingd sim                        run the Binance-protocol exchange simulator
     tradingd debug-fault KIND           test-only fault hooks (need [testing] fault_injection)
@@ -24,6 +25,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import tomllib
 import types
 from collections.abc import Sequence
@@ -93,6 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="print the raw JSON")
 
     p = sub.add_parser(
+        "dead-letters",
+        help="list, show or purge a running daemon's dead letters",
+        description="Dead letters are messages that could not be processed (malformed "
+        "frames, rows the store refused), kept durably with the error and raw payload.",
+    )
+    dl = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = dl.add_parser("list", help="list dead letters (oldest first)")
+    q.add_argument("--source", help="only this source, e.g. marketdata.sim.stream")
+    q.add_argument("--after", type=int, dest="after_id", help="page: ids after this one")
+    q.add_argument("--limit", type=int, default=100)
+    q.add_argument("--json", action="store_true", help="print the raw JSON")
+    _add_target(q)
+    q = dl.add_parser("show", help="one dead letter, with its payload")
+    q.add_argument("id", type=int)
+    _add_target(q)
+    q = dl.add_parser("purge", help="delete dead letters (all given filters must match)")
+    q.add_argument("--id", type=int, action="append", dest="ids", help="repeatable")
+    q.add_argument("--source")
+    q.add_argument("--older-than-days", type=float, help="last failure older than this")
+    q.add_argument("--all", action="store_true", help="required to purge without a filter")
+    _add_target(q)
+
+    p = sub.add_parser(
         "integrity-check",
         help="check the store's database file (SQLite integrity_check); safe while running",
     )
@@ -142,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return sim_cli.main(args)
         if args.command == "integrity-check":
             return cmd_integrity_check(args)
+        if args.command == "dead-letters":
+            return cmd_dead_letters(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces choices
@@ -427,6 +454,42 @@ def _render_tree(tree: dict[str, Any], indent: str) -> list[str]:
         if child.get("supervisor"):
             out.extend(_render_tree(child["supervisor"], indent + "    "))
     return out
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    message: dict[str, Any] = {"cmd": "dead-letters", "action": args.action}
+    if args.action == "list":
+        message.update(source=args.source, after_id=args.after_id, limit=args.limit)
+    elif args.action == "show":
+        message["id"] = args.id
+    else:
+        before = None
+        if args.older_than_days is not None:
+            before = time.time() - args.older_than_days * 86_400
+        message.update(ids=args.ids, source=args.source, failed_before=before, all=args.all)
+    answer = _ask(args, message)
+    if answer is None:
+        return EXIT_UNREACHABLE
+    if not answer.get("ok"):
+        print(f"tradingd: {answer.get('error')}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.action == "list":
+        letters = answer.get("letters", [])
+        if args.json:
+            print(json.dumps(letters, indent=2, sort_keys=True))
+        elif not letters:
+            print("no dead letters")
+        for letter in [] if args.json else letters:
+            print(
+                f"{letter.get('letter_id'):>6}  {letter.get('source')}  "
+                f"{letter.get('error_type')}: {letter.get('error_message')}  "
+                f"(attempts {letter.get('attempts')})"
+            )
+    elif args.action == "show":
+        print(json.dumps(answer.get("letter"), indent=2, sort_keys=True))
+    else:
+        print(f"purged {answer.get('purged')} dead letter(s)")
+    return EXIT_OK
 
 
 def cmd_integrity_check(args: argparse.Namespace) -> int:

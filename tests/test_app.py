@@ -7,6 +7,7 @@ do not mix with an autojump clock. Every wait is bounded by ``fail_after``.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -17,12 +18,14 @@ import attrs
 import pytest
 import trio
 
+from daemon import cli
 from daemon import config as configmod
 from daemon.admin.api import AdminAPI
 from daemon.admin.http import HTTPError, Request
 from daemon.app import EXIT_FAILURE, EXIT_HARD_STOP, EXIT_OK, Daemon
 from daemon.config import Config
 from daemon.notify import Notifier
+from daemon.resilience.deadletter import DeadLetter
 from daemon.secrets import SecretRef
 from daemon.supervise import ChildContext, ChildSpec
 
@@ -85,9 +88,7 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
             start_timeout_s=5.0,
         ),
         "admin": attrs.evolve(base.admin, listen="127.0.0.1:0"),
-        "supervision": attrs.evolve(
-            base.supervision, backoff_initial_s=0.01, backoff_max_s=0.05
-        ),
+        "supervision": attrs.evolve(base.supervision, backoff_initial_s=0.01, backoff_max_s=0.05),
         "health": attrs.evolve(base.health, heartbeat_interval_s=0.2, status_interval_s=0.2),
     }
     for name, changes in sections.items():
@@ -276,7 +277,12 @@ async def test_control_commands(tmp_path: Path, listener: NotifyListener) -> Non
 
 def _request(headers: dict[str, str]) -> Request:
     return Request(
-        method="POST", path="/orders", query={}, headers=headers, body=b"", client=None,
+        method="POST",
+        path="/orders",
+        query={},
+        headers=headers,
+        body=b"",
+        client=None,
         path_params={},
     )
 
@@ -299,3 +305,52 @@ async def test_bearer_token_checked_in_constant_time(tmp_path: Path) -> None:
     with pytest.raises(HTTPError) as info:
         no_token.require_token(_request({"authorization": "Bearer x"}))
     assert info.value.status == 403
+
+
+async def test_dead_letters_through_the_control_socket(
+    tmp_path: Path, listener: NotifyListener, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon = Daemon(make_config(tmp_path), notifier=notifier_for(listener))
+    result: list[int] = []
+    sock = str(tmp_path / "c.sock")
+
+    def cli_main(*argv: str) -> int:
+        return cli.main([*argv, "--socket", sock])
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_daemon, daemon, result)
+            await listener.wait_for("READY", "1")
+            store = daemon.store_service.store
+            assert store is not None
+            for n in range(3):
+                await store.dead_letters.add(
+                    DeadLetter.from_error(
+                        f"frame {n}", ValueError(f"bad frame {n}"), source=f"src{n % 2}"
+                    )
+                )
+            assert await trio.to_thread.run_sync(cli_main, "dead-letters", "list") == 0
+            out = capsys.readouterr().out
+            assert "ValueError: bad frame 0" in out and "ValueError: bad frame 2" in out
+            code = await trio.to_thread.run_sync(
+                cli_main, "dead-letters", "list", "--source", "src1", "--json"
+            )
+            assert code == 0
+            listed = json.loads(capsys.readouterr().out)
+            assert [letter["payload"] for letter in listed] == ["frame 1"]
+            first_id = listed[0]["letter_id"]
+            assert (
+                await trio.to_thread.run_sync(cli_main, "dead-letters", "show", str(first_id)) == 0
+            )
+            assert json.loads(capsys.readouterr().out)["error_message"] == "bad frame 1"
+            # Purging without saying what is refused; with a filter it deletes just those.
+            assert await trio.to_thread.run_sync(cli_main, "dead-letters", "purge") == 1
+            assert "say which letters" in capsys.readouterr().err
+            code = await trio.to_thread.run_sync(
+                cli_main, "dead-letters", "purge", "--source", "src0"
+            )
+            assert code == 0
+            assert capsys.readouterr().out.strip() == "purged 2 dead letter(s)"
+            assert [d.source for d in await store.dead_letters.list()] == ["src1"]
+            daemon.request_stop("test")
+    assert result == [EXIT_OK]
