@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import signal
 import time
@@ -53,7 +52,7 @@ from daemon.health import (
     SlowStepInstrument,
     WatchdogStats,
     run_watchdog,
-    supervision_check,
+    supervisor_check,
 )
 from daemon.housekeeping import DiskState, Housekeeping
 from daemon.marketdata.service import MarketDataService
@@ -180,7 +179,7 @@ class Daemon:
             policy_from(config),
             on_event=self._on_event,
         )
-        self.health.add_check("supervision", supervision_check(self.root.status))
+        self.health.add_check("supervision", supervisor_check(self.root.status))
         self.health.add_check("state_dir", self.disk.check)
         self.health.add_check("lifecycle", self._lifecycle_check)
         for name, link in self.venue_links.items():
@@ -272,7 +271,7 @@ class Daemon:
         tree_check = f"marketdata-tree:{name}"
         self.marketdata = (service, sup)
         self.health.add_check(check_name, service.check)
-        self.health.add_check(tree_check, supervision_check(sup.status))
+        self.health.add_check(tree_check, supervisor_check(sup.status))
         self.metrics.register_collector(service.metrics)
         ctx.add_stop_callback(sup.request_stop)
         try:
@@ -347,7 +346,7 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until stopped; returns the process exit status."""
-        self._resolve_secrets()
+        await self._resolve_secrets()
         trio.lowlevel.add_instrument(self.instrument)
         reporter = BlockedLoopReporter(
             self.instrument, threshold_s=self.config.health.blocked_loop_report_s
@@ -499,7 +498,7 @@ class Daemon:
             return ReloadResult(False, origin, errors=("no configuration file to reload",))
         self.notifier.reloading(f"reloading ({origin})")
         try:
-            new = await trio.to_thread.run_sync(_load_checked, self.config_path)
+            new, token = await trio.to_thread.run_sync(_load_checked, self.config_path)
         except ConfigError as exc:
             log.error(
                 "reload (%s) rejected, still running on the previous configuration:", origin
@@ -511,6 +510,9 @@ class Daemon:
             return result
         changes = configmod.diff(self.config, new)
         self._apply_live(new, changes.live)
+        # Re-read on every reload: rotating the token file (same reference) and
+        # reloading must take effect, not only a changed reference.
+        self.admin_token = token
         for key in changes.restart:
             log.warning("reload: %s changed; takes effect after a restart", key)
         log.info(
@@ -535,12 +537,10 @@ class Daemon:
         self.lag_probe.window_s = merged.health.lag_window_s
         self.instrument.threshold_ms = merged.health.slow_step_ms
         self.disk.min_free_mb = merged.health.min_free_disk_mb
-        if "admin.token" in keys:
-            self._resolve_secrets()
 
-    def _resolve_secrets(self) -> None:
-        ref = self.config.admin.token
-        self.admin_token = resolve(ref) if ref is not None else None
+    async def _resolve_secrets(self) -> None:
+        """Read the admin token (file I/O: in a worker thread)."""
+        self.admin_token = await trio.to_thread.run_sync(_admin_token, self.config)
 
     # ------------------------------------------------------------------ control
 
@@ -757,13 +757,21 @@ def _walk_children(status: Any, prefix: str = "") -> Any:
             yield from _walk_children(child.supervisor, f"{prefix}{status.name}/")
 
 
-def _load_checked(path: Path) -> Config:
-    """Load a config and run the environment checks (blocking; used by reload)."""
+def _load_checked(path: Path) -> tuple[Config, Secret | None]:
+    """Load a config, run the environment checks, read the token (blocking; reload)."""
     new = configmod.load(path)
     problems = configmod.check_environment(new)
     if problems:
         raise ConfigError(problems)
-    return new
+    try:
+        return new, _admin_token(new)
+    except SecretError as exc:  # changed between the check and the read
+        raise ConfigError([f"{new.source}: admin.token: {exc}"]) from None
+
+
+def _admin_token(config: Config) -> Secret | None:
+    ref = config.admin.token
+    return resolve(ref) if ref is not None else None
 
 
 def _get_path(obj: Any, parts: list[str]) -> Any:
@@ -815,7 +823,3 @@ def _errno_for(exc: BaseException) -> int:
     if isinstance(exc, ControlError):
         return errno.EADDRINUSE
     return errno.ENOTRECOVERABLE
-
-
-def finite(x: float) -> float:
-    return x if math.isfinite(x) else 0.0

@@ -357,8 +357,9 @@ def _lenient_socket_path(config_path: Path) -> Path:
         raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         pass
-    section = raw.get("daemon") if isinstance(raw.get("daemon"), dict) else {}
-    assert isinstance(section, dict)
+    section = raw.get("daemon")
+    if not isinstance(section, dict):
+        section = {}
     daemon = configmod.DaemonConfig()
     explicit = section.get("control_socket")
     if isinstance(explicit, str) and explicit:

@@ -54,7 +54,6 @@ __all__ = [
     "WatchdogStats",
     "nearest_rank",
     "run_watchdog",
-    "supervision_check",
     "supervisor_check",
 ]
 
@@ -720,8 +719,6 @@ def supervisor_check(status_fn: Callable[[], SupervisorStatusLike]) -> CheckFn:
     return check
 
 
-#: Alias of :func:`supervisor_check`.
-supervision_check = supervisor_check
 
 
 def _walk_supervisor(

@@ -292,7 +292,7 @@ async def test_bearer_token_checked_in_constant_time(tmp_path: Path) -> None:
     creds.write_text("correct-horse-battery\n")
     config = make_config(tmp_path, admin={"token": SecretRef("file", str(creds))})
     daemon = Daemon(config, notifier=Notifier.from_environ({}))
-    daemon._resolve_secrets()
+    await daemon._resolve_secrets()
     api = AdminAPI(daemon)
     api.require_token(_request({"authorization": "Bearer correct-horse-battery"}))
     for header in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic x"}):
@@ -352,5 +352,34 @@ async def test_dead_letters_through_the_control_socket(
             assert code == 0
             assert capsys.readouterr().out.strip() == "purged 2 dead letter(s)"
             assert [d.source for d in await store.dead_letters.list()] == ["src1"]
+            daemon.request_stop("test")
+    assert result == [EXIT_OK]
+
+
+async def test_reload_rereads_a_rotated_token_file(
+    tmp_path: Path, listener: NotifyListener
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("first-token-value\n")
+    path = tmp_path / "t.toml"
+    path.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path}/state"\ncontrol_socket = "{tmp_path}/c.sock"\n'
+        f'[admin]\nlisten = ""\ntoken = {{ file = "{token}" }}\n'
+    )
+    daemon = Daemon(configmod.load(path), notifier=notifier_for(listener), config_path=path)
+    result: list[int] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_daemon, daemon, result)
+            await listener.wait_for("READY", "1")
+            assert daemon.admin_token is not None
+            assert daemon.admin_token.reveal() == "first-token-value"
+            token.write_text("second-token-value\n")  # same reference, new content
+            outcome = await daemon.reload("test")
+            assert outcome.ok and outcome.applied == ()
+            assert daemon.admin_token.reveal() == "second-token-value"
+            token.unlink()
+            assert not (await daemon.reload("test")).ok
+            assert daemon.admin_token.reveal() == "second-token-value", "kept on a bad reload"
             daemon.request_stop("test")
     assert result == [EXIT_OK]

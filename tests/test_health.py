@@ -36,7 +36,6 @@ from daemon.health import (
     WatchdogStats,
     nearest_rank,
     run_watchdog,
-    supervision_check,
     supervisor_check,
 )
 from daemon.notify import Notifier
@@ -756,10 +755,6 @@ def test_supervisor_long_error_is_truncated() -> None:
     assert level is D
     assert isinstance(reasons, tuple)
     assert reasons[0] == "root/c: failed after 0 restart(s), last error: " + "x" * 119 + "…"
-
-
-def test_supervision_check_alias() -> None:
-    assert supervision_check is supervisor_check
 
 
 def test_supervisor_check_in_model_follows_the_live_tree() -> None:

@@ -1,7 +1,7 @@
 """The durable dead-letter store.
 
-The behavioural cases of ``tests/resilience/test_deadletter.py`` are copied
-here and run against **both** the in-memory reference and the SQLite store,
+The behavioural cases of the :class:`~daemon.resilience.DeadLetterStore`
+protocol run against **both** the in-memory reference and the SQLite store,
 so the two cannot drift apart; durability-specific cases follow.
 """
 

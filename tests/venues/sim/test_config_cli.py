@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -249,3 +250,30 @@ def test_main_print_config_and_exit_codes(
     bad.write_text("colour = 1\n")
     assert cli.main(_parser().parse_args(["--config", str(bad)])) == 2
     assert "bad.toml:1: colour: unknown key" in capsys.readouterr().err
+
+
+def test_defaults_named_in_help_match_the_config() -> None:
+    """The "(default)" at the end of a flag's help is the config's real default."""
+    defaults = SimConfig()
+    parser = _parser()
+    checked = 0
+    for action in parser._actions:
+        if action.dest in cli._TOP:
+            default = getattr(defaults, cli._TOP[action.dest])
+        else:
+            keys = [k for k, dest in cli._SECTIONS.items() if dest == action.dest]
+            if not keys:
+                continue
+            section, key = keys[0]
+            default = getattr(getattr(defaults, section), key)
+        if isinstance(default, bool):
+            continue  # a switch: its help describes it being on
+        match = re.search(r"\(([^()]*)\)$", action.help or "")
+        assert match, f"{action.option_strings}: help names no default"
+        shown = match.group(1).removeprefix("default ").split()[0]
+        if isinstance(default, str):
+            assert shown == default, action.option_strings
+        else:
+            assert Decimal(shown) == Decimal(str(default)), (action.option_strings, default)
+        checked += 1
+    assert checked >= 20
