@@ -170,8 +170,116 @@ _V1 = Migration(
     ),
 )
 
+_ORDER_STATES = (
+    "'PENDING', 'SENDING', 'ACCEPTED', 'REJECTED', 'UNKNOWN', "
+    "'PARTIALLY_FILLED', 'FILLED', 'CANCELED', 'EXPIRED'"
+)
+
+_V2 = Migration(
+    2,
+    "orders: intents, history, fills, positions, trading states",
+    (
+        # The outbox (DESIGN §4): one row per intent, keyed by the deterministic
+        # client order id, so a resubmitted message can never become a second
+        # row. ``seq`` is the submission order (assigned max + 1 inside the
+        # inserting transaction), which recovery and per-account dispatch follow.
+        # The key the id is derived from is unique as well: a change of the
+        # derivation scheme must not let one message become two intents.
+        f"""
+        CREATE TABLE order_intents (
+            client_order_id        TEXT    PRIMARY KEY CHECK (client_order_id <> ''),
+            seq                    INTEGER NOT NULL UNIQUE CHECK (seq >= 1),
+            message_id             TEXT    NOT NULL CHECK (message_id <> ''),
+            account                TEXT    NOT NULL CHECK (account <> ''),
+            venue                  TEXT    NOT NULL CHECK (venue <> ''),
+            symbol                 TEXT    NOT NULL CHECK (symbol <> ''),
+            side                   TEXT    NOT NULL CHECK (side IN ('BUY', 'SELL')),
+            type                   TEXT    NOT NULL,
+            quantity               TEXT    NOT NULL,
+            price                  TEXT,
+            time_in_force          TEXT,
+            state                  TEXT    NOT NULL CHECK (state IN ({_ORDER_STATES})),
+            created_at_ms          INTEGER NOT NULL,
+            updated_at_ms          INTEGER NOT NULL,
+            sent_at_ms             INTEGER,
+            send_attempts          INTEGER NOT NULL DEFAULT 0 CHECK (send_attempts >= 0),
+            venue_order_id         INTEGER,
+            executed_qty           TEXT    NOT NULL DEFAULT '0',
+            cum_quote_qty          TEXT    NOT NULL DEFAULT '0',
+            reject_code            INTEGER,
+            reject_reason          TEXT,
+            cancel_requested_at_ms INTEGER,
+            UNIQUE (account, message_id, symbol)
+        )
+        """,
+        # Start-up recovery and the executor scan the non-terminal states in seq order.
+        "CREATE INDEX order_intents_by_state ON order_intents (state, seq)",
+        # The admin API lists one account's intents newest first.
+        "CREATE INDEX order_intents_by_account ON order_intents (account, seq)",
+        # Venue reports (user data stream, open-order lists) name the venue's id.
+        "CREATE INDEX order_intents_by_venue_id ON order_intents (venue, venue_order_id)",
+        # Every state change is a durable row; ``seq`` counts 1..n per order.
+        f"""
+        CREATE TABLE order_history (
+            client_order_id TEXT    NOT NULL REFERENCES order_intents (client_order_id),
+            seq             INTEGER NOT NULL CHECK (seq >= 1),
+            from_state      TEXT    CHECK (from_state IS NULL OR from_state IN ({_ORDER_STATES})),
+            to_state        TEXT    NOT NULL CHECK (to_state IN ({_ORDER_STATES})),
+            reason          TEXT    NOT NULL,
+            at_ms           INTEGER NOT NULL,
+            PRIMARY KEY (client_order_id, seq)
+        ) WITHOUT ROWID
+        """,
+        # Fills keyed by the venue's trade id: the same execution reported twice
+        # (the order's answer, a poll, the user data stream) is stored once. No
+        # foreign key to order_intents: a fill the venue reports is a fact even
+        # when the order is one the store does not know (reconciliation reports it).
+        """
+        CREATE TABLE order_fills (
+            venue            TEXT    NOT NULL CHECK (venue <> ''),
+            symbol           TEXT    NOT NULL CHECK (symbol <> ''),
+            trade_id         INTEGER NOT NULL,
+            client_order_id  TEXT    NOT NULL,
+            account          TEXT    NOT NULL CHECK (account <> ''),
+            venue_order_id   INTEGER NOT NULL,
+            side             TEXT    NOT NULL CHECK (side IN ('BUY', 'SELL')),
+            price            TEXT    NOT NULL,
+            quantity         TEXT    NOT NULL,
+            quote_quantity   TEXT    NOT NULL,
+            commission       TEXT    NOT NULL,
+            commission_asset TEXT    NOT NULL,
+            time_ms          INTEGER NOT NULL,
+            is_maker         INTEGER CHECK (is_maker IS NULL OR is_maker IN (0, 1)),
+            PRIMARY KEY (venue, symbol, trade_id)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX order_fills_by_order ON order_fills (client_order_id)",
+        # Signed base quantity per account and symbol, moved in the same
+        # transaction as the fills that change it (and only by new fills).
+        """
+        CREATE TABLE positions (
+            account       TEXT    NOT NULL,
+            symbol        TEXT    NOT NULL,
+            quantity      TEXT    NOT NULL,
+            updated_at_ms INTEGER NOT NULL,
+            PRIMARY KEY (account, symbol)
+        ) WITHOUT ROWID
+        """,
+        # Operator decisions (halt/reduce/resume) must survive a restart: a halt
+        # that a crash silently lifted would be worse than no halt at all.
+        """
+        CREATE TABLE trading_states (
+            scope         TEXT    PRIMARY KEY CHECK (scope <> ''),
+            state         TEXT    NOT NULL CHECK (state IN ('ACTIVE', 'REDUCING', 'HALTED')),
+            reason        TEXT    NOT NULL,
+            changed_at_ms INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+
 #: Every migration, in order. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 
 #: The schema version this code writes.
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -66,7 +66,7 @@ async def test_open_creates_a_wal_database_at_the_latest_schema(tmp_path: Path) 
     store = await open_store(path)
     async with store:
         assert store.schema_version == LATEST_VERSION
-        assert store.migrations_applied == (1,)
+        assert store.migrations_applied == tuple(m.version for m in MIGRATIONS)
         assert await store.call(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
         assert await store.call(lambda c: c.execute("PRAGMA foreign_keys").fetchone()[0]) == 1
         assert await store.call(lambda c: c.execute("PRAGMA application_id").fetchone()[0]) == (
@@ -135,13 +135,14 @@ async def test_another_programs_database_is_refused(tmp_path: Path) -> None:
     assert digest(path) == before
 
 
-BROKEN = Migration(2, "broken", ("CREATE TABLE half_done (a)", "THIS IS NOT SQL"))
-EXTRA = Migration(2, "add notes", ("CREATE TABLE notes (note TEXT NOT NULL)",))
+NEXT = LATEST_VERSION + 1
+BROKEN = Migration(NEXT, "broken", ("CREATE TABLE half_done (a)", "THIS IS NOT SQL"))
+EXTRA = Migration(NEXT, "add notes", ("CREATE TABLE notes (note TEXT NOT NULL)",))
 
 
 async def test_a_failed_migration_leaves_a_new_file_without_any_schema(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
-    with pytest.raises(StoreMigrationError, match=r"migration 2 .*broken.* rolled back"):
+    with pytest.raises(StoreMigrationError, match=rf"migration {NEXT} .*broken.* rolled back"):
         await open_store(path, migrations=(*MIGRATIONS, BROKEN))
     assert tables(path) == set()
     with raw(path) as conn:
@@ -156,7 +157,7 @@ async def test_a_failed_upgrade_keeps_the_old_schema_and_data(tmp_path: Path) ->
         await open_store(path, migrations=(*MIGRATIONS, BROKEN))
     assert "half_done" not in tables(path)
     async with await open_store(path) as store:
-        assert store.schema_version == 1
+        assert store.schema_version == LATEST_VERSION
         assert await store.market.count_trades(VENUE, SYMBOL) == 2
 
 
@@ -165,13 +166,13 @@ async def test_an_upgrade_applies_only_pending_migrations(tmp_path: Path) -> Non
     async with await open_store(path) as store:
         await store.market.insert_trades([trade(1)])
     async with await open_store(path, migrations=(*MIGRATIONS, EXTRA)) as store:
-        assert store.migrations_applied == (2,)
-        assert store.schema_version == 2
+        assert store.migrations_applied == (NEXT,)
+        assert store.schema_version == NEXT
         assert await store.market.count_trades(VENUE, SYMBOL) == 1
         logged = await store.read(
             lambda c: c.execute("SELECT version, name FROM schema_migrations").fetchall()
         )
-        assert logged == [(1, MIGRATIONS[0].name), (2, "add notes")]
+        assert logged == [*((m.version, m.name) for m in MIGRATIONS), (NEXT, "add notes")]
     # The v2 file is now newer than the v1 code.
     with pytest.raises(StoreVersionError):
         await open_store(path)
