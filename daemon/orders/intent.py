@@ -108,6 +108,7 @@ class ProblemCode(enum.StrEnum):
     UNSUPPORTED_ORDER_TYPE = "UNSUPPORTED_ORDER_TYPE"  #: a venue type the entry does not offer
     BAD_MESSAGE_ID = "BAD_MESSAGE_ID"  #: not 1-64 printable ASCII characters
     BAD_ACCOUNT = "BAD_ACCOUNT"  #: not an account name
+    UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"  #: a valid name, but no [accounts.NAME] table has it
     BAD_SYMBOL = "BAD_SYMBOL"  #: not an upper-case venue symbol
     DECIMAL_NOT_STRING = "DECIMAL_NOT_STRING"  #: a JSON number (a float) instead of a string
     DECIMAL_SYNTAX = "DECIMAL_SYNTAX"  #: not a number at all

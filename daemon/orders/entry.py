@@ -1,0 +1,358 @@
+"""Order entry and the durable outbox: validate, risk-check, group-commit, hand over.
+
+A submission (``POST /orders`` or a strategy's ``submit``) is answered only
+after its intent row is committed with ``synchronous=FULL`` — and before any
+network I/O for it. The path::
+
+    submit() ─ validate (400) ─ same id live/in flight? (200) ─ admit (503) ─► entry queue
+                                                                                 │
+    writer task: take everything queued (≤ group_commit_max) ◄───────────────────┘
+        1. look the ids up in the store: an intent seen before answers 200 (or 409
+           when the message id was used for a different order)
+        2. pre-trade risk for the new ones: rejects answer 422; passes reserve limits
+        3. ONE transaction inserts every new intent (PENDING) and its history row
+        4. commit the reservations, answer 202, hand each intent to its account's queue
+           (on a failed commit: roll the reservations back, answer 503)
+
+**Group commit.** The writer is one task, so while one commit is in flight
+every submission that arrives queues up and goes into the *next* commit:
+with N concurrent submitters a commit carries up to N intents, and durability
+costs one fsync per batch, not per order.
+
+**Admission before commit.** The entry queue is bounded (``entry_queue_capacity``)
+and each account's work queue slot is reserved before the commit
+(:meth:`~daemon.orders.dispatch.Dispatcher.reserve`): an intent that is
+committed always has a place in its account's queue, so submit order is
+preserved, and a saturated pipeline says 503 with ``Retry-After`` *before*
+anything is recorded rather than after.
+
+**Idempotency.** ``client_order_id`` is derived from ``(message_id, account,
+symbol)``; the same message again finds the same row (in memory, in the
+current batch, or in the store) and never creates a second intent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import trio
+
+from daemon.errors import RiskRejectedError, StoreError, TradingdError
+from daemon.orders.dispatch import Dispatcher, WorkItem
+from daemon.orders.gateway import (
+    EntrySaturatedError,
+    EntryUnavailableError,
+    IntentConflictError,
+    SubmitResult,
+)
+from daemon.orders.intent import IntentProblem, IntentValidationError, OrderIntent, ProblemCode
+from daemon.orders.ledger import OrderLedger, VenueAccess
+from daemon.orders.records import IntentRecord
+from daemon.orders.settings import OrdersSettings
+from daemon.risk.checks import RiskRequest
+from daemon.risk.limits import Reservation
+
+__all__ = ["Entry", "EntryStats"]
+
+log = logging.getLogger("tradingd.orders.entry")
+
+
+@attrs.define
+class EntryStats:
+    submitted: int = 0
+    created: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    risk_rejected: int = 0
+    saturated: int = 0
+    conflicts: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    batch_max: int = 0
+    batched_total: int = 0
+
+
+class _Pending:
+    """One submission waiting for the writer."""
+
+    __slots__ = ("done", "error", "intent", "reserved_account", "result")
+
+    def __init__(self, intent: OrderIntent) -> None:
+        self.intent = intent
+        self.done = trio.Event()
+        self.result: SubmitResult | None = None
+        self.error: BaseException | None = None
+        self.reserved_account: str | None = None
+
+    def finish(self, result: SubmitResult | None = None, error: BaseException | None = None) -> None:
+        self.result = result
+        self.error = error
+        self.done.set()
+
+
+class Entry:
+    """The submit path and the group-commit writer of one pipeline incarnation.
+
+    Args:
+        ledger: Live orders (memory) and the store behind them.
+        dispatcher: Per-account work queues.
+        venues: Venue clients and reference data.
+        accounts: Account name → venue name (``[accounts.NAME] venue``).
+        settings: ``[orders]``.
+        reference_price: ``(venue, symbol) -> Decimal | None`` — a recent
+            market price to judge MARKET orders' notional by.
+    """
+
+    def __init__(
+        self,
+        ledger: OrderLedger,
+        dispatcher: Dispatcher,
+        venues: VenueAccess,
+        accounts: Mapping[str, str],
+        settings: OrdersSettings,
+        *,
+        reference_price: Callable[[str, str], Decimal | None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.dispatcher = dispatcher
+        self.venues = venues
+        self.accounts = dict(accounts)
+        self.settings = settings
+        self.reference_price = reference_price
+        self.wall_clock = wall_clock
+        self.stats = EntryStats()
+        self._send, self._receive = trio.open_memory_channel[_Pending](
+            settings.entry_queue_capacity
+        )
+        self._inflight: dict[str, _Pending] = {}
+        self._open = True
+        self._batch_sizes: list[int] = []
+
+    # ------------------------------------------------------------------ submit
+
+    @property
+    def queued(self) -> int:
+        return len(self._inflight)
+
+    def close(self) -> None:
+        """Refuse new submissions (graceful stop); queued ones are still committed."""
+        self._open = False
+
+    async def submit(self, request: Mapping[str, Any] | OrderIntent) -> SubmitResult:
+        """Record one intent durably; see the module docstring for the answers."""
+        self.stats.submitted += 1
+        try:
+            intent = (
+                request
+                if isinstance(request, OrderIntent)
+                else OrderIntent.from_request(request, id_prefix=self.settings.id_prefix)
+            )
+        except IntentValidationError:
+            self.stats.invalid += 1
+            raise
+        if intent.account not in self.accounts:
+            self.stats.invalid += 1
+            known = ", ".join(sorted(self.accounts)) or "none configured"
+            raise IntentValidationError(
+                [
+                    IntentProblem(
+                        ProblemCode.UNKNOWN_ACCOUNT,
+                        "account",
+                        f"no [accounts.{intent.account}] is configured (known: {known})",
+                    )
+                ]
+            )
+        coid = intent.client_order_id
+        live = self.ledger.get(coid)
+        if live is not None:
+            return self._again(live, intent)
+        waiting = self._inflight.get(coid)
+        if waiting is not None:
+            await waiting.done.wait()
+            if waiting.error is not None:
+                raise waiting.error
+            assert waiting.result is not None
+            return self._again(waiting.result.record, intent)
+        if not self._open:
+            raise EntryUnavailableError("order entry is stopping: submit again after the restart")
+        pending = _Pending(intent)
+        try:
+            self.dispatcher.reserve(intent.account)
+        except TradingdError as exc:
+            self.stats.saturated += 1
+            retry = float(getattr(exc, "retry_after_s", 1.0))
+            raise EntrySaturatedError(str(exc), retry_after_s=retry) from exc
+        pending.reserved_account = intent.account
+        try:
+            self._send.send_nowait(pending)
+        except trio.WouldBlock:
+            self.dispatcher.release(intent.account)
+            self.stats.saturated += 1
+            raise EntrySaturatedError(
+                f"order entry queue is full ({self.settings.entry_queue_capacity} waiting "
+                f"for the store: orders.entry_queue_capacity)",
+                retry_after_s=self._retry_after(),
+            ) from None
+        self._inflight[coid] = pending
+        # Not cancellable from here on: the writer decides, the caller may leave.
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def _again(self, record: IntentRecord, intent: OrderIntent) -> SubmitResult:
+        differing = record.to_intent().differing_fields(intent)
+        if differing:
+            self.stats.conflicts += 1
+            raise IntentConflictError(record.client_order_id, differing)
+        self.stats.duplicates += 1
+        return SubmitResult(record, created=False)
+
+    def _retry_after(self) -> float:
+        sizes = self._batch_sizes[-8:]
+        return 1.0 if not sizes else max(0.1, min(5.0, math.ceil(len(self._inflight) / 1000)))
+
+    # ------------------------------------------------------------------ writer
+
+    async def run_writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The group-commit writer: runs until cancelled; drains what is queued first."""
+        task_status.started()
+        async for first in self._receive:
+            batch = [first]
+            while len(batch) < self.settings.group_commit_max:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            with trio.CancelScope(shield=True):
+                # A batch is finished as a whole: every caller gets an answer.
+                await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[_Pending]) -> None:
+        self.stats.batch_max = max(self.stats.batch_max, len(batch))
+        self.stats.batched_total += len(batch)
+        self._batch_sizes.append(len(batch))
+        del self._batch_sizes[:-64]
+        try:
+            existing = await self.ledger.store.load([p.intent.client_order_id for p in batch])
+        except StoreError as exc:
+            self._fail(batch, exc)
+            return
+        fresh: list[tuple[_Pending, Reservation]] = []
+        for pending in batch:
+            intent = pending.intent
+            record = existing.get(intent.client_order_id) or self.ledger.get(
+                intent.client_order_id
+            )
+            if record is not None:
+                self._settle(pending)
+                try:
+                    pending.finish(self._again(record, intent))
+                except IntentConflictError as exc:
+                    pending.finish(error=exc)
+                continue
+            outcome = self._risk(intent)
+            if isinstance(outcome, BaseException):
+                self._settle(pending)
+                pending.finish(error=outcome)
+                continue
+            fresh.append((pending, outcome))
+        if not fresh:
+            return
+        venue_of = self.accounts
+        now_ms = int(self.wall_clock() * 1000)
+        rows = [
+            IntentRecord.from_intent(p.intent, venue=venue_of[p.intent.account], now_ms=now_ms)
+            for p, _ in fresh
+        ]
+        try:
+            stored = await self.ledger.store.insert_intents(rows)
+        except Exception as exc:
+            for pending, reservation in fresh:
+                reservation.rollback()
+            self._fail([p for p, _ in fresh], exc)
+            return
+        self.stats.commits += 1
+        self.ledger.admit(stored)
+        for (pending, reservation), record in zip(fresh, stored, strict=True):
+            reservation.commit()
+            self._inflight.pop(record.client_order_id, None)
+            self.dispatcher.submit(
+                WorkItem(record.account, record.client_order_id, "place"), reserved=True
+            )
+            pending.reserved_account = None
+            self.stats.created += 1
+            pending.finish(SubmitResult(record, created=True))
+
+    def _risk(self, intent: OrderIntent) -> Reservation | BaseException:
+        venue = self.accounts[intent.account]
+        info = self.venues.exchange_info(venue)
+        if info is None:
+            return EntryUnavailableError(
+                f"venue {venue} has not answered yet (no exchangeInfo): cannot check the "
+                "order against its filters; retry shortly",
+                retry_after_s=2.0,
+            )
+        symbol_info = info.symbols.get(intent.symbol)
+        reference = None
+        if self.reference_price is not None:
+            reference = self.reference_price(venue, intent.symbol)
+        request = RiskRequest(
+            account=intent.account, order=intent.to_new_order(), reference_price=reference
+        )
+        outcome = self.ledger.risk.submit(request, symbol_info)
+        if isinstance(outcome, Reservation):
+            return outcome
+        self.stats.risk_rejected += 1
+        return RiskRejectedError(outcome.reasons)
+
+    def _settle(self, pending: _Pending) -> None:
+        """Give back what an intent that will not be recorded held."""
+        self._inflight.pop(pending.intent.client_order_id, None)
+        if pending.reserved_account is not None:
+            self.dispatcher.release(pending.reserved_account)
+            pending.reserved_account = None
+
+    def _fail(self, batch: Sequence[_Pending], exc: BaseException) -> None:
+        self.stats.commit_failures += 1
+        log.error("order entry: commit of %d intents failed: %s", len(batch), exc)
+        for pending in batch:
+            self._settle(pending)
+            pending.finish(
+                error=EntryUnavailableError(
+                    f"the store could not record the intent ({type(exc).__name__}); "
+                    "nothing was recorded: submit again",
+                    retry_after_s=1.0,
+                )
+            )
+
+    def fail_queued(self) -> int:
+        """Answer every submission still queued with 503 (the pipeline is going away)."""
+        count = 0
+        while True:
+            try:
+                pending = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            self._settle(pending)
+            pending.finish(
+                error=EntryUnavailableError("order entry stopped before the intent was recorded")
+            )
+            count += 1
+        return count
+
+    def snapshot(self) -> dict[str, Any]:
+        stats = attrs.asdict(self.stats)
+        stats["waiting"] = len(self._inflight)
+        stats["batch_mean"] = (
+            round(self.stats.batched_total / self.stats.commits, 2) if self.stats.commits else None
+        )
+        return stats

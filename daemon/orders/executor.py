@@ -1,0 +1,318 @@
+"""The executor: send → persist → ack, cancels, and resolving ambiguous outcomes.
+
+One work item at a time per account (the :class:`~daemon.orders.dispatch.Dispatcher`
+guarantees it); every state change through the :class:`~daemon.orders.ledger.OrderLedger`.
+
+**The critical section** (DESIGN §4) of a PENDING intent::
+
+    with move_on_after(section_deadline_s, shield=True):
+        mark SENDING (durable)           ─┐ outside cancellation cannot cut in here:
+        send with the client order id     │ shutdown waits for the section, but never
+        persist the venue's answer       ─┘ longer than its own deadline
+
+The send itself is bounded by ``send_timeout_s`` inside the section, which
+leaves the rest of the deadline for persisting the answer. What the answer
+means:
+
+* an order report → ACCEPTED (and further: a MARKET order comes back FILLED),
+  its fills stored on their trade ids;
+* a definitive reject (:class:`~daemon.errors.VenueRejectedError`) →
+  REJECTED with the venue's code and message, plus a dead letter;
+* anything else — timeout, connection lost, 5xx, -1006/-1007, rate limited,
+  "duplicate order" (which proves an open order with our id), even an
+  unexpected exception — → UNKNOWN: the order may exist. Never resent
+  blindly: :meth:`Executor.resolve` queries the venue by client order id and
+  only proven absence (``-2013`` after the visibility grace) sends it again,
+  with the same id.
+
+If the section's deadline passes before the answer is persisted, the row is
+still SENDING; :meth:`Executor.settle_stuck` later moves it to UNKNOWN (as
+a restart does), so it is resolved the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from daemon.errors import (
+    CancelRejectedError,
+    DuplicateOrderError,
+    OrderNotFoundError,
+    TradingdError,
+    VenueRejectedError,
+)
+from daemon.orders.dispatch import WorkItem
+from daemon.orders.ledger import OrderLedger, VenueAccess, venue_error_code
+from daemon.orders.records import IntentRecord
+from daemon.orders.settings import OrdersSettings
+from daemon.orders.state import (
+    DecisionKind,
+    Found,
+    OrderState,
+    QueryFailed,
+    QueryOutcome,
+    classify_not_found,
+    resolve_unknown,
+)
+
+__all__ = ["OPEN_STATES", "Executor"]
+
+log = logging.getLogger("tradingd.orders")
+
+#: States in which the venue holds the order and it can still trade.
+OPEN_STATES = frozenset({OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED})
+
+
+class Executor:
+    """Runs the work items of the order pipeline.
+
+    Args:
+        ledger: Live orders and their durable changes.
+        venues: The venue clients.
+        settings: ``[orders]``.
+        sending_enabled: Set once start-up reconciliation is done; a place
+            item waits for it (in order) before anything is sent.
+        wall_clock: Epoch seconds (the SENDING marks are on this clock).
+    """
+
+    def __init__(
+        self,
+        ledger: OrderLedger,
+        venues: VenueAccess,
+        settings: OrdersSettings,
+        *,
+        sending_enabled: trio.Event,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.venues = venues
+        self.settings = settings
+        self.sending_enabled = sending_enabled
+        self.wall_clock = wall_clock
+        #: SENDING rows whose section ended before the answer was persisted.
+        self.stuck: set[str] = set()
+        self.in_section: set[str] = set()
+        self.sent = 0
+        self.accepted = 0
+        self.section_overruns = 0
+        self.cancels_sent = 0
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def handle(self, item: WorkItem) -> None:
+        """The dispatcher's handler: one item of one account."""
+        if item.kind == "place":
+            await self.place(item.key)
+        elif item.kind == "cancel":
+            await self.cancel(item.key)
+        elif item.kind == "resolve":
+            await self.resolve(item.key)
+        elif item.kind == "refresh":
+            await self.refresh(item.key)
+        else:  # pragma: no cover - items are built in this package
+            raise ValueError(f"unknown work item kind {item.kind!r}")
+
+    # ------------------------------------------------------------------ place
+
+    async def place(self, client_order_id: str) -> None:
+        """Send a PENDING intent: the shielded, bounded send → persist → ack section."""
+        record = self.ledger.get(client_order_id)
+        if record is None or record.state is not OrderState.PENDING:
+            return
+        await self.sending_enabled.wait()
+        client = await self.venues.wait_client(record.venue)
+        async with self.ledger.lock(client_order_id):
+            record = self.ledger.get(client_order_id)
+            if record is None or record.state is not OrderState.PENDING:
+                return
+            self.in_section.add(client_order_id)
+            try:
+                with trio.move_on_after(self.settings.section_deadline_s, shield=True) as scope:
+                    await self._section(record, client)
+                if scope.cancelled_caught:
+                    self.section_overruns += 1
+                    current = self.ledger.get(client_order_id)
+                    if current is not None and current.state is OrderState.SENDING:
+                        self.stuck.add(client_order_id)
+                    log.error(
+                        "order %s: send section overran its %gs deadline; "
+                        "the outcome will be resolved by query",
+                        client_order_id,
+                        self.settings.section_deadline_s,
+                    )
+            finally:
+                self.in_section.discard(client_order_id)
+
+    async def _section(self, record: IntentRecord, client: Any) -> None:
+        sending = await self.ledger.mark_sending(record)
+        order = sending.to_intent().to_new_order()
+        report = None
+        error: BaseException | None = None
+        timed_out = False
+        self.sent += 1
+        try:
+            with trio.move_on_after(self.settings.send_timeout_s) as send_scope:
+                report = await client.new_order(order)
+            timed_out = send_scope.cancelled_caught
+        except DuplicateOrderError as exc:
+            error = exc  # an open order has our id: it exists; a query will adopt it
+        except VenueRejectedError as exc:
+            code, message = venue_error_code(exc)
+            await self.ledger.mark_rejected(sending, exc, code=code, message=message)
+            return
+        except Exception as exc:  # timeout, 5xx, -1006/-1007, rate limits, bugs: ambiguous
+            error = exc
+        if report is not None:
+            self.accepted += 1
+            await self.ledger.apply_report(sending, report, reason="venue answered new order")
+            return
+        if timed_out:
+            reason = f"no answer within send_timeout_s={self.settings.send_timeout_s:g}"
+        else:
+            reason = f"{type(error).__name__}: {error}"[:300]
+        await self.ledger.mark_unknown(sending, reason)
+
+    async def settle_stuck(self) -> None:
+        """Move SENDING rows whose section overran to UNKNOWN (as a restart would)."""
+        for client_order_id in sorted(self.stuck):
+            if client_order_id in self.in_section:
+                continue
+            async with self.ledger.lock(client_order_id):
+                record = self.ledger.get(client_order_id)
+                if record is None or record.state is not OrderState.SENDING:
+                    self.stuck.discard(client_order_id)
+                    continue
+                await self.ledger.mark_unknown(record, "send section overran its deadline")
+                self.stuck.discard(client_order_id)
+
+    # ------------------------------------------------------------------ UNKNOWN
+
+    async def query(self, record: IntentRecord) -> QueryOutcome:
+        """Ask the venue about ``record`` by client order id; what that proves."""
+        client = self.venues.client(record.venue)
+        if client is None:
+            return QueryFailed(f"venue {record.venue} is down")
+        try:
+            report = await client.get_order(record.symbol, client_order_id=record.client_order_id)
+        except OrderNotFoundError:
+            sent_at_s = (record.sent_at_ms or record.created_at_ms) / 1000
+            return classify_not_found(
+                sent_at_s=sent_at_s,
+                now_s=self.wall_clock(),
+                visibility_grace_s=self.settings.visibility_grace_s(
+                    self.venues.recv_window_ms(record.venue)
+                ),
+            )
+        except TradingdError as exc:
+            return QueryFailed(f"{type(exc).__name__}: {exc}"[:300])
+        return Found(report)
+
+    async def resolve(self, client_order_id: str) -> float | None:
+        """Query an UNKNOWN order once and act on what it proves.
+
+        Returns:
+            ``None`` when resolved (adopted or sent back to PENDING), else the
+            delay after which to query again.
+        """
+        record = self.ledger.get(client_order_id)
+        if record is None or record.state is not OrderState.UNKNOWN:
+            return None
+        outcome = await self.query(record)
+        decision = resolve_unknown(outcome)
+        async with self.ledger.lock(client_order_id):
+            record = self.ledger.get(client_order_id)
+            if record is None or record.state is not OrderState.UNKNOWN:
+                return None
+            if decision.kind is DecisionKind.ADOPT:
+                assert decision.report is not None
+                fills = await self._fills_of(record, decision.report)
+                await self.ledger.apply_report(
+                    record, decision.report, reason=decision.reason, fills=fills
+                )
+                return None
+            if decision.kind is DecisionKind.RESEND:
+                await self.ledger.mark_resend(record, decision.reason)
+                return None
+        log.info("order %s still UNKNOWN: %s", client_order_id, decision.reason)
+        retry = decision.retry_after_s
+        return max(retry if retry is not None else 0.0, self.settings.unknown_retry_s)
+
+    # ------------------------------------------------------------------ open orders
+
+    async def refresh(self, client_order_id: str) -> None:
+        """Query an open order; store new fills and state."""
+        record = self.ledger.get(client_order_id)
+        if record is None or record.state not in OPEN_STATES:
+            return
+        client = self.venues.client(record.venue)
+        if client is None:
+            return
+        try:
+            report = await client.get_order(record.symbol, client_order_id=client_order_id)
+        except TradingdError as exc:
+            log.info("order %s: status query failed: %s", client_order_id, exc)
+            return
+        await self.apply_observation(record, report, reason="status query")
+
+    async def apply_observation(self, record: IntentRecord, report: Any, *, reason: str) -> None:
+        """Apply a venue report of an open order (fetching its fills when they moved)."""
+        fills = []
+        if report.executed_qty is not None and report.executed_qty > record.executed_qty:
+            fills = await self._fills_of(record, report)
+        async with self.ledger.lock(record.client_order_id):
+            current = self.ledger.get(record.client_order_id)
+            if current is None:
+                return
+            await self.ledger.apply_report(current, report, reason=reason, fills=fills)
+
+    async def _fills_of(self, record: IntentRecord, report: Any) -> list[Any]:
+        if report.executed_qty is None or report.executed_qty <= 0:
+            return []
+        client = self.venues.client(record.venue)
+        if client is None:
+            return []
+        try:
+            fills: list[Any] = await client.my_trades(record.symbol, order_id=report.order_id)
+        except TradingdError as exc:
+            log.info("order %s: fill query failed: %s", record.client_order_id, exc)
+            return []
+        return fills
+
+    # ------------------------------------------------------------------ cancel
+
+    async def cancel(self, client_order_id: str) -> None:
+        """Send the cancel of an open order whose cancel was requested."""
+        record = self.ledger.get(client_order_id)
+        if record is None or record.state not in OPEN_STATES:
+            return  # not open (yet): the tracker re-queues it once it is
+        client = self.venues.client(record.venue)
+        if client is None:
+            return
+        self.cancels_sent += 1
+        try:
+            with trio.move_on_after(self.settings.send_timeout_s):
+                report = await client.cancel_order(
+                    record.symbol, client_order_id=client_order_id
+                )
+                await self.apply_observation(record, report, reason="cancel answered")
+                return
+        except CancelRejectedError as exc:
+            log.info("order %s: cancel refused (%s); querying it", client_order_id, exc)
+        except TradingdError as exc:
+            log.warning("order %s: cancel outcome unknown (%s); querying it", client_order_id, exc)
+        await self.refresh(client_order_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "accepted_answers": self.accepted,
+            "section_overruns": self.section_overruns,
+            "stuck_sending": len(self.stuck),
+            "cancels_sent": self.cancels_sent,
+            "sending_enabled": self.sending_enabled.is_set(),
+        }

@@ -1,0 +1,440 @@
+"""The in-memory view of live orders, and the one place that changes an order's state.
+
+Every state change of an order goes through :class:`OrderLedger`, which
+
+1. holds the order's lock (one change at a time per order, whoever asks:
+   executor, tracker, reconciler),
+2. checks the change against what we hold *now* (an observation that went
+   stale while its query was in flight becomes a no-op or a contradiction,
+   never a silent overwrite),
+3. persists it (history row included) in one CRITICAL transaction, together
+   with the fills that came with it, and only then
+4. updates memory and the risk book (fills move the position; a terminal
+   state releases the reservation).
+
+Memory holds the non-terminal orders (the working set the executor, tracker
+and reconciler act on); terminal ones are dropped once recorded. The store
+is the truth; memory is rebuilt from it at every start (:meth:`load`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from daemon.errors import VenueError
+from daemon.model.instruments import ExchangeInfo
+from daemon.model.orders import FillReport, NewOrder, OrderReport
+from daemon.orders.records import FillRecord, IntentRecord
+from daemon.orders.state import (
+    OrderState,
+    from_order_report,
+    path_to_venue_state,
+    transition,
+)
+from daemon.orders.store import OrderStore
+from daemon.resilience.deadletter import DeadLetter, DeadLetterStore
+from daemon.risk.checks import RiskRequest
+from daemon.risk.limits import PreTradeRisk
+
+__all__ = ["DEAD_LETTER_SOURCE", "OrderLedger", "OrderVenue", "VenueAccess"]
+
+log = logging.getLogger("tradingd.orders")
+
+#: Where definitively rejected orders go in the dead-letter table.
+DEAD_LETTER_SOURCE = "orders"
+
+
+class OrderVenue(Protocol):
+    """The order calls the pipeline makes (``BinanceVenue`` implements them)."""
+
+    async def new_order(self, order: NewOrder) -> OrderReport: ...
+
+    async def get_order(
+        self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None
+    ) -> OrderReport: ...
+
+    async def cancel_order(
+        self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None
+    ) -> OrderReport: ...
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderReport]: ...
+
+    async def my_trades(
+        self, symbol: str, *, order_id: int | None = None, from_id: int | None = None
+    ) -> list[FillReport]: ...
+
+
+class VenueAccess(Protocol):
+    """How the pipeline reaches venues: the live clients of the venue links."""
+
+    def client(self, venue: str) -> OrderVenue | None:
+        """The venue's client now, or ``None`` while it is down."""
+        ...
+
+    async def wait_client(self, venue: str) -> OrderVenue:
+        """Wait until the venue has answered once; its client."""
+        ...
+
+    def exchange_info(self, venue: str) -> ExchangeInfo | None:
+        """The venue's symbols and filters, once loaded."""
+        ...
+
+    def recv_window_ms(self, venue: str) -> int:
+        """The ``recvWindow`` requests to the venue carry."""
+        ...
+
+
+def fill_records(record: IntentRecord, fills: Iterable[FillReport]) -> list[FillRecord]:
+    """Our fill rows for ``record`` from the venue's trade reports (other orders' skipped)."""
+    out = []
+    for fill in fills:
+        if record.venue_order_id is not None and fill.order_id != record.venue_order_id:
+            continue
+        out.append(
+            FillRecord(
+                venue=record.venue,
+                symbol=record.symbol,
+                trade_id=fill.trade_id,
+                client_order_id=record.client_order_id,
+                account=record.account,
+                venue_order_id=fill.order_id,
+                side=record.side,
+                price=fill.price,
+                quantity=fill.quantity,
+                quote_quantity=fill.quote_quantity,
+                commission=fill.commission,
+                commission_asset=fill.commission_asset,
+                time_ms=fill.time_ms,
+                is_maker=fill.is_maker,
+            )
+        )
+    return out
+
+
+def report_fill_records(record: IntentRecord, report: OrderReport) -> list[FillRecord]:
+    """Fill rows from the ``fills`` of a new-order (FULL) answer."""
+    out = []
+    for fill in report.fills:
+        out.append(
+            FillRecord(
+                venue=record.venue,
+                symbol=record.symbol,
+                trade_id=fill.trade_id,
+                client_order_id=record.client_order_id,
+                account=record.account,
+                venue_order_id=report.order_id,
+                side=record.side,
+                price=fill.price,
+                quantity=fill.quantity,
+                quote_quantity=fill.price * fill.quantity,
+                commission=fill.commission,
+                commission_asset=fill.commission_asset,
+                time_ms=report.time_ms or report.update_time_ms or 0,
+                is_maker=None,
+            )
+        )
+    return out
+
+
+class OrderLedger:
+    """Live orders in memory, their locks, and every durable change to them.
+
+    Args:
+        store: The order tables.
+        risk: The pre-trade risk gate (its book follows fills and ends).
+        dead_letters: Where definitive rejects go.
+        wall_clock: Epoch seconds.
+    """
+
+    def __init__(
+        self,
+        store: OrderStore,
+        risk: PreTradeRisk,
+        dead_letters: DeadLetterStore | None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.risk = risk
+        self.dead_letters = dead_letters
+        self.wall_clock = wall_clock
+        self.records: dict[str, IntentRecord] = {}
+        self._locks: dict[str, trio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
+        #: Counters for metrics and /status.
+        self.transitions = 0
+        self.rejected = 0
+        self.unknown = 0
+        self.resends = 0
+        self.fills = 0
+        self.contradictions = 0
+
+    # ------------------------------------------------------------------ memory
+
+    def get(self, client_order_id: str) -> IntentRecord | None:
+        """The live (non-terminal) record, or ``None``."""
+        return self.records.get(client_order_id)
+
+    def live(self, states: Iterable[OrderState] | None = None) -> list[IntentRecord]:
+        """Live records (optionally in ``states``), in submission order."""
+        wanted = set(states) if states is not None else None
+        found = [r for r in self.records.values() if wanted is None or r.state in wanted]
+        found.sort(key=lambda r: r.seq)
+        return found
+
+    def counts(self) -> dict[str, int]:
+        """Live orders per state."""
+        out: dict[str, int] = {}
+        for record in self.records.values():
+            out[record.state.value] = out.get(record.state.value, 0) + 1
+        return out
+
+    def admit(self, records: Sequence[IntentRecord]) -> None:
+        """Take freshly recorded PENDING intents into memory."""
+        for record in records:
+            self.records[record.client_order_id] = record
+
+    def _remember(self, record: IntentRecord) -> None:
+        if record.is_terminal:
+            self.records.pop(record.client_order_id, None)
+        else:
+            self.records[record.client_order_id] = record
+
+    def lock(self, client_order_id: str) -> _OrderLock:
+        """``async with ledger.lock(coid):`` — one state change at a time per order."""
+        return _OrderLock(self, client_order_id)
+
+    # ------------------------------------------------------------------ start-up
+
+    async def load(self) -> list[IntentRecord]:
+        """Rebuild memory and the risk book from the store (start of an incarnation)."""
+        records = await self.store.non_terminal()
+        positions = await self.store.positions()
+        self.records = {r.client_order_id: r for r in records}
+        book = self.risk.book
+        for (account, symbol), quantity in positions.items():
+            book.set_position(account, symbol, quantity)
+        for record in records:
+            if book.find(record.client_order_id) is not None:
+                continue
+            request = RiskRequest(account=record.account, order=record.to_intent().to_new_order())
+            book.restore(request, executed_qty=min(record.executed_qty, record.quantity))
+        return sorted(records, key=lambda r: r.seq)
+
+    # ------------------------------------------------------------------ changes
+
+    async def mark_sending(self, record: IntentRecord) -> IntentRecord:
+        """PENDING → SENDING, durably, before the request is built (caller holds the lock)."""
+        new = await self.store.apply_transition(
+            record.client_order_id,
+            transition(record.state, OrderState.SENDING, reason="sending new order"),
+        )
+        self._remember(new)
+        self.transitions += 1
+        return new
+
+    async def mark_unknown(self, record: IntentRecord, reason: str) -> IntentRecord:
+        """SENDING → UNKNOWN: the send's outcome is ambiguous (caller holds the lock)."""
+        new = await self.store.apply_transition(
+            record.client_order_id, transition(record.state, OrderState.UNKNOWN, reason=reason)
+        )
+        self._remember(new)
+        self.transitions += 1
+        self.unknown += 1
+        log.warning("order %s: outcome UNKNOWN (%s)", record.client_order_id, reason)
+        return new
+
+    async def mark_resend(self, record: IntentRecord, reason: str) -> IntentRecord:
+        """UNKNOWN → PENDING after proven absence (caller holds the lock)."""
+        new = await self.store.apply_transition(
+            record.client_order_id, transition(record.state, OrderState.PENDING, reason=reason)
+        )
+        self._remember(new)
+        self.transitions += 1
+        self.resends += 1
+        log.warning("order %s: %s", record.client_order_id, reason)
+        return new
+
+    async def mark_rejected(
+        self, record: IntentRecord, error: BaseException, *, code: int | None, message: str
+    ) -> IntentRecord:
+        """SENDING → REJECTED with the venue's reason, plus a dead letter (caller holds the lock)."""
+        reason = f"venue rejected: {code}: {message}" if code is not None else f"rejected: {message}"
+        new = await self.store.apply_transition(
+            record.client_order_id,
+            transition(record.state, OrderState.REJECTED, reason=reason[:500]),
+            reject_code=code,
+            reject_reason=message[:500],
+        )
+        self._remember(new)
+        self.transitions += 1
+        self.rejected += 1
+        self._release(new)
+        log.warning("order %s rejected: %s", record.client_order_id, reason)
+        if self.dead_letters is not None:
+            letter = DeadLetter.from_error(
+                {"intent": record.to_intent().to_request(), "venue": record.venue},
+                error,
+                source=DEAD_LETTER_SOURCE,
+                key=record.client_order_id,
+                now=self.wall_clock,
+            )
+            try:
+                await self.dead_letters.add(letter)
+            except Exception:  # the REJECTED row is durable; the letter is a copy
+                log.exception("order %s: dead letter not stored", record.client_order_id)
+        return new
+
+    async def apply_report(
+        self,
+        record: IntentRecord,
+        report: OrderReport,
+        *,
+        reason: str,
+        fills: Sequence[FillReport] = (),
+    ) -> IntentRecord:
+        """Bring ``record`` up to what a venue report says (caller holds the lock).
+
+        Old news changes nothing but fills and quantities; a contradiction is
+        logged and left for an operator (the record stays as it is).
+        """
+        observed = from_order_report(report)
+        try:
+            steps = path_to_venue_state(record.state, observed, reason=reason)
+        except Exception as exc:
+            self.contradictions += 1
+            log.error(
+                "order %s: venue report contradicts our records (%s); left as %s",
+                record.client_order_id,
+                exc,
+                record.state.value,
+            )
+            return record
+        executed = report.executed_qty
+        cum_quote = report.cumulative_quote_qty
+        if executed is not None and executed < record.executed_qty:
+            executed = None  # an older report: quantities never move backwards
+            cum_quote = None
+        with_id = record
+        if record.venue_order_id is None:
+            with_id = _replace_venue_id(record, report.order_id)
+        rows = report_fill_records(with_id, report) + fill_records(with_id, fills)
+        new = await self.store.apply_changes(
+            record.client_order_id,
+            steps,
+            venue_order_id=report.order_id,
+            executed_qty=executed,
+            cum_quote_qty=cum_quote,
+            fills=rows,
+        )
+        self.transitions += len(steps)
+        self._remember(new)
+        self._follow_risk(new)
+        if steps:
+            log.info(
+                "order %s: %s (%s)",
+                record.client_order_id,
+                " -> ".join([steps[0].source.value, *(s.target.value for s in steps)]),
+                reason,
+            )
+        return new
+
+    async def record_fills(self, record: IntentRecord, fills: Sequence[FillReport]) -> int:
+        """Store fills of ``record`` (idempotent on trade id); how many were new."""
+        rows = fill_records(record, fills)
+        if not rows:
+            return 0
+        new = await self.store.insert_fills(rows)
+        self.fills += len(new)
+        return len(new)
+
+    async def request_cancel(self, record: IntentRecord) -> IntentRecord:
+        new = await self.store.request_cancel(record.client_order_id)
+        self._remember(new)
+        return new
+
+    # ------------------------------------------------------------------ risk
+
+    def _follow_risk(self, record: IntentRecord) -> None:
+        reservation = self.risk.book.find(record.client_order_id)
+        if reservation is None:
+            return
+        try:
+            if record.is_terminal:
+                reservation.release(filled_qty=record.executed_qty)
+            elif record.executed_qty > reservation.executed_qty:
+                reservation.record_fill(record.executed_qty)
+        except Exception:
+            log.exception("order %s: risk book update failed", record.client_order_id)
+
+    def _release(self, record: IntentRecord) -> None:
+        reservation = self.risk.book.find(record.client_order_id)
+        if reservation is not None:
+            try:
+                reservation.release(filled_qty=record.executed_qty)
+            except Exception:
+                log.exception("order %s: risk release failed", record.client_order_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "live": len(self.records),
+            "by_state": self.counts(),
+            "transitions": self.transitions,
+            "rejected": self.rejected,
+            "unknown": self.unknown,
+            "resends": self.resends,
+            "fills": self.fills,
+            "contradictions": self.contradictions,
+        }
+
+
+def _replace_venue_id(record: IntentRecord, venue_order_id: int) -> IntentRecord:
+    return attrs.evolve(record, venue_order_id=venue_order_id)
+
+
+class _OrderLock:
+    def __init__(self, ledger: OrderLedger, key: str) -> None:
+        self._ledger = ledger
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        ledger = self._ledger
+        lock = ledger._locks.get(self._key)
+        if lock is None:
+            lock = ledger._locks[self._key] = trio.Lock()
+        ledger._lock_users[self._key] = ledger._lock_users.get(self._key, 0) + 1
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._drop()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        ledger = self._ledger
+        ledger._locks[self._key].release()
+        self._drop()
+
+    def _drop(self) -> None:
+        ledger = self._ledger
+        users = ledger._lock_users[self._key] - 1
+        if users:
+            ledger._lock_users[self._key] = users
+        else:
+            del ledger._lock_users[self._key]
+            del ledger._locks[self._key]
+
+
+def venue_error_code(exc: BaseException) -> tuple[int | None, str]:
+    """The venue's error code and message of ``exc`` (for REJECTED rows)."""
+    if isinstance(exc, VenueError):
+        code = getattr(exc, "code", None)
+        message = getattr(exc, "venue_message", None) or str(exc)
+        return (code if isinstance(code, int) else None), str(message)
+    return None, str(exc)
+

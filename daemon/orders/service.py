@@ -1,0 +1,412 @@
+"""The order pipeline as a supervised child, and the stable gateway in front of it.
+
+:class:`OrdersService` lives as long as the daemon; it *is* the
+:class:`~daemon.orders.gateway.OrderGateway` the admin API and strategies
+hold. Each run of its child (:meth:`OrdersService.run`) builds one
+:class:`Pipeline` incarnation over the store that is open now::
+
+    Entry (group commit) ──► Dispatcher (per-account queues) ──► Executor
+          ▲                                                     │
+          └──── OrderLedger (memory + durable changes) ◄────────┘
+                        ▲
+                Reconciler (start-up, periodic, tracker)
+
+Start: the ledger is rebuilt from the store, start-up reconciliation runs,
+and only then does the child report started — so the daemon's READY=1
+follows reconciliation. Stop (graceful): entry refuses new submissions
+(503), what is already queued for the store is committed, queued work drains
+for at most ``drain_timeout_s``; what did not start stays PENDING for the
+next start. A hard stop cancels at once: work not started stays PENDING, a
+send section in flight finishes within its own deadline.
+
+Trading states (halt / reduce-only / resume) belong to the service, not to
+an incarnation: they are kept in memory across pipeline restarts and
+persisted in the store, and a halt takes effect at once even when the
+pipeline or the store is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import trio
+
+from daemon.errors import StoreError
+from daemon.health import HealthLevel
+from daemon.metrics import MetricFamily
+from daemon.model.instruments import ExchangeInfo
+from daemon.orders.dispatch import Dispatcher, WorkItem
+from daemon.orders.entry import Entry
+from daemon.orders.executor import OPEN_STATES, Executor
+from daemon.orders.gateway import EntryUnavailableError, SubmitResult, UnknownOrderError
+from daemon.orders.ledger import OrderLedger, OrderVenue
+from daemon.orders.records import IntentRecord
+from daemon.orders.reconcile import Reconciler
+from daemon.orders.settings import OrdersSettings
+from daemon.orders.store import OrderStore
+from daemon.resilience.deadletter import DeadLetterStore
+from daemon.risk.limits import LimitTable, PreTradeRisk, RiskBook
+from daemon.risk.state import TradingState, TradingStates
+from daemon.store.sqlite import SqliteStore
+from daemon.supervise import ChildContext
+
+__all__ = ["LinkVenues", "OrdersService", "Pipeline"]
+
+log = logging.getLogger("tradingd.orders")
+
+
+class LinkVenues:
+    """:class:`~daemon.orders.ledger.VenueAccess` over the daemon's venue links."""
+
+    def __init__(self, links: Mapping[str, Any]) -> None:
+        self.links = links
+
+    def client(self, venue: str) -> OrderVenue | None:
+        link = self.links.get(venue)
+        if link is None or link.state.value != "up":
+            return None
+        client: OrderVenue | None = link.client
+        return client
+
+    async def wait_client(self, venue: str) -> OrderVenue:
+        client: OrderVenue = await self.links[venue].wait_up()
+        return client
+
+    def exchange_info(self, venue: str) -> ExchangeInfo | None:
+        link = self.links.get(venue)
+        return None if link is None else link.exchange_info
+
+    def recv_window_ms(self, venue: str) -> int:
+        link = self.links.get(venue)
+        return int(link.config.recv_window_ms) if link is not None else 5000
+
+
+@attrs.define
+class Pipeline:
+    """One incarnation's parts."""
+
+    store: OrderStore
+    ledger: OrderLedger
+    dispatcher: Dispatcher
+    executor: Executor
+    entry: Entry
+    reconciler: Reconciler
+
+
+class OrdersService:
+    """The order pipeline's supervised child and the daemon's order gateway.
+
+    Args:
+        settings: ``[orders]``.
+        accounts: Account name → venue name.
+        limits: Risk limits (``[risk]`` and ``[accounts.NAME.risk]``).
+        venues: Venue access (:class:`LinkVenues` in the daemon).
+        open_store: Waits for the store of the current data incarnation.
+        reference_price: ``(venue, symbol) -> Decimal | None`` for MARKET orders.
+    """
+
+    def __init__(
+        self,
+        settings: OrdersSettings,
+        accounts: Mapping[str, str],
+        limits: LimitTable,
+        venues: Any,
+        open_store: Callable[[], Any],
+        *,
+        reference_price: Callable[[str, str], Decimal | None] | None = None,
+        dead_letters: Callable[[SqliteStore], DeadLetterStore | None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.accounts = dict(accounts)
+        self.limits = limits
+        self.venues = venues
+        self._open_store = open_store
+        self.reference_price = reference_price
+        self._dead_letters = dead_letters or (lambda store: store.dead_letters)
+        self.wall_clock = wall_clock
+        self.states = TradingStates(clock=wall_clock)
+        self.pipeline: Pipeline | None = None
+        self.incarnations = 0
+        self._states_loaded = False
+        self._order_store: OrderStore | None = None
+
+    # ------------------------------------------------------------------ child
+
+    async def run(
+        self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """One incarnation: build, reconcile, report started, serve, drain."""
+        store = await self._open_store()
+        order_store = OrderStore(store, wall_clock=self.wall_clock)
+        self._order_store = order_store
+        await self._load_states(order_store)
+        book = RiskBook(self.limits, clock=trio.current_time)
+        ledger = OrderLedger(
+            order_store,
+            PreTradeRisk(book, self.states),
+            self._dead_letters(store),
+            wall_clock=self.wall_clock,
+        )
+        sending_enabled = trio.Event()
+        s = self.settings
+        executor = Executor(
+            ledger, self.venues, s, sending_enabled=sending_enabled, wall_clock=self.wall_clock
+        )
+        dispatcher = Dispatcher(
+            executor.handle,
+            mode=s.dispatch,
+            shards=s.shards,
+            capacity=s.account_queue_capacity,
+            max_queues=s.max_account_queues,
+            idle_s=s.idle_queue_s,
+        )
+        entry = Entry(
+            ledger,
+            dispatcher,
+            self.venues,
+            self.accounts,
+            s,
+            reference_price=self.reference_price,
+            wall_clock=self.wall_clock,
+        )
+        reconciler = Reconciler(
+            ledger,
+            executor,
+            dispatcher,
+            self.venues,
+            self.accounts,
+            s,
+            sending_enabled=sending_enabled,
+            wall_clock=self.wall_clock,
+        )
+        pipeline = Pipeline(order_store, ledger, dispatcher, executor, entry, reconciler)
+        self.incarnations += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(dispatcher.run)
+                writer_scope = trio.CancelScope()
+
+                async def writer(task_status: trio.TaskStatus[None]) -> None:
+                    with writer_scope:
+                        await entry.run_writer(task_status=task_status)
+
+                await nursery.start(writer)
+                # Entry may record intents while reconciliation runs (nothing is sent
+                # before sending_enabled), so the gateway opens now.
+                self.pipeline = pipeline
+                await reconciler.startup()
+                await nursery.start(reconciler.run_tracker)
+                await nursery.start(reconciler.run_periodic)
+                task_status.started()
+                await ctx.wait_stop_requested()
+                await self._drain(pipeline, writer_scope)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.pipeline = None
+            entry.close()
+            entry.fail_queued()
+            left = dispatcher.abort()
+            if left:
+                log.info("orders: %d queued work items not started; they stay durable", left)
+
+    async def _drain(self, pipeline: Pipeline, writer_scope: trio.CancelScope) -> None:
+        entry = pipeline.entry
+        entry.close()
+        deadline = trio.current_time() + self.settings.drain_timeout_s
+        # Submissions already queued for the store are committed (their callers wait).
+        with trio.move_on_at(deadline):
+            while entry.queued:
+                await trio.sleep(0.01)
+        writer_scope.cancel()
+        remaining = max(0.0, deadline - trio.current_time())
+        left = await pipeline.dispatcher.drain(remaining)
+        log.info(
+            "orders: drained (%d queued items not started stay PENDING for the next start)", left
+        )
+
+    async def _load_states(self, store: OrderStore) -> None:
+        if self._states_loaded:
+            # Memory is the truth across incarnations (a halt made while the store
+            # was down must survive): write it back.
+            for scope, state, reason in self._state_rows():
+                await store.save_trading_state(scope, state, reason)
+            return
+        for scope, state, reason, _at in await store.load_trading_states():
+            account = None if scope == "*" else scope
+            self.states.set_state(TradingState(state), account, reason=reason)
+        self._states_loaded = True
+
+    def _state_rows(self) -> list[tuple[str, str, str]]:
+        snap = self.states.snapshot()
+        rows = [("*", snap["global"]["state"], snap["global"]["reason"])]
+        rows += [(name, row["state"], row["reason"]) for name, row in snap["accounts"].items()]
+        return rows
+
+    # ------------------------------------------------------------------ gateway
+
+    def _live(self) -> Pipeline:
+        pipeline = self.pipeline
+        if pipeline is None:
+            raise EntryUnavailableError("the order pipeline is not running (starting or restarting)")
+        return pipeline
+
+    async def submit(self, request: Mapping[str, Any]) -> SubmitResult:
+        return await self._live().entry.submit(request)
+
+    async def get(self, client_order_id: str) -> IntentRecord:
+        pipeline = self._live()
+        record = pipeline.ledger.get(client_order_id)
+        if record is not None:
+            return record
+        try:
+            stored = await pipeline.store.get(client_order_id)
+        except StoreError as exc:
+            raise EntryUnavailableError(f"the store cannot be read: {exc}") from exc
+        if stored is None:
+            raise UnknownOrderError(client_order_id)
+        return stored
+
+    async def details(self, client_order_id: str) -> dict[str, Any]:
+        """The intent, its state history and its fills (``GET /orders/{id}``)."""
+        record = await self.get(client_order_id)
+        pipeline = self._live()
+        history = await pipeline.store.history(client_order_id)
+        fills = await pipeline.store.fills_for(client_order_id)
+        return {
+            "order": record.to_json(),
+            "history": [h.to_json() for h in history],
+            "fills": [f.to_json() for f in fills],
+        }
+
+    async def cancel(self, client_order_id: str) -> IntentRecord:
+        pipeline = self._live()
+        record = await self.get(client_order_id)
+        if record.is_terminal or record.cancel_requested_at_ms is not None:
+            return record
+        async with pipeline.ledger.lock(client_order_id):
+            current = pipeline.ledger.get(client_order_id)
+            if current is None:
+                return await self.get(client_order_id)
+            updated = await pipeline.ledger.request_cancel(current)
+        if updated.state in OPEN_STATES:
+            pipeline.dispatcher.submit(WorkItem(updated.account, client_order_id, "cancel"))
+        return updated
+
+    async def open_orders(self, account: str | None = None) -> list[IntentRecord]:
+        pipeline = self._live()
+        return [r for r in pipeline.ledger.live() if account is None or r.account == account]
+
+    async def list_orders(
+        self, *, account: str | None = None, states: list[Any] | None = None, limit: int = 100
+    ) -> list[IntentRecord]:
+        pipeline = self._live()
+        return await pipeline.store.list(account=account, states=states, limit=limit)
+
+    async def positions(self, account: str | None = None) -> dict[tuple[str, str], Decimal]:
+        pipeline = self._live()
+        return await pipeline.store.positions(account)
+
+    # ------------------------------------------------------------------ operator switches
+
+    async def set_trading_state(
+        self, state: TradingState, account: str | None, *, reason: str
+    ) -> dict[str, Any]:
+        """Halt / reduce-only / resume one account or everything; persisted when possible.
+
+        Takes effect in memory at once (the next submission sees it); the
+        durable copy is written to the store, and if that fails the answer
+        says so (the switch still holds until a restart).
+        """
+        if account is not None and account not in self.accounts:
+            known = ", ".join(sorted(self.accounts)) or "none configured"
+            raise ValueError(f"unknown account {account!r} (known: {known})")
+        self.states.set_state(state, account, reason=reason)
+        persisted = False
+        error = None
+        store = self._order_store
+        if store is not None:
+            try:
+                await store.save_trading_state(account or "*", state.value, reason)
+                persisted = True
+            except StoreError as exc:
+                error = f"not persisted: {exc}"
+                log.error("trading state change not persisted: %s", exc)
+        return {"states": self.states.snapshot(), "persisted": persisted, "error": error}
+
+    # ------------------------------------------------------------------ status
+
+    def check(self) -> tuple[HealthLevel, str | None]:
+        pipeline = self.pipeline
+        if pipeline is None:
+            return HealthLevel.DEGRADED, "orders: pipeline not running"
+        return pipeline.reconciler.check()
+
+    def status(self) -> dict[str, Any]:
+        pipeline = self.pipeline
+        out: dict[str, Any] = {
+            "running": pipeline is not None,
+            "incarnations": self.incarnations,
+            "accounts": dict(sorted(self.accounts.items())),
+            "trading_states": self.states.snapshot(),
+        }
+        if pipeline is not None:
+            out["orders"] = pipeline.ledger.snapshot()
+            out["entry"] = pipeline.entry.snapshot()
+            out["dispatch"] = pipeline.dispatcher.snapshot()
+            out["executor"] = pipeline.executor.snapshot()
+            out["reconcile"] = pipeline.reconciler.snapshot()
+            out["risk"] = pipeline.ledger.risk.book.snapshot()
+        return out
+
+    def metrics(self) -> list[MetricFamily]:
+        pipeline = self.pipeline
+        if pipeline is None:
+            return []
+        e = pipeline.entry.stats
+        led = pipeline.ledger
+        ex = pipeline.executor
+        return [
+            MetricFamily.counter(
+                "tradingd_orders_submissions",
+                "Order submissions by outcome at entry.",
+                [
+                    ((("outcome", "created"),), e.created),
+                    ((("outcome", "duplicate"),), e.duplicates),
+                    ((("outcome", "invalid"),), e.invalid),
+                    ((("outcome", "risk_rejected"),), e.risk_rejected),
+                    ((("outcome", "saturated"),), e.saturated),
+                    ((("outcome", "conflict"),), e.conflicts),
+                ],
+            ),
+            MetricFamily.counter(
+                "tradingd_orders_commits", "Group commits of intents.", [((), e.commits)]
+            ),
+            MetricFamily.counter("tradingd_orders_sent", "New-order requests sent.", [((), ex.sent)]),
+            MetricFamily.counter(
+                "tradingd_orders_unknown", "Sends whose outcome was UNKNOWN.", [((), led.unknown)]
+            ),
+            MetricFamily.counter(
+                "tradingd_orders_resends",
+                "Resends after the venue proved absence.",
+                [((), led.resends)],
+            ),
+            MetricFamily.counter(
+                "tradingd_orders_rejected", "Orders the venue rejected.", [((), led.rejected)]
+            ),
+            MetricFamily.gauge(
+                "tradingd_orders_live",
+                "Non-terminal orders by state.",
+                [((("state", k),), v) for k, v in sorted(led.counts().items())],
+            ),
+            MetricFamily.gauge(
+                "tradingd_orders_unknown_venue_orders",
+                "Open venue orders the store does not know.",
+                [((), len(pipeline.reconciler.unknown_venue_orders))],
+            ),
+        ]
