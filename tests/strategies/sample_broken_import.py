@@ -1,0 +1,3 @@
+"""Import target for the loader tests: a module that raises while being imported."""
+
+raise RuntimeError("boom while importing sample_broken_import")
