@@ -90,7 +90,9 @@ class _Pending:
         self.error: BaseException | None = None
         self.reserved_account: str | None = None
 
-    def finish(self, result: SubmitResult | None = None, error: BaseException | None = None) -> None:
+    def finish(
+        self, result: SubmitResult | None = None, error: BaseException | None = None
+    ) -> None:
         self.result = result
         self.error = error
         self.done.set()
@@ -134,6 +136,7 @@ class Entry:
         self._inflight: dict[str, _Pending] = {}
         self._open = True
         self._batch_sizes: list[int] = []
+        self._flushed: list[trio.Event] = []
 
     # ------------------------------------------------------------------ submit
 
@@ -217,12 +220,16 @@ class Entry:
         return SubmitResult(record, created=False)
 
     def _retry_after(self) -> float:
+        """Roughly how long the writer needs for what is queued (1-5 s)."""
         sizes = self._batch_sizes[-8:]
-        return 1.0 if not sizes else max(0.1, min(5.0, math.ceil(len(self._inflight) / 1000)))
+        per_batch = max(1, max(sizes, default=1))
+        return float(max(1, min(5, math.ceil(len(self._inflight) / per_batch / 100))))
 
     # ------------------------------------------------------------------ writer
 
-    async def run_writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_writer(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """The group-commit writer: runs until cancelled; drains what is queued first."""
         task_status.started()
         async for first in self._receive:
@@ -235,6 +242,17 @@ class Entry:
             with trio.CancelScope(shield=True):
                 # A batch is finished as a whole: every caller gets an answer.
                 await self._write_batch(batch)
+            if not self._inflight:
+                waiters, self._flushed = self._flushed, []
+                for event in waiters:
+                    event.set()
+
+    async def wait_flushed(self) -> None:
+        """Wait until every queued submission has been answered (after :meth:`close`)."""
+        while self._inflight:
+            event = trio.Event()
+            self._flushed.append(event)
+            await event.wait()
 
     async def _write_batch(self, batch: list[_Pending]) -> None:
         self.stats.batch_max = max(self.stats.batch_max, len(batch))
@@ -249,9 +267,7 @@ class Entry:
         fresh: list[tuple[_Pending, Reservation]] = []
         for pending in batch:
             intent = pending.intent
-            record = existing.get(intent.client_order_id) or self.ledger.get(
-                intent.client_order_id
-            )
+            record = existing.get(intent.client_order_id) or self.ledger.get(intent.client_order_id)
             if record is not None:
                 self._settle(pending)
                 try:
@@ -276,7 +292,7 @@ class Entry:
         try:
             stored = await self.ledger.store.insert_intents(rows)
         except Exception as exc:
-            for pending, reservation in fresh:
+            for _, reservation in fresh:
                 reservation.rollback()
             self._fail([p for p, _ in fresh], exc)
             return

@@ -296,9 +296,7 @@ class Executor:
         self.cancels_sent += 1
         try:
             with trio.move_on_after(self.settings.send_timeout_s):
-                report = await client.cancel_order(
-                    record.symbol, client_order_id=client_order_id
-                )
+                report = await client.cancel_order(record.symbol, client_order_id=client_order_id)
                 await self.apply_observation(record, report, reason="cancel answered")
                 return
         except CancelRejectedError as exc:

@@ -38,7 +38,7 @@ from daemon.orders.state import (
     transition,
 )
 from daemon.orders.store import OrderStore
-from daemon.resilience.deadletter import DeadLetter, DeadLetterStore
+from daemon.resilience.deadletter import DeadLetter, DeadLetterStore, JsonValue
 from daemon.risk.checks import RiskRequest
 from daemon.risk.limits import PreTradeRisk
 
@@ -264,8 +264,10 @@ class OrderLedger:
     async def mark_rejected(
         self, record: IntentRecord, error: BaseException, *, code: int | None, message: str
     ) -> IntentRecord:
-        """SENDING → REJECTED with the venue's reason, plus a dead letter (caller holds the lock)."""
-        reason = f"venue rejected: {code}: {message}" if code is not None else f"rejected: {message}"
+        """SENDING → REJECTED with the venue's reason and a dead letter (caller holds the lock)."""
+        reason = (
+            f"venue rejected: {code}: {message}" if code is not None else f"rejected: {message}"
+        )
         new = await self.store.apply_transition(
             record.client_order_id,
             transition(record.state, OrderState.REJECTED, reason=reason[:500]),
@@ -278,8 +280,10 @@ class OrderLedger:
         self._release(new)
         log.warning("order %s rejected: %s", record.client_order_id, reason)
         if self.dead_letters is not None:
+            request: dict[str, JsonValue] = dict(record.to_intent().to_request())
+            payload: JsonValue = {"intent": request, "venue": record.venue}
             letter = DeadLetter.from_error(
-                {"intent": record.to_intent().to_request(), "venue": record.venue},
+                payload,
                 error,
                 source=DEAD_LETTER_SOURCE,
                 key=record.client_order_id,
@@ -437,4 +441,3 @@ def venue_error_code(exc: BaseException) -> tuple[int | None, str]:
         message = getattr(exc, "venue_message", None) or str(exc)
         return (code if isinstance(code, int) else None), str(message)
     return None, str(exc)
-

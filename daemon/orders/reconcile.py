@@ -67,9 +67,9 @@ class Reconciler:
         executor: Executor,
         dispatcher: Dispatcher,
         venues: VenueAccess,
+        *,
         accounts: Mapping[str, str],
         settings: OrdersSettings,
-        *,
         sending_enabled: trio.Event,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -221,7 +221,9 @@ class Reconciler:
                     "client_order_id": coid,
                     "side": report.side.value if report.side else None,
                     "price": format(report.price, "f") if report.price is not None else None,
-                    "orig_qty": format(report.orig_qty, "f") if report.orig_qty is not None else None,
+                    "orig_qty": format(report.orig_qty, "f")
+                    if report.orig_qty is not None
+                    else None,
                     "status": report.status.value if report.status else None,
                     "has_our_id_shape": ours,
                     "first_seen_at": self.wall_clock(),
@@ -242,7 +244,9 @@ class Reconciler:
 
     # ------------------------------------------------------------------ loops
 
-    async def run_periodic(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_periodic(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Full passes every ``reconcile_interval_s`` (sooner while not reconciled)."""
         task_status.started()
         while True:
@@ -253,7 +257,9 @@ class Reconciler:
                 self._enable_sending()
                 self.queue_pending()
 
-    async def run_tracker(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_tracker(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Poll open orders, re-query UNKNOWN ones when due, queue requested cancels."""
         task_status.started()
         while True:
@@ -317,9 +323,11 @@ class Reconciler:
                         await self.executor.refresh(record.client_order_id)
                 elif (
                     report.executed_qty is not None and report.executed_qty != record.executed_qty
-                ) or report.status is not None and record.venue_order_id is None:
+                ) or (report.status is not None and record.venue_order_id is None):
                     async with self.limiter:
-                        await self.executor.apply_observation(record, report, reason="open-order poll")
+                        await self.executor.apply_observation(
+                            record, report, reason="open-order poll"
+                        )
 
         async with trio.open_nursery() as nursery:
             for key, records in groups.items():

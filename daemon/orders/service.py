@@ -45,8 +45,8 @@ from daemon.orders.entry import Entry
 from daemon.orders.executor import OPEN_STATES, Executor
 from daemon.orders.gateway import EntryUnavailableError, SubmitResult, UnknownOrderError
 from daemon.orders.ledger import OrderLedger, OrderVenue
-from daemon.orders.records import IntentRecord
 from daemon.orders.reconcile import Reconciler
+from daemon.orders.records import IntentRecord
 from daemon.orders.settings import OrdersSettings
 from daemon.orders.store import OrderStore
 from daemon.resilience.deadletter import DeadLetterStore
@@ -180,8 +180,8 @@ class OrdersService:
             executor,
             dispatcher,
             self.venues,
-            self.accounts,
-            s,
+            accounts=self.accounts,
+            settings=s,
             sending_enabled=sending_enabled,
             wall_clock=self.wall_clock,
         )
@@ -221,8 +221,7 @@ class OrdersService:
         deadline = trio.current_time() + self.settings.drain_timeout_s
         # Submissions already queued for the store are committed (their callers wait).
         with trio.move_on_at(deadline):
-            while entry.queued:
-                await trio.sleep(0.01)
+            await entry.wait_flushed()
         writer_scope.cancel()
         remaining = max(0.0, deadline - trio.current_time())
         left = await pipeline.dispatcher.drain(remaining)
@@ -253,7 +252,9 @@ class OrdersService:
     def _live(self) -> Pipeline:
         pipeline = self.pipeline
         if pipeline is None:
-            raise EntryUnavailableError("the order pipeline is not running (starting or restarting)")
+            raise EntryUnavailableError(
+                "the order pipeline is not running (starting or restarting)"
+            )
         return pipeline
 
     async def submit(self, request: Mapping[str, Any]) -> SubmitResult:
@@ -387,7 +388,9 @@ class OrdersService:
             MetricFamily.counter(
                 "tradingd_orders_commits", "Group commits of intents.", [((), e.commits)]
             ),
-            MetricFamily.counter("tradingd_orders_sent", "New-order requests sent.", [((), ex.sent)]),
+            MetricFamily.counter(
+                "tradingd_orders_sent", "New-order requests sent.", [((), ex.sent)]
+            ),
             MetricFamily.counter(
                 "tradingd_orders_unknown", "Sends whose outcome was UNKNOWN.", [((), led.unknown)]
             ),

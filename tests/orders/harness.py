@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +42,26 @@ class StaticVenues:
         self._client = client
         self.info = info
         self.window = recv_window_ms
-        self.down = False
         self._up = trio.Event()
         self._up.set()
+
+    @property
+    def down(self) -> bool:
+        return not self._up.is_set()
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        if value and self._up.is_set():
+            self._up = trio.Event()
+        elif not value:
+            self._up.set()
 
     def client(self, venue: str) -> OrderVenue | None:
         assert venue == self.name, venue
         return None if self.down else self._client  # type: ignore[no-any-return]
 
     async def wait_client(self, venue: str) -> OrderVenue:
-        while self.down:
-            await trio.sleep(0.01)
+        await self._up.wait()
         return self._client  # type: ignore[no-any-return]
 
     def exchange_info(self, venue: str) -> ExchangeInfo | None:
@@ -140,8 +148,14 @@ async def wait_state(
         await trio.sleep(0.01)
 
 
-def limit_request(message_id: str, *, side: str = "BUY", price: str = "29000.00",
-                  quantity: str = "0.010", account: str = "main") -> dict[str, Any]:
+def limit_request(
+    message_id: str,
+    *,
+    side: str = "BUY",
+    price: str = "29000.00",
+    quantity: str = "0.010",
+    account: str = "main",
+) -> dict[str, Any]:
     return {
         "message_id": message_id,
         "account": account,
@@ -154,8 +168,9 @@ def limit_request(message_id: str, *, side: str = "BUY", price: str = "29000.00"
     }
 
 
-def market_request(message_id: str, *, side: str = "BUY", quantity: str = "0.010",
-                   account: str = "main") -> dict[str, Any]:
+def market_request(
+    message_id: str, *, side: str = "BUY", quantity: str = "0.010", account: str = "main"
+) -> dict[str, Any]:
     return {
         "message_id": message_id,
         "account": account,
@@ -164,6 +179,3 @@ def market_request(message_id: str, *, side: str = "BUY", quantity: str = "0.010
         "type": "MARKET",
         "quantity": quantity,
     }
-
-
-_ = Decimal
