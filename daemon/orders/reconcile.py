@@ -43,7 +43,7 @@ from typing import Any
 
 import trio
 
-from daemon.errors import TradingdError
+from daemon.errors import TradingdError, TransientError
 from daemon.health import HealthLevel
 from daemon.orders.dispatch import Dispatcher, WorkItem
 from daemon.orders.executor import OPEN_STATES, Executor
@@ -92,6 +92,7 @@ class Reconciler:
         self.last_pass_error: str | None = None
         self.startup_s: float | None = None
         self._cancel_sent_at: dict[str, float] = {}
+        self._next_poll = 0.0
 
     @property
     def venue_names(self) -> list[str]:
@@ -141,11 +142,23 @@ class Reconciler:
         """Queue every PENDING intent that is not queued yet, in submission order."""
         queued = 0
         for record in self.ledger.live([OrderState.PENDING]):
-            if self.dispatcher.is_queued(record.client_order_id):
-                continue
-            if self.dispatcher.submit(WorkItem(record.account, record.client_order_id, "place")):
+            if self.queue(WorkItem(record.account, record.client_order_id, "place")):
                 queued += 1
         return queued
+
+    def queue(self, item: WorkItem) -> bool:
+        """Queue work that is already durable; ``False`` when it cannot be queued now.
+
+        The row stays as it is (PENDING, or a cancel requested), so a later
+        tick or pass queues it again: refusing here loses nothing.
+        """
+        if self.dispatcher.is_queued(item.key, item.kind):
+            return True
+        try:
+            return self.dispatcher.submit(item)
+        except TransientError as exc:
+            log.debug("orders: %s %s not queued now: %s", item.kind, item.key, exc)
+            return False
 
     # ------------------------------------------------------------------ passes
 
@@ -195,7 +208,7 @@ class Reconciler:
         current = self.ledger.get(coid)
         if current is not None and current.state is OrderState.PENDING:
             # Proven absent: send again, same id, through the account's queue.
-            self.dispatcher.submit(WorkItem(current.account, coid, "place"))
+            self.queue(WorkItem(current.account, coid, "place"))
 
     async def _scan_open_orders(self, venue: str) -> None:
         client = self.venues.client(venue)
@@ -282,8 +295,6 @@ class Reconciler:
             self._next_poll = now + self.settings.poll_interval_s
             await self.poll_open()
 
-    _next_poll: float = 0.0
-
     def _queue_cancels(self) -> None:
         now = trio.current_time()
         for record in self.ledger.live(OPEN_STATES):
@@ -292,7 +303,7 @@ class Reconciler:
             last = self._cancel_sent_at.get(record.client_order_id)
             if last is not None and now - last < max(self.settings.poll_interval_s, 1.0):
                 continue
-            if self.dispatcher.submit(WorkItem(record.account, record.client_order_id, "cancel")):
+            if self.queue(WorkItem(record.account, record.client_order_id, "cancel")):
                 self._cancel_sent_at[record.client_order_id] = now
         for coid in [c for c in self._cancel_sent_at if self.ledger.get(c) is None]:
             del self._cancel_sent_at[coid]

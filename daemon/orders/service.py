@@ -296,7 +296,7 @@ class OrdersService:
                 return await self.get(client_order_id)
             updated = await pipeline.ledger.request_cancel(current)
         if updated.state in OPEN_STATES:
-            pipeline.dispatcher.submit(WorkItem(updated.account, client_order_id, "cancel"))
+            pipeline.reconciler.queue(WorkItem(updated.account, client_order_id, "cancel"))
         return updated
 
     async def open_orders(self, account: str | None = None) -> list[IntentRecord]:
