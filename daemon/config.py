@@ -13,7 +13,17 @@ Secrets are never inline: a secret-typed key takes ``{ credential = "NAME" }``,
 ``{ file = "PATH" }`` or ``{ env = "VAR" }`` (see :mod:`daemon.secrets`).
 
 Each key declares whether a change can be applied by a reload (SIGHUP,
-``tradingd reload``) or needs a restart; :func:`diff` names both kinds.
+``tradingd reload``) or needs a restart; :func:`diff` names both kinds and
+:func:`apply_live` applies the live ones.
+
+Decimal amounts (risk limits) are TOML *strings* (``"0.5"``): a TOML float has
+already been rounded to binary, and a limit of 0.1 BTC must mean exactly that.
+``""`` means "unlimited" where a limit may be switched off.
+
+The order pipeline reads ``[orders]``; pre-trade risk reads ``[risk]`` and the
+per-account overrides through :meth:`Config.limit_table`; ``[accounts.NAME]``
+ties an account to a venue; ``[strategies.NAME]`` names a strategy class by
+import path (imported only when the daemon starts it, never at load).
 
 The schema *is* the attrs classes below; ``config/tradingd.toml`` documents every
 key with its default, and a test keeps the two in step.
@@ -22,21 +32,36 @@ key with its default, and a test keeps the two in step.
 from __future__ import annotations
 
 import ipaddress
+import keyword
+import math
 import os
 import re
 import types
 import urllib.parse
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final, Literal, get_args, get_origin
+from typing import Any, Final, Literal, TypeAlias, get_args, get_origin
 
 import attrs
 
 from daemon import tomlschema
 from daemon.errors import ConfigError, SecretError
+from daemon.orders.ids import DEFAULT_PREFIX, digest_bits
+from daemon.risk.limits import (
+    DEFAULT_MAX_OPEN_ORDERS,
+    DEFAULT_MAX_ORDERS_PER_WINDOW,
+    DEFAULT_ORDER_WINDOW_S,
+    LimitTable,
+    RiskLimits,
+)
 from daemon.secrets import SECRET_KINDS, SecretRef, credential_path, resolve
 
 Reload = Literal["live", "restart"]
+
+#: A decimal limit as written in the file: a :class:`~decimal.Decimal`, or ``""``
+#: for "unlimited" (a TOML string either way; floats are refused).
+DecimalLimit: TypeAlias = Decimal | Literal[""]
 
 
 def opt(
@@ -47,17 +72,27 @@ def opt(
     gt: float | None = None,
     le: float | None = None,
     reload: Reload = "restart",
+    names: tomlschema.EntryNames | None = None,
 ) -> Any:
-    """Declare a config key: its default, one line of help, its range and reload kind."""
-    return attrs.field(
-        default=default,
-        metadata={"help": help, "ge": ge, "gt": gt, "le": le, "reload": reload},
-    )
+    """Declare a config key: its default, one line of help, its range and reload kind.
+
+    ``names`` restricts the keys of a table-valued key (e.g. symbols).
+    """
+    metadata: dict[str, Any] = {"help": help, "ge": ge, "gt": gt, "le": le, "reload": reload}
+    if names is not None:
+        metadata[tomlschema.ENTRY_NAMES] = names
+    return attrs.field(default=default, metadata=metadata)
 
 
-def required(*, help: str, reload: Reload = "restart") -> Any:
-    """Declare a key that has no default and must be present."""
-    return attrs.field(metadata={"help": help, "reload": reload})
+def required(*, help: str, reload: Reload = "restart", key: str | None = None) -> Any:
+    """Declare a key that has no default and must be present.
+
+    ``key`` is the TOML key when it cannot be the attribute's name (``class``).
+    """
+    metadata: dict[str, Any] = {"help": help, "reload": reload}
+    if key is not None:
+        metadata[tomlschema.TOML_KEY] = key
+    return attrs.field(metadata=metadata)
 
 
 def section(cls: type[Any], *, help: str) -> Any:
@@ -65,12 +100,37 @@ def section(cls: type[Any], *, help: str) -> Any:
     return attrs.field(factory=cls, metadata={"help": help, "reload": "live"})
 
 
+def table(
+    *, help: str, reload: Reload = "restart", names: tomlschema.EntryNames | None = None
+) -> Any:
+    """Declare a table-valued key whose keys the user chooses; empty by default."""
+    metadata: dict[str, Any] = {"help": help, "reload": reload}
+    if names is not None:
+        metadata[tomlschema.ENTRY_NAMES] = names
+    return attrs.field(factory=_empty_mapping, metadata=metadata)
+
+
+def named(*, help: str) -> Any:
+    """Declare a table of named entries such as ``[venues.NAME]`` (empty by default)."""
+    return attrs.field(
+        factory=_empty_mapping, metadata={"help": help, tomlschema.ENTRY_NAMES: _ENTRY_NAMES}
+    )
+
+
+def _empty_mapping() -> Mapping[str, Any]:
+    return types.MappingProxyType({})
+
+
 _SYMBOL: Final = re.compile(r"[A-Z0-9]{2,20}")
+_SYMBOL_MESSAGE: Final = "symbols are 2-20 characters of A-Z and 0-9, e.g. BTCUSDT"
+_SYMBOL_NAMES: Final = tomlschema.EntryNames(_SYMBOL, _SYMBOL_MESSAGE)
 #: Names of entries in named tables such as ``[venues.NAME]``.
 _ENTRY_NAMES: Final = tomlschema.EntryNames(
     re.compile(r"[a-z0-9][a-z0-9_-]{0,31}"),
     "names are 1-32 characters of a-z, 0-9, '_' and '-', starting with a letter or digit",
 )
+#: Plain decimal notation only: no exponent, no "_", no "NaN"/"Infinity".
+_DECIMAL_TEXT: Final = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 Report = tomlschema.Report
 
 
@@ -166,8 +226,10 @@ class HealthConfig:
         20.0, gt=0, reload="live", help="Task steps longer than this are recorded by task name."
     )
     blocked_loop_report_s: float = opt(
-        1.0, gt=0, reload="restart", help="A thread logs the blocking task when the loop is "
-        "stuck in one step longer than this."
+        1.0,
+        gt=0,
+        reload="restart",
+        help="A thread logs the blocking task when the loop is stuck in one step longer than this.",
     )
     status_interval_s: float = opt(
         5.0, gt=0, le=3600, reload="live", help="Period of systemd STATUS= updates."
@@ -226,9 +288,7 @@ class StoreConfig:
 class MarketDataConfig:
     """Market-data capture: trades and book snapshots into the store."""
 
-    venue: str = opt(
-        "", help="The [venues.NAME] to capture from; empty disables capture."
-    )
+    venue: str = opt("", help="The [venues.NAME] to capture from; empty disables capture.")
     symbols: tuple[str, ...] = opt((), help='Symbols to capture, e.g. ["BTCUSDT", "ETHUSDT"].')
     chunk_size: int = opt(1000, ge=1, le=100_000, help="Trades per store transaction.")
     trades_queue_capacity: int = opt(
@@ -299,6 +359,312 @@ class TestingConfig:
 
 
 @attrs.frozen
+class OrdersConfig:
+    """The order pipeline: entry, group commit, per-account executor, reconciliation.
+
+    See DESIGN §4. The timeouts nest: one new-order request
+    (``send_timeout_s``) runs inside the shielded send→persist→ack section
+    (``section_deadline_s``), which must leave time to persist the answer.
+    """
+
+    dispatch: Literal["sharded", "dynamic"] = opt(
+        "sharded",
+        help='How accounts map to executor workers: "sharded" (a fixed set of workers, '
+        'each account hashed to one) or "dynamic" (a queue per account, created on first '
+        "use and retired when idle). Either way one account's orders run one at a time, "
+        "in submit order.",
+    )
+    shards: int = opt(4, ge=1, le=256, help="Sharded: number of executor workers.")
+    max_account_queues: int = opt(
+        64,
+        ge=1,
+        le=100_000,
+        help="Dynamic: most live per-account queues; an order for one more account is "
+        "refused with a clear error rather than growing without bound.",
+    )
+    account_queue_capacity: int = opt(
+        1000, ge=1, le=1_000_000, help="Work items buffered by each shard or account queue."
+    )
+    idle_queue_s: float = opt(
+        60.0, gt=0, le=86_400, help="Dynamic: an account queue idle this long is retired."
+    )
+    entry_queue_capacity: int = opt(
+        4096,
+        ge=1,
+        le=1_000_000,
+        help="Submissions waiting for the group commit; beyond it entry answers 503 with "
+        "Retry-After (backpressure instead of unbounded memory).",
+    )
+    group_commit_max: int = opt(
+        512,
+        ge=1,
+        le=100_000,
+        help="Most intents recorded by one commit (one fsync shared by many orders).",
+    )
+    send_timeout_s: float = opt(
+        5.0, gt=0, le=300, help="Timeout of one new-order request to the venue."
+    )
+    section_deadline_s: float = opt(
+        10.0,
+        gt=0,
+        le=3600,
+        help="Bound of the shielded send -> persist -> ack section; greater than "
+        "send_timeout_s, so the answer can still be persisted. Shutdown waits at most "
+        "this long for a send in flight.",
+    )
+    drain_timeout_s: float = opt(
+        10.0,
+        gt=0,
+        le=3600,
+        help="Graceful stop: time to drain queued orders; what has not started by then "
+        "stays PENDING for the next start.",
+    )
+    clock_skew_s: float = opt(
+        1.0, ge=0, le=60, help="Assumed worst clock difference between us and the venue."
+    )
+    query_lag_s: float = opt(
+        2.0,
+        ge=0,
+        le=300,
+        help="How long a new order may take to become visible to the venue's order query.",
+    )
+    unknown_retry_s: float = opt(
+        1.0, gt=0, le=3600, help="Delay between queries that resolve an UNKNOWN order."
+    )
+    reconcile_interval_s: float = opt(
+        30.0,
+        gt=0,
+        le=86_400,
+        reload="live",
+        help="Period of reconciliation against the venue after the start-up one.",
+    )
+    reconcile_concurrency: int = opt(
+        4,
+        ge=1,
+        le=64,
+        help="Venue queries in flight at once during reconciliation (also bounded by the "
+        "rate limiter).",
+    )
+    startup_reconcile_timeout_s: float = opt(
+        45.0,
+        gt=0,
+        le=3600,
+        help="Bound of the start-up reconciliation that runs before sending is enabled; "
+        "less than daemon.start_timeout_s when accounts are configured.",
+    )
+    poll_interval_s: float = opt(
+        2.0,
+        gt=0,
+        le=3600,
+        reload="live",
+        help="Period of status and fill polling of open orders.",
+    )
+    id_prefix: str = opt(
+        DEFAULT_PREFIX,
+        help="Prefix of client order ids: 1-10 characters of A-Z, a-z, 0-9, '_' and '-'. "
+        "It marks our orders at reconciliation; change it only with no order in flight.",
+    )
+
+    def visibility_grace_s(self, recv_window_ms: int) -> float:
+        """How long after the SENDING mark a venue's "no such order" still proves nothing.
+
+        The mark is written before the request is sent. The request may reach
+        the venue as late as the section's deadline, the venue still executes
+        it if it is within ``recvWindow`` of its signed timestamp (as judged
+        by a clock that may be ``clock_skew_s`` off ours), and a new order may
+        take ``query_lag_s`` to show in queries. Only after all of that is an
+        absent order proven absent and may be resent with the same id.
+        """
+        return (
+            self.section_deadline_s + recv_window_ms / 1000 + self.clock_skew_s + self.query_lag_s
+        )
+
+
+@attrs.frozen
+class RiskConfig:
+    """Pre-trade risk limits of the main stage (reserved per order, DESIGN §4).
+
+    These are the defaults of every account; ``[accounts.NAME.risk]`` overrides
+    them key by key. All of them change live on reload.
+    """
+
+    max_orders_per_window: int = opt(
+        DEFAULT_MAX_ORDERS_PER_WINDOW,
+        ge=0,
+        le=1_000_000,
+        reload="live",
+        help="New orders per account per sliding order_window_s (0: no limit). The "
+        "default matches Binance Spot's own 50 per 10 s, so a runaway strategy meets "
+        "this limit before the venue's ban.",
+    )
+    order_window_s: float = opt(
+        DEFAULT_ORDER_WINDOW_S,
+        gt=0,
+        le=86_400,
+        reload="live",
+        help="The order-rate window, in seconds.",
+    )
+    max_order_notional: DecimalLimit = opt(
+        "",
+        reload="live",
+        help="Largest price x quantity of one order in the quote asset, a decimal "
+        'string such as "1000" ("": no limit).',
+    )
+    max_open_orders: int = opt(
+        DEFAULT_MAX_OPEN_ORDERS,
+        ge=0,
+        le=1_000_000,
+        reload="live",
+        help="Open orders per account (0: no limit).",
+    )
+    max_position_qty: DecimalLimit = opt(
+        "",
+        reload="live",
+        help="Largest absolute position per symbol in base quantity, counting open "
+        'orders on the same side; a decimal string ("": no limit; "0": only reducing '
+        "orders).",
+    )
+    position_qty_by_symbol: Mapping[str, Decimal] = table(
+        reload="live",
+        names=_SYMBOL_NAMES,
+        help='Per-symbol max_position_qty, SYMBOL = "decimal" (1 BTC and 1 DOGE are not '
+        "the same risk).",
+    )
+
+    def limits(self) -> RiskLimits:
+        """These limits in the form pre-trade risk uses (0 and "" become "no limit")."""
+        return RiskLimits(
+            max_orders_per_window=self.max_orders_per_window or None,
+            order_window_s=self.order_window_s,
+            max_order_notional=_limit_value(self.max_order_notional),
+            max_open_orders=self.max_open_orders or None,
+            max_position_qty=_limit_value(self.max_position_qty),
+            position_qty_by_symbol=self.position_qty_by_symbol,
+        )
+
+
+def _limit_value(value: DecimalLimit) -> Decimal | None:
+    # Not ``value or None``: Decimal("0") is a limit (only reducing), not "no limit".
+    return None if isinstance(value, str) else value
+
+
+@attrs.frozen
+class AccountRiskConfig:
+    """``[accounts.NAME.risk]``: this account's overrides of ``[risk]``.
+
+    A key left out inherits ``[risk]``; ``position_qty_by_symbol`` entries are
+    merged over the defaults' entries symbol by symbol.
+    """
+
+    max_orders_per_window: int | None = opt(
+        None,
+        ge=0,
+        le=1_000_000,
+        reload="live",
+        help="Overrides risk.max_orders_per_window (0: no limit).",
+    )
+    order_window_s: float | None = opt(
+        None, gt=0, le=86_400, reload="live", help="Overrides risk.order_window_s."
+    )
+    max_order_notional: DecimalLimit | None = opt(
+        None, reload="live", help='Overrides risk.max_order_notional ("": no limit).'
+    )
+    max_open_orders: int | None = opt(
+        None,
+        ge=0,
+        le=1_000_000,
+        reload="live",
+        help="Overrides risk.max_open_orders (0: no limit).",
+    )
+    max_position_qty: DecimalLimit | None = opt(
+        None, reload="live", help='Overrides risk.max_position_qty ("": no limit).'
+    )
+    position_qty_by_symbol: Mapping[str, Decimal] | None = opt(
+        None,
+        reload="live",
+        names=_SYMBOL_NAMES,
+        help="Per-symbol position limits of this account, merged over risk.position_qty_by_symbol.",
+    )
+
+    def over(self, base: RiskConfig) -> RiskConfig:
+        """``base`` with these overrides applied."""
+        changes: dict[str, Any] = {}
+        for field in attrs.fields(AccountRiskConfig):
+            value = getattr(self, field.name)
+            if value is not None:
+                changes[field.name] = value
+        if self.position_qty_by_symbol is not None:
+            changes["position_qty_by_symbol"] = types.MappingProxyType(
+                {**base.position_qty_by_symbol, **self.position_qty_by_symbol}
+            )
+        return attrs.evolve(base, **changes)
+
+    def overridden(self) -> tuple[str, ...]:
+        """Names of the keys this account sets."""
+        return tuple(
+            f.name for f in attrs.fields(AccountRiskConfig) if getattr(self, f.name) is not None
+        )
+
+
+@attrs.frozen
+class AccountConfig:
+    """One trading account: ``[accounts.NAME]``."""
+
+    venue: str = required(
+        help="The [venues.NAME] this account trades on (its keys sign the orders)."
+    )
+    risk: AccountRiskConfig = section(
+        AccountRiskConfig,
+        help="This account's overrides of [risk]; unset keys inherit [risk].",
+    )
+
+
+@attrs.frozen
+class StrategyConfig:
+    """One strategy run by the daemon: ``[strategies.NAME]``.
+
+    The class is imported when the daemon starts the strategy, never when the
+    configuration is loaded (``check-config`` must not run user code), so only
+    the shape of ``class`` is checked here.
+    """
+
+    class_path: str = required(
+        key="class",
+        help='The strategy class as "package.module:Class", e.g. '
+        '"daemon.strategies.example:QuoteStrategy". Required.',
+    )
+    enabled: bool = opt(True, help="false keeps the table but does not run the strategy.")
+    account: str = opt(
+        "", help="Default [accounts.NAME] the strategy trades (empty: it names one per order)."
+    )
+    heartbeat_interval_s: float = opt(
+        10.0,
+        gt=0,
+        le=3600,
+        help="The strategy must beat at least this often, or it is restarted.",
+    )
+    max_restarts: int = opt(
+        5,
+        ge=0,
+        le=10_000,
+        help="More crashes than this within restart_period_s stop the strategy (the "
+        "order pipeline keeps running).",
+    )
+    restart_period_s: float = opt(
+        60.0, gt=0, le=86_400, help="Window of the strategy's restart intensity."
+    )
+    options: Mapping[str, Any] = table(
+        help="[strategies.NAME.options]: free-form, passed to the strategy as read-only "
+        "mappings and tuples; only the strategy checks them.",
+    )
+
+    def import_target(self) -> tuple[str, str]:
+        """``(module, attribute)`` of :attr:`class_path`, for the loader to import."""
+        module, _, attribute = self.class_path.partition(":")
+        return module, attribute
+
+
+@attrs.frozen
 class Config:
     """The whole configuration."""
 
@@ -310,15 +676,35 @@ class Config:
     testing: TestingConfig = section(TestingConfig, help="Test-only switches.")
     store: StoreConfig = section(StoreConfig, help="The embedded SQLite store.")
     marketdata: MarketDataConfig = section(MarketDataConfig, help="Market-data capture.")
-    venues: Mapping[str, VenueConfig] = attrs.field(
-        factory=lambda: types.MappingProxyType({}),
-        metadata={
-            "help": "Exchange connections, one [venues.NAME] table each.",
-            tomlschema.ENTRY_NAMES: _ENTRY_NAMES,
-        },
+    orders: OrdersConfig = section(OrdersConfig, help="The order pipeline.")
+    risk: RiskConfig = section(
+        RiskConfig, help="Pre-trade risk limits (defaults of every account)."
+    )
+    venues: Mapping[str, VenueConfig] = named(
+        help="Exchange connections, one [venues.NAME] table each."
+    )
+    accounts: Mapping[str, AccountConfig] = named(
+        help="Trading accounts, one [accounts.NAME] table each."
+    )
+    strategies: Mapping[str, StrategyConfig] = named(
+        help="Strategies run by the daemon, one [strategies.NAME] table each."
     )
     #: Where the configuration came from (not a TOML key).
     source: str = attrs.field(default="<defaults>", metadata={tomlschema.INTERNAL: True})
+
+    def limit_table(self) -> LimitTable:
+        """Pre-trade risk limits: ``[risk]`` as the default, and one
+        :class:`~daemon.risk.limits.RiskLimits` per account, merged from the
+        defaults and that account's ``[accounts.NAME.risk]`` overrides (every
+        account is listed, so the limits that apply to it are explicit).
+        """
+        return LimitTable(
+            default=self.risk.limits(),
+            accounts={
+                name: account.risk.over(self.risk).limits()
+                for name, account in self.accounts.items()
+            },
+        )
 
     def store_path(self) -> Path:
         """The database file (``store.path`` under ``daemon.state_dir`` if relative)."""
@@ -347,6 +733,11 @@ _SCHEMA_CLASSES = (
     StoreConfig,
     MarketDataConfig,
     VenueConfig,
+    OrdersConfig,
+    RiskConfig,
+    AccountRiskConfig,
+    AccountConfig,
+    StrategyConfig,
     Config,
 )
 for _cls in _SCHEMA_CLASSES:
@@ -407,12 +798,12 @@ def _secret_ref(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, 
         # Deliberately do not echo the value: it is probably the secret itself.
         report(
             path,
-            "secrets cannot be written inline; use { credential = \"NAME\" }, "
+            'secrets cannot be written inline; use { credential = "NAME" }, '
             '{ file = "PATH" } or { env = "VAR" }',
         )
         return False, None
     if not isinstance(raw, dict) or len(raw) != 1:
-        report(path, 'expected exactly one of { credential = ... }, { file = ... }, { env = ... }')
+        report(path, "expected exactly one of { credential = ... }, { file = ... }, { env = ... }")
         return False, None
     ((kind, name),) = raw.items()
     if kind not in SECRET_KINDS:
@@ -424,8 +815,54 @@ def _secret_ref(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, 
     return True, SecretRef(kind=kind, name=name)
 
 
+def _decimal_text(
+    raw: Any, path: tuple[str, ...], report: Report, *, unlimited: bool
+) -> tuple[bool, Any]:
+    """A decimal amount, which the file must write as a string (see the module docstring)."""
+    example = '"0.5"'
+    if isinstance(raw, str):
+        if raw == "" and unlimited:
+            return True, ""
+        if _DECIMAL_TEXT.fullmatch(raw):
+            return True, Decimal(raw)
+        empty = ' or "" for no limit' if unlimited else ""
+        report(path, f"{raw!r} is not a decimal number; write e.g. {example}{empty}")
+        return False, None
+    if isinstance(raw, float):
+        # Show the string the user probably meant (when there is one).
+        hint = f'"{Decimal(repr(raw)):f}"' if math.isfinite(raw) else example
+        report(
+            path,
+            f"decimals are written as strings, not floats (a float has already lost "
+            f"digits); use a string, e.g. {hint}",
+        )
+        return False, None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        report(path, f'decimals are written as strings; use a string, e.g. "{raw}"')
+        return False, None
+    report(path, f"expected a decimal string such as {example}, got {tomlschema.toml_type(raw)}")
+    return False, None
+
+
+def _decimal_limit(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
+    return _decimal_text(raw, path, report, unlimited=True)
+
+
+def _decimal(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
+    return _decimal_text(raw, path, report, unlimited=False)
+
+
 #: A bad value is reported and replaced by its default, so cross-key checks still run.
-_SCHEMA: Final = tomlschema.Schema(hooks={SecretRef: _secret_ref}, fallback_to_default=True)
+_SCHEMA: Final = tomlschema.Schema(
+    hooks={
+        SecretRef: _secret_ref,
+        # Hooks match the annotation exactly, so the optional form is listed too.
+        DecimalLimit: _decimal_limit,
+        DecimalLimit | None: _decimal_limit,
+        Decimal: _decimal,
+    },
+    fallback_to_default=True,
+)
 
 
 def _cross_checks(config: Config, report: Report) -> None:
@@ -461,6 +898,23 @@ def _cross_checks(config: Config, report: Report) -> None:
         _check_url(("venues", name, "ws_url"), venue.ws_url, ("ws", "wss"), report)
         if (venue.api_key is None) != (venue.api_secret is None):
             report(("venues", name), "api_key and api_secret go together: set both or neither")
+    _check_orders(config, report)
+    _check_risk(("risk",), config.risk, report)
+    for name, account in config.accounts.items():
+        if account.venue not in config.venues:
+            known = ", ".join(sorted(config.venues)) or "none configured"
+            report(("accounts", name, "venue"), f"no [venues.{account.venue}] table ({known})")
+        _check_risk(("accounts", name, "risk"), account.risk, report)
+    for name, strategy in config.strategies.items():
+        problem = _class_path_problem(strategy.class_path)
+        if problem:
+            report(("strategies", name, "class"), problem)
+        if strategy.account and strategy.account not in config.accounts:
+            known = ", ".join(sorted(config.accounts)) or "none configured"
+            report(
+                ("strategies", name, "account"),
+                f"no [accounts.{strategy.account}] table ({known})",
+            )
     health = config.health
     if health.lag_unhealthy_ms <= health.lag_degraded_ms:
         report(
@@ -473,6 +927,69 @@ def _cross_checks(config: Config, report: Report) -> None:
             ("supervision", "backoff_max_s"),
             f"must be >= supervision.backoff_initial_s ({sup.backoff_initial_s:g})",
         )
+
+
+def _check_orders(config: Config, report: Report) -> None:
+    orders = config.orders
+    if orders.section_deadline_s <= orders.send_timeout_s:
+        report(
+            ("orders", "section_deadline_s"),
+            f"must be greater than orders.send_timeout_s ({orders.send_timeout_s:g}): the "
+            "section sends and then persists the answer",
+        )
+    # Start-up reconciliation only runs for configured accounts; a capture-only
+    # daemon with a short start_timeout_s is not refused for a pipeline it does
+    # not run.
+    start_timeout = config.daemon.start_timeout_s
+    if config.accounts and orders.startup_reconcile_timeout_s >= start_timeout:
+        report(
+            ("orders", "startup_reconcile_timeout_s"),
+            f"must be less than daemon.start_timeout_s ({start_timeout:g}), got "
+            f"{orders.startup_reconcile_timeout_s:g}: start-up reconciliation is part of the start",
+        )
+    if not orders.id_prefix:
+        report(
+            ("orders", "id_prefix"),
+            "must not be empty: the prefix tells our orders from others at reconciliation",
+        )
+    else:
+        try:
+            digest_bits(orders.id_prefix)
+        except ValueError as exc:
+            report(("orders", "id_prefix"), str(exc))
+
+
+def _check_risk(
+    path: tuple[str, ...], risk: RiskConfig | AccountRiskConfig, report: Report
+) -> None:
+    """Signs of the decimal limits (the loader's ranges are for ints and floats)."""
+    notional = risk.max_order_notional
+    if isinstance(notional, Decimal) and notional <= 0:
+        report(
+            (*path, "max_order_notional"),
+            f'must be > 0, got "{notional}" (write "" for no limit)',
+        )
+    position = risk.max_position_qty
+    if isinstance(position, Decimal) and position < 0:
+        report((*path, "max_position_qty"), f'must be >= 0, got "{position}"')
+    for symbol, qty in (risk.position_qty_by_symbol or {}).items():
+        if qty < 0:
+            report((*path, "position_qty_by_symbol", symbol), f'must be >= 0, got "{qty}"')
+
+
+def _class_path_problem(text: str) -> str | None:
+    """Why ``text`` is not shaped like ``package.module:Class`` (nothing is imported)."""
+    module, colon, attribute = text.partition(":")
+
+    def name_ok(part: str) -> bool:
+        return part.isidentifier() and not keyword.iskeyword(part)
+
+    if colon and module and all(map(name_ok, module.split("."))) and name_ok(attribute):
+        return None
+    return (
+        f'{text!r} is not an import path of the form "package.module:Class" (a dotted '
+        "module path, ':', then the class name)"
+    )
 
 
 def parse_listen(s: str) -> tuple[str, int]:
@@ -515,9 +1032,7 @@ def parse_listen(s: str) -> tuple[str, int]:
     return host, port
 
 
-def _check_url(
-    path: tuple[str, ...], url: str, schemes: tuple[str, ...], report: Report
-) -> None:
+def _check_url(path: tuple[str, ...], url: str, schemes: tuple[str, ...], report: Report) -> None:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in schemes or not parsed.hostname:
         report(path, f"expected a {' or '.join(s + '://' for s in schemes)} URL, got {url!r}")
@@ -585,23 +1100,60 @@ def _dir_problem(path: Path) -> str | None:
 
 
 def _secret_refs(config: Config) -> Iterator[tuple[str, SecretRef]]:
-    for key, value in _leaves(config, ()):
-        if isinstance(value, SecretRef):
-            yield key, value
+    for leaf in _leaves(config):
+        if isinstance(leaf.value, SecretRef):
+            yield leaf.key, leaf.value
 
 
-def _leaves(obj: Any, path: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
-    for field in attrs.fields(type(obj)):
-        if field.metadata.get("internal"):
-            continue
+# --------------------------------------------------------------------------- walking the schema
+
+
+def _is_section(tp: Any) -> bool:
+    """A nested table of the schema (not a value type such as a secret reference)."""
+    return attrs.has(tp) and tp is not SecretRef
+
+
+def _entry_type(tp: Any) -> type[Any] | None:
+    """The entry class of a named-entry table (``Mapping[str, VenueConfig]``), else None.
+
+    Tables of plain values (``position_qty_by_symbol``, strategy ``options``)
+    are one key: they are compared and replaced as a whole.
+    """
+    if get_origin(tp) in (dict, Mapping):
+        entry = get_args(tp)[1]
+        if _is_section(entry):
+            return entry  # type: ignore[no-any-return]
+    return None
+
+
+def _schema_fields(cls: type[Any]) -> list[attrs.Attribute[Any]]:
+    return [f for f in attrs.fields(cls) if not f.metadata.get(tomlschema.INTERNAL)]
+
+
+@attrs.frozen
+class _Leaf:
+    """One key of a loaded configuration."""
+
+    key: str
+    value: Any
+    reload: Reload
+    #: The named entry (``("accounts", "main")``) the key belongs to, if any.
+    entry: tuple[str, ...] | None
+
+
+def _leaves(
+    obj: Any, path: tuple[str, ...] = (), entry: tuple[str, ...] | None = None
+) -> Iterator[_Leaf]:
+    for field in _schema_fields(type(obj)):
+        key = (*path, tomlschema.toml_key(field))
         value = getattr(obj, field.name)
-        if attrs.has(type(value)) and not isinstance(value, SecretRef):
-            yield from _leaves(value, (*path, field.name))
-        elif isinstance(value, Mapping):
-            for name, entry in value.items():
-                yield from _leaves(entry, (*path, field.name, name))
+        if _is_section(field.type):
+            yield from _leaves(value, key, entry)
+        elif _entry_type(field.type) is not None:
+            for name, item in value.items():
+                yield from _leaves(item, (*key, name), (*key, name))
         else:
-            yield ".".join((*path, field.name)), value
+            yield _Leaf(".".join(key), value, field.metadata.get("reload", "restart"), entry)
 
 
 # --------------------------------------------------------------------------- reload
@@ -620,51 +1172,107 @@ class ConfigDiff:
 
 
 def diff(old: Config, new: Config) -> ConfigDiff:
-    """Keys whose value differs, split into live-reloadable and restart-only."""
-    kinds = dict(_reload_kinds(Config, ()))
-    old_leaves = dict(_leaves(old, ()))
+    """Keys whose value differs, split into live-reloadable and restart-only.
+
+    A named entry that was added or removed (``[accounts.x]``) is named once,
+    as restart-only: what it configures (a connection, an account's queue, a
+    strategy) is built at start. Keys inside an entry present in both follow
+    their own reload kind (``accounts.x.risk.*`` are live).
+    """
+    old_leaves = {leaf.key: leaf for leaf in _leaves(old)}
+    new_leaves = {leaf.key: leaf for leaf in _leaves(new)}
+    old_entries = {leaf.entry for leaf in old_leaves.values()}
+    new_entries = {leaf.entry for leaf in new_leaves.values()}
     live: list[str] = []
     restart: list[str] = []
-    for key, value in _leaves(new, ()):
-        if old_leaves.get(key) != value:
-            (live if kinds.get(key) == "live" else restart).append(key)
+    for key in [*new_leaves, *(k for k in old_leaves if k not in new_leaves)]:
+        before, after = old_leaves.get(key), new_leaves.get(key)
+        if before is not None and after is not None and before.value == after.value:
+            continue
+        leaf = after if after is not None else before
+        assert leaf is not None
+        if leaf.entry is not None and (leaf.entry in old_entries) != (leaf.entry in new_entries):
+            name = ".".join(leaf.entry)
+            if name not in restart:
+                restart.append(name)
+        else:
+            (live if leaf.reload == "live" else restart).append(key)
     return ConfigDiff(live=tuple(live), restart=tuple(restart))
 
 
-def _reload_kinds(cls: type[Any], path: tuple[str, ...]) -> Iterator[tuple[str, Reload]]:
-    for field in attrs.fields(cls):
-        if field.metadata.get("internal"):
-            continue
-        if attrs.has(field.type) and field.type is not SecretRef:
-            yield from _reload_kinds(field.type, (*path, field.name))
-        elif get_origin(field.type) in (dict, Mapping):
-            # Named tables: every key below them needs a restart (connections are
-            # built at start); diff() treats unknown keys as restart-only.
-            continue
-        else:
-            yield ".".join((*path, field.name)), field.metadata.get("reload", "restart")
+def apply_live(current: Config, new: Config, keys: tuple[str, ...]) -> Config:
+    """``current`` with the values of ``keys`` (from :func:`diff`'s ``live``) taken from ``new``.
+
+    Walks TOML key paths through sections and named entries alike, so
+    ``accounts.main.risk.max_open_orders`` replaces one value inside one
+    account's table and leaves everything else, including keys that need a
+    restart, as it is.
+
+    Raises:
+        KeyError: a key is not in the schema, or names an entry missing from
+            either configuration (added and removed entries need a restart).
+    """
+    merged = current
+    for key in keys:
+        merged = _replace(merged, new, tuple(key.split(".")), key)
+    return merged
+
+
+def _replace(current: Any, new: Any, parts: tuple[str, ...], key: str) -> Any:
+    fields = {tomlschema.toml_key(f): f for f in _schema_fields(type(current))}
+    field = fields.get(parts[0])
+    if field is None:
+        raise KeyError(f"{key}: not a configuration key")
+    value = getattr(new, field.name)
+    rest = parts[1:]
+    if rest and _entry_type(field.type) is not None:
+        entries: Mapping[str, Any] = getattr(current, field.name)
+        name = rest[0]
+        if name not in entries or name not in value:
+            raise KeyError(f"{key}: entry {name!r} is not in both configurations")
+        item = _replace(entries[name], value[name], rest[1:], key) if rest[1:] else value[name]
+        value = types.MappingProxyType({**entries, name: item})
+    elif rest:
+        if not _is_section(field.type):
+            raise KeyError(f"{key}: not a configuration key")
+        value = _replace(getattr(current, field.name), value, rest, key)
+    return attrs.evolve(current, **{field.name: value})
 
 
 def describe_keys(
     cls: type[Any] = Config, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, Any, str]]:
-    """Every key as (dotted path, default, help): used by docs and their test."""
-    for field in attrs.fields(cls):
-        if field.metadata.get("internal"):
-            continue
-        if attrs.has(field.type) and field.type is not SecretRef:
-            yield from describe_keys(field.type, (*path, field.name))
-        elif get_origin(field.type) in (dict, Mapping):
-            yield from describe_keys(get_args(field.type)[1], (*path, field.name, "NAME"))
+    """Every key as (dotted path, default, help): used by docs and their test.
+
+    Named entries appear as ``NAME`` (``venues.NAME.rest_url``); a required key
+    has the default None.
+    """
+    for field in _schema_fields(cls):
+        key = (*path, tomlschema.toml_key(field))
+        entry = _entry_type(field.type)
+        if _is_section(field.type):
+            assert field.type is not None
+            yield from describe_keys(field.type, key)
+        elif entry is not None:
+            yield from describe_keys(entry, (*key, "NAME"))
         else:
-            default = None if field.default is attrs.NOTHING else field.default
-            yield ".".join((*path, field.name)), default, field.metadata.get("help", "")
+            default: Any = field.default
+            if default is attrs.NOTHING:
+                default = None
+            elif isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                default = default.factory()
+            yield ".".join(key), default, field.metadata.get("help", "")
 
 
 def summary(config: Config) -> str:
     """A short human summary for ``check-config`` (never contains secrets)."""
     admin = config.admin.listen or "disabled"
     token = f", token from {config.admin.token.describe()}" if config.admin.token else ""
+    orders = config.orders
+    if orders.dispatch == "sharded":
+        dispatch = f"sharded over {orders.shards} workers"
+    else:
+        dispatch = f"dynamic, at most {orders.max_account_queues} account queues"
     lines = [
         f"config {config.source}: OK",
         f"  state_dir        {config.daemon.state_dir}",
@@ -674,7 +1282,44 @@ def summary(config: Config) -> str:
         f"  restart policy   max {config.supervision.max_restarts} in "
         f"{config.supervision.period_s:g}s",
         f"  log              {config.logging.level} ({config.logging.format})",
+        f"  venues           {', '.join(sorted(config.venues)) or 'none'}",
+        f"  orders           {dispatch}; ids {orders.id_prefix!r}; send timeout "
+        f"{orders.send_timeout_s:g}s within a {orders.section_deadline_s:g}s section",
+        f"  risk (default)   {_describe_risk(config.risk)}",
     ]
+    for name, account in sorted(config.accounts.items()):
+        overrides = account.risk.overridden()
+        risk = (
+            f"; risk: {_describe_risk(account.risk.over(config.risk))}"
+            f" (overrides {', '.join(overrides)})"
+            if overrides
+            else ""
+        )
+        lines.append(f"  account {name:<8} on venue {account.venue}{risk}")
+    if not config.accounts:
+        lines.append("  accounts         none (no order can be placed)")
+    for name, strategy in sorted(config.strategies.items()):
+        state = "enabled" if strategy.enabled else "disabled"
+        on = f" on account {strategy.account}" if strategy.account else ""
+        lines.append(f"  strategy {name:<7} {strategy.class_path}{on} ({state})")
     if config.testing.fault_injection:
         lines.append("  WARNING          testing.fault_injection is on: never in production")
     return "\n".join(lines)
+
+
+def _describe_risk(risk: RiskConfig) -> str:
+    def limit(value: DecimalLimit) -> str:
+        return "no limit" if isinstance(value, str) else str(value)
+
+    rate = (
+        f"{risk.max_orders_per_window} orders per {risk.order_window_s:g}s"
+        if risk.max_orders_per_window
+        else "no order-rate limit"
+    )
+    open_orders = risk.max_open_orders or "no limit"
+    by_symbol = ", ".join(f"{s} {q}" for s, q in sorted(risk.position_qty_by_symbol.items()))
+    position = limit(risk.max_position_qty) + (f" ({by_symbol})" if by_symbol else "")
+    return (
+        f"{rate}, open orders {open_orders}, notional per order "
+        f"{limit(risk.max_order_notional)}, position {position}"
+    )

@@ -18,8 +18,13 @@ Supported schema types: ``bool``, ``int``, ``float``, ``str``, ``Path``,
 ``Decimal``, ``Literal[...]``, ``X | None``, ``tuple[X, ...]`` (arrays,
 including ``[[arrays.of.tables]]``), ``Mapping[str, X]`` (tables whose entries
 are named by the user, optionally restricted by an :class:`EntryNames` pattern
-in the field's metadata), nested attrs classes, and any type given a
-:data:`Hook` (e.g. the daemon's secret references).
+in the field's metadata), nested attrs classes, ``Any`` (a free-form value
+passed through unchecked, e.g. a plug-in's own options table:
+``Mapping[str, Any]``), and any type given a :data:`Hook` (e.g. the daemon's
+secret references).
+
+A field whose TOML key cannot be a Python name (``class``) names its key in
+its metadata under :data:`TOML_KEY`; messages and :func:`toml_key` use it.
 
 Two policies differ between users and are options of :class:`Schema`:
 
@@ -54,16 +59,19 @@ __all__ = [
     "ENTRY_NAMES",
     "INTERNAL",
     "INVALID",
+    "TOML_KEY",
     "EntryNames",
     "Hook",
     "Invalid",
     "Problems",
     "Report",
     "Schema",
+    "freeze",
     "from_mapping_hook",
     "line_for",
     "locate_keys",
     "parse",
+    "toml_key",
     "toml_type",
 ]
 
@@ -78,6 +86,30 @@ Hook = Callable[[Any, tuple[str, ...], Report], tuple[bool, Any]]
 ENTRY_NAMES: Final = "entry_names"
 #: Field metadata key: a true value hides the field from TOML (set by code, not by the file).
 INTERNAL: Final = "internal"
+#: Field metadata key: the field's TOML key when it differs from the attribute name
+#: (a Python keyword such as ``class`` cannot be an attribute).
+TOML_KEY: Final = "toml_key"
+
+
+def toml_key(field: attrs.Attribute[Any]) -> str:
+    """The TOML key of an attrs field (its :data:`TOML_KEY`, else its name)."""
+    key = field.metadata.get(TOML_KEY)
+    return key if isinstance(key, str) else field.name
+
+
+def freeze(value: Any) -> Any:
+    """A read-only deep copy of a parsed TOML value: tables become read-only
+    mappings, arrays tuples; scalars (including dates and times) are immutable already.
+
+    Why: free-form values (``Any`` fields) end up inside frozen config objects
+    that are shared, e.g. with a plug-in that is restarted after a crash; a
+    mutation by one holder must not change what the next one is given.
+    """
+    if isinstance(value, dict):
+        return types.MappingProxyType({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(freeze(item) for item in value)
+    return value
 
 
 @attrs.frozen
@@ -171,14 +203,15 @@ class Schema:
     """How to build attrs classes from TOML (see the module docstring for the options).
 
     Attributes:
-        hooks: converters for custom types, looked up before anything else.
+        hooks: converters for custom types, looked up before anything else; a
+            key is a type or a type expression exactly as annotated (e.g. a union).
         fallback_to_default: a key with a bad value falls back to its default
             (True) or makes its table invalid (False).
         constructor_errors: exceptions of an attrs class's constructor that are
             reported on the table's path (the table is then invalid).
     """
 
-    hooks: Mapping[type[Any], Hook] = attrs.field(factory=dict)
+    hooks: Mapping[Any, Hook] = attrs.field(factory=dict)
     fallback_to_default: bool = False
     constructor_errors: tuple[type[Exception], ...] = ()
 
@@ -196,7 +229,7 @@ class Schema:
             report(path, f"expected a table, got {toml_type(data)}")
             return INVALID
         schema_cls: Any = cls  # an attrs class; T cannot say so
-        fields = {f.name: f for f in attrs.fields(schema_cls) if not f.metadata.get(INTERNAL)}
+        fields = {toml_key(f): f for f in attrs.fields(schema_cls) if not f.metadata.get(INTERNAL)}
         hints = _hints(schema_cls)
         kwargs: dict[str, Any] = {}
         failed = False
@@ -207,17 +240,17 @@ class Schema:
                 failed = True
                 continue
             ok, value = self.convert(
-                hints[key], raw, (*path, key), report, names=field.metadata.get(ENTRY_NAMES)
+                hints[field.name], raw, (*path, key), report, names=field.metadata.get(ENTRY_NAMES)
             )
             if not ok or not _in_range(field, value, (*path, key), report):
                 failed = True
                 continue
-            kwargs[key] = value
-        required = [f.name for f in fields.values() if f.default is attrs.NOTHING]
-        for name in required:
-            if name not in data:
-                report((*path, name), "required key is missing")
-        if any(name not in kwargs for name in required):
+            kwargs[field.name] = value
+        required = {key: f.name for key, f in fields.items() if f.default is attrs.NOTHING}
+        for key in required:
+            if key not in data:
+                report((*path, key), "required key is missing")
+        if any(name not in kwargs for name in required.values()):
             return INVALID
         if failed and not self.fallback_to_default:
             return INVALID
@@ -244,6 +277,9 @@ class Schema:
         hook = self.hooks.get(tp)
         if hook is not None:
             return hook(raw, path, report)
+        if tp is Any:
+            # Free-form: whatever TOML holds is valid; only made read-only.
+            return True, freeze(raw)
         origin = get_origin(tp)
         if origin in (typing.Union, types.UnionType):
             args = [a for a in get_args(tp) if a is not type(None)]
@@ -298,9 +334,7 @@ class Schema:
             return True, types.MappingProxyType(entries)
         return ok, types.MappingProxyType(entries)
 
-    def _array(
-        self, tp: Any, raw: Any, path: tuple[str, ...], report: Report
-    ) -> tuple[bool, Any]:
+    def _array(self, tp: Any, raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
         if not isinstance(raw, list):
             what = "an array of tables" if attrs.has(tp) else "an array"
             report(path, f"expected {what}, got {toml_type(raw)}")
@@ -326,7 +360,7 @@ def from_mapping_hook(
     usual "did you mean"), then the raw table goes to ``factory`` (e.g.
     ``FaultSpec.from_mapping``); its ``errors`` are reported on the table's path.
     """
-    known = [f.name for f in attrs.fields(cls) if not f.metadata.get(INTERNAL)]
+    known = [toml_key(f) for f in attrs.fields(cls) if not f.metadata.get(INTERNAL)]
 
     def hook(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
         if not isinstance(raw, dict):

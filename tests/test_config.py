@@ -211,7 +211,10 @@ def test_example_file_lists_every_key_with_its_default() -> None:
         assert help_text, f"{key} has no help text"
         section, name = key.rsplit(".", 1)
         if default is None or ".NAME" in section:
-            assert re.search(rf"^# {name} = ", text, re.M), f"{key} not documented"
+            # A commented example line, or for a table-valued key its commented header.
+            header = re.escape(key).replace("NAME", "[a-z0-9_-]+")
+            documented = re.search(rf"^# ({name} = |\[{header}\]$)", text, re.M)
+            assert documented, f"{key} not documented"
         else:
             assert name in data[section], f"{key} missing from the example config"
 
