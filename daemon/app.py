@@ -59,8 +59,12 @@ from daemon.marketdata.service import MarketDataService
 from daemon.marketdata.settings import MarketDataSettings
 from daemon.metrics import MetricFamily, Registry
 from daemon.notify import Notifier
+from daemon.orders.control import handle_orders_command
+from daemon.orders.service import LinkVenues, OrdersService
+from daemon.orders.settings import OrdersSettings
 from daemon.secrets import Secret, resolve
 from daemon.store.service import StoreService
+from daemon.strategies import MarketDataPrices, StrategiesService, StrategySpec
 from daemon.supervise import (
     ChildContext,
     ChildSpec,
@@ -163,6 +167,8 @@ class Daemon:
         }
         self.store_service = StoreService(config)
         self.marketdata: tuple[MarketDataService, Supervisor] | None = None
+        self.orders = self._build_orders(config)
+        self.strategies = self._build_strategies(config)
         self.admin_address: tuple[str, int] | None = None
         self.admin_token: Secret | None = None
         self.last_reload: ReloadResult | None = None
@@ -185,7 +191,62 @@ class Daemon:
         for name, link in self.venue_links.items():
             self.health.add_check(f"venue:{name}", link.check)
         self.health.add_check("store", self.store_service.check)
+        if self.orders is not None:
+            self.health.add_check("orders", self.orders.check)
+            self.metrics.register_collector(self.orders.metrics)
+        if self.strategies is not None:
+            self.health.add_check("strategies", self.strategies.check)
         self._counters()
+
+    # ------------------------------------------------------------------ orders
+
+    def _build_orders(self, config: Config) -> OrdersService | None:
+        """The order pipeline, when ``[accounts]`` are configured."""
+        if not config.accounts:
+            return None
+        return OrdersService(
+            OrdersSettings.from_config(config.orders),
+            {name: account.venue for name, account in config.accounts.items()},
+            config.limit_table(),
+            LinkVenues(self.venue_links),
+            self.store_service.wait_store,
+            reference_price=self._reference_price,
+        )
+
+    def _build_strategies(self, config: Config) -> StrategiesService | None:
+        """Enabled strategies; their classes are imported here (a typo fails the start)."""
+        specs = [StrategySpec.from_config(name, s) for name, s in config.strategies.items()]
+        if not any(spec.enabled for spec in specs):
+            return None
+        if self.orders is None:
+            raise ConfigError("strategies need at least one [accounts.NAME] to trade on")
+        return StrategiesService(
+            specs,
+            gateway=self.orders,
+            prices=MarketDataPrices(self._books),
+            symbol_info=self._symbol_info,
+            on_event=self._on_event,
+        )
+
+    def _books(self) -> Any:
+        return self.marketdata[0].books if self.marketdata is not None else None
+
+    def _symbol_info(self, symbol: str) -> Any:
+        for link in self.venue_links.values():
+            info = link.exchange_info
+            if info is not None and symbol in info.symbols:
+                return info.symbols[symbol]
+        return None
+
+    def _reference_price(self, venue: str, symbol: str) -> Any:
+        """A recent price for judging MARKET orders: the captured book's mid."""
+        if self.marketdata is None:
+            return None
+        service = self.marketdata[0]
+        if service.venue != venue or symbol not in service.books:
+            return None
+        view = service.books[symbol].latest.value
+        return view.mid if view.in_sync else None
 
     # ------------------------------------------------------------------ tree
 
@@ -231,12 +292,28 @@ class Daemon:
             on_event=self._on_event,
         )
         children.append(data.as_child())
+        if self.strategies is not None:
+            # After the pipeline: strategies start once orders are reconciled and
+            # stop first. A failing strategy only degrades health (see StrategiesService).
+            children.append(self.strategies.supervisor().as_child(critical=False))
         return children
 
     def _data_children(self) -> list[ChildSpec]:
         """The store first; what uses it after (rest_for_one restarts them with it)."""
         grace = self.config.supervision.child_shutdown_grace_s
         children = [ChildSpec("store", self.store_service.run, shutdown_grace_s=grace)]
+        if self.orders is not None:
+            # After the store (rest_for_one: a store restart restarts the pipeline over
+            # the new store), before market data (a capture restart leaves orders alone).
+            s = self.orders.settings
+            children.append(
+                ChildSpec(
+                    "orders",
+                    self.orders.run,
+                    start_timeout_s=s.startup_reconcile_timeout_s + 10.0,
+                    shutdown_grace_s=grace + s.drain_timeout_s + s.section_deadline_s,
+                )
+            )
         if self.config.marketdata.venue:
             settings = MarketDataSettings.from_config(self.config.marketdata)
             children.append(
@@ -445,9 +522,7 @@ class Daemon:
                         )
                     else:
                         self.hard_stop(f"second {name}")
-                        nursery.start_soon(
-                            self._exit_if_stuck, HARD_STOP_GRACE_S, EXIT_HARD_STOP
-                        )
+                        nursery.start_soon(self._exit_if_stuck, HARD_STOP_GRACE_S, EXIT_HARD_STOP)
 
     async def _exit_if_stuck(self, delay_s: float, code: int) -> None:
         await trio.sleep(delay_s)
@@ -500,9 +575,7 @@ class Daemon:
         try:
             new, token = await trio.to_thread.run_sync(_load_checked, self.config_path)
         except ConfigError as exc:
-            log.error(
-                "reload (%s) rejected, still running on the previous configuration:", origin
-            )
+            log.error("reload (%s) rejected, still running on the previous configuration:", origin)
             for problem in exc.problems:
                 log.error("  %s", problem)
             result = ReloadResult(False, origin, errors=exc.problems)
@@ -520,17 +593,17 @@ class Daemon:
             origin,
             ", ".join(changes.live) or "no live changes",
         )
-        result = ReloadResult(
-            True, origin, applied=changes.live, restart_required=changes.restart
-        )
+        result = ReloadResult(True, origin, applied=changes.live, restart_required=changes.restart)
         self.notifier.ready(self.status_line(result))
         return result
 
     def _apply_live(self, new: Config, keys: tuple[str, ...]) -> None:
-        merged = self.config
-        for key in keys:
-            merged = _set_path(merged, key.split("."), _get_path(new, key.split(".")))
+        merged = configmod.apply_live(self.config, new, keys)
         self.config = merged
+        if self.orders is not None:
+            self.orders.apply_config(
+                OrdersSettings.from_config(merged.orders), merged.limit_table()
+            )
         logs.apply(merged.logging)
         self.health.thresholds = thresholds_from(merged)
         self.lag_probe.interval_s = merged.health.lag_probe_interval_s
@@ -554,6 +627,8 @@ class Daemon:
             return (await self.reload("control socket")).to_dict()
         if cmd == "dead-letters":
             return await self._dead_letters(message)
+        if cmd in ("trading", "orders"):
+            return await handle_orders_command(self.orders, message)
         if cmd == "fault":
             kind = message.get("kind")
             if kind not in FAULT_KINDS:
@@ -664,6 +739,8 @@ class Daemon:
             "venues": {name: link.status() for name, link in self.venue_links.items()},
             "store": self.store_service.status(),
             "marketdata": self._marketdata_status(),
+            "orders": self.orders.status() if self.orders is not None else None,
+            "strategies": self.strategies.status() if self.strategies is not None else None,
             "admin": {"listen": self.config.admin.listen, "bound": self.admin_address},
             "last_reload": self.last_reload.to_dict() if self.last_reload else None,
             "recent_events": list(self._events[-20:]),
@@ -691,9 +768,7 @@ class Daemon:
         report = self.health.evaluate()
         stats = self.lag_probe.stats()
         families = [
-            MetricFamily.gauge(
-                "tradingd_up", "1 while the daemon runs.", [((), 1.0)]
-            ),
+            MetricFamily.gauge("tradingd_up", "1 while the daemon runs.", [((), 1.0)]),
             MetricFamily.gauge(
                 "tradingd_uptime_seconds",
                 "Seconds since the process started.",
@@ -772,19 +847,6 @@ def _load_checked(path: Path) -> tuple[Config, Secret | None]:
 def _admin_token(config: Config) -> Secret | None:
     ref = config.admin.token
     return resolve(ref) if ref is not None else None
-
-
-def _get_path(obj: Any, parts: list[str]) -> Any:
-    for part in parts:
-        obj = getattr(obj, part)
-    return obj
-
-
-def _set_path(obj: Any, parts: list[str], value: Any) -> Any:
-    if len(parts) == 1:
-        return attrs.evolve(obj, **{parts[0]: value})
-    inner = _set_path(getattr(obj, parts[0]), parts[1:], value)
-    return attrs.evolve(obj, **{parts[0]: inner})
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -313,6 +313,21 @@ class OrdersService:
         pipeline = self._live()
         return await pipeline.store.positions(account)
 
+    def apply_config(self, settings: OrdersSettings, limits: LimitTable) -> None:
+        """A reload: new risk limits and live settings take effect at once.
+
+        Only keys declared live change here (the poll and reconcile intervals and
+        every risk limit); the rest of ``settings`` equals what is running.
+        """
+        self.settings = settings
+        self.limits = limits
+        pipeline = self.pipeline
+        if pipeline is not None:
+            pipeline.ledger.risk.book.set_limits(limits)
+            pipeline.reconciler.settings = settings
+            pipeline.executor.settings = settings
+            pipeline.entry.settings = settings
+
     # ------------------------------------------------------------------ operator switches
 
     async def set_trading_state(

@@ -36,7 +36,7 @@ class OrdersSettings:
     unknown_retry_s: float = 1.0
     reconcile_interval_s: float = 30.0
     reconcile_concurrency: int = 4
-    startup_reconcile_timeout_s: float = 60.0
+    startup_reconcile_timeout_s: float = 45.0
     poll_interval_s: float = 2.0
     id_prefix: str = DEFAULT_PREFIX
 
