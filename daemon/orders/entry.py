@@ -81,7 +81,7 @@ class EntryStats:
 class _Pending:
     """One submission waiting for the writer."""
 
-    __slots__ = ("done", "error", "intent", "reserved_account", "result")
+    __slots__ = ("done", "error", "intent", "received", "reserved_account", "result")
 
     def __init__(self, intent: OrderIntent) -> None:
         self.intent = intent
@@ -89,6 +89,7 @@ class _Pending:
         self.result: SubmitResult | None = None
         self.error: BaseException | None = None
         self.reserved_account: str | None = None
+        self.received = 0.0
 
     def finish(
         self, result: SubmitResult | None = None, error: BaseException | None = None
@@ -151,6 +152,7 @@ class Entry:
     async def submit(self, request: Mapping[str, Any] | OrderIntent) -> SubmitResult:
         """Record one intent durably; see the module docstring for the answers."""
         self.stats.submitted += 1
+        received = trio.current_time()
         try:
             intent = (
                 request
@@ -186,6 +188,7 @@ class Entry:
         if not self._open:
             raise EntryUnavailableError("order entry is stopping: submit again after the restart")
         pending = _Pending(intent)
+        pending.received = received
         try:
             self.dispatcher.reserve(intent.account)
         except TradingdError as exc:
@@ -306,6 +309,9 @@ class Entry:
             )
             pending.reserved_account = None
             self.stats.created += 1
+            now = trio.current_time()
+            self.ledger.commit_latency.add(now - pending.received)
+            self.ledger.received_at[record.client_order_id] = pending.received
             pending.finish(SubmitResult(record, created=True))
 
     def _risk(self, intent: OrderIntent) -> Reservation | BaseException:

@@ -164,18 +164,21 @@ class Executor:
         except VenueRejectedError as exc:
             code, message = venue_error_code(exc)
             await self.ledger.mark_rejected(sending, exc, code=code, message=message)
+            self.ledger.answered(record.client_order_id)
             return
         except Exception as exc:  # timeout, 5xx, -1006/-1007, rate limits, bugs: ambiguous
             error = exc
         if report is not None:
             self.accepted += 1
             await self.ledger.apply_report(sending, report, reason="venue answered new order")
+            self.ledger.answered(record.client_order_id)
             return
         if timed_out:
             reason = f"no answer within send_timeout_s={self.settings.send_timeout_s:g}"
         else:
             reason = f"{type(error).__name__}: {error}"[:300]
         await self.ledger.mark_unknown(sending, reason)
+        self.ledger.received_at.pop(record.client_order_id, None)  # no answer to time
 
     async def settle_stuck(self) -> None:
         """Move SENDING rows whose section overran to UNKNOWN (as a restart would)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -142,6 +143,38 @@ def report_fill_records(record: IntentRecord, report: OrderReport) -> list[FillR
     return out
 
 
+class LatencyLog:
+    """The last ``size`` latencies (seconds) of one kind, with quantiles for /status and bench."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.values: deque[float] = deque(maxlen=size)
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        self.values.append(seconds)
+        self.count += 1
+
+    def quantile(self, q: float) -> float | None:
+        if not self.values:
+            return None
+        ordered = sorted(self.values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def clear(self) -> None:
+        self.values.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000, 3)
+
+        return {
+            "count": self.count,
+            "p50_ms": ms(self.quantile(0.5)),
+            "p99_ms": ms(self.quantile(0.99)),
+            "max_ms": ms(self.quantile(1.0)),
+        }
+
+
 class OrderLedger:
     """Live orders in memory, their locks, and every durable change to them.
 
@@ -167,6 +200,13 @@ class OrderLedger:
         self.records: dict[str, IntentRecord] = {}
         self._locks: dict[str, trio.Lock] = {}
         self._lock_users: dict[str, int] = {}
+        #: Entry time (trio clock) of intents created by this incarnation, until
+        #: the venue's answer to their first send is persisted.
+        self.received_at: dict[str, float] = {}
+        #: Submission received -> intent durable (the caller's answer).
+        self.commit_latency = LatencyLog()
+        #: Submission received -> the venue's answer to the first send persisted.
+        self.answer_latency = LatencyLog()
         #: Counters for metrics and /status.
         self.transitions = 0
         self.rejected = 0
@@ -385,8 +425,18 @@ class OrderLedger:
             except Exception:
                 log.exception("order %s: risk release failed", record.client_order_id)
 
+    def answered(self, client_order_id: str) -> None:
+        """The venue's answer to an intent's first send is durable: record the latency."""
+        started = self.received_at.pop(client_order_id, None)
+        if started is not None:
+            self.answer_latency.add(trio.current_time() - started)
+
     def snapshot(self) -> dict[str, Any]:
         return {
+            "latency": {
+                "received_to_committed": self.commit_latency.snapshot(),
+                "received_to_answer_persisted": self.answer_latency.snapshot(),
+            },
             "live": len(self.records),
             "by_state": self.counts(),
             "transitions": self.transitions,
