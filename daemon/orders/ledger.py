@@ -369,6 +369,14 @@ class OrderLedger:
         if record.venue_order_id is None:
             with_id = _replace_venue_id(record, report.order_id)
         rows = report_fill_records(with_id, report) + fill_records(with_id, fills)
+        if (
+            not steps
+            and not rows
+            and record.venue_order_id == report.order_id
+            and (executed is None or executed == record.executed_qty)
+            and (cum_quote is None or cum_quote == record.cum_quote_qty)
+        ):
+            return record  # nothing new: no write
         new = await self.store.apply_changes(
             record.client_order_id,
             steps,

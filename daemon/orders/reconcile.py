@@ -101,10 +101,10 @@ class Reconciler:
     # ------------------------------------------------------------------ start-up
 
     async def startup(self) -> None:
-        """Steps 1-5 of the module docstring; returns when sending is enabled or timed out."""
+        """Steps 2-5 of the module docstring (the caller ran :meth:`OrderLedger.load`
+        before opening entry); returns when sending is enabled or timed out."""
         started = trio.current_time()
-        records = await self.ledger.load()
-        for record in records:
+        for record in self.ledger.live([OrderState.SENDING]):
             if record.state is OrderState.SENDING:
                 async with self.ledger.lock(record.client_order_id):
                     current = self.ledger.get(record.client_order_id)
@@ -280,7 +280,18 @@ class Reconciler:
             await self.tick()
 
     async def tick(self) -> None:
-        """One round of the tracker (also called directly by tests)."""
+        """One round of the tracker (also called directly by tests).
+
+        A failure (the store or the venue unavailable, a report contradicting
+        our records) is logged and the next round tries again: the rows it
+        would have changed are still there.
+        """
+        try:
+            await self._tick()
+        except TradingdError as exc:
+            log.warning("orders: tracker round failed: %s: %s", type(exc).__name__, exc)
+
+    async def _tick(self) -> None:
         await self.executor.settle_stuck()
         now = trio.current_time()
         unknown = [

@@ -187,6 +187,8 @@ class OrdersService:
         )
         pipeline = Pipeline(order_store, ledger, dispatcher, executor, entry, reconciler)
         self.incarnations += 1
+        # Memory and the risk book from the store, before entry opens.
+        await ledger.load()
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(dispatcher.run)
