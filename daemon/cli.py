@@ -8,6 +8,9 @@
     tradingd status [--json]            ask a running daemon for its status
     tradingd reload                     reload a running daemon's config; waits for the result
     tradingd dead-letters ACTION        list / show / purge dead letters
+    tradingd halt|reduce-only|resume    flip a trading switch [--account A] [--reason TEXT]
+    tradingd trading                    show the trading switches
+    tradingd orders ACTION              list / show / cancel orders
     tradingd integrity-check            check the store's database file
     tradingd sim                        run the Binance-protocol exchange simulator
     tradingd debug-fault KIND           test-only fault hooks (need [testing] fault_injection)
@@ -29,6 +32,7 @@ import time
 import tomllib
 import types
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,7 @@ from daemon.config import Config
 from daemon.errors import ConfigError, ControlError, SecretError, StoreError
 from daemon.faults import FAULT_KINDS
 from daemon.notify import Notifier, unset_environment
+from daemon.orders.ids import validate_client_order_id
 from daemon.secrets import SecretRef
 from daemon.store import integrity_check
 from daemon.venues.sim import cli as sim_cli
@@ -117,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--all", action="store_true", help="required to purge without a filter")
     _add_target(q)
 
+    _add_order_commands(sub)
+
     p = sub.add_parser(
         "integrity-check",
         help="check the store's database file (SQLite integrity_check); safe while running",
@@ -140,6 +147,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=30.0, help="block-loop duration")
     _add_target(p)
     return parser
+
+
+#: CLI verbs that flip a trading switch (the control socket's ``trading`` actions).
+TRADING_COMMANDS = ("halt", "reduce-only", "resume")
+
+
+def _add_order_commands(sub: Any) -> None:
+    """``halt``/``reduce-only``/``resume``, ``trading`` and ``orders`` (control-socket clients)."""
+    for name, text in (
+        ("halt", "refuse new orders, of one account or all (accepted orders still proceed)"),
+        ("reduce-only", "accept only orders that reduce a position, of one account or all"),
+        ("resume", "accept new orders again (a global resume keeps per-account halts)"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--account", help="one account (default: the switch over all accounts)")
+        p.add_argument("--reason", help="why; kept with the switch, logged and persisted")
+        p.add_argument("--json", action="store_true", help="print the raw JSON")
+        _add_target(p)
+    p = sub.add_parser("trading", help="show the trading switches and each account's state")
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    _add_target(p)
+
+    p = sub.add_parser("orders", help="list, show or cancel a running daemon's orders")
+    od = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = od.add_parser("list", help="orders, newest first")
+    q.add_argument("--account", help="only this account")
+    q.add_argument(
+        "--state",
+        action="append",
+        dest="states",
+        help="a state (FILLED, ...) or 'open' for every unfinished one; repeatable or a,b",
+    )
+    q.add_argument("--limit", type=int, default=50, help="default 50")
+    q.add_argument("--json", action="store_true", help="print the raw JSON")
+    _add_target(q)
+    for action, text in (
+        ("show", "one order with its state history and fills"),
+        ("cancel", "request the cancel of an open order (idempotent)"),
+    ):
+        q = od.add_parser(action, help=text)
+        q.add_argument("client_order_id", type=_client_order_id_arg)
+        q.add_argument("--json", action="store_true", help="print the raw JSON")
+        _add_target(q)
+
+
+def _client_order_id_arg(text: str) -> str:
+    """Check the id's format before asking the daemon (a typo is a usage error: exit 2)."""
+    try:
+        return validate_client_order_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_target(p: argparse.ArgumentParser) -> None:
@@ -169,6 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_integrity_check(args)
         if args.command == "dead-letters":
             return cmd_dead_letters(args)
+        if args.command in (*TRADING_COMMANDS, "trading"):
+            return cmd_trading(args)
+        if args.command == "orders":
+            return cmd_orders(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces choices
@@ -491,6 +553,167 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     else:
         print(f"purged {answer.get('purged')} dead letter(s)")
     return EXIT_OK
+
+
+def _print_failure(answer: dict[str, Any]) -> None:
+    """The daemon's refusal on stderr, with every problem or risk reason it listed."""
+    print(f"tradingd: {answer.get('error', 'failed')}", file=sys.stderr)
+    for problem in answer.get("problems") or []:
+        print(
+            f"  {problem.get('field') or 'request'}: {problem.get('code')}: "
+            f"{problem.get('message')}",
+            file=sys.stderr,
+        )
+    for reason in answer.get("reasons") or []:
+        print(f"  {reason.get('code')}: {reason.get('message')}", file=sys.stderr)
+    retry = answer.get("retry_after_s")
+    if retry is not None:
+        print(f"  retry in {retry:g}s", file=sys.stderr)
+
+
+def cmd_trading(args: argparse.Namespace) -> int:
+    """``tradingd trading`` shows the switches; ``halt``/``reduce-only``/``resume`` flip one.
+
+    Exit 0 when the switch is set (even if the store could not persist it:
+    it holds until a restart, and the warning says so), 1 when refused.
+    """
+    message: dict[str, Any] = {"cmd": "trading", "action": "show"}
+    if args.command in TRADING_COMMANDS:
+        message.update(action=args.command, account=args.account, reason=args.reason)
+    answer = _ask(args, message)
+    if answer is None:
+        return EXIT_UNREACHABLE
+    if not answer.get("ok"):
+        _print_failure(answer)
+        return EXIT_FAILURE
+    if args.json:
+        raw = {k: v for k, v in answer.items() if k != "ok"}
+        print(json.dumps(raw, indent=2, sort_keys=True))
+    else:
+        if args.command in TRADING_COMMANDS:
+            scope = "all accounts" if args.account is None else f"account {args.account}"
+            print(f"{args.command}: {scope}")
+        print(render_trading(answer))
+    if answer.get("warning"):
+        print(f"tradingd: warning: {answer['warning']}", file=sys.stderr)
+    return EXIT_OK
+
+
+def render_trading(view: dict[str, Any]) -> str:
+    """The switches as set and what applies to each account, for a terminal."""
+    states = view.get("states", {})
+
+    def switch(row: dict[str, Any]) -> str:
+        reason = row.get("reason")
+        return f"{row.get('state')}" + (f" ({reason})" if reason else "")
+
+    lines = [f"global switch: {switch(states.get('global', {}))}"]
+    accounts = states.get("accounts", {})
+    if accounts:
+        lines.append("account switches:")
+        lines.extend(f"  {name:<16} {switch(row)}" for name, row in accounts.items())
+    effective = view.get("effective", {})
+    if effective:
+        lines.append("effective:")
+        lines.extend(f"  {name:<16} {state}" for name, state in effective.items())
+    return "\n".join(lines)
+
+
+def cmd_orders(args: argparse.Namespace) -> int:
+    """``tradingd orders list|show|cancel`` through the control socket."""
+    message: dict[str, Any] = {"cmd": "orders", "action": args.action}
+    if args.action == "list":
+        message.update(account=args.account, states=args.states, limit=args.limit)
+    else:
+        message["client_order_id"] = args.client_order_id
+    answer = _ask(args, message)
+    if answer is None:
+        return EXIT_UNREACHABLE
+    if not answer.get("ok"):
+        _print_failure(answer)
+        return EXIT_FAILURE
+    if args.json:
+        raw = {k: v for k, v in answer.items() if k != "ok"}
+        print(json.dumps(raw["orders"] if args.action == "list" else raw, indent=2, sort_keys=True))
+    elif args.action == "list":
+        print(render_orders(answer.get("orders", [])))
+    elif args.action == "show":
+        print(render_order(answer))
+    elif answer.get("cancel_requested"):
+        print(f"cancel requested: {answer.get('client_order_id')} (state {answer.get('state')})")
+    else:
+        print(
+            f"{answer.get('client_order_id')} is already {answer.get('state')}; nothing to cancel"
+        )
+    return EXIT_OK
+
+
+_ORDER_COLUMNS = (
+    ("SEQ", "seq"),
+    ("CLIENT_ORDER_ID", "client_order_id"),
+    ("ACCOUNT", "account"),
+    ("SYMBOL", "symbol"),
+    ("SIDE", "side"),
+    ("TYPE", "type"),
+    ("QUANTITY", "quantity"),
+    ("PRICE", "price"),
+    ("FILLED", "executed_qty"),
+    ("STATE", "state"),
+)
+
+
+def render_orders(orders: list[dict[str, Any]]) -> str:
+    """Orders as an aligned table (newest first, as listed)."""
+    if not orders:
+        return "no orders"
+    rows = [[h for h, _ in _ORDER_COLUMNS]]
+    rows += [
+        ["-" if o.get(k) is None else str(o.get(k)) for _, k in _ORDER_COLUMNS] for o in orders
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_ORDER_COLUMNS))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _ms(value: Any) -> str:
+    if not isinstance(value, int):
+        return "-"
+    return datetime.fromtimestamp(value / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def render_order(details: dict[str, Any]) -> str:
+    """One order, its state history and its fills, for a terminal."""
+    o = details.get("order", {})
+    price = f" @ {o['price']}" if o.get("price") is not None else ""
+    tif = f" {o['time_in_force']}" if o.get("time_in_force") else ""
+    lines = [
+        f"{o.get('client_order_id')}  account {o.get('account')} on {o.get('venue')}",
+        f"  {o.get('side')} {o.get('type')} {o.get('quantity')} {o.get('symbol')}{price}{tif}",
+        f"  state {o.get('state')}  filled {o.get('executed_qty')} "
+        f"(quote {o.get('cum_quote_qty')})  venue order id {o.get('venue_order_id') or '-'}",
+        f"  message id {o.get('message_id')}  created {_ms(o.get('created_at_ms'))}  "
+        f"send attempts {o.get('send_attempts')}",
+    ]
+    if o.get("reject_code") is not None or o.get("reject_reason"):
+        lines.append(f"  rejected: {o.get('reject_code')} {o.get('reject_reason') or ''}".rstrip())
+    if o.get("cancel_requested_at_ms") is not None:
+        lines.append(f"  cancel requested {_ms(o['cancel_requested_at_ms'])}")
+    lines.append("history:")
+    for h in details.get("history", []):
+        source = h.get("from") or "(new)"
+        reason = f"  {h['reason']}" if h.get("reason") else ""
+        lines.append(f"  {_ms(h.get('at_ms'))}  {source} -> {h.get('to')}{reason}")
+    fills = details.get("fills", [])
+    lines.append("fills:" if fills else "fills: none")
+    for f in fills:
+        lines.append(
+            f"  {_ms(f.get('time_ms'))}  trade {f.get('trade_id')}  {f.get('side')} "
+            f"{f.get('quantity')} @ {f.get('price')}  fee {f.get('commission')} "
+            f"{f.get('commission_asset')}"
+        )
+    return "\n".join(lines)
 
 
 def cmd_integrity_check(args: argparse.Namespace) -> int:
