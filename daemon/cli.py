@@ -26,6 +26,7 @@ import errno
 import json
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
@@ -49,6 +50,7 @@ from daemon.notify import Notifier, unset_environment
 from daemon.orders.ids import validate_client_order_id
 from daemon.secrets import SecretRef
 from daemon.store import integrity_check
+from daemon.strategies import StrategySpec, load_strategies
 from daemon.venues.sim import cli as sim_cli
 from daemon.venues.sim.config import SimConfig
 from daemon.venues.sim.server import serve_sim
@@ -246,6 +248,11 @@ def cmd_check_config(path: Path) -> int:
         _print_problems(exc.problems)
         return EXIT_CONFIG
     problems = configmod.check_environment(config)
+    try:
+        # Import every enabled strategy's class: a typo must fail here, not at start.
+        load_strategies(StrategySpec.from_config(n, s) for n, s in config.strategies.items())
+    except ConfigError as exc:
+        problems += list(exc.problems)
     if problems:
         _print_problems(problems)
         return EXIT_CONFIG
@@ -287,11 +294,33 @@ DEMO_SECRET_ENV = "TRADINGD_DEMO_API_SECRET"
 def demo_config(
     state_dir: Path, admin_port: int, sim_urls: tuple[str, str] | None = None
 ) -> Config:
-    """The embedded configuration of ``tradingd demo``: the simulator as venue, capturing."""
+    """The embedded configuration of ``tradingd demo``.
+
+    The simulator as venue, capturing BTCUSDT and ETHUSDT; one account
+    (``demo``) with the built-in quoting strategy placing and cancelling
+    LIMIT orders through the order pipeline; an admin token in
+    ``STATE_DIR/admin-token`` for ``POST /orders``.
+    """
     config = configmod.defaults()
     venues = {}
+    accounts: dict[str, configmod.AccountConfig] = {}
+    strategies: dict[str, configmod.StrategyConfig] = {}
     marketdata = config.marketdata
     if sim_urls is not None:
+        accounts["demo"] = configmod.AccountConfig(venue="sim")
+        strategies["quote"] = configmod.StrategyConfig(
+            class_path=DEMO_STRATEGY,
+            account="demo",
+            options=types.MappingProxyType(
+                {
+                    "symbol": "BTCUSDT",
+                    "quantity": "0.001",
+                    "offset_bps": 10,
+                    "interval_s": 2.0,
+                    "max_orders": 2,
+                }
+            ),
+        )
         marketdata = attrs.evolve(
             marketdata, venue="sim", symbols=("BTCUSDT", "ETHUSDT"), snapshot_interval_s=10.0
         )
@@ -304,13 +333,33 @@ def demo_config(
     return attrs.evolve(
         config,
         source="<demo>",
-        daemon=attrs.evolve(
-            config.daemon, state_dir=state_dir.resolve(), shutdown_timeout_s=10.0
+        daemon=attrs.evolve(config.daemon, state_dir=state_dir.resolve(), shutdown_timeout_s=10.0),
+        admin=attrs.evolve(
+            config.admin,
+            listen=f"127.0.0.1:{admin_port}",
+            token=SecretRef("file", str(demo_token_path(state_dir))),
         ),
-        admin=attrs.evolve(config.admin, listen=f"127.0.0.1:{admin_port}"),
         venues=types.MappingProxyType(venues),
+        accounts=types.MappingProxyType(accounts),
+        strategies=types.MappingProxyType(strategies),
         marketdata=marketdata,
     )
+
+
+#: The demo's strategy: the built-in example.
+DEMO_STRATEGY = "daemon.strategies.example:QuoteStrategy"
+
+
+def demo_token_path(state_dir: Path) -> Path:
+    """Where ``tradingd demo`` keeps its admin token (created at start, mode 0600)."""
+    return state_dir.resolve() / "admin-token"
+
+
+def _write_demo_token(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(24) + "\n")
 
 
 def cmd_demo(state_dir: Path, admin_port: int) -> int:
@@ -321,6 +370,7 @@ def cmd_demo(state_dir: Path, admin_port: int) -> int:
             file=sys.stderr,
         )
         admin_port = 0
+    _write_demo_token(demo_token_path(state_dir))
     problems = configmod.check_environment(demo_config(state_dir, admin_port))
     if problems:
         _print_problems(problems)
@@ -344,7 +394,10 @@ def cmd_demo(state_dir: Path, admin_port: int) -> int:
                     f"\ntradingd demo running (state in {config.daemon.state_dir}).\n"
                     f"  status:    {base}/status\n  health:    {base}/health\n"
                     f"  metrics:   {base}/metrics\n"
+                    f"  orders:    {base}/orders?state=open  (token: "
+                    f'-H "Authorization: Bearer $(cat {demo_token_path(state_dir)})")\n'
                     f"  simulator: REST {urls[0]}  streams {urls[1]}\n"
+                    "  The example strategy quotes BTCUSDT on account 'demo' (see /status).\n"
                     "Press Ctrl-C to stop.\n",
                     file=sys.stderr,
                     flush=True,
@@ -377,7 +430,7 @@ def _run_daemon(config: Config, notifier: Notifier, **kwargs: Any) -> int:
     try:
         daemon = Daemon(config, notifier=notifier, **kwargs)
         return trio.run(daemon.run)
-    except SecretError as exc:
+    except (SecretError, ConfigError) as exc:
         log.error("%s", exc)
         notifier.errno(errno.EINVAL)
         return EXIT_CONFIG
@@ -458,8 +511,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
             print(f"  needs a restart to take effect: {key}")
         return EXIT_OK
     errors = answer.get("errors") or [answer.get("error", "rejected")]
-    print("reload rejected; the daemon keeps running on its previous configuration:",
-          file=sys.stderr)
+    print(
+        "reload rejected; the daemon keeps running on its previous configuration:", file=sys.stderr
+    )
     for problem in errors:
         print(f"  {problem}", file=sys.stderr)
     return EXIT_FAILURE

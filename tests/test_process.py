@@ -1051,10 +1051,36 @@ async def test_demo_runs_daemon_and_simulator_until_ctrl_c(tmp_path: Path) -> No
 
         status = await await_until(venue_up, what="the simulator venue to be up")
         names = [c["name"] for c in status["supervision"]["children"]]
-        assert names == ["health", "housekeeping", "control", "admin", "venues", "data"]
+        assert names == [
+            "health",
+            "housekeeping",
+            "control",
+            "admin",
+            "venues",
+            "data",
+            "strategies",
+        ]
         assert status["config"] == "<demo>"
         assert (tmp_path / "var").is_dir(), "state under ./var/"
         assert (await http_get(f"{base}/health")).status_code == 200
+
+        # The whole loop: the example strategy's LIMIT orders are accepted by the
+        # venue and its cancels go through, all via the order pipeline.
+        async def quoted_and_canceled() -> dict[str, Any] | None:
+            orders = (await http_get(f"{base}/status")).json()["orders"]
+            venue = orders["executor"]
+            return orders if venue["accepted_answers"] >= 2 and venue["cancels_sent"] >= 1 else None
+
+        orders = await await_until(quoted_and_canceled, what="the demo strategy's orders")
+        assert orders["reconcile"]["sending_enabled"] is True
+        assert orders["orders"]["rejected"] == 0
+        token = (tmp_path / "var" / "admin-token").read_text().strip()
+        async with httpx2.AsyncClient(trust_env=False, timeout=10.0) as client:
+            listed = await client.get(
+                f"{base}/orders?state=CANCELED", headers={"Authorization": f"Bearer {token}"}
+            )
+        assert listed.status_code == 200
+        assert listed.json()["orders"], "a canceled order of the demo strategy"
         proc.send_signal(signal.SIGINT)
         with trio.fail_after(WAIT_S):
             await proc.wait()
