@@ -95,3 +95,45 @@ def test_integrity_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert cli.main(["integrity-check", "--db", str(junk)]) == cli.EXIT_FAILURE
     assert "problem" in capsys.readouterr().err
     assert cli.main(["integrity-check", "--db", str(tmp_path / "missing.db")]) == cli.EXIT_FAILURE
+
+
+def test_check_config_imports_strategy_classes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A strategy whose class cannot be imported fails check-config, naming it."""
+    base = f"""
+[daemon]
+state_dir = "{tmp_path}"
+
+[venues.sim]
+rest_url = "http://127.0.0.1:1"
+ws_url = "ws://127.0.0.1:1"
+
+[accounts.main]
+venue = "sim"
+"""
+    good = tmp_path / "good.toml"
+    good.write_text(
+        base
+        + """
+[strategies.quote]
+class = "daemon.strategies.example:QuoteStrategy"
+account = "main"
+[strategies.quote.options]
+symbol = "BTCUSDT"
+quantity = "0.001"
+"""
+    )
+    assert cli.main(["check-config", str(good)]) == cli.EXIT_OK
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        base
+        + """
+[strategies.typo]
+class = "daemon.strategies.exampel:QuoteStrategy"
+"""
+    )
+    capsys.readouterr()
+    assert cli.main(["check-config", str(bad)]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "typo" in err and "daemon.strategies.exampel" in err
