@@ -5,16 +5,21 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
 from daemon.errors import RiskRejectedError
 from daemon.orders.gateway import IntentConflictError
-from daemon.orders.intent import IntentValidationError
-from daemon.orders.state import OrderState
+from daemon.orders.intent import IntentValidationError, OrderIntent
+from daemon.orders.records import IntentRecord
+from daemon.orders.state import OrderState, transition
+from daemon.orders.store import OrderStore
 from daemon.risk.limits import LimitTable, RiskLimits
+from daemon.risk.state import TradingState
+from daemon.store.sqlite import SqliteStore
 from tests.orders.harness import limit_request, market_request, running_pipeline, wait_state
-from tests.venues.conftest import running_sim, sim_config
+from tests.venues.conftest import rest_client, running_sim, sim_config
 
 S = OrderState
 
@@ -170,12 +175,6 @@ async def test_timeout_after_processing_with_invisible_order_waits_for_the_grace
 async def test_restart_resolves_sending_rows_and_sends_pending_ones(tmp_path: Path) -> None:
     """A row left SENDING by a crash becomes UNKNOWN and is resolved by query; PENDING rows
     are sent after start-up reconciliation; an order placed behind our back is reported."""
-    from daemon.orders.records import IntentRecord
-    from daemon.orders.intent import OrderIntent
-    from daemon.orders.state import transition
-    from daemon.orders.store import OrderStore
-    from daemon.store.sqlite import SqliteStore
-    from tests.venues.conftest import rest_client
 
     path = tmp_path / "store.db"
     with trio.fail_after(40):
@@ -198,8 +197,6 @@ async def test_restart_resolves_sending_rows_and_sends_pending_ones(tmp_path: Pa
                 await client.new_order(sent.to_new_order())
                 foreign = OrderIntent.from_request(limit_request("manual", price="27000.00"))
                 order = foreign.to_new_order()
-                import attrs
-
                 await client.new_order(attrs.evolve(order, client_order_id="manual-order-1"))
             async with running_pipeline(sim, path) as run:
                 adopted = await wait_state(run.service, sent.client_order_id, S.ACCEPTED)
@@ -219,8 +216,6 @@ async def test_restart_resolves_sending_rows_and_sends_pending_ones(tmp_path: Pa
 
 
 async def test_halt_refuses_new_intents_and_keeps_accepted_ones(tmp_path: Path) -> None:
-    from daemon.risk.state import TradingState
-
     with trio.fail_after(30):
         async with (
             running_sim(sim_config()) as sim,
@@ -240,8 +235,6 @@ async def test_halt_refuses_new_intents_and_keeps_accepted_ones(tmp_path: Path) 
 
 
 async def test_a_halt_survives_a_restart(tmp_path: Path) -> None:
-    from daemon.risk.state import TradingState
-
     path = tmp_path / "store.db"
     with trio.fail_after(30):
         async with running_sim(sim_config()) as sim:
@@ -255,3 +248,32 @@ async def test_a_halt_survives_a_restart(tmp_path: Path) -> None:
                 with pytest.raises(RiskRejectedError) as halted:
                     await run.service.submit(limit_request("after-restart"))
                 assert halted.value.codes == ("TRADING_HALTED",)
+
+
+async def test_stop_leaves_unsent_work_pending_and_the_next_start_sends_it_once(
+    tmp_path: Path,
+) -> None:
+    """With the venue down, accepted intents wait in their account's queue; a stop
+    leaves them PENDING (durable), and the next start sends each exactly once."""
+    path = tmp_path / "store.db"
+    with trio.fail_after(40):
+        async with running_sim(sim_config()) as sim:
+            async with running_pipeline(sim, path) as run:
+                run.venues.down = True
+                ids = [
+                    (
+                        await run.service.submit(limit_request(f"d-{i}", price=f"2900{i}.00"))
+                    ).client_order_id
+                    for i in range(3)
+                ]
+                for coid in ids:
+                    assert (await run.service.get(coid)).state is S.PENDING
+            async with running_pipeline(sim, path) as run:
+                for coid in ids:
+                    record = await wait_state(run.service, coid, S.ACCEPTED)
+                    assert record.send_attempts == 1
+                    assert len(await sim.audit(coid)) == 1
+                # Sent in submit order (one account: one queue).
+                audit = await sim.audit()
+                sent_order = [a["clientOrderId"] for a in audit if a["clientOrderId"] in ids]
+                assert sent_order == ids
