@@ -14,7 +14,18 @@ the cheap first stage of the risk gate (DESIGN §4). The arithmetic is exact
   ``(quantity - minQty) % stepSize == 0``;
 * ``NOTIONAL``: ``minNotional <= price * quantity <= maxNotional``, applied to
   MARKET orders only when ``applyMinToMarket``/``applyMaxToMarket`` say so, at
-  a reference (average) price; ``MIN_NOTIONAL`` is the older minimum-only form.
+  a reference (average) price; ``MIN_NOTIONAL`` is the older minimum-only form;
+* price bands, judged against a reference price (the venue's average price
+  over ``avgPriceMins`` minutes; the caller supplies its best estimate) and
+  only for orders that carry a limit price (a MARKET order has none to judge):
+  ``PERCENT_PRICE``: ``avg * multiplierDown <= price <= avg * multiplierUp``;
+  ``PERCENT_PRICE_BY_SIDE``: the same with ``bidMultiplier…`` for a BUY and
+  ``askMultiplier…`` for a SELL. Both bounds are inclusive.
+
+Why bands matter locally: they move with the market, so an order that passed
+a minute ago can fail now; a fat-fingered price (a BUY at 10x the market)
+is caught here with the numbers in the message rather than as a bare
+``Filter failure: PERCENT_PRICE_BY_SIDE`` from the venue.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_UP, Decimal
 
 import attrs
 
-from daemon.model.orders import NewOrder, OrderType
+from daemon.model.orders import NewOrder, OrderType, Side
 
 __all__ = [
     "ExchangeInfo",
@@ -185,6 +196,19 @@ class SymbolFilters:
         max_notional: Largest ``price * quantity`` (``NOTIONAL`` only).
         apply_max_to_market: Whether ``max_notional`` applies to MARKET orders.
         max_num_orders: ``MAX_NUM_ORDERS``: open orders allowed on the symbol.
+        multiplier_up: ``PERCENT_PRICE.multiplierUp``: highest price as a
+            multiple of the reference price.
+        multiplier_down: ``PERCENT_PRICE.multiplierDown``: lowest price as a
+            multiple of the reference price.
+        percent_price_avg_mins: ``PERCENT_PRICE.avgPriceMins``: minutes the
+            venue averages its reference over (0: the last price); reported
+            so a caller can choose its reference price, not used by :meth:`check`.
+        bid_multiplier_up: ``PERCENT_PRICE_BY_SIDE.bidMultiplierUp`` (BUY orders).
+        bid_multiplier_down: ``PERCENT_PRICE_BY_SIDE.bidMultiplierDown`` (BUY orders).
+        ask_multiplier_up: ``PERCENT_PRICE_BY_SIDE.askMultiplierUp`` (SELL orders).
+        ask_multiplier_down: ``PERCENT_PRICE_BY_SIDE.askMultiplierDown`` (SELL orders).
+        percent_price_by_side_avg_mins: ``PERCENT_PRICE_BY_SIDE.avgPriceMins``
+            (reported, like ``percent_price_avg_mins``).
     """
 
     tick_size: Decimal | None = None
@@ -201,6 +225,14 @@ class SymbolFilters:
     max_notional: Decimal | None = None
     apply_max_to_market: bool = False
     max_num_orders: int | None = None
+    multiplier_up: Decimal | None = None
+    multiplier_down: Decimal | None = None
+    percent_price_avg_mins: int | None = None
+    bid_multiplier_up: Decimal | None = None
+    bid_multiplier_down: Decimal | None = None
+    ask_multiplier_up: Decimal | None = None
+    ask_multiplier_down: Decimal | None = None
+    percent_price_by_side_avg_mins: int | None = None
 
     def round_price(self, price: Decimal, rounding: str = ROUND_DOWN) -> Decimal:
         """``price`` moved onto the tick grid (down by default; any ``decimal`` rounding).
@@ -247,6 +279,7 @@ class SymbolFilters:
         price: Decimal | None,
         stop_price: Decimal | None = None,
         reference_price: Decimal | None = None,
+        side: Side | None = None,
     ) -> tuple[OrderProblem, ...]:
         """Every filter problem of an order with these numbers (empty: passes).
 
@@ -256,14 +289,21 @@ class SymbolFilters:
             quantity: Base quantity (``None`` for a quote-quantity MARKET order).
             price: Limit price (``None`` for MARKET/STOP_LOSS/TAKE_PROFIT).
             stop_price: Trigger price, checked against the price filter too.
-            reference_price: For orders without a limit price, the price the
-                notional is judged at (Binance uses a recent average price);
-                without it the notional of such orders is not checked.
+            reference_price: A recent (average) market price. For orders
+                without a limit price, the price the notional is judged at;
+                for orders with one, the centre of the price bands
+                (``PERCENT_PRICE``, ``PERCENT_PRICE_BY_SIDE``). Without it
+                neither is checked: a band around an unknown price means nothing.
+            side: The order's side, which picks the ``bid…`` or ``ask…``
+                multipliers of ``PERCENT_PRICE_BY_SIDE``; without it only
+                ``PERCENT_PRICE`` (which has one band for both sides) applies.
         """
         problems: list[OrderProblem] = []
         for label, value in (("price", price), ("stop price", stop_price)):
             if value is not None:
                 problems.extend(self._check_price(label, value))
+        if price is not None and reference_price is not None:
+            problems.extend(self._check_bands(price, reference_price, side))
         if quantity is not None:
             problems.extend(self._check_quantity(quantity, market=order_type is OrderType.MARKET))
         notional_price = price if price is not None else reference_price
@@ -303,6 +343,51 @@ class SymbolFilters:
                     f"{label} {price} is not a multiple of the tick size {self.tick_size}",
                 )
             )
+        return problems
+
+    def _bands(self, side: Side | None) -> list[tuple[str, Decimal | None, Decimal | None]]:
+        """``(filter type, down multiplier, up multiplier)`` of each band that applies."""
+        bands = []
+        if self.multiplier_down is not None or self.multiplier_up is not None:
+            bands.append(("PERCENT_PRICE", self.multiplier_down, self.multiplier_up))
+        if side is Side.BUY:
+            down, up = self.bid_multiplier_down, self.bid_multiplier_up
+        elif side is Side.SELL:
+            down, up = self.ask_multiplier_down, self.ask_multiplier_up
+        else:
+            down = up = None
+        if down is not None or up is not None:
+            bands.append(("PERCENT_PRICE_BY_SIDE", down, up))
+        return bands
+
+    def _check_bands(
+        self, price: Decimal, reference: Decimal, side: Side | None
+    ) -> list[OrderProblem]:
+        problems = []
+        which = f"{side.value} " if side is not None else ""
+        for filter_type, down, up in self._bands(side):
+            if up is not None:
+                high = _EXACT.multiply(reference, up)
+                if price > high:
+                    problems.append(
+                        OrderProblem(
+                            "PRICE_ABOVE_BAND",
+                            filter_type,
+                            f"{which}price {price} is above {high} = {up} x the reference "
+                            f"price {reference} ({filter_type})",
+                        )
+                    )
+            if down is not None:
+                low = _EXACT.multiply(reference, down)
+                if price < low:
+                    problems.append(
+                        OrderProblem(
+                            "PRICE_BELOW_BAND",
+                            filter_type,
+                            f"{which}price {price} is below {low} = {down} x the reference "
+                            f"price {reference} ({filter_type})",
+                        )
+                    )
         return problems
 
     def _check_quantity(self, quantity: Decimal, *, market: bool) -> list[OrderProblem]:
@@ -411,7 +496,8 @@ class SymbolInfo:
 
         Symbol-level problems (``SYMBOL_MISMATCH``, ``SYMBOL_NOT_TRADING``,
         ``ORDER_TYPE_NOT_ALLOWED``) come first, then the filter problems of
-        :meth:`SymbolFilters.check`.
+        :meth:`SymbolFilters.check` (with the order's side, so both price-band
+        filters apply when ``reference_price`` is given).
         """
         problems: list[OrderProblem] = []
         if order.symbol != self.symbol:
@@ -441,6 +527,7 @@ class SymbolInfo:
                 price=order.price,
                 stop_price=order.stop_price,
                 reference_price=reference_price,
+                side=order.side,
             )
         )
         return tuple(problems)

@@ -160,6 +160,188 @@ def test_stop_price_is_checked_against_the_price_filter() -> None:
     assert codes(info.check_order(order)) == ["STOP_PRICE_TICK"]
 
 
+BANDED = SymbolFilters(
+    tick_size=D("0.01"),
+    multiplier_up=D("1.3"),
+    multiplier_down=D("0.7"),
+    percent_price_avg_mins=5,
+    bid_multiplier_up=D("1.2"),
+    bid_multiplier_down=D("0.2"),
+    ask_multiplier_up=D("5"),
+    ask_multiplier_down=D("0.8"),
+    percent_price_by_side_avg_mins=5,
+)
+
+
+def bands(
+    price: str, side: Side | None, reference: str | None = "100"
+) -> list[tuple[str, str | None]]:
+    problems = BANDED.check(
+        order_type=OrderType.LIMIT,
+        quantity=None,
+        price=D(price),
+        reference_price=D(reference) if reference is not None else None,
+        side=side,
+    )
+    return [(p.code, p.filter_type) for p in problems]
+
+
+@pytest.mark.parametrize(
+    ("price", "side", "expected"),
+    [
+        # PERCENT_PRICE [70, 130] for both sides; BY_SIDE bid [20, 120], ask [80, 500].
+        ("100", Side.BUY, []),
+        ("120", Side.BUY, []),  # bounds are inclusive
+        ("120.01", Side.BUY, [("PRICE_ABOVE_BAND", "PERCENT_PRICE_BY_SIDE")]),
+        (
+            "130.01",
+            Side.BUY,
+            [("PRICE_ABOVE_BAND", "PERCENT_PRICE"), ("PRICE_ABOVE_BAND", "PERCENT_PRICE_BY_SIDE")],
+        ),
+        ("69.99", Side.BUY, [("PRICE_BELOW_BAND", "PERCENT_PRICE")]),
+        (
+            "19.99",
+            Side.BUY,
+            [("PRICE_BELOW_BAND", "PERCENT_PRICE"), ("PRICE_BELOW_BAND", "PERCENT_PRICE_BY_SIDE")],
+        ),
+        ("80", Side.SELL, []),
+        ("79.99", Side.SELL, [("PRICE_BELOW_BAND", "PERCENT_PRICE_BY_SIDE")]),
+        ("130", Side.SELL, []),
+        ("130.01", Side.SELL, [("PRICE_ABOVE_BAND", "PERCENT_PRICE")]),
+        # Without a side only PERCENT_PRICE (one band for both sides) applies.
+        ("125", None, []),
+        ("130.01", None, [("PRICE_ABOVE_BAND", "PERCENT_PRICE")]),
+        ("69.99", None, [("PRICE_BELOW_BAND", "PERCENT_PRICE")]),
+    ],
+)
+def test_price_bands(price: str, side: Side | None, expected: list[tuple[str, str | None]]) -> None:
+    assert bands(price, side) == expected
+
+
+def test_price_bands_need_a_reference_price_and_a_limit_price() -> None:
+    # Without a reference price there is no band to be outside of.
+    assert bands("1000000", Side.BUY, reference=None) == []
+    # A MARKET order has no price of its own: bands never apply to it.
+    market = BANDED.check(
+        order_type=OrderType.MARKET,
+        quantity=D("1"),
+        price=None,
+        reference_price=D("100"),
+        side=Side.BUY,
+    )
+    assert market == ()
+    # Only the limit price is banded; a stop price far away is the trader's business.
+    stop = BANDED.check(
+        order_type=OrderType.STOP_LOSS_LIMIT,
+        quantity=D("1"),
+        price=D("100"),
+        stop_price=D("1000"),
+        reference_price=D("100"),
+        side=Side.SELL,
+    )
+    assert stop == ()
+    # No band fields: nothing to check whatever the price.
+    assert (
+        FILTERS.check(
+            order_type=OrderType.LIMIT,
+            quantity=D("1"),
+            price=D("900000"),
+            reference_price=D("1"),
+            side=Side.BUY,
+        )
+        == ()
+    )
+
+
+def test_band_messages_name_the_numbers() -> None:
+    (above,) = BANDED.check(
+        order_type=OrderType.LIMIT,
+        quantity=None,
+        price=D("125"),
+        reference_price=D("100"),
+        side=Side.BUY,
+    )
+    assert above.message == (
+        "BUY price 125 is above 120.0 = 1.2 x the reference price 100 (PERCENT_PRICE_BY_SIDE)"
+    )
+    (below,) = BANDED.check(
+        order_type=OrderType.LIMIT,
+        quantity=None,
+        price=D("69"),
+        reference_price=D("100"),
+    )
+    assert below.message == (
+        "price 69 is below 70.0 = 0.7 x the reference price 100 (PERCENT_PRICE)"
+    )
+
+
+def test_check_order_threads_the_side_to_the_bands() -> None:
+    info = SymbolInfo(
+        symbol="BTCUSDT", status="TRADING", base_asset="BTC", quote_asset="USDT", filters=BANDED
+    )
+
+    def order(side: Side, price: str) -> NewOrder:
+        return NewOrder(
+            symbol="BTCUSDT",
+            side=side,
+            type=OrderType.LIMIT,
+            client_order_id="b1",
+            quantity=D("1"),
+            price=D(price),
+            time_in_force=TimeInForce.GTC,
+        )
+
+    # 125 is inside PERCENT_PRICE; above the bid band, inside the ask band.
+    assert codes(info.check_order(order(Side.BUY, "125"), reference_price=D("100"))) == [
+        "PRICE_ABOVE_BAND"
+    ]
+    assert info.check_order(order(Side.SELL, "125"), reference_price=D("100")) == ()
+    assert info.check_order(order(Side.BUY, "125")) == ()  # no reference price
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    reference=st.decimals(min_value="0.00000001", max_value="1000000", places=8),
+    down=st.decimals(min_value="0.01", max_value="1", places=2),
+    up=st.decimals(min_value="1", max_value="10", places=2),
+    price=st.decimals(min_value="0.00000001", max_value="10000000", places=8),
+    side=st.sampled_from([Side.BUY, Side.SELL]),
+)
+def test_band_problem_iff_outside_the_inclusive_band(
+    reference: D, down: D, up: D, price: D, side: Side
+) -> None:
+    by_side = (
+        SymbolFilters(bid_multiplier_down=down, bid_multiplier_up=up)
+        if side is Side.BUY
+        else SymbolFilters(ask_multiplier_down=down, ask_multiplier_up=up)
+    )
+    problems = by_side.check(
+        order_type=OrderType.LIMIT,
+        quantity=None,
+        price=price,
+        reference_price=reference,
+        side=side,
+    )
+    expected = []
+    if price > reference * up:
+        expected.append("PRICE_ABOVE_BAND")
+    if price < reference * down:
+        expected.append("PRICE_BELOW_BAND")
+    assert codes(problems) == expected
+    # The other side's order is not judged by this side's band.
+    other = Side.SELL if side is Side.BUY else Side.BUY
+    assert (
+        by_side.check(
+            order_type=OrderType.LIMIT,
+            quantity=None,
+            price=price,
+            reference_price=reference,
+            side=other,
+        )
+        == ()
+    )
+
+
 def test_rounding_modes_and_exponent() -> None:
     assert BTC.round_price(D("30000.019")) == D("30000.01")
     assert str(BTC.round_price(D("30000.019"))) == "30000.01"

@@ -27,6 +27,18 @@ from .helpers import BTC, D, order, request
 NOT_TRADING = attrs.evolve(BTC, status="BREAK")
 LIMIT_ONLY = attrs.evolve(BTC, order_types=frozenset({"LIMIT"}))
 ETH = attrs.evolve(BTC, symbol="ETHUSDT")
+#: Binance's BTCUSDT price bands (PERCENT_PRICE_BY_SIDE): 0.2x..5x the reference on each side.
+BANDED = attrs.evolve(
+    BTC,
+    filters=attrs.evolve(
+        BTC.filters,
+        bid_multiplier_up=D("5"),
+        bid_multiplier_down=D("0.2"),
+        ask_multiplier_up=D("5"),
+        ask_multiplier_down=D("0.2"),
+        percent_price_by_side_avg_mins=5,
+    ),
+)
 
 Setup = Callable[[TradingStates], None]
 
@@ -195,6 +207,48 @@ CASES: list[tuple[str, RiskRequest, SymbolInfo | None, Setup, Exposure, list[str
         Exposure(),
         [],
     ),
+    # Price bands around the reference price (orders with a limit price only).
+    ("inside the band", request(price="500", reference="100"), BANDED, nothing, Exposure(), []),
+    (
+        "buy far above the reference price",
+        request(price="20000", reference="100"),
+        BANDED,
+        nothing,
+        Exposure(),
+        ["PRICE_ABOVE_BAND"],
+    ),
+    (
+        "sell far below the reference price",
+        request(side="SELL", price="19.99", reference="100"),
+        BANDED,
+        nothing,
+        Exposure(),
+        ["PRICE_BELOW_BAND"],
+    ),
+    (
+        "band unchecked without a reference price",
+        request(price="20000"),
+        BANDED,
+        nothing,
+        Exposure(),
+        [],
+    ),
+    (
+        "market order has no price to band",
+        request(type="MARKET", qty="1", reference="100"),
+        BANDED,
+        nothing,
+        Exposure(),
+        [],
+    ),
+    (
+        "band with other filter problems",
+        request(price="20000.005", reference="100"),
+        BANDED,
+        nothing,
+        Exposure(),
+        ["PRICE_TICK", "PRICE_ABOVE_BAND"],
+    ),
     # Trading state.
     ("global halt", request(), BTC, halt_all, Exposure(), ["TRADING_HALTED"]),
     ("account halt", request(), BTC, halt_acct, Exposure(), ["ACCOUNT_HALTED"]),
@@ -326,6 +380,8 @@ def test_every_start_code_is_covered_by_the_table() -> None:
         "QTY_ABOVE_MAX",
         "NOTIONAL_BELOW_MIN",
         "NOTIONAL_ABOVE_MAX",
+        "PRICE_ABOVE_BAND",
+        "PRICE_BELOW_BAND",
         "TRADING_HALTED",
         "ACCOUNT_HALTED",
         "REDUCE_ONLY_VIOLATION",
@@ -348,6 +404,18 @@ def test_filter_reasons_keep_the_filter_type() -> None:
     halted.halt()
     reason = check_start(request(), BTC, states=halted).reasons[0]
     assert reason.to_json() == {"code": "TRADING_HALTED", "message": reason.message}
+
+
+def test_band_reason_names_the_filter_and_the_numbers() -> None:
+    decision = check_start(request(price="20000", reference="100"), BANDED, states=TradingStates())
+    assert decision.reasons == (
+        RiskReason(
+            "PRICE_ABOVE_BAND",
+            "BUY price 20000 is above 500 = 5 x the reference price 100 (PERCENT_PRICE_BY_SIDE)",
+            "PERCENT_PRICE_BY_SIDE",
+        ),
+    )
+    assert not decision.accepted
 
 
 def test_check_start_reads_states_and_never_changes_them() -> None:

@@ -28,10 +28,11 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from functools import partial
 from typing import Any, TypeVar
 
+import attrs
 import pytest
 import trio
 
@@ -86,6 +87,7 @@ from daemon.venues.sim.config import (
     SYMBOL_PRESETS,
     LimitsConfig,
     MarketConfig,
+    PercentPriceBySideConfig,
     RateLimitConfig,
     StreamsConfig,
 )
@@ -664,6 +666,69 @@ async def test_rejects_for_balance_would_take_and_filters() -> None:
                 assert failed.value.venue_message == f"Filter failure: {filter_type}"
                 assert failed.value.http_status == 400
             assert await sim.audit() == []  # nothing was accepted
+
+
+async def test_price_bands_by_side_are_served_parsed_and_enforced_alike() -> None:
+    """PERCENT_PRICE_BY_SIDE end to end: the venue serves its bands, the client parses them,
+    and the client's own check refuses exactly what the venue refuses."""
+    bands = PercentPriceBySideConfig(
+        bid_multiplier_up=D("1.2"),
+        bid_multiplier_down=D("0.5"),
+        ask_multiplier_up=D("2"),
+        ask_multiplier_down=D("0.8"),
+        avg_price_mins=1,
+    )
+    symbol = attrs.evolve(SYMBOL_PRESETS[SYMBOL], percent_price_by_side=bands)
+    with trio.fail_after(TIMEOUT_S):
+        async with (
+            running_sim(sim_config(symbols=(symbol,))) as sim,
+            rest_client(sim) as client,
+        ):
+            btc = (await client.exchange_info()).symbol(SYMBOL)
+            f = btc.filters
+            assert (f.bid_multiplier_down, f.bid_multiplier_up) == (D("0.5"), D("1.2"))
+            assert (f.ask_multiplier_down, f.ask_multiplier_up) == (D("0.8"), D("2"))
+            assert f.percent_price_by_side_avg_mins == 1
+            assert f.multiplier_up is None and f.multiplier_down is None  # no PERCENT_PRICE
+
+            # Someone trades, so the venue's reference is a price the client can read.
+            await sim.market_order("BUY", "0.001")
+            (last,) = await client.recent_trades(SYMBOL, limit=1)
+            reference = last.price
+            tick = f.tick_size
+            assert tick is not None
+
+            def sell(cid: str, price: Decimal) -> NewOrder:
+                return attrs.evolve(limit_buy(cid, price), side=Side.SELL)
+
+            # Inside the bands (on the edge, rounded inwards) the order rests; one
+            # tick beyond, the venue refuses it and the client's check says why.
+            low_buy = btc.round_price(reference * D("0.5"), ROUND_UP)
+            high_sell = btc.round_price(reference * D("2"), ROUND_DOWN)
+            refused = [
+                (limit_buy("b-high", btc.round_price(reference * D("1.2")) + tick), "ABOVE"),
+                (limit_buy("b-low", low_buy - tick), "BELOW"),
+                (sell("s-high", high_sell + tick), "ABOVE"),
+                (sell("s-low", btc.round_price(reference * D("0.8"), ROUND_UP) - tick), "BELOW"),
+            ]
+            for order, where in refused:
+                problems = btc.check_order(order, reference_price=reference)
+                assert [(p.code, p.filter_type) for p in problems] == [
+                    (f"PRICE_{where}_BAND", "PERCENT_PRICE_BY_SIDE")
+                ], order
+                with pytest.raises(FilterFailureError) as failed:
+                    await client.new_order(order)
+                assert failed.value.filter_type == "PERCENT_PRICE_BY_SIDE"
+                assert failed.value.code == -1013
+                assert failed.value.venue_message == "Filter failure: PERCENT_PRICE_BY_SIDE"
+            assert await sim.audit() == []
+
+            accepted = [limit_buy("b-edge", low_buy), sell("s-edge", high_sell)]
+            for order in accepted:
+                assert btc.check_order(order, reference_price=reference) == ()
+                answer = await client.new_order(order)
+                assert answer.status is VenueOrderStatus.NEW  # resting, far from the touch
+            assert [o["clientOrderId"] for o in await sim.audit()] == ["b-edge", "s-edge"]
 
 
 async def test_not_found_and_cancel_rejected() -> None:

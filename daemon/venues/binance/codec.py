@@ -1006,6 +1006,16 @@ def _filters(items: list[Any], where: str) -> SymbolFilters:
             fields["apply_min_to_market"] = f.opt_bool("applyToMarket") is not False
         elif kind == "MAX_NUM_ORDERS":
             fields["max_num_orders"] = f.integer("maxNumOrders")
+        elif kind == "PERCENT_PRICE":
+            fields["multiplier_up"] = _positive_or_none(f.dec("multiplierUp"))
+            fields["multiplier_down"] = _positive_or_none(f.dec("multiplierDown"))
+            fields["percent_price_avg_mins"] = f.opt_int("avgPriceMins")
+        elif kind == "PERCENT_PRICE_BY_SIDE":
+            fields["bid_multiplier_up"] = _positive_or_none(f.dec("bidMultiplierUp"))
+            fields["bid_multiplier_down"] = _positive_or_none(f.dec("bidMultiplierDown"))
+            fields["ask_multiplier_up"] = _positive_or_none(f.dec("askMultiplierUp"))
+            fields["ask_multiplier_down"] = _positive_or_none(f.dec("askMultiplierDown"))
+            fields["percent_price_by_side_avg_mins"] = f.opt_int("avgPriceMins")
     return SymbolFilters(**fields)
 
 

@@ -26,7 +26,7 @@ import trio
 
 from daemon.errors import ConfigError
 from daemon.venues.sim import config as simconfig
-from daemon.venues.sim.config import SYMBOL_PRESETS, SimConfig
+from daemon.venues.sim.config import SYMBOL_PRESETS, PercentPriceBySideConfig, SimConfig
 from daemon.venues.sim.faults import FAULT_KINDS, parse_fault_flag
 from daemon.venues.sim.server import SimServer
 
@@ -44,6 +44,13 @@ Run a Binance-Spot-compatible exchange simulator on loopback: the same REST path
 /stream?streams=a/b with <symbol>@trade, <symbol>@depth@100ms, <symbol>@depth),
 over a seeded deterministic market. Point tradingd's venue at the printed URLs.
 """
+
+_BAND: Final = PercentPriceBySideConfig()
+#: The default price bands, named in the epilog (from the config, so they cannot drift).
+_BANDS: Final = (
+    f"BUY {_BAND.bid_multiplier_down}x..{_BAND.bid_multiplier_up}x, SELL "
+    f"{_BAND.ask_multiplier_down}x..{_BAND.ask_multiplier_up}x the last trade price"
+)
 
 EPILOG: Final = f"""\
 fault kinds (--fault, [[faults]] in the config, POST /sim/faults):
@@ -64,6 +71,8 @@ control API on the REST port (JSON):
 symbol presets (--symbols): {", ".join(SYMBOL_PRESETS)}; other symbols, their filters
   (tick/step sizes, min/max price, qty, notional) and starting prices, and account
   balances are set in the config file ([[symbols]], [[accounts]], [[rate_limits]]).
+price bands ([symbols.percent_price_by_side], PERCENT_PRICE_BY_SIDE, enforced as -1013):
+  default {_BANDS}.
 default account: the example key of Binance's REST docs (api key vmPUZE6mv9...).
 """
 

@@ -23,6 +23,7 @@ A file looks like this (every key optional; defaults shown in the classes)::
     start_price = "30000.00"
     tick_size = "0.01"
     ...
+    percent_price_by_side = { bid_multiplier_up = "1.2", ask_multiplier_down = "0.8" }
 
     [[accounts]]
     api_key = "..."
@@ -70,6 +71,7 @@ __all__ = [
     "AccountConfig",
     "LimitsConfig",
     "MarketConfig",
+    "PercentPriceBySideConfig",
     "RateLimitConfig",
     "SimConfig",
     "StreamsConfig",
@@ -119,13 +121,55 @@ def _check_decimal(name: str, value: Decimal, *, positive: bool = True) -> None:
 
 
 @attrs.frozen
+class PercentPriceBySideConfig:
+    """``PERCENT_PRICE_BY_SIDE``: how far from the market a BUY's or a SELL's limit price may be.
+
+    A BUY's price must lie within ``[ref * bid_multiplier_down, ref *
+    bid_multiplier_up]``, a SELL's within the ``ask_…`` band (bounds
+    inclusive), where ``ref`` is the simulator's reference price (last trade,
+    else mid of the book, else the start price: it keeps no trade-time
+    average, so ``avg_price_mins`` is reported only). As on Binance, a 0
+    multiplier disables that bound. The defaults are Binance's BTCUSDT values
+    and leave room for anything but a fat finger.
+    """
+
+    bid_multiplier_up: Decimal = opt(Decimal("5"), help="BUY price <= ref x this (0 = no bound)")
+    bid_multiplier_down: Decimal = opt(
+        Decimal("0.2"), help="BUY price >= ref x this (0 = no bound)"
+    )
+    ask_multiplier_up: Decimal = opt(Decimal("5"), help="SELL price <= ref x this (0 = no bound)")
+    ask_multiplier_down: Decimal = opt(
+        Decimal("0.2"), help="SELL price >= ref x this (0 = no bound)"
+    )
+    avg_price_mins: int = opt(5, help="avgPriceMins (reported only)", ge=0)
+
+    def __attrs_post_init__(self) -> None:
+        for side in ("bid", "ask"):
+            up_name, down_name = f"{side}_multiplier_up", f"{side}_multiplier_down"
+            up, down = getattr(self, up_name), getattr(self, down_name)
+            _check_decimal(up_name, up, positive=False)
+            _check_decimal(down_name, down, positive=False)
+            if up != 0 and down > up:
+                raise ValueError(f"{down_name} {down} is above {up_name} {up}: no price could pass")
+
+    def band(self, side: Literal["BUY", "SELL"]) -> tuple[Decimal | None, Decimal | None]:
+        """``(down, up)`` multipliers for an order on ``side`` (``None``: no bound)."""
+        if side == "BUY":
+            down, up = self.bid_multiplier_down, self.bid_multiplier_up
+        else:
+            down, up = self.ask_multiplier_down, self.ask_multiplier_up
+        return (down or None), (up or None)
+
+
+@attrs.frozen
 class SymbolConfig:
     """One tradable symbol: its assets, exchange filters and starting price.
 
     Filters follow ``exchangeInfo``: ``PRICE_FILTER`` (``min_price``,
     ``max_price``, ``tick_size``), ``LOT_SIZE`` (``min_qty``, ``max_qty``,
     ``step_size``), ``NOTIONAL`` (``min_notional``, ``max_notional``, whether
-    they apply to MARKET orders).
+    they apply to MARKET orders), ``PERCENT_PRICE_BY_SIDE``
+    (``percent_price_by_side``, a table: price bands around the market).
     """
 
     symbol: str = opt("BTCUSDT", help="symbol name, upper case (e.g. BTCUSDT)")
@@ -145,6 +189,10 @@ class SymbolConfig:
     avg_price_mins: int = opt(5, help="NOTIONAL avgPriceMins (reported only)", ge=0)
     lot_multiple: int = opt(
         100, help="synthetic orders are 1..max_lots lots of lot_multiple * min_qty", ge=1
+    )
+    percent_price_by_side: PercentPriceBySideConfig = attrs.field(
+        factory=PercentPriceBySideConfig,
+        metadata={"help": "[symbols.percent_price_by_side] price bands by side"},
     )
 
     def __attrs_post_init__(self) -> None:
@@ -376,6 +424,9 @@ SYMBOL_PRESETS: Final[dict[str, SymbolConfig]] = {
         min_notional=Decimal("0.0001"),
         max_notional=Decimal("9000"),
         lot_multiple=100,
+        # Binance's REST docs' example order is a BUY at 0.1 (40x this start
+        # price); with no upper bid bound the preset accepts it byte for byte.
+        percent_price_by_side=PercentPriceBySideConfig(bid_multiplier_up=Decimal("0")),
     ),
 }
 

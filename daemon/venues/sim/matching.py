@@ -11,7 +11,9 @@ What it models, as Binance documents it:
 
 * order types ``LIMIT`` (``GTC``/``IOC``/``FOK``), ``MARKET`` (``quantity`` or
   ``quoteOrderQty``) and ``LIMIT_MAKER`` (rejected if it would take);
-* filters ``PRICE_FILTER``, ``LOT_SIZE``, ``NOTIONAL`` → ``-1013 Filter failure: …``;
+* filters ``PRICE_FILTER``, ``PERCENT_PRICE_BY_SIDE`` (judged against the
+  book's reference price: last trade, else mid, else the start price),
+  ``LOT_SIZE``, ``NOTIONAL`` → ``-1013 Filter failure: …``;
 * funds locked at placement, ``-2010 Account has insufficient balance…``;
 * ``newClientOrderId`` unique among **open** orders of an account and symbol:
   a duplicate of an open order is ``-2010 Duplicate order sent.``, a reused id
@@ -273,7 +275,14 @@ def _mul(a: Decimal, b: Decimal) -> Decimal:
 
 
 def check_filters(sym: SymbolConfig, order: NewOrder, reference_price: Decimal) -> None:
-    """Binance's symbol filters, in its order: PRICE_FILTER, LOT_SIZE, NOTIONAL.
+    """Binance's symbol filters, in its documented order.
+
+    PRICE_FILTER, PERCENT_PRICE_BY_SIDE, LOT_SIZE, NOTIONAL: the first that
+    fails is the one named in the error, as on the venue.
+
+    ``reference_price`` stands in for Binance's average price: the notional
+    of a MARKET order is judged at it, and the price bands are centred on it
+    (bands apply only to orders with a price; bounds are inclusive).
 
     Raises:
         ApiError: ``-1013 Filter failure: <FILTER>``.
@@ -285,6 +294,12 @@ def check_filters(sym: SymbolConfig, order: NewOrder, reference_price: Decimal) 
         or (price - sym.min_price) % sym.tick_size != 0
     ):
         raise p.filter_failure("PRICE_FILTER")
+    if price is not None:
+        down, up = sym.percent_price_by_side.band(order.side)
+        if (up is not None and price > _mul(reference_price, up)) or (
+            down is not None and price < _mul(reference_price, down)
+        ):
+            raise p.filter_failure("PERCENT_PRICE_BY_SIDE")
     qty = order.quantity
     if qty is not None and (
         qty < sym.min_qty or qty > sym.max_qty or (qty - sym.min_qty) % sym.step_size != 0

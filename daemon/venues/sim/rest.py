@@ -51,7 +51,7 @@ from daemon.venues.sim import auth
 from daemon.venues.sim import protocol as p
 from daemon.venues.sim.accounts import Ledger
 from daemon.venues.sim.audit import AuditLog
-from daemon.venues.sim.config import SimConfig
+from daemon.venues.sim.config import PercentPriceBySideConfig, SimConfig
 from daemon.venues.sim.faults import FaultInjector, FaultSpec
 from daemon.venues.sim.limits import RateLimiter
 from daemon.venues.sim.market import MarketGenerator, TradeLog, WallClock
@@ -910,11 +910,24 @@ def _symbol_info(s: Any) -> dict[str, Any]:
                 "applyMaxToMarket": s.apply_max_to_market,
                 "avgPriceMins": s.avg_price_mins,
             },
+            _percent_price_by_side(s.percent_price_by_side),
         ],
         "permissions": [],
         "permissionSets": [["SPOT"]],
         "defaultSelfTradePreventionMode": "NONE",
         "allowedSelfTradePreventionModes": ["NONE"],
+    }
+
+
+def _percent_price_by_side(band: PercentPriceBySideConfig) -> dict[str, Any]:
+    """The filter as Binance writes it: plain decimal strings, a disabled bound as "0"."""
+    return {
+        "filterType": "PERCENT_PRICE_BY_SIDE",
+        "bidMultiplierUp": f"{band.bid_multiplier_up:f}",
+        "bidMultiplierDown": f"{band.bid_multiplier_down:f}",
+        "askMultiplierUp": f"{band.ask_multiplier_up:f}",
+        "askMultiplierDown": f"{band.ask_multiplier_down:f}",
+        "avgPriceMins": band.avg_price_mins,
     }
 
 

@@ -118,6 +118,12 @@ EXCHANGE_INFO: dict[str, Any] = {
                     "tickSize": "0.0000001",
                 },
                 {"filterType": "MIN_NOTIONAL", "minNotional": "0.001", "applyToMarket": False},
+                {
+                    "filterType": "PERCENT_PRICE",
+                    "multiplierUp": "1.3000",
+                    "multiplierDown": "0",
+                    "avgPriceMins": 0,
+                },
             ],
         },
     ],

@@ -161,7 +161,7 @@ def test_format_decimal_is_plain_notation() -> None:
 
 
 names = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1)
-values = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
+values = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
 param_lists = st.lists(st.tuples(names, values), max_size=8)
 
 
@@ -699,6 +699,61 @@ def test_parse_exchange_info() -> None:
     assert bnb.filters.min_notional == D("0.001") and not bnb.filters.apply_min_to_market
     with pytest.raises(KeyError):
         info.symbol("NOPE")
+
+
+def test_parse_price_bands() -> None:
+    info = codec.parse_exchange_info(P.dumps(P.EXCHANGE_INFO))
+    eth = info.symbol("ETHBTC").filters
+    assert (eth.bid_multiplier_up, eth.bid_multiplier_down) == (D("5"), D("0.2"))
+    assert (eth.ask_multiplier_up, eth.ask_multiplier_down) == (D("5"), D("0.2"))
+    assert eth.percent_price_by_side_avg_mins == 5
+    assert (eth.multiplier_up, eth.multiplier_down, eth.percent_price_avg_mins) == (
+        None,
+        None,
+        None,
+    )
+    bnb = info.symbol("BNBBTC").filters
+    # PERCENT_PRICE; its multiplierDown of 0 is a disabled part, not "price >= 0 x avg".
+    assert (bnb.multiplier_up, bnb.multiplier_down, bnb.percent_price_avg_mins) == (
+        D("1.3"),
+        None,
+        0,
+    )
+    assert bnb.bid_multiplier_up is None and bnb.ask_multiplier_down is None
+
+
+def test_parsed_price_bands_judge_orders_by_side() -> None:
+    """The parsed filters refuse what Binance would: BY_SIDE picks bid or ask multipliers."""
+    info = copy.deepcopy(P.EXCHANGE_INFO)
+    raw_filters = info["symbols"][0]["filters"]
+    (at,) = [i for i, f in enumerate(raw_filters) if f["filterType"] == "PERCENT_PRICE_BY_SIDE"]
+    raw_filters[at] = {
+        "filterType": "PERCENT_PRICE_BY_SIDE",
+        "bidMultiplierUp": "1.2",
+        "bidMultiplierDown": "0",
+        "askMultiplierUp": "0",
+        "askMultiplierDown": "0.8",
+        "avgPriceMins": 1,
+    }
+    filters = codec.parse_exchange_info(P.dumps(info)).symbol("ETHBTC").filters
+    assert (filters.bid_multiplier_down, filters.ask_multiplier_up) == (None, None)
+
+    def check(side: Side, price: str) -> list[tuple[str, str | None]]:
+        problems = filters.check(
+            order_type=OrderType.LIMIT,
+            quantity=D("1000"),  # a notional within NOTIONAL at every price below
+            price=D(price),
+            reference_price=D("0.05"),
+            side=side,
+        )
+        return [(p.code, p.filter_type) for p in problems]
+
+    assert check(Side.BUY, "0.06") == []  # exactly 1.2 x: bounds are inclusive
+    assert check(Side.BUY, "0.060001") == [("PRICE_ABOVE_BAND", "PERCENT_PRICE_BY_SIDE")]
+    assert check(Side.BUY, "0.000001") == []  # the bid's lower bound is disabled
+    assert check(Side.SELL, "0.04") == []
+    assert check(Side.SELL, "0.039999") == [("PRICE_BELOW_BAND", "PERCENT_PRICE_BY_SIDE")]
+    assert check(Side.SELL, "90") == []  # the ask's upper bound is disabled
 
 
 def test_notional_wins_over_min_notional_whatever_the_order() -> None:

@@ -15,14 +15,19 @@ from daemon.errors import ConfigError
 from daemon.venues.sim import cli
 from daemon.venues.sim.config import (
     DOCS_API_KEY,
+    SYMBOL_PRESETS,
     LimitsConfig,
     MarketConfig,
+    PercentPriceBySideConfig,
     SimConfig,
     StreamsConfig,
+    SymbolConfig,
     load,
     loads,
 )
 from daemon.venues.sim.faults import FaultSpec
+
+D = Decimal
 
 GOOD = """\
 rest_port = 0
@@ -277,3 +282,57 @@ def test_defaults_named_in_help_match_the_config() -> None:
             assert Decimal(shown) == Decimal(str(default)), (action.option_strings, default)
         checked += 1
     assert checked >= 20
+
+
+def test_price_bands_by_side_table() -> None:
+    """``percent_price_by_side``: lenient Binance-like defaults, a strict table, 0 = no bound."""
+    default = SymbolConfig().percent_price_by_side
+    assert (default.bid_multiplier_down, default.bid_multiplier_up) == (D("0.2"), D("5"))
+    assert (default.ask_multiplier_down, default.ask_multiplier_up) == (D("0.2"), D("5"))
+    assert default.avg_price_mins == 5
+    assert default.band("BUY") == (D("0.2"), D("5")) and default.band("SELL") == (D("0.2"), D("5"))
+    config = loads(
+        '[[symbols]]\n[symbols.percent_price_by_side]\nbid_multiplier_up = "1.2"\n'
+        'ask_multiplier_down = "0"\navg_price_mins = 1\n'
+    )
+    bands = config.symbols[0].percent_price_by_side
+    assert bands.band("BUY") == (D("0.2"), D("1.2"))
+    assert bands.band("SELL") == (None, D("5"))  # 0 disables that bound
+    assert bands.avg_price_mins == 1
+    # The LTCBTC preset has no upper bid bound: Binance's docs example BUY at 40x the market.
+    assert SYMBOL_PRESETS["LTCBTC"].percent_price_by_side.band("BUY") == (D("0.2"), None)
+    text = (
+        "[[symbols]]\n[symbols.percent_price_by_side]\n"
+        'bid_multiplier_upp = "2"\nask_multiplier_up = 2.5\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        loads(text, source="sim.toml")
+    assert info.value.problems == (
+        "sim.toml:3: symbols.0.percent_price_by_side.bid_multiplier_upp: unknown key "
+        "(did you mean 'bid_multiplier_up'?)",
+        "sim.toml:4: symbols.0.percent_price_by_side.ask_multiplier_up: write decimals as "
+        'strings (e.g. "2.5"), not floats',
+    )
+    for bad, message in (
+        ('ask_multiplier_down = "-1"', "ask_multiplier_down must be >= 0, got -1"),
+        ('bid_multiplier_up = "0.1"', "bid_multiplier_down 0.2 is above bid_multiplier_up 0.1"),
+        ('ask_multiplier_up = "1.000000001"', "more than 8 decimals"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            loads(f"[[symbols]]\npercent_price_by_side = {{ {bad} }}\n")
+    # An upper bound of 0 is "no bound", never "below every lower bound".
+    assert PercentPriceBySideConfig(ask_multiplier_up=D(0)).band("SELL") == (D("0.2"), None)
+
+
+def test_help_names_the_default_price_bands() -> None:
+    text = " ".join(_parser().format_help().split())
+    bands = PercentPriceBySideConfig()
+    assert "percent_price_by_side" in text and "PERCENT_PRICE_BY_SIDE" in text
+    assert (
+        f"BUY {bands.bid_multiplier_down}x..{bands.bid_multiplier_up}x, "
+        f"SELL {bands.ask_multiplier_down}x..{bands.ask_multiplier_up}x" in text
+    )
+    # --symbols presets round-trip through the flags with their bands.
+    args = _parser().parse_args(["--symbols", "LTCBTC,BTCUSDT"])
+    config = cli.config_from_args(args)
+    assert config.symbols == (SYMBOL_PRESETS["LTCBTC"], SYMBOL_PRESETS["BTCUSDT"])

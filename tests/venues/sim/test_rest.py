@@ -80,8 +80,19 @@ async def test_ping_time_exchange_info() -> None:
             assert filters["LOT_SIZE"]["stepSize"] == "0.00001000"
             assert filters["NOTIONAL"]["minNotional"] == "5.00000000"
             assert filters["NOTIONAL"]["applyMinToMarket"] is True
+            assert filters["PERCENT_PRICE_BY_SIDE"] == {
+                "filterType": "PERCENT_PRICE_BY_SIDE",
+                "bidMultiplierUp": "5",
+                "bidMultiplierDown": "0.2",
+                "askMultiplierUp": "5",
+                "askMultiplierDown": "0.2",
+                "avgPriceMins": 5,
+            }
             one = await api.get("/api/v3/exchangeInfo", symbol="LTCBTC")
             assert [s["symbol"] for s in one.json()["symbols"]] == ["LTCBTC"]
+            ltc = {f["filterType"]: f for f in one.json()["symbols"][0]["filters"]}
+            # A disabled bound is written as "0", as Binance does.
+            assert ltc["PERCENT_PRICE_BY_SIDE"]["bidMultiplierUp"] == "0"
             many = await api.get("/api/v3/exchangeInfo", symbols='["LTCBTC","BTCUSDT"]')
             assert [s["symbol"] for s in many.json()["symbols"]] == ["LTCBTC", "BTCUSDT"]
             bad = await api.get("/api/v3/exchangeInfo", symbol="NOPE")
@@ -273,7 +284,14 @@ async def test_new_order_response_types_and_headers() -> None:
         ({"quantity": "0.000015"}, -1013, "Filter failure: LOT_SIZE"),
         ({"quantity": "0.000001"}, -1013, "Filter failure: LOT_SIZE"),
         ({"quantity": "9001"}, -1013, "Filter failure: LOT_SIZE"),
-        ({"quantity": "0.0001", "price": "100"}, -1013, "Filter failure: NOTIONAL"),
+        ({"quantity": "0.0001", "price": "20000"}, -1013, "Filter failure: NOTIONAL"),
+        # Far from the market (about 30 000): outside the default 0.2x..5x bands.
+        ({"price": "200000"}, -1013, "Filter failure: PERCENT_PRICE_BY_SIDE"),
+        ({"price": "5000"}, -1013, "Filter failure: PERCENT_PRICE_BY_SIDE"),
+        ({"side": "SELL", "price": "200000"}, -1013, "Filter failure: PERCENT_PRICE_BY_SIDE"),
+        # PRICE_FILTER is judged first, then the bands, then LOT_SIZE.
+        ({"price": "5000.001"}, -1013, "Filter failure: PRICE_FILTER"),
+        ({"price": "5000", "quantity": "0.000015"}, -1013, "Filter failure: PERCENT_PRICE_BY_SIDE"),
         ({"quantity": "100", "price": "100000"}, -1013, "Filter failure: NOTIONAL"),
         ({"quantity": "100"}, -2010, "Account has insufficient balance for requested action."),
         ({"quantity": "0.000000001"}, -1111, "Parameter 'quantity' has too much precision."),
