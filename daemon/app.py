@@ -239,7 +239,12 @@ class Daemon:
         return None
 
     def _reference_price(self, venue: str, symbol: str) -> Any:
-        """A recent price for judging MARKET orders: the captured book's mid."""
+        """A recent price: the captured book's mid while it is in sync.
+
+        Pre-trade risk judges MARKET orders' notional by it and centres the
+        price bands (PERCENT_PRICE_BY_SIDE) on it; without it (the symbol is
+        not captured) the bands are left to the venue.
+        """
         if self.marketdata is None:
             return None
         service = self.marketdata[0]

@@ -163,9 +163,10 @@ class RiskRequest:
         account: The account that would place it.
         order: The order (its shape is already valid: :class:`NewOrder` checks
             that at construction).
-        reference_price: A recent market price (e.g. the last trade or mid),
-            for orders without a limit price: MARKET orders (notional, and the
-            base quantity of a ``quote_order_qty`` order) and stop orders.
+        reference_price: A recent market price (e.g. the last trade or mid):
+            the centre of the price bands for orders with a limit price, and
+            the price orders without one are judged at (MARKET orders'
+            notional and the base quantity of a ``quote_order_qty`` order).
     """
 
     account: str = attrs.field(validator=_account)
