@@ -711,6 +711,16 @@ class Dispatcher:
             return (key, kind) in self._keys
         return any(k == key for k, _ in self._keys)
 
+    def is_idle(self, account: str) -> bool:
+        """Whether nothing is queued or running in ``account``'s queue.
+
+        An item submitted now would start at once. Reserved slots do not
+        count: they belong to work that is not committed yet, which comes
+        later in submit order (the entry's fast path relies on this).
+        """
+        lane = self._find_lane(account)
+        return lane is None or (lane.pending == 0 and lane.running is None)
+
     def depth(self, account: str) -> int:
         """Items waiting in ``account``'s queue (in sharded mode: its shard's, all accounts)."""
         lane = self._find_lane(account)

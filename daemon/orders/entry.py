@@ -76,6 +76,7 @@ class EntryStats:
     commit_failures: int = 0
     batch_max: int = 0
     batched_total: int = 0
+    fast_path: int = 0
 
 
 class _Pending:
@@ -109,7 +110,11 @@ class Entry:
         accounts: Account name → venue name (``[accounts.NAME] venue``).
         settings: ``[orders]``.
         reference_price: ``(venue, symbol) -> Decimal | None`` — a recent
-            market price to judge MARKET orders' notional by.
+            market price (MARKET orders' notional, price bands).
+        executor_ready: ``account -> bool``: sending is enabled and the
+            account's venue is up (the fast path is taken only then).
+        stranded: Where intents marked SENDING by the fast path go when their
+            work item cannot be queued (the executor settles them).
     """
 
     def __init__(
@@ -121,8 +126,12 @@ class Entry:
         settings: OrdersSettings,
         *,
         reference_price: Callable[[str, str], Decimal | None] | None = None,
+        executor_ready: Callable[[str], bool] = lambda account: False,
+        stranded: set[str] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self.executor_ready = executor_ready
+        self.stranded = stranded if stranded is not None else set()
         self.ledger = ledger
         self.dispatcher = dispatcher
         self.venues = venues
@@ -262,57 +271,98 @@ class Entry:
         self.stats.batched_total += len(batch)
         self._batch_sizes.append(len(batch))
         del self._batch_sizes[:-64]
-        try:
-            existing = await self.ledger.store.load([p.intent.client_order_id for p in batch])
-        except StoreError as exc:
-            self._fail(batch, exc)
-            return
         fresh: list[tuple[_Pending, Reservation]] = []
+        refused: list[tuple[_Pending, BaseException]] = []
         for pending in batch:
-            intent = pending.intent
-            record = existing.get(intent.client_order_id) or self.ledger.get(intent.client_order_id)
-            if record is not None:
-                self._settle(pending)
-                try:
-                    pending.finish(self._again(record, intent))
-                except IntentConflictError as exc:
-                    pending.finish(error=exc)
-                continue
-            outcome = self._risk(intent)
+            outcome = self._risk(pending.intent)
             if isinstance(outcome, BaseException):
-                self._settle(pending)
-                pending.finish(error=outcome)
-                continue
-            fresh.append((pending, outcome))
+                refused.append((pending, outcome))
+            else:
+                fresh.append((pending, outcome))
+        if refused:
+            await self._answer_refused(refused)
         if not fresh:
             return
-        venue_of = self.accounts
+        # Fast path: the first intent of an account whose queue is idle is marked
+        # SENDING in the same transaction, saving the executor one commit.
+        sending: set[str] = set()
+        seen: set[str] = set()
+        for pending, _ in fresh:
+            intent = pending.intent
+            if (
+                intent.account not in seen
+                and self.dispatcher.is_idle(intent.account)
+                and self.executor_ready(intent.account)
+            ):
+                sending.add(intent.client_order_id)
+            seen.add(intent.account)
         now_ms = int(self.wall_clock() * 1000)
         rows = [
-            IntentRecord.from_intent(p.intent, venue=venue_of[p.intent.account], now_ms=now_ms)
+            IntentRecord.from_intent(p.intent, venue=self.accounts[p.intent.account], now_ms=now_ms)
             for p, _ in fresh
         ]
         try:
-            stored = await self.ledger.store.insert_intents(rows)
+            inserted, existing = await self.ledger.store.record_intents(rows, sending=sending)
         except Exception as exc:
             for _, reservation in fresh:
                 reservation.rollback()
             self._fail([p for p, _ in fresh], exc)
             return
         self.stats.commits += 1
-        self.ledger.admit(stored)
-        for (pending, reservation), record in zip(fresh, stored, strict=True):
+        self.ledger.admit(inserted)
+        by_id = {record.client_order_id: record for record in inserted}
+        now = trio.current_time()
+        for pending, reservation in fresh:
+            coid = pending.intent.client_order_id
+            record = by_id.get(coid)
+            if record is None:
+                # Recorded before (an earlier batch, an earlier process): not a new intent.
+                reservation.rollback()
+                self._settle(pending)
+                try:
+                    pending.finish(self._again(existing[coid], pending.intent))
+                except IntentConflictError as exc:
+                    pending.finish(error=exc)
+                continue
             reservation.commit()
-            self._inflight.pop(record.client_order_id, None)
-            self.dispatcher.submit(
-                WorkItem(record.account, record.client_order_id, "place"), reserved=True
-            )
+            self._inflight.pop(coid, None)
+            kind = "send" if coid in sending else "place"
+            queued = self.dispatcher.submit(WorkItem(record.account, coid, kind), reserved=True)
+            if not queued and kind == "send":
+                # The workers are gone (stopping): the row is durable either way;
+                # a SENDING one is moved to UNKNOWN and resolved by query.
+                self.stranded.add(coid)
             pending.reserved_account = None
             self.stats.created += 1
-            now = trio.current_time()
+            if coid in sending:
+                self.stats.fast_path += 1
             self.ledger.commit_latency.add(now - pending.received)
-            self.ledger.received_at[record.client_order_id] = pending.received
+            self.ledger.received_at[coid] = pending.received
             pending.finish(SubmitResult(record, created=True))
+
+    async def _answer_refused(self, refused: list[tuple[_Pending, BaseException]]) -> None:
+        """Answer intents risk refused — unless the message id was recorded before.
+
+        A resubmission of an intent recorded earlier must get its 200 even when
+        risk would refuse it *now* (halted, rate used up, …): it is not a new
+        order. Only refused ones are looked up, so the common path stays one
+        write per batch.
+        """
+        try:
+            stored = await self.ledger.store.load([p.intent.client_order_id for p, _ in refused])
+        except StoreError as exc:
+            self._fail([p for p, _ in refused], exc)
+            return
+        for pending, error in refused:
+            self._settle(pending)
+            record = stored.get(pending.intent.client_order_id)
+            if record is None:
+                pending.finish(error=error)
+                continue
+            try:
+                pending.finish(self._again(record, pending.intent))
+            except IntentConflictError as exc:
+                pending.finish(error=exc)
 
     def _risk(self, intent: OrderIntent) -> Reservation | BaseException:
         venue = self.accounts[intent.account]

@@ -106,8 +106,8 @@ class Executor:
 
     async def handle(self, item: WorkItem) -> None:
         """The dispatcher's handler: one item of one account."""
-        if item.kind == "place":
-            await self.place(item.key)
+        if item.kind in ("place", "send"):
+            await self.place(item.key, premarked=item.kind == "send")
         elif item.kind == "cancel":
             await self.cancel(item.key)
         elif item.kind == "resolve":
@@ -119,21 +119,32 @@ class Executor:
 
     # ------------------------------------------------------------------ place
 
-    async def place(self, client_order_id: str) -> None:
-        """Send a PENDING intent: the shielded, bounded send → persist → ack section."""
+    def ready(self, venue: str) -> bool:
+        """Whether a send to ``venue`` would start now (the entry's fast path asks)."""
+        return self.sending_enabled.is_set() and self.venues.client(venue) is not None
+
+    async def place(self, client_order_id: str, *, premarked: bool = False) -> None:
+        """Send a PENDING intent: the shielded, bounded send → persist → ack section.
+
+        ``premarked``: the entry recorded the intent already marked SENDING (its
+        fast path for an idle account), so the section starts at the send.
+        """
+        expected = OrderState.SENDING if premarked else OrderState.PENDING
         record = self.ledger.get(client_order_id)
-        if record is None or record.state is not OrderState.PENDING:
+        if record is None or record.state is not expected:
             return
         await self.sending_enabled.wait()
         client = await self.venues.wait_client(record.venue)
         async with self.ledger.lock(client_order_id):
             record = self.ledger.get(client_order_id)
-            if record is None or record.state is not OrderState.PENDING:
+            if record is None or record.state is not expected:
+                return
+            if premarked and client_order_id in self.in_section:
                 return
             self.in_section.add(client_order_id)
             try:
                 with trio.move_on_after(self.settings.section_deadline_s, shield=True) as scope:
-                    await self._section(record, client)
+                    await self._section(record, client, premarked=premarked)
                 if scope.cancelled_caught:
                     self.section_overruns += 1
                     current = self.ledger.get(client_order_id)
@@ -148,8 +159,8 @@ class Executor:
             finally:
                 self.in_section.discard(client_order_id)
 
-    async def _section(self, record: IntentRecord, client: Any) -> None:
-        sending = await self.ledger.mark_sending(record)
+    async def _section(self, record: IntentRecord, client: Any, *, premarked: bool) -> None:
+        sending = record if premarked else await self.ledger.mark_sending(record)
         order = sending.to_intent().to_new_order()
         report = None
         error: BaseException | None = None

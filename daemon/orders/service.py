@@ -173,6 +173,8 @@ class OrdersService:
             self.accounts,
             s,
             reference_price=self.reference_price,
+            executor_ready=lambda account: executor.ready(self.accounts[account]),
+            stranded=executor.stuck,
             wall_clock=self.wall_clock,
         )
         reconciler = Reconciler(

@@ -503,6 +503,91 @@ def insert_intents(
     return stored
 
 
+_INSERT_INTENT_IF_NEW: Final = _INSERT_INTENT + " ON CONFLICT DO NOTHING"
+_INSERT_FIRST_HISTORY: Final = (
+    "INSERT INTO order_history (client_order_id, seq, from_state, to_state, reason, at_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+#: History reason of the SENDING mark written together with the intent (fast path).
+SENDING_REASON: Final = "sending new order"
+
+
+def record_intents(
+    conn: sqlite3.Connection,
+    records: Sequence[IntentRecord],
+    now_ms: int,
+    *,
+    sending: Collection[str] = (),
+) -> tuple[list[IntentRecord], dict[str, IntentRecord]]:
+    """The group commit's one statement batch: record what is new, find what is not.
+
+    Each record is inserted unless its client order id is already stored
+    (``ON CONFLICT DO NOTHING``: a message id seen before, in an earlier
+    batch or earlier in this one); those are returned as stored instead.
+    One lane call, one transaction, whatever the mix.
+
+    Intents whose id is in ``sending`` are recorded *and* marked SENDING in
+    the same transaction (history ``None → PENDING → SENDING``): the
+    executor's fast path for an idle account, which saves the separate
+    SENDING commit. The intent row still commits before any I/O and before
+    the caller's answer; a crash before the send leaves a SENDING row, which
+    start-up reconciliation resolves like any other (UNKNOWN, query, resend
+    only after proven absence).
+
+    Returns:
+        ``(inserted, existing)``: the new records as stored (in input order),
+        and the stored record of every id that was already there.
+
+    Raises:
+        ValueError: a record is not a fresh PENDING intent.
+    """
+    for record in records:
+        _check_fresh(record)
+    inserted: list[IntentRecord] = []
+    existing: dict[str, IntentRecord] = {}
+    if not records:
+        return inserted, existing
+    next_seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM order_intents").fetchone()[0])
+    for record in records:
+        marked = record.client_order_id in sending
+        row = attrs.evolve(
+            record,
+            seq=next_seq + 1,
+            created_at_ms=now_ms,
+            updated_at_ms=now_ms,
+            state=OrderState.SENDING if marked else OrderState.PENDING,
+            sent_at_ms=now_ms if marked else None,
+            send_attempts=1 if marked else 0,
+        )
+        cursor = conn.execute(_INSERT_INTENT_IF_NEW, _intent_values(row))
+        if cursor.rowcount != 1:
+            found = get_intent(conn, record.client_order_id)
+            if found is None:  # the other unique key: same (account, message_id, symbol)
+                raise DuplicateIntentError(record.client_order_id, "conflicting unique key")
+            existing[record.client_order_id] = found
+            continue
+        next_seq += 1
+        coid = row.client_order_id
+        conn.execute(
+            _INSERT_FIRST_HISTORY,
+            (coid, 1, None, OrderState.PENDING.value, INTENT_RECORDED_REASON, now_ms),
+        )
+        if marked:
+            conn.execute(
+                _INSERT_FIRST_HISTORY,
+                (
+                    coid,
+                    2,
+                    OrderState.PENDING.value,
+                    OrderState.SENDING.value,
+                    SENDING_REASON,
+                    now_ms,
+                ),
+            )
+        inserted.append(row)
+    return inserted, existing
+
+
 def _merge_fields(
     current: IntentRecord,
     *,
@@ -933,6 +1018,16 @@ class OrderStore:
         return await self._store.read(fn, action=action)
 
     # ------------------------------------------------------------------ writes
+
+    async def record_intents(
+        self, records: Sequence[IntentRecord], *, sending: Collection[str] = ()
+    ) -> tuple[builtins.list[IntentRecord], dict[str, IntentRecord]]:
+        """Record what is new, return what was stored before; see :func:`record_intents`."""
+        now = self.now_ms()
+        return await self.run_write(
+            lambda conn: record_intents(conn, records, now, sending=sending),
+            "recording order intents",
+        )
 
     async def insert_intents(self, records: Sequence[IntentRecord]) -> builtins.list[IntentRecord]:
         """Record new PENDING intents (all or nothing); see :func:`insert_intents`."""

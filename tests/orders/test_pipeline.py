@@ -38,6 +38,8 @@ async def test_limit_order_is_recorded_sent_accepted_and_canceled(tmp_path: Path
             assert again.client_order_id == first.client_order_id
             accepted = await wait_state(service, first.client_order_id, S.ACCEPTED)
             assert accepted.venue_order_id is not None
+            # An idle account takes the fast path: SENDING recorded with the intent.
+            assert service.status()["entry"]["fast_path"] == 1
             audit = await sim.audit(first.client_order_id)
             assert len(audit) == 1
             await service.cancel(first.client_order_id)

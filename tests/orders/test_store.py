@@ -294,6 +294,34 @@ async def test_a_duplicate_rolls_back_the_whole_batch(orders: OrderStore) -> Non
     assert b_stored.seq == 2
 
 
+async def test_record_intents_finds_what_was_stored_and_marks_the_fast_path(
+    orders: OrderStore,
+) -> None:
+    """One write: new ids are inserted (one of them marked SENDING with it), ids stored
+    before come back as stored, and a repeat inside the batch counts once."""
+    [a] = await orders.insert_intents([record("a")])
+    b, c = record("b"), record("c")
+    inserted, existing = await orders.record_intents(
+        [b, record("a"), c, record("b")], sending={c.client_order_id}
+    )
+    assert [r.client_order_id for r in inserted] == [b.client_order_id, c.client_order_id]
+    assert [r.seq for r in inserted] == [2, 3]
+    assert set(existing) == {a.client_order_id, b.client_order_id}
+    assert existing[a.client_order_id] == a
+    stored_b = await orders.get(b.client_order_id)
+    stored_c = await orders.get(c.client_order_id)
+    assert stored_b is not None and stored_b.state is S.PENDING and stored_b.send_attempts == 0
+    assert stored_c is not None and stored_c.state is S.SENDING
+    assert stored_c.send_attempts == 1 and stored_c.sent_at_ms == stored_c.created_at_ms
+    assert [(h.source, h.target) for h in await orders.history(c.client_order_id)] == [
+        (None, S.PENDING),
+        (S.PENDING, S.SENDING),
+    ]
+    assert [(h.source, h.target) for h in await orders.history(b.client_order_id)] == [
+        (None, S.PENDING)
+    ]
+
+
 async def test_only_fresh_pending_intents_can_be_inserted(orders: OrderStore) -> None:
     stale = attrs.evolve(record("x"), state=S.ACCEPTED, venue_order_id=7)
     with pytest.raises(ValueError, match=r"not a fresh PENDING intent .*ACCEPTED"):
