@@ -47,6 +47,7 @@ from daemon.config import Config
 from daemon.errors import ConfigError, ControlError, SecretError, StoreError
 from daemon.faults import FAULT_KINDS
 from daemon.notify import Notifier, unset_environment
+from daemon.orders import bench as orders_bench
 from daemon.orders.ids import validate_client_order_id
 from daemon.secrets import SecretRef
 from daemon.store import integrity_check
@@ -141,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim_cli.add_arguments(p)
 
+    p = sub.add_parser("bench", help="benchmarks (not tests): ratios against a raw baseline")
+    benches = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    q = benches.add_parser(
+        "orders", help="order pipeline: latency vs a raw baseline, durable intents/s"
+    )
+    orders_bench.add_arguments(q)
+
     p = sub.add_parser(
         "debug-fault",
         help="inject a fault into a running daemon (test configurations only)",
@@ -209,7 +217,8 @@ def _add_target(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         if args.command == "run":
             return cmd_run(Path(args.config))
@@ -225,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_fault(args)
         if args.command == "sim":
             return sim_cli.main(args)
+        if args.command == "bench":
+            return orders_bench.run(args, parser)
         if args.command == "integrity-check":
             return cmd_integrity_check(args)
         if args.command == "dead-letters":

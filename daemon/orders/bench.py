@@ -1483,7 +1483,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tradingd bench orders`` with ``argv`` (the options after ``orders``)."""
     parser = argparse.ArgumentParser(prog="tradingd bench orders")
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    return run(parser.parse_args(argv), parser)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the bench with parsed options (``tradingd bench orders`` calls this)."""
     if args.load_generator:
         return _load_generator_main(args)
     try:

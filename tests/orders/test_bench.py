@@ -1,0 +1,194 @@
+"""``tradingd bench orders`` (:mod:`daemon.orders.bench`): it runs and it reports.
+
+A benchmark is not a test, so nothing here looks at a timing. The smoke test
+runs the real thing with tiny counts — simulator and load generator as
+subprocesses, a real daemon — and checks that every report key is there and
+that the counts add up (every order measured, accepted, answered; none
+rejected or unknown). The pieces it is built from are checked against
+independent code: the baseline's inline signature against the simulator's
+verifier, the configurations against the strict loaders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon import config as configmod
+from daemon.orders import bench
+from daemon.venues.sim import auth as simauth
+from daemon.venues.sim import config as simconfig
+
+SMOKE_TIMEOUT_S = 120
+
+REPORT_KEYS = {"machine", "setup", "latency", "entry_in_process", "entry_http", "bench_seconds"}
+LATENCY_KEYS = {
+    "orders",
+    "warmup",
+    "block",
+    "baseline",
+    "tradingd",
+    "ratio_p50",
+    "ratio_p99",
+    "target_ratio_p50",
+    "tradingd_received_to_committed",
+    "client_post_to_202",
+    "baseline_parts",
+    "tradingd_store",
+}
+ENTRY_KEYS = {
+    "orders",
+    "accepted",
+    "accepted_per_s",
+    "seconds",
+    "commits",
+    "mean_batch",
+    "saturated",
+    "sent_while_accepting",
+    "answered_while_accepting",
+    "sent",
+    "answered",
+    "rejected",
+    "unknown",
+    "drained_after_s",
+    "send_rate_per_s",
+    "cpu_share_while_accepting",
+}
+
+
+def _bench_env() -> dict[str, str]:
+    """This environment minus what would make the in-process daemon think it runs under systemd."""
+    hostile = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+    return {k: v for k, v in os.environ.items() if k not in hostile}
+
+
+@pytest.mark.slow
+def test_bench_runs_with_tiny_counts_and_reports_every_key(tmp_path: Path) -> None:
+    args = [
+        "--latency-orders",
+        "3",
+        "--warmup",
+        "1",
+        "--block",
+        "2",
+        "--entry-orders",
+        "24",
+        "--http-orders",
+        "16",
+        "--submitters",
+        "4",
+        "--clients",
+        "2",
+        "--dir",
+        str(tmp_path),
+        "--json",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon.orders.bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_S,
+        env=_bench_env(),
+        check=False,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    report: dict[str, Any] = json.loads(done.stdout)
+
+    assert set(report) == REPORT_KEYS
+    assert {"cores", "python", "sqlite", "load_average_1m_before"} <= set(report["machine"])
+    assert {"simulator", "tradingd", "load_generator", "sending"} <= set(report["setup"])
+
+    latency = report["latency"]
+    assert set(latency) == LATENCY_KEYS
+    for key in ("baseline", "tradingd", "tradingd_received_to_committed", "client_post_to_202"):
+        assert latency[key]["count"] == 3, key
+        assert latency[key]["p50_ms"] > 0 and latency[key]["p99_ms"] >= latency[key]["p50_ms"]
+    assert latency["ratio_p50"] > 0 and latency["ratio_p99"] > 0
+    assert latency["baseline_parts"]["commits"]["count"] == 3
+    # Intent, SENDING mark, answer: at least three durable writes per order.
+    assert latency["tradingd_store"]["writes_per_order"] >= 3
+
+    entry = report["entry_in_process"]
+    assert set(entry) >= ENTRY_KEYS
+    assert (entry["submitters"], entry["orders"], entry["accepted"]) == (4, 24, 24)
+    http = report["entry_http"]
+    assert set(http) >= ENTRY_KEYS
+    assert (http["clients"], http["orders"], http["accepted"]) == (2, 16, 16)
+    assert {"user_s", "sys_s", "wall_s", "share"} <= set(http["load_generator_cpu"])
+    for phase, n in ((entry, 24), (http, 16)):
+        # Every accepted intent was sent once and answered; nothing was refused.
+        assert (phase["sent"], phase["answered"], phase["rejected"], phase["unknown"]) == (
+            n,
+            n,
+            0,
+            0,
+        )
+        assert phase["commits"] >= 1
+
+    # The table renders from the same report; the state directory is gone.
+    table = bench.render(report)
+    for heading in ("1. latency", "2. durable intents", "3. durable intents", "ratio tradingd"):
+        assert heading in table
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_baseline_signature_verifies_with_the_simulators_own_check() -> None:
+    secret = "s3cr3t-for-the-bench"
+    target = bench.signed_order_target(secret.encode(), "bench-base-7", 1_700_000_000_123)
+    path, _, query = target.partition("?")
+    assert path == "/api/v3/order"
+    payloads = simauth.signature_payloads({}, b"", raw_query=query)
+    signature = dict(urllib.parse.parse_qsl(query))["signature"]
+    assert simauth.verify_signature(secret.encode(), payloads, signature)
+    assert not simauth.verify_signature(b"another secret", payloads, signature)
+    params = dict(urllib.parse.parse_qsl(query))
+    assert params["newClientOrderId"] == "bench-base-7"
+    assert params["timestamp"] == "1700000000123"
+    assert (params["type"], params["price"], params["quantity"]) == (
+        "LIMIT",
+        bench.PRICE,
+        bench.QUANTITY,
+    )
+
+
+def test_sim_config_passes_the_simulators_strict_loader() -> None:
+    text = bench.sim_config(("benchKey1", "secret-1"), ("baseKey2", "secret-2"))
+    config = simconfig.loads(text, source="bench-sim.toml")
+    assert config.market.paused
+    assert [s.symbol for s in config.symbols] == [bench.SYMBOL]
+    assert [a.api_key for a in config.accounts] == ["benchKey1", "baseKey2"]
+    assert all(r.limit == bench.UNLIMITED for r in config.rate_limits)
+
+
+def test_daemon_config_passes_the_strict_loader_with_risk_off(tmp_path: Path) -> None:
+    options = bench.BenchOptions(entry_orders=5000, http_orders=10, accounts=3)
+    files = {name: tmp_path / name for name in ("token", "api_key", "api_secret")}
+    text = bench.daemon_config(tmp_path, "http://127.0.0.1:1", "ws://127.0.0.1:2", options, files)
+    config = configmod.loads(text, source="bench.toml")
+    assert sorted(config.accounts) == ["acct1", "acct2", "main"]
+    assert config.orders.account_queue_capacity >= 5000
+    table = config.limit_table()
+    for name in config.accounts:
+        limits = table.accounts[name]
+        assert limits.max_open_orders is None
+        assert limits.max_orders_per_window is None
+    assert config.admin.token is not None and config.admin.token.kind == "file"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--submitters", "0"), ("--latency-orders", "0"), ("--warmup", "-1")]
+)
+def test_bad_counts_are_refused_naming_the_flag(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench.main([flag, value])
+    assert exc.value.code == 2
+    assert flag in capsys.readouterr().err
