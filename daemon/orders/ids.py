@@ -146,8 +146,12 @@ def derive_client_order_id(
             _encode_field("symbol", symbol),
         )
     )
-    encoded = base64.b32encode(hashlib.sha256(payload).digest()).decode("ascii")
-    return prefix + encoded.rstrip("=").lower()[:digest_chars]
+    # Base32 maps every 5 bytes to 8 characters, so the first ``digest_chars``
+    # characters of the whole digest's encoding are those of its first
+    # ceil(digest_chars / 8) * 5 bytes: encode only those (the same id, less work).
+    used = hashlib.sha256(payload).digest()[: -(-digest_chars // 8) * 5]
+    encoded = base64.b32encode(used).decode("ascii")
+    return prefix + encoded.lower()[:digest_chars]
 
 
 def validate_client_order_id(value: object) -> str:
