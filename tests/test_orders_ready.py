@@ -14,19 +14,32 @@ Two runs of the real daemon with one ``[accounts.main]``:
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx2
 import pytest
 import trio
 from capture_helpers import SimProcess, start_sim
-from test_process import SECRET, WAIT_S, Harness, h, http_get, sockdir  # noqa: F401
+from test_process import SECRET, WAIT_S, Harness, http_get, make_sockdir, open_harness
 
 from daemon.venues.sim.config import DOCS_API_KEY, DOCS_SECRET_KEY
 
 pytestmark = pytest.mark.slow
 
 STARTUP_RECONCILE_S = 3.0
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    sockdir = make_sockdir()
+    try:
+        async with open_harness(tmp_path, sockdir) as harness:
+            yield harness
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def orders_config(h: Harness, rest_url: str, ws_url: str) -> str:
@@ -126,4 +139,3 @@ async def test_unreachable_venue_delays_ready_then_holds_sending(h: Harness) -> 
     health = (await http_get(f"{await daemon.admin_url()}/health")).json()
     assert any("not reconciled" in reason for reason in health["reasons"]), health
     assert "start-up reconciliation did not finish" in daemon.log()
-

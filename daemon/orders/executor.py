@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import trio
@@ -211,13 +212,16 @@ class Executor:
         client = self.venues.client(record.venue)
         if client is None:
             return QueryFailed(f"venue {record.venue} is down")
+        # A "no such order" describes the venue when the query reached it, which is
+        # no later than when it left: the grace counts up to here, not to the answer.
+        asked_at_s = self.wall_clock()
         try:
             report = await client.get_order(record.symbol, client_order_id=record.client_order_id)
         except OrderNotFoundError:
             sent_at_s = (record.sent_at_ms or record.created_at_ms) / 1000
             return classify_not_found(
                 sent_at_s=sent_at_s,
-                now_s=self.wall_clock(),
+                now_s=asked_at_s,
                 visibility_grace_s=self.settings.visibility_grace_s(
                     self.venues.recv_window_ms(record.venue)
                 ),
@@ -233,18 +237,26 @@ class Executor:
             ``None`` when resolved (adopted or sent back to PENDING), else the
             delay after which to query again.
         """
-        record = self.ledger.get(client_order_id)
-        if record is None or record.state is not OrderState.UNKNOWN:
+        asked = self.ledger.get(client_order_id)
+        if asked is None or asked.state is not OrderState.UNKNOWN:
             return None
-        outcome = await self.query(record)
+        outcome = await self.query(asked)
         decision = resolve_unknown(outcome)
         async with self.ledger.lock(client_order_id):
             record = self.ledger.get(client_order_id)
             if record is None or record.state is not OrderState.UNKNOWN:
                 return None
+            if (record.send_attempts, record.sent_at_ms) != (asked.send_attempts, asked.sent_at_ms):
+                # Resent while the query was out: its answer is about the older send
+                # (a "not found" then proves nothing about the newer one). Ask again.
+                return 0.0
             if decision.kind is DecisionKind.ADOPT:
                 assert decision.report is not None
                 fills = await self._fills_of(record, decision.report)
+                if fills is None:
+                    # Found, but its fills could not be read: recording the state
+                    # without them would lose them for good. Ask again.
+                    return self.settings.unknown_retry_s
                 await self.ledger.apply_report(
                     record, decision.report, reason=decision.reason, fills=fills
                 )
@@ -275,26 +287,48 @@ class Executor:
 
     async def apply_observation(self, record: IntentRecord, report: Any, *, reason: str) -> None:
         """Apply a venue report of an open order (fetching its fills when they moved)."""
-        fills = []
+        fills: list[Any] = []
         if report.executed_qty is not None and report.executed_qty > record.executed_qty:
-            fills = await self._fills_of(record, report)
+            fetched = await self._fills_of(record, report)
+            if fetched is None:
+                # The fills could not be read: record nothing (not even a closed
+                # state, after which nobody would look again); the next poll retries.
+                return
+            fills = fetched
         async with self.ledger.lock(record.client_order_id):
             current = self.ledger.get(record.client_order_id)
             if current is None:
                 return
             await self.ledger.apply_report(current, report, reason=reason, fills=fills)
 
-    async def _fills_of(self, record: IntentRecord, report: Any) -> list[Any]:
+    async def _fills_of(self, record: IntentRecord, report: Any) -> list[Any] | None:
+        """The order's fills, or ``None`` when they cannot be read in full now.
+
+        ``None`` also when the trades returned do not add up to the report's
+        ``executed_qty`` (a venue's trade list may lag its order status): a
+        caller must then not record the report, or the missing fills (and the
+        position they make) would never be fetched again.
+        """
         if report.executed_qty is None or report.executed_qty <= 0:
             return []
         client = self.venues.client(record.venue)
         if client is None:
-            return []
+            return None
         try:
-            fills: list[Any] = await client.my_trades(record.symbol, order_id=report.order_id)
+            fills: list[Any] = await client.my_trades(
+                record.symbol, order_id=report.order_id, limit=1000
+            )
         except TradingdError as exc:
             log.info("order %s: fill query failed: %s", record.client_order_id, exc)
-            return []
+            return None
+        mine = [f for f in fills if f.order_id == report.order_id]
+        if sum((f.quantity for f in mine), Decimal(0)) < report.executed_qty:
+            log.info(
+                "order %s: the venue lists fills for less than its executed %s; later",
+                record.client_order_id,
+                report.executed_qty,
+            )
+            return None
         return fills
 
     # ------------------------------------------------------------------ cancel

@@ -67,7 +67,12 @@ class OrderVenue(Protocol):
     async def open_orders(self, symbol: str | None = None) -> list[OrderReport]: ...
 
     async def my_trades(
-        self, symbol: str, *, order_id: int | None = None, from_id: int | None = None
+        self,
+        symbol: str,
+        *,
+        order_id: int | None = None,
+        from_id: int | None = None,
+        limit: int = 500,
     ) -> list[FillReport]: ...
 
 

@@ -1,0 +1,1060 @@
+"""Stateful test: the real order pipeline against a model venue, with faults and crashes.
+
+A hypothesis ``RuleBasedStateMachine`` drives the real
+:class:`~daemon.orders.service.OrdersService` (entry, dispatcher, executor,
+ledger, reconciler, store) over a real SQLite file and a
+:class:`~tests.orders.model_venue.ModelVenue`. Its rules submit intents
+(new and repeated message ids, concurrently), arm venue faults (reject, 5xx
+before and after processing, timeout after processing, slow and lagging
+orders, failing and slow queries and cancels) and store faults (a slow disk),
+fill and cancel resting orders at the venue, ask the pipeline to cancel, let
+virtual time pass, stop gracefully, and **kill the process** —
+between any two steps, or at a chosen venue call or store transaction
+(inside send→persist included) — then start a new incarnation over the same
+file, which runs start-up reconciliation.
+
+Faults come with the step that makes the call they hit (a submission, a
+cancel, a fill whose trades must be fetched) or on their own for queries and
+the store; at most a few wait unconsumed per call.
+
+Invariants, after every step:
+
+* the venue never holds two orders with one client order id (its audit);
+* every intent acknowledged to a caller is in the store, as submitted;
+* every venue order belongs to a recorded intent (none is sent before it is durable);
+* every state history starts at PENDING and follows :data:`TRANSITIONS`;
+* no unexpected error: no exception logged by the pipeline, no contradiction
+  between venue reports and records, no incarnation dying of anything but a kill.
+
+At the end, with faults off and time past the visibility grace, every intent
+is ACCEPTED, PARTIALLY_FILLED or terminal (REJECTED only if it never reached
+the venue), the store agrees with the venue on every order — state, venue id,
+executed quantity, fills (by trade id) and position — and the live process
+agrees with the store: its live orders, its risk book's open orders and
+position, no open venue order reported as unknown.
+
+How it runs: the machine is synchronous, the pipeline is not. One Trio run
+per example lives in a thread of its own under a
+:class:`~trio.testing.MockClock`; each rule is one call into it
+(``trio.from_thread.run``) during which the clock autojumps, and which ends
+when every task is blocked again. Between rules the clock stands still, so
+nothing happens that a rule did not cause. The store uses
+:func:`~daemon.store.base.inline_runner`-style calls (no thread lane under
+the virtual clock), so a transaction is all or nothing at every kill, as
+SQLite guarantees for a real one. Importing hypothesis makes Trio's
+scheduling deterministic, so failures replay and shrink.
+
+The tests after the machine replay fixed step sequences for races it found or
+can only reach by luck (see their docstrings).
+
+A kill is a ``kill -9``: the incarnation is marked dead, every venue call
+and store transaction it makes from then on raises
+:class:`~tests.orders.model_venue.ProcessKilledError` (a ``BaseException``
+that nothing in the pipeline may catch), every call in flight is cut, and
+its tasks are cancelled. Requests already on the wire still reach the venue.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import traceback
+from collections.abc import Awaitable, Callable
+from contextlib import closing
+from decimal import Decimal
+from pathlib import Path
+from typing import Final, TypeVar, cast
+
+import attrs
+import trio
+import trio.testing
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from daemon.errors import RiskRejectedError
+from daemon.model.instruments import ExchangeInfo, SymbolFilters, SymbolInfo
+from daemon.model.orders import FillReport, NewOrder, OrderReport, Side
+from daemon.orders.dispatch import DispatchMode
+from daemon.orders.gateway import (
+    EntrySaturatedError,
+    EntryUnavailableError,
+    UnknownOrderError,
+)
+from daemon.orders.ids import derive_client_order_id
+from daemon.orders.ledger import OrderVenue
+from daemon.orders.records import HistoryRow, IntentRecord
+from daemon.orders.service import OrdersService, Pipeline
+from daemon.orders.settings import OrdersSettings
+from daemon.orders.state import TERMINAL_STATES, TRANSITIONS, OrderState, from_order_report
+from daemon.orders.store import fills_for, history, list_intents, positions
+from daemon.risk.limits import LimitTable, RiskLimits
+from daemon.store.sqlite import SqliteStore
+from daemon.supervise import ChildContext
+from tests.orders.model_venue import (
+    EPOCH_MS,
+    Call,
+    Fault,
+    FaultKind,
+    ModelVenue,
+    ProcessKilledError,
+    VenueOrder,
+)
+
+T = TypeVar("T")
+S = OrderState
+
+VENUE: Final = "model"
+ACCOUNT: Final = "main"
+SYMBOL: Final = "BTCUSDT"
+RECV_WINDOW_MS: Final = 5000
+
+SETTINGS: Final = OrdersSettings(
+    shards=2,
+    idle_queue_s=3.0,
+    send_timeout_s=2.0,
+    section_deadline_s=4.0,
+    drain_timeout_s=2.0,
+    clock_skew_s=0.5,
+    query_lag_s=1.0,
+    unknown_retry_s=0.5,
+    poll_interval_s=0.5,
+    reconcile_interval_s=5.0,
+    reconcile_concurrency=2,
+    startup_reconcile_timeout_s=5.0,
+)
+#: After this long, a venue's "no such order" proves absence (10.5 s here).
+GRACE_S: Final = SETTINGS.visibility_grace_s(RECV_WINDOW_MS)
+
+EXCHANGE_INFO: Final = ExchangeInfo(
+    venue=VENUE,
+    timezone="UTC",
+    server_time_ms=EPOCH_MS,
+    rate_limits=(),
+    symbols={
+        SYMBOL: SymbolInfo(
+            symbol=SYMBOL,
+            status="TRADING",
+            base_asset="BTC",
+            quote_asset="USDT",
+            filters=SymbolFilters(
+                tick_size=Decimal("0.01"),
+                step_size=Decimal("0.001"),
+                min_qty=Decimal("0.001"),
+            ),
+        )
+    },
+)
+LIMITS: Final = LimitTable(default=RiskLimits(max_orders_per_window=None, max_open_orders=None))
+
+#: A rule gives up (and fails) after this much virtual time: a hang is a bug.
+COMMAND_LIMIT_S: Final = 300.0
+#: With faults off, everything must be resolved within this much virtual time.
+FINAL_LIMIT_S: Final = 120.0
+#: Time always let pass at the end: past the grace and a periodic full pass.
+FINAL_MIN_S: Final = GRACE_S + SETTINGS.reconcile_interval_s + 1.0
+#: Faults armed and not consumed yet, at most, per venue call.
+MAX_ARMED: Final = 4
+
+#: A tmpfs keeps the FULL-synchronous commits cheap.
+_TMP_ROOT: Final = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+
+
+def wall_clock() -> float:
+    """The pipeline's wall clock: virtual time on the venue's epoch."""
+    return EPOCH_MS / 1000 + trio.current_time()
+
+
+def make_request(message_id: str, kind: str, side: str) -> dict[str, str]:
+    request = {
+        "message_id": message_id,
+        "account": ACCOUNT,
+        "symbol": SYMBOL,
+        "side": side,
+        "type": kind,
+        "quantity": "0.010",
+    }
+    if kind == "LIMIT":
+        request |= {"price": "29000.00", "time_in_force": "GTC"}
+    return request
+
+
+# ----------------------------------------------------------------------------- one process
+
+
+class _Context:
+    """The part of :class:`~daemon.supervise.ChildContext` that ``OrdersService.run`` uses."""
+
+    def __init__(self) -> None:
+        self.stop = trio.Event()
+
+    async def wait_stop_requested(self) -> None:
+        await self.stop.wait()
+
+
+class _Service(OrdersService):
+    """The real service; remembers its pipeline after ``run`` clears it (for the counters)."""
+
+    seen: Pipeline | None = None
+    _current: Pipeline | None = None
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        return self._current
+
+    @pipeline.setter
+    def pipeline(self, value: Pipeline | None) -> None:
+        self._current = value
+        if value is not None:
+            self.seen = value
+
+
+class Incarnation:
+    """One process of the daemon: its service, its store connection, and its death.
+
+    Args:
+        number: 1 for the first start, +1 for every restart.
+        world: Where the venue, the store file and the kill switches are.
+    """
+
+    def __init__(self, number: int, world: World) -> None:
+        self.number = number
+        self.world = world
+        self.dead = False
+        self.closing = False
+        self.scope = trio.CancelScope()
+        self.finished = trio.Event()
+        self.ctx = _Context()
+        self.store: SqliteStore | None = None
+        #: Its failures were reported already.
+        self.reported = False
+        self._calls: set[trio.CancelScope] = set()
+        self.client = _ProcessClient(world.venue, self)
+
+        async def open_store() -> SqliteStore:
+            store = await SqliteStore.open(
+                world.path, runner=self.store_call, wall_clock=wall_clock
+            )
+            self.store = store
+            return store
+
+        self.service = _Service(
+            attrs.evolve(SETTINGS, dispatch=world.mode),
+            {ACCOUNT: VENUE},
+            LIMITS,
+            _ProcessVenues(self.client),
+            open_store,
+            wall_clock=wall_clock,
+        )
+
+    def kill(self) -> None:
+        """``kill -9``: nothing this process does from now on has an effect."""
+        if self.dead:
+            return
+        self.dead = True
+        for scope in list(self._calls):
+            scope.cancel()
+        self.scope.cancel()
+
+    def check_alive(self) -> None:
+        if self.dead and not self.closing:
+            raise ProcessKilledError(f"process {self.number} is dead")
+
+    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run one call of this process; it is cut (ProcessKilledError) if the process dies."""
+        self.check_alive()
+        box: list[T] = []
+        with trio.CancelScope() as scope:
+            self._calls.add(scope)
+            try:
+                box.append(await fn())
+            finally:
+                self._calls.discard(scope)
+        if self.dead or not box:
+            raise ProcessKilledError(f"process {self.number} died during the call")
+        return box[0]
+
+    async def store_call(self, fn: Callable[[], T], /) -> T:
+        """The store's runner: inline (no thread under the virtual clock), and mortal.
+
+        One call is one whole transaction, so a kill before it leaves nothing
+        and a kill after it leaves it committed — what SQLite guarantees. A
+        stall is a slow disk: the caller may give up (be cancelled) while it
+        waits, and then the transaction never ran.
+        """
+        await trio.lowlevel.checkpoint()
+        self.check_alive()
+        fault = None if self.closing else self.world.take_store_fault()
+        if fault is not None and fault.stall_s:
+            await trio.sleep(fault.stall_s)
+            self.check_alive()
+        if fault is not None and fault.kill == "before":
+            self.world.kill_current()
+            raise ProcessKilledError(f"process {self.number} killed before a store transaction")
+        result = fn()
+        if fault is not None and fault.kill == "after":
+            self.world.kill_current()
+            raise ProcessKilledError(f"process {self.number} killed after a store commit")
+        return result
+
+
+class _ProcessClient:
+    """The venue as one process sees it: calls die with the process."""
+
+    def __init__(self, venue: ModelVenue, process: Incarnation) -> None:
+        self.venue = venue
+        self.process = process
+
+    async def new_order(self, order: NewOrder) -> OrderReport:
+        return await self.process.call(lambda: self.venue.new_order(order))
+
+    async def get_order(
+        self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None
+    ) -> OrderReport:
+        return await self.process.call(
+            lambda: self.venue.get_order(symbol, client_order_id=client_order_id, order_id=order_id)
+        )
+
+    async def cancel_order(
+        self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None
+    ) -> OrderReport:
+        return await self.process.call(
+            lambda: self.venue.cancel_order(
+                symbol, client_order_id=client_order_id, order_id=order_id
+            )
+        )
+
+    async def open_orders(self, symbol: str | None = None) -> list[OrderReport]:
+        return await self.process.call(lambda: self.venue.open_orders(symbol))
+
+    async def my_trades(
+        self,
+        symbol: str,
+        *,
+        order_id: int | None = None,
+        from_id: int | None = None,
+        limit: int = 500,
+    ) -> list[FillReport]:
+        return await self.process.call(
+            lambda: self.venue.my_trades(symbol, order_id=order_id, from_id=from_id, limit=limit)
+        )
+
+
+class _ProcessVenues:
+    """:class:`~daemon.orders.ledger.VenueAccess` of one process: the model venue, always up."""
+
+    def __init__(self, client: _ProcessClient) -> None:
+        self._client = client
+
+    def client(self, venue: str) -> OrderVenue | None:
+        assert venue == VENUE, venue
+        return self._client
+
+    async def wait_client(self, venue: str) -> OrderVenue:
+        assert venue == VENUE, venue
+        await trio.lowlevel.checkpoint()
+        return self._client
+
+    def exchange_info(self, venue: str) -> ExchangeInfo | None:
+        return EXCHANGE_INFO if venue == VENUE else None
+
+    def recv_window_ms(self, venue: str) -> int:
+        return RECV_WINDOW_MS
+
+
+def _only_kills(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_kills(e) for e in exc.exceptions)
+    return isinstance(exc, ProcessKilledError | trio.Cancelled)
+
+
+# ----------------------------------------------------------------------------- the world
+
+
+class _ErrorLog(logging.Handler):
+    """Collects the pipeline's logged exceptions: each one is a bug here."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info is not None:
+            text = record.getMessage()
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+            self.records.append(text)
+
+
+class World:
+    """Everything on the Trio side: the venue, the store file, the live process, the caller."""
+
+    def __init__(self, path: Path, errors: list[str]) -> None:
+        self.path = path
+        self.errors = errors
+        self.clock = trio.testing.MockClock()
+        self.venue = ModelVenue(VENUE, recv_window_ms=RECV_WINDOW_MS, kill_hook=self.kill_current)
+        self.mode = DispatchMode.SHARDED
+        self.current: Incarnation | None = None
+        self.incarnations = 0
+        self.kills = 0
+        self.failures: list[str] = []
+        #: What each message id was first submitted as (a repeat is a retry of it).
+        self.requests: dict[str, dict[str, str]] = {}
+        #: Intents acknowledged to the caller: client order id → request.
+        self.acked: dict[str, dict[str, str]] = {}
+        #: The armed store fault and how many store calls it still lets pass.
+        self.store_fault: StoreFault | None = None
+        self.token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._stop = trio.Event()
+
+    # ------------------------------------------------------------------ trio side
+
+    async def main(self, ready: threading.Event) -> None:
+        self.token = trio.lowlevel.current_trio_token()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.venue.serve)
+            ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    async def command(self, fn: Callable[[], Awaitable[None]], settle: bool = True) -> None:
+        """One rule: time runs while it does; it ends when every task is blocked."""
+        self.clock.autojump_threshold = 0
+        try:
+            with trio.fail_after(COMMAND_LIMIT_S):
+                await fn()
+                if settle:
+                    await self._settle()
+        finally:
+            self.clock.autojump_threshold = math.inf
+        if self.current is not None:
+            self._collect(self.current)
+        self._raise_failures()
+
+    async def shutdown(self) -> None:
+        self.clock.autojump_threshold = 0
+        inc = self.current
+        if inc is not None:
+            inc.kill()
+            with trio.move_on_after(COMMAND_LIMIT_S):
+                await inc.finished.wait()
+        self._stop.set()
+
+    def _raise_failures(self) -> None:
+        failures = self.failures + self.errors
+        if failures:
+            raise AssertionError("the pipeline failed:\n" + "\n".join(failures))
+
+    async def _settle(self) -> None:
+        """Wait until nothing can run; restart the process if it died (as systemd would)."""
+        while True:
+            await trio.testing.wait_all_tasks_blocked()
+            inc = self.current
+            if inc is not None and not inc.dead and not inc.finished.is_set():
+                return
+            if inc is not None:
+                await inc.finished.wait()
+                self._collect(inc)
+            self._start()
+
+    def _start(self) -> None:
+        assert self._nursery is not None
+        self.incarnations += 1
+        inc = Incarnation(self.incarnations, self)
+        self.current = inc
+        self._nursery.start_soon(self._run, inc)
+
+    async def _run(self, inc: Incarnation) -> None:
+        try:
+            with inc.scope:
+                await inc.service.run(cast(ChildContext, inc.ctx))
+            if not inc.dead and not inc.ctx.stop.is_set():
+                self.failures.append(f"process {inc.number}: the pipeline returned by itself")
+        except trio.Cancelled:
+            raise
+        except BaseException as exc:
+            if not (inc.dead and _only_kills(exc)):
+                text = "".join(traceback.format_exception(exc))
+                self.failures.append(f"process {inc.number} died of an error:\n{text}")
+        finally:
+            inc.closing = True
+            if inc.store is not None:
+                with trio.CancelScope(shield=True):
+                    await inc.store.aclose()
+            inc.finished.set()
+
+    def _collect(self, inc: Incarnation) -> None:
+        """Record what the process counted that must not happen (once per process)."""
+        pipeline = inc.service.seen
+        if pipeline is None or inc.reported:
+            return
+        if pipeline.ledger.contradictions:
+            inc.reported = True
+            self.failures.append(
+                f"process {inc.number}: {pipeline.ledger.contradictions} venue report(s) "
+                "contradicted the records"
+            )
+
+    def kill_current(self) -> None:
+        inc = self.current
+        if inc is not None and not inc.dead:
+            self.kills += 1
+            inc.kill()
+
+    def take_store_fault(self) -> StoreFault | None:
+        """The store fault for this store call, if it is the one armed."""
+        fault = self.store_fault
+        if fault is None:
+            return None
+        if fault.after > 0:
+            self.store_fault = attrs.evolve(fault, after=fault.after - 1)
+            return None
+        self.store_fault = attrs.evolve(fault, times=fault.times - 1) if fault.times > 1 else None
+        return fault
+
+    # ------------------------------------------------------------------ rules
+
+    async def start(self, mode: DispatchMode) -> None:
+        self.mode = mode
+        self._start()
+
+    async def submit(self, batch: list[tuple[int | None, str, str]], fault: Fault | None) -> None:
+        """Submit concurrently: a new message (``None``), or the same one again (a retry).
+
+        A retry sends exactly what was sent the first time, whatever was drawn.
+        ``fault`` is armed for the next new-order call.
+        """
+        inc = self.current
+        assert inc is not None
+        if fault is not None:
+            await self.arm(Call.NEW_ORDER, fault, 1)
+        async with trio.open_nursery() as nursery:
+            for repeat, kind, side in batch:
+                if repeat is None or not self.requests:
+                    message_id = f"m{len(self.requests)}"
+                    self.requests[message_id] = make_request(message_id, kind, side)
+                else:
+                    message_id = sorted(self.requests)[repeat % len(self.requests)]
+                nursery.start_soon(self._submit_one, inc, self.requests[message_id])
+
+    async def _submit_one(self, inc: Incarnation, request: dict[str, str]) -> None:
+        try:
+            result = await inc.call(lambda: inc.service.submit(request))
+        except (ProcessKilledError, EntryUnavailableError, EntrySaturatedError):
+            return  # no answer, or 503: the caller would submit again
+        except RiskRejectedError as exc:
+            raise AssertionError(f"risk rejected {request}: {exc}") from exc
+        expected = derive_client_order_id(request["message_id"], ACCOUNT, SYMBOL)
+        assert result.client_order_id == expected, (result.client_order_id, expected)
+        self.acked[result.client_order_id] = request
+
+    async def cancel(self, pick: int, fault: Fault | None) -> None:
+        """The caller asks to cancel one of its acknowledged intents (in whatever state)."""
+        inc = self.current
+        assert inc is not None
+        if fault is not None:
+            await self.arm(Call.CANCEL_ORDER, fault, 1)
+        coid = sorted(self.acked)[pick % len(self.acked)]
+        try:
+            await inc.call(lambda: inc.service.cancel(coid))
+        except (ProcessKilledError, EntryUnavailableError):
+            return
+        except UnknownOrderError as exc:
+            raise AssertionError(f"an acknowledged intent is unknown: {exc}") from exc
+
+    async def venue_act(self, pick: int, action: str, fault: Fault | None) -> None:
+        """The market fills a resting order (all of it or half), or an operator cancels it.
+
+        ``fault`` is armed for the next fills query.
+        """
+        orders = self.venue.open_order_list()
+        if not orders:
+            return
+        if fault is not None:
+            await self.arm(Call.MY_TRADES, fault, 1)
+        order = orders[pick % len(orders)]
+        if action == "cancel":
+            self.venue.cancel_outside(order.order_id)
+            return
+        left = order.quantity - order.executed
+        half = (left / 2).quantize(Decimal("0.001"))
+        self.venue.fill(order.order_id, half if action == "fill_part" and half > 0 else None)
+
+    async def crash(self) -> None:
+        self.kill_current()
+
+    async def graceful_restart(self) -> None:
+        inc = self.current
+        assert inc is not None
+        inc.ctx.stop.set()
+        await inc.finished.wait()
+
+    async def advance(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+    async def arm(self, call: Call, fault: Fault, times: int) -> None:
+        """Arm a venue fault, unless that call has plenty waiting already."""
+        waiting = len(self.venue.armed().get(call, []))
+        if waiting < MAX_ARMED:
+            self.venue.arm(call, fault, times=min(times, MAX_ARMED - waiting))
+
+    async def arm_store_fault(self, fault: StoreFault) -> None:
+        self.store_fault = fault
+
+    # ------------------------------------------------------------------ checks
+
+    def _read(
+        self,
+    ) -> tuple[dict[str, IntentRecord], dict[str, list[HistoryRow]], sqlite3.Connection]:
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        records = {r.client_order_id: r for r in list_intents(conn, limit=1_000_000)}
+        histories = {coid: history(conn, coid) for coid in records}
+        return records, histories, conn
+
+    async def check_safety(self) -> None:
+        """What must hold at every moment."""
+        duplicates = self.venue.duplicate_client_ids()
+        assert not duplicates, f"client ids that reached the venue twice: {duplicates}"
+        records, histories, conn = self._read()
+        conn.close()
+        for coid, request in self.acked.items():
+            record = records.get(coid)
+            assert record is not None, f"acknowledged intent {coid} ({request}) is not stored"
+            assert record.message_id == request["message_id"]
+            assert record.type.value == request["type"], (record, request)
+            assert record.side.value == request["side"], (record, request)
+        for entry in self.venue.audit:
+            assert entry.client_order_id in records, (
+                f"venue order {entry.order_id} has client id {entry.client_order_id}, "
+                "which no recorded intent has: sent before it was durable"
+            )
+        for coid, record in records.items():
+            _check_history(coid, histories[coid], record.state)
+
+    def _venue_order(self, coid: str) -> VenueOrder | None:
+        found = [o for o in self.venue.orders.values() if o.client_order_id == coid]
+        assert len(found) <= 1, f"{coid} has {len(found)} venue orders"
+        return found[0] if found else None
+
+    def _unsettled(self) -> list[str]:
+        records, _, conn = self._read()
+        conn.close()
+        problems = []
+        for coid, record in records.items():
+            if record.state in (S.PENDING, S.SENDING, S.UNKNOWN):
+                problems.append(f"{coid} is {record.state.value}")
+                continue
+            order = self._venue_order(coid)
+            if order is None:
+                continue
+            if record.state is not _venue_state(self.venue, order):
+                problems.append(
+                    f"{coid} is {record.state.value}, the venue says {order.status.value}"
+                )
+            elif order.is_open and record.cancel_requested_at_ms is not None:
+                problems.append(f"{coid}: cancel requested, still {order.status.value}")
+        return problems
+
+    async def finish(self) -> None:
+        """Faults off, time past the grace: everything resolved and in agreement."""
+        self.venue.clear_faults()
+        self.store_fault = None
+        await self._settle()
+        await trio.sleep(FINAL_MIN_S)
+        deadline = trio.current_time() + FINAL_LIMIT_S
+        while problems := self._unsettled():
+            if trio.current_time() >= deadline:
+                raise AssertionError(
+                    f"not resolved {FINAL_MIN_S + FINAL_LIMIT_S:g}s after the faults stopped "
+                    f"(kills: {self.kills}): {problems}"
+                )
+            await trio.sleep(1.0)
+        await self._settle()
+        self._check_agreement()
+
+    def _check_agreement(self) -> None:
+        records, _, conn = self._read()
+        with closing(conn):
+            signed = Decimal(0)
+            for coid, record in records.items():
+                order = self._venue_order(coid)
+                if order is None:
+                    assert record.state is S.REJECTED, (
+                        f"{coid} is {record.state.value} but never reached the venue"
+                    )
+                    continue
+                assert record.venue_order_id == order.order_id, (record, order)
+                assert record.state is _venue_state(self.venue, order), (record, order)
+                assert record.executed_qty == order.executed, (record, order)
+                trades = {t.trade_id: t.quantity for t in self.venue.trades_of(order.order_id)}
+                fills = {f.trade_id: f.quantity for f in fills_for(conn, coid)}
+                assert fills == trades, (
+                    f"{coid} ({record.state.value}, executed {record.executed_qty}): "
+                    f"stored fills {fills} != venue trades {trades}"
+                )
+                sign = 1 if order.side is Side.BUY else -1
+                signed += sign * order.executed
+            stored_position = positions(conn, ACCOUNT).get((ACCOUNT, SYMBOL), Decimal(0))
+            assert stored_position == signed, (stored_position, signed)
+        for coid in self.acked:
+            assert records[coid].state in TERMINAL_STATES | {S.ACCEPTED, S.PARTIALLY_FILLED}
+        inc = self.current
+        assert inc is not None and inc.service.pipeline is not None
+        pipeline = inc.service.pipeline
+        reconciler = pipeline.reconciler
+        assert reconciler.sending_enabled.is_set()
+        assert not reconciler.unknown_venue_orders, reconciler.unknown_venue_orders
+        # Memory agrees with the store: the live set, and the risk book built on it.
+        live = {r.client_order_id: r for r in pipeline.ledger.live()}
+        stored_live = {c: r for c, r in records.items() if not r.is_terminal}
+        assert live == stored_live, (live, stored_live)
+        book = pipeline.ledger.risk.book
+        assert book.open_orders(ACCOUNT) == len(live), (book.snapshot(), sorted(live))
+        assert book.position(ACCOUNT, SYMBOL) == signed, (book.snapshot(), signed)
+
+
+def _venue_state(venue: ModelVenue, order: VenueOrder) -> OrderState:
+    return from_order_report(venue.report(order))
+
+
+def _check_history(coid: str, rows: list[HistoryRow], state: OrderState) -> None:
+    path = " -> ".join(r.target.value for r in rows)
+    assert rows, f"{coid} has no history"
+    assert rows[0].source is None and rows[0].target is S.PENDING, f"{coid}: {path}"
+    for before, after in itertools.pairwise(rows):
+        assert after.source is before.target, f"{coid}: history does not chain: {path}"
+        assert after.target in TRANSITIONS[before.target], f"{coid}: illegal step in {path}"
+    assert rows[-1].target is state, f"{coid}: history {path} does not end in {state.value}"
+
+
+# ----------------------------------------------------------------------------- the machine
+
+
+class _TrioThread:
+    """One Trio run, in a thread, that the synchronous machine calls into."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        ready = threading.Event()
+        self._outcome: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                trio.run(world.main, ready, clock=world.clock)
+            except BaseException as exc:
+                self._outcome.append(exc)
+                ready.set()
+
+        self._thread = threading.Thread(target=run, name="pipeline-machine", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if self._outcome:
+            raise self._outcome[0]
+
+    def call(self, fn: Callable[[], Awaitable[None]], *, settle: bool = True) -> None:
+        token = self.world.token
+        assert token is not None
+        trio.from_thread.run(self.world.command, fn, settle, trio_token=token)
+
+    def close(self) -> None:
+        token = self.world.token
+        if self._thread.is_alive() and token is not None:
+            trio.from_thread.run(self.world.shutdown, trio_token=token)
+        self._thread.join(timeout=60)
+        assert not self._thread.is_alive(), "the Trio thread did not stop"
+        if self._outcome:
+            raise self._outcome[0]
+
+
+NEW_ORDER_FAULTS = st.one_of(
+    st.sampled_from(
+        [
+            FaultKind.REJECT,
+            FaultKind.ERROR_BEFORE,
+            FaultKind.ERROR_AFTER,
+            FaultKind.HANG_AFTER,
+            FaultKind.UNAVAILABLE,
+            FaultKind.KILL_BEFORE,
+            FaultKind.KILL_AFTER,
+        ]
+    ).map(Fault),
+    # Processed up to 5 s (recvWindow) late, past the 2 s send timeout; 6 s is refused.
+    st.sampled_from([0.5, 3.0, 4.5, 6.0]).map(lambda d: Fault(FaultKind.SLOW, d)),
+    # Visible to queries up to query_lag_s late.
+    st.sampled_from([0.3, SETTINGS.query_lag_s]).map(lambda d: Fault(FaultKind.LAG, d)),
+)
+QUERY_FAULTS = st.one_of(
+    st.sampled_from(
+        [FaultKind.ERROR_BEFORE, FaultKind.UNAVAILABLE, FaultKind.KILL_BEFORE, FaultKind.KILL_AFTER]
+    ).map(Fault),
+    st.sampled_from([0.5, 3.0, 8.0, 9.5]).map(lambda d: Fault(FaultKind.SLOW, d)),
+)
+CANCEL_FAULTS = st.one_of(
+    st.sampled_from(
+        [
+            FaultKind.REJECT,
+            FaultKind.ERROR_BEFORE,
+            FaultKind.ERROR_AFTER,
+            FaultKind.HANG_AFTER,
+            FaultKind.UNAVAILABLE,
+            FaultKind.KILL_BEFORE,
+            FaultKind.KILL_AFTER,
+        ]
+    ).map(Fault),
+    st.just(Fault(FaultKind.SLOW, 3.0)),
+)
+
+
+#: Concurrent submissions: (new message or which one to repeat, type, side).
+BATCHES = st.lists(
+    st.tuples(
+        st.one_of(st.none(), st.integers(0, 7)),
+        st.sampled_from(["LIMIT", "MARKET"]),
+        st.sampled_from(["BUY", "SELL"]),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@attrs.frozen
+class ArmedFault:
+    """Arm ``fault`` for the next ``times`` venue calls of kind ``call``."""
+
+    call: Call
+    fault: Fault
+    times: int
+
+
+@attrs.frozen
+class StoreFault:
+    """At the store transaction ``after`` calls from now: kill the process before
+    it (rolled back) or after it (committed), or stall it and the ``times - 1``
+    next ones ``stall_s`` (virtual) seconds each: a slow disk."""
+
+    after: int
+    kill: str | None  # None, "before" or "after"
+    stall_s: float = 0.0
+    times: int = 1
+
+
+STORE_FAULTS = st.one_of(
+    st.builds(StoreFault, st.integers(0, 6), st.sampled_from(["before", "after"])),
+    # A slow disk: a few slow commits in a row overrun the send section's deadline.
+    st.builds(
+        StoreFault,
+        st.integers(0, 6),
+        st.none(),
+        st.sampled_from([1.0, 2.5, 5.0]),
+        st.integers(1, 3),
+    ),
+)
+#: Faults of the queries.
+QUERY_FAULT_PLANS = st.builds(
+    ArmedFault,
+    st.sampled_from([Call.GET_ORDER, Call.OPEN_ORDERS, Call.MY_TRADES]),
+    QUERY_FAULTS,
+    st.integers(1, 4),
+)
+
+
+class PipelineMachine(RuleBasedStateMachine):
+    """The rules (see the module docstring). Preconditions read the world between
+    rules, when the Trio thread has nothing to run and the clock stands still."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dir = Path(tempfile.mkdtemp(prefix="pipeline-machine-", dir=_TMP_ROOT))
+        self._log = _ErrorLog()
+        logging.getLogger("tradingd").addHandler(self._log)
+        self.world = World(self._dir / "orders.db", self._log.records)
+        self._broken = False
+        self._trio = _TrioThread(self.world)
+
+    def _do(self, fn: Callable[[], Awaitable[None]], *, settle: bool = True) -> None:
+        try:
+            self._trio.call(fn, settle=settle)
+        except BaseException:
+            self._broken = True
+            raise
+
+    @initialize(mode=st.sampled_from(DispatchMode), batch=BATCHES)
+    def start(self, mode: DispatchMode, batch: list[tuple[int | None, str, str]]) -> None:
+        """The first process, and the first submissions (so no example is without orders)."""
+        self._do(lambda: self.world.start(mode))
+        self._do(lambda: self.world.submit(batch, None))
+
+    # A fault of an order call is armed together with the step that makes the
+    # call (a submission, a cancel, a fill whose trades the tracker must fetch),
+    # so that it meets that call rather than waiting for one that never comes.
+
+    @rule(batch=BATCHES, fault=st.none() | NEW_ORDER_FAULTS)
+    def submit(self, batch: list[tuple[int | None, str, str]], fault: Fault | None) -> None:
+        self._do(lambda: self.world.submit(batch, fault))
+
+    @precondition(lambda self: bool(self.world.acked))
+    @rule(pick=st.integers(0, 7), fault=st.none() | CANCEL_FAULTS)
+    def cancel(self, pick: int, fault: Fault | None) -> None:
+        self._do(lambda: self.world.cancel(pick, fault))
+
+    @precondition(lambda self: bool(self.world.venue.open_order_list()))
+    @rule(
+        pick=st.integers(0, 7),
+        action=st.sampled_from(["fill", "fill_part", "cancel"]),
+        fault=st.none() | QUERY_FAULTS,
+    )
+    def venue_acts(self, pick: int, action: str, fault: Fault | None) -> None:
+        """The market or an operator acts on a resting order; the fills query may fail."""
+        self._do(lambda: self.world.venue_act(pick, action, fault))
+
+    @rule(plan=QUERY_FAULT_PLANS)
+    def query_fault(self, plan: ArmedFault) -> None:
+        self._do(lambda: self.world.arm(plan.call, plan.fault, plan.times))
+
+    @rule(fault=STORE_FAULTS)
+    def store_fault(self, fault: StoreFault) -> None:
+        self._do(lambda: self.world.arm_store_fault(fault))
+
+    @rule(seconds=st.sampled_from([0.0, 0.2, 0.6, 1.5, 3.0, 12.0]))
+    def advance(self, seconds: float) -> None:
+        self._do(lambda: self.world.advance(seconds))
+
+    @rule(hard=st.booleans())
+    def restart(self, hard: bool) -> None:
+        """``kill -9`` (hard) or a graceful stop (drain), then a new process."""
+        self._do(self.world.crash if hard else self.world.graceful_restart)
+
+    @invariant()
+    def safety(self) -> None:
+        self._do(self.world.check_safety, settle=False)
+
+    def teardown(self) -> None:
+        try:
+            if not self._broken:
+                self._do(self.world.finish)
+                self._do(self.world.check_safety, settle=False)
+        finally:
+            try:
+                self._trio.close()
+            finally:
+                logging.getLogger("tradingd").removeHandler(self._log)
+                shutil.rmtree(self._dir, ignore_errors=True)
+
+
+PipelineMachine.TestCase.settings = settings(
+    max_examples=100,
+    stateful_step_count=30,
+    deadline=None,
+    # No explain phase: it replays a failure many times under tracing, which
+    # costs minutes here and adds nothing the step list does not show.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+TestPipelineMachine = PipelineMachine.TestCase
+
+
+# ----------------------------------------------------------------------------- found by the machine
+#
+# Fixed step sequences the machine found (or that narrow a race it can only
+# reach by luck), replayed through the same rules and checks. The timelines in
+# the docstrings follow from SETTINGS: grace 10.5 s, tracker every 0.5 s,
+# periodic full pass every 5 s, send timeout 2 s.
+
+MARKET_BUY: Final = (None, "MARKET", "BUY")
+
+
+def _play(*steps: Callable[[PipelineMachine], None]) -> PipelineMachine:
+    """Start a process, run ``steps`` with the safety checks after each, then the final checks."""
+    machine = PipelineMachine()
+    try:
+        machine._do(lambda: machine.world.start(DispatchMode.SHARDED))
+        for step in steps:
+            step(machine)
+            machine.safety()
+    finally:
+        machine.teardown()
+    return machine
+
+
+def _arm(call: Call, fault: Fault, times: int = 1) -> Callable[[PipelineMachine], None]:
+    return lambda machine: machine._do(lambda: machine.world.arm(call, fault, times))
+
+
+def _submit(*batch: tuple[int | None, str, str]) -> Callable[[PipelineMachine], None]:
+    return lambda machine: machine.submit(list(batch), None)
+
+
+def _advance(seconds: float) -> Callable[[PipelineMachine], None]:
+    return lambda machine: machine.advance(seconds)
+
+
+def test_fills_are_not_lost_when_the_trade_query_fails() -> None:
+    """A resting order fills; the poll sees it closed, but the fills query fails.
+
+    The order must not be recorded FILLED without its fills (it would never be
+    looked at again, and the position derives from fills).
+    """
+    _play(
+        _submit((None, "LIMIT", "BUY")),
+        _arm(Call.MY_TRADES, Fault(FaultKind.ERROR_BEFORE)),
+        lambda machine: machine.venue_acts(pick=0, action="fill", fault=None),
+        _advance(0.6),
+    )
+
+
+def test_a_late_not_found_answer_proves_nothing_about_later() -> None:
+    """A "no such order" describes the venue when the query *arrived*, not when it came back.
+
+    t=0 a MARKET order is sent; the venue processes it at 4.5 (the request was
+    slow), after the client gave up at 2 (UNKNOWN). The tracker's query leaves
+    at 2.5 and finds nothing; its answer comes back at 12, past the 10.5 s
+    grace, while the periodic passes at 5 and 10 fail. Counting the grace up to
+    the answer's arrival "proves" absence and resends: a second MARKET order.
+    """
+    machine = _play(
+        _arm(Call.NEW_ORDER, Fault(FaultKind.SLOW, 4.5)),
+        _arm(Call.GET_ORDER, Fault(FaultKind.SLOW, 9.5)),
+        _arm(Call.GET_ORDER, Fault(FaultKind.UNAVAILABLE), 2),
+        _submit(MARKET_BUY),
+        _advance(12.0),
+        _advance(12.0),
+    )
+    assert not machine.world.venue.armed(), "the scenario did not play out as described"
+    assert len(machine.world.venue.audit) == 1
+
+
+def test_an_answer_about_an_earlier_send_is_not_applied_to_a_resend() -> None:
+    """A query's outcome belongs to the send it asked about, not to a later resend.
+
+    t=0 the first send fails before processing (UNKNOWN). 10.5: the tracker
+    queries (answer delayed to 18.5). 15: the periodic pass proves absence and
+    resends; the resend is processed late (19.5), the client gives up at 17
+    (UNKNOWN again). 18.5: the tracker's old "not found" — true of the *first*
+    send — must not send a third time: that one fills at once, and the second
+    request then becomes a second MARKET order.
+    """
+    machine = _play(
+        _arm(Call.NEW_ORDER, Fault(FaultKind.ERROR_BEFORE)),
+        _arm(Call.NEW_ORDER, Fault(FaultKind.SLOW, 4.5)),
+        _submit(MARKET_BUY),
+        _advance(10.2),
+        _arm(Call.GET_ORDER, Fault(FaultKind.SLOW, 8.0)),
+        _advance(12.0),
+        _advance(12.0),
+    )
+    assert not machine.world.venue.armed(), "the scenario did not play out as described"
+    assert len(machine.world.venue.audit) == 1
