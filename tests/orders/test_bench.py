@@ -113,7 +113,7 @@ def test_bench_runs_with_tiny_counts_and_reports_every_key(tmp_path: Path) -> No
     assert latency["ratio_p50"] > 0 and latency["ratio_p99"] > 0
     assert latency["baseline_parts"]["commits"]["count"] == 3
     # Intent, SENDING mark, answer: at least three durable writes per order.
-    assert latency["tradingd_store"]["writes_per_order"] >= 3
+    assert latency["tradingd_store"]["writes_per_order"] >= 2  # fast path: SENDING with the intent
 
     entry = report["entry_in_process"]
     assert set(entry) >= ENTRY_KEYS
