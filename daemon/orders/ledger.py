@@ -402,15 +402,6 @@ class OrderLedger:
             )
         return new
 
-    async def record_fills(self, record: IntentRecord, fills: Sequence[FillReport]) -> int:
-        """Store fills of ``record`` (idempotent on trade id); how many were new."""
-        rows = fill_records(record, fills)
-        if not rows:
-            return 0
-        new = await self.store.insert_fills(rows)
-        self.fills += len(new)
-        return len(new)
-
     async def request_cancel(self, record: IntentRecord) -> IntentRecord:
         new = await self.store.request_cancel(record.client_order_id)
         self._remember(new)

@@ -469,35 +469,11 @@ def insert_intents(
             nothing of the batch is stored.
         ValueError: a record is not a fresh PENDING intent.
     """
-    for record in records:
-        _check_fresh(record)
-    if not records:
-        return []
-    next_seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM order_intents").fetchone()[0])
-    stored: list[IntentRecord] = []
-    for record in records:
-        next_seq += 1
-        row = attrs.evolve(record, seq=next_seq, created_at_ms=now_ms, updated_at_ms=now_ms)
-        try:
-            conn.execute(_INSERT_INTENT, _intent_values(row))
-        except sqlite3.IntegrityError as exc:
-            name = getattr(exc, "sqlite_errorname", "")
-            if name in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"):
-                raise DuplicateIntentError(row.client_order_id, str(exc)) from exc
-            raise
-        conn.execute(
-            _INSERT_HISTORY,
-            (
-                row.client_order_id,
-                row.client_order_id,
-                None,
-                OrderState.PENDING.value,
-                INTENT_RECORDED_REASON,
-                now_ms,
-            ),
-        )
-        stored.append(row)
-    return stored
+    inserted, existing = record_intents(conn, records, now_ms)
+    if existing:  # every id not inserted is in ``existing``
+        duplicate = next(iter(existing))
+        raise DuplicateIntentError(duplicate, "already stored or repeated in the batch")
+    return inserted
 
 
 _INSERT_INTENT_IF_NEW: Final = _INSERT_INTENT + " ON CONFLICT DO NOTHING"
