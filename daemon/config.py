@@ -404,6 +404,14 @@ class OrdersConfig:
     send_timeout_s: float = opt(
         5.0, gt=0, le=300, help="Timeout of one new-order request to the venue."
     )
+    answer_hold_ms: float = opt(
+        2.0,
+        ge=0,
+        le=1000,
+        help="An intent sent at once (its account idle) is answered when its request is "
+        "on the wire, or after at most this long: the order goes out first, the answer "
+        "while the venue works. 0 answers right after the commit.",
+    )
     section_deadline_s: float = opt(
         10.0,
         gt=0,

@@ -79,6 +79,7 @@ from daemon.app import Daemon
 from daemon.errors import ConfigError
 from daemon.notify import Notifier
 from daemon.orders.gateway import EntrySaturatedError
+from daemon.orders.ids import derive_client_order_id
 from daemon.orders.ledger import LatencyLog
 from daemon.orders.service import OrdersService, Pipeline
 from daemon.orders.state import OrderState
@@ -610,11 +611,25 @@ class LoadGeneratorProcess:
 
     async def call(self, command: Mapping[str, Any]) -> dict[str, Any]:
         """Send one command and wait for its answer."""
-        stdin, stdout = self.proc.stdin, self.proc.stdout
-        assert stdin is not None and stdout is not None
+        await self.send(command)
+        return await self.answer(command)
+
+    async def send(self, command: Mapping[str, Any]) -> None:
+        """Send one command; :meth:`answer` reads what it answers."""
+        stdin = self.proc.stdin
+        assert stdin is not None
         with trio.fail_after(LOADGEN_TIMEOUT_S):
             try:
                 await stdin.send_all(json.dumps(command).encode() + b"\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise BenchError(f"the load generator exited:\n{self._stderr_tail()}") from None
+
+    async def answer(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        """The answer to the command sent last."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        with trio.fail_after(LOADGEN_TIMEOUT_S):
+            try:
                 line = await _read_line(stdout, self._buffer)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 line = None
@@ -862,6 +877,10 @@ async def _one_tradingd_order(
 ) -> tuple[float, float, float]:
     """POST one order and wait until its answer is persisted.
 
+    The load generator's report of the 202 is read only after that: reading
+    it in between would put the bench's own work into tradingd's event loop
+    inside the window being measured (the baseline pays nothing like it).
+
     Returns:
         received → answer persisted, received → committed (both recorded by
         the pipeline), and the client's POST → 202 round trip (seconds).
@@ -870,26 +889,40 @@ async def _one_tradingd_order(
     ledger = pipeline.ledger
     answered_before = ledger.answer_latency.count
     committed_before = ledger.commit_latency.count
-    reply = await loadgen.call({"op": "post", "body": order_request(message_id)})
-    if reply["status"] != 202:
-        raise BenchError(
-            f"POST /orders ({message_id}) answered {reply['status']}: {reply.get('error')}"
-        )
-    coid = reply["client_order_id"]
-    if ledger.commit_latency.count != committed_before + 1:
-        raise BenchError(f"order {coid}: its commit latency was not recorded")
-    committed = ledger.commit_latency.values[-1]
+    request = order_request(message_id)
+    coid = derive_client_order_id(
+        message_id, request["account"], request["symbol"], prefix=running.service.settings.id_prefix
+    )
+    command = {"op": "post", "body": request}
+    await loadgen.send(command)
     try:
         with trio.fail_after(ANSWER_TIMEOUT_S):
+            # Polling: the pipeline has no per-order event; the poll period only
+            # sets the pause before the next order, not the latency measured.
             while ledger.answer_latency.count == answered_before:
                 record = ledger.get(coid)
                 if record is not None and record.state is OrderState.UNKNOWN:
                     raise BenchError(f"order {coid}: outcome UNKNOWN (the venue did not answer)")
-                if record is None:
+                if record is None and ledger.commit_latency.count > committed_before:
                     break  # terminal without an answer to time: reported below
                 await trio.sleep(ANSWER_POLL_S)
     except trio.TooSlowError:
+        reply = await loadgen.answer(command)
+        if reply["status"] != 202:
+            raise BenchError(
+                f"POST /orders ({message_id}) answered {reply['status']}: {reply.get('error')}"
+            ) from None
         raise BenchError(f"order {coid}: no venue answer within {ANSWER_TIMEOUT_S:g}s") from None
+    reply = await loadgen.answer(command)
+    if reply["status"] != 202:
+        raise BenchError(
+            f"POST /orders ({message_id}) answered {reply['status']}: {reply.get('error')}"
+        )
+    if reply["client_order_id"] != coid:
+        raise BenchError(f"POST /orders ({message_id}) answered for {reply['client_order_id']}")
+    if ledger.commit_latency.count != committed_before + 1:
+        raise BenchError(f"order {coid}: its commit latency was not recorded")
+    committed = ledger.commit_latency.values[-1]
     record = await running.service.get(coid)
     if record.state is not OrderState.ACCEPTED or ledger.answer_latency.count == answered_before:
         raise BenchError(

@@ -26,6 +26,13 @@ committed always has a place in its account's queue, so submit order is
 preserved, and a saturated pipeline says 503 with ``Retry-After`` *before*
 anything is recorded rather than after.
 
+**On the wire first.** An intent that goes out at once (the fast path:
+its account's queue is idle) is answered when its request has been written
+to the venue connection, or after ``answer_hold_ms`` at the most — never
+before its commit. On one event loop, writing a caller's answer (an HTTP
+response, a strategy's next step) before the order would delay the order;
+after it, the answer is written while the venue works.
+
 **Idempotency.** ``client_order_id`` is derived from ``(message_id, account,
 symbol)``; the same message again finds the same row (in memory, in the
 current batch, or in the store) and never creates a second intent.
@@ -45,6 +52,7 @@ import trio
 
 from daemon.errors import RiskRejectedError, StoreError, TradingdError
 from daemon.orders.dispatch import Dispatcher, WorkItem
+from daemon.orders.executor import SendSignals
 from daemon.orders.gateway import (
     EntrySaturatedError,
     EntryUnavailableError,
@@ -82,11 +90,13 @@ class EntryStats:
 class _Pending:
     """One submission waiting for the writer."""
 
-    __slots__ = ("done", "error", "intent", "received", "reserved_account", "result")
+    __slots__ = ("done", "error", "intent", "on_wire", "received", "reserved_account", "result")
 
     def __init__(self, intent: OrderIntent) -> None:
         self.intent = intent
         self.done = trio.Event()
+        #: Set once the request is written (fast path only; see the module docstring).
+        self.on_wire: trio.Event | None = None
         self.result: SubmitResult | None = None
         self.error: BaseException | None = None
         self.reserved_account: str | None = None
@@ -115,6 +125,8 @@ class Entry:
             account's venue is up (the fast path is taken only then).
         stranded: Where intents marked SENDING by the fast path go when their
             work item cannot be queued (the executor settles them).
+        send_signals: Where a fast-path intent asks to hear that its request
+            is written (the executor's); ``None`` answers at the commit.
     """
 
     def __init__(
@@ -128,9 +140,11 @@ class Entry:
         reference_price: Callable[[str, str], Decimal | None] | None = None,
         executor_ready: Callable[[str], bool] = lambda account: False,
         stranded: set[str] | None = None,
+        send_signals: SendSignals | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.executor_ready = executor_ready
+        self.send_signals = send_signals if settings.answer_hold_ms > 0 else None
         self.stranded = stranded if stranded is not None else set()
         self.ledger = ledger
         self.dispatcher = dispatcher
@@ -221,6 +235,13 @@ class Entry:
         if pending.error is not None:
             raise pending.error
         assert pending.result is not None
+        on_wire = pending.on_wire
+        if on_wire is not None:
+            # Committed; the order is going out now. Answer once it is written.
+            with trio.move_on_after(self.settings.answer_hold_ms / 1000):
+                await on_wire.wait()
+            if self.send_signals is not None:
+                self.send_signals.forget(coid, on_wire)
         return pending.result
 
     def _again(self, record: IntentRecord, intent: OrderIntent) -> SubmitResult:
@@ -327,11 +348,16 @@ class Entry:
             reservation.commit()
             self._inflight.pop(coid, None)
             kind = "send" if coid in sending else "place"
+            if kind == "send" and self.send_signals is not None:
+                pending.on_wire = self.send_signals.expect(coid)
             queued = self.dispatcher.submit(WorkItem(record.account, coid, kind), reserved=True)
             if not queued and kind == "send":
                 # The workers are gone (stopping): the row is durable either way;
                 # a SENDING one is moved to UNKNOWN and resolved by query.
                 self.stranded.add(coid)
+                if pending.on_wire is not None and self.send_signals is not None:
+                    self.send_signals.forget(coid, pending.on_wire)
+                    pending.on_wire = None
             pending.reserved_account = None
             self.stats.created += 1
             if coid in sending:

@@ -28,6 +28,17 @@ means:
 If the section's deadline passes before the answer is persisted, the row is
 still SENDING; :meth:`Executor.settle_stuck` later moves it to UNKNOWN (as
 a restart does), so it is resolved the same way.
+
+**On the wire first.** The entry may ask to hear when an intent's request
+has been written (:class:`SendSignals`): it answers that intent's
+submitter then, so on a busy event loop writing the answer does not delay
+the order. The signal is given when the request is written, and in any case
+when the item ends, however it ends.
+
+**No needless checkpoints.** Each checkpoint on the way to the venue is a
+pass of the scheduler in which other tasks run first, so the path waits
+(for sending to be enabled, for the venue, for the order's lock) only when
+there is something to wait for.
 """
 
 from __future__ import annotations
@@ -61,12 +72,42 @@ from daemon.orders.state import (
     resolve_unknown,
 )
 
-__all__ = ["OPEN_STATES", "Executor"]
+__all__ = ["OPEN_STATES", "Executor", "SendSignals"]
 
 log = logging.getLogger("tradingd.orders")
 
 #: States in which the venue holds the order and it can still trade.
 OPEN_STATES = frozenset({OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED})
+
+
+class SendSignals:
+    """Who waits to hear that an intent's request has been written (entry → executor).
+
+    The entry registers an intent before it queues its place item
+    (:meth:`expect`); the executor takes the event when the item runs
+    (:meth:`take`) and sets it once the request is written, or when the item
+    ends without sending. A waiter that gives up first removes its event
+    (:meth:`forget`), so an item that never runs leaves nothing behind.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, trio.Event] = {}
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def expect(self, client_order_id: str) -> trio.Event:
+        event = self._events.get(client_order_id)
+        if event is None:
+            event = self._events[client_order_id] = trio.Event()
+        return event
+
+    def take(self, client_order_id: str) -> trio.Event | None:
+        return self._events.pop(client_order_id, None)
+
+    def forget(self, client_order_id: str, event: trio.Event) -> None:
+        if self._events.get(client_order_id) is event:
+            del self._events[client_order_id]
 
 
 class Executor:
@@ -98,6 +139,8 @@ class Executor:
         #: SENDING rows whose section ended before the answer was persisted.
         self.stuck: set[str] = set()
         self.in_section: set[str] = set()
+        #: Intents whose submitter waits to hear that their request is written.
+        self.send_signals = SendSignals()
         self.sent = 0
         self.accepted = 0
         self.section_overruns = 0
@@ -130,12 +173,25 @@ class Executor:
         ``premarked``: the entry recorded the intent already marked SENDING (its
         fast path for an idle account), so the section starts at the send.
         """
+        on_wire = self.send_signals.take(client_order_id)
+        try:
+            await self._place(client_order_id, premarked, on_wire)
+        finally:
+            if on_wire is not None:
+                on_wire.set()
+
+    async def _place(
+        self, client_order_id: str, premarked: bool, on_wire: trio.Event | None
+    ) -> None:
         expected = OrderState.SENDING if premarked else OrderState.PENDING
         record = self.ledger.get(client_order_id)
         if record is None or record.state is not expected:
             return
-        await self.sending_enabled.wait()
-        client = await self.venues.wait_client(record.venue)
+        if not self.sending_enabled.is_set():
+            await self.sending_enabled.wait()
+        client = self.venues.client(record.venue)
+        if client is None:
+            client = await self.venues.wait_client(record.venue)
         async with self.ledger.lock(client_order_id):
             record = self.ledger.get(client_order_id)
             if record is None or record.state is not expected:
@@ -145,7 +201,7 @@ class Executor:
             self.in_section.add(client_order_id)
             try:
                 with trio.move_on_after(self.settings.section_deadline_s, shield=True) as scope:
-                    await self._section(record, client, premarked=premarked)
+                    await self._section(record, client, premarked=premarked, on_wire=on_wire)
                 if scope.cancelled_caught:
                     self.section_overruns += 1
                     current = self.ledger.get(client_order_id)
@@ -160,7 +216,14 @@ class Executor:
             finally:
                 self.in_section.discard(client_order_id)
 
-    async def _section(self, record: IntentRecord, client: Any, *, premarked: bool) -> None:
+    async def _section(
+        self,
+        record: IntentRecord,
+        client: Any,
+        *,
+        premarked: bool,
+        on_wire: trio.Event | None = None,
+    ) -> None:
         sending = record if premarked else await self.ledger.mark_sending(record)
         order = sending.to_intent().to_new_order()
         report = None
@@ -169,7 +232,10 @@ class Executor:
         self.sent += 1
         try:
             with trio.move_on_after(self.settings.send_timeout_s) as send_scope:
-                report = await client.new_order(order)
+                if on_wire is None:
+                    report = await client.new_order(order)
+                else:
+                    report = await client.new_order(order, on_sent=on_wire.set)
             timed_out = send_scope.cancelled_caught
         except DuplicateOrderError as exc:
             error = exc  # an open order has our id: it exists; a query will adopt it

@@ -54,7 +54,11 @@ DEAD_LETTER_SOURCE = "orders"
 class OrderVenue(Protocol):
     """The order calls the pipeline makes (``BinanceVenue`` implements them)."""
 
-    async def new_order(self, order: NewOrder) -> OrderReport: ...
+    async def new_order(
+        self, order: NewOrder, *, on_sent: Callable[[], None] | None = None
+    ) -> OrderReport:
+        """Place ``order``; ``on_sent()`` once the request is written (the venue may act)."""
+        ...
 
     async def get_order(
         self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None

@@ -175,6 +175,7 @@ class OrdersService:
             reference_price=self.reference_price,
             executor_ready=lambda account: executor.ready(self.accounts[account]),
             stranded=executor.stuck,
+            send_signals=executor.send_signals,
             wall_clock=self.wall_clock,
         )
         reconciler = Reconciler(

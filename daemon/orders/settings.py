@@ -29,6 +29,7 @@ class OrdersSettings:
     entry_queue_capacity: int = 4096
     group_commit_max: int = 512
     send_timeout_s: float = 5.0
+    answer_hold_ms: float = 2.0
     section_deadline_s: float = 10.0
     drain_timeout_s: float = 10.0
     clock_skew_s: float = 1.0

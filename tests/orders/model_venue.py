@@ -366,11 +366,15 @@ class ModelVenue:
 
     # ------------------------------------------------------------------ the API
 
-    async def new_order(self, order: NewOrder) -> OrderReport:
-        """``POST /api/v3/order`` with a FULL answer."""
+    async def new_order(
+        self, order: NewOrder, *, on_sent: Callable[[], None] | None = None
+    ) -> OrderReport:
+        """``POST /api/v3/order`` with a FULL answer (``on_sent``: the request left)."""
         fault = self._take(Call.NEW_ORDER)
         sent_at = self.clock()
         await trio.lowlevel.checkpoint()
+        if on_sent is not None:
+            on_sent()
         kind = fault.kind if fault is not None else None
         if kind is FaultKind.KILL_BEFORE:
             self._kill("new_order", "before the venue processed it")

@@ -317,8 +317,10 @@ class _ProcessClient:
         self.venue = venue
         self.process = process
 
-    async def new_order(self, order: NewOrder) -> OrderReport:
-        return await self.process.call(lambda: self.venue.new_order(order))
+    async def new_order(
+        self, order: NewOrder, *, on_sent: Callable[[], None] | None = None
+    ) -> OrderReport:
+        return await self.process.call(lambda: self.venue.new_order(order, on_sent=on_sent))
 
     async def get_order(
         self, symbol: str, *, client_order_id: str | None = None, order_id: int | None = None

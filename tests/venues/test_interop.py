@@ -593,6 +593,48 @@ async def test_client_and_venue_agree_on_every_endpoint_weight() -> None:
             assert local > 800  # the count above really ran
 
 
+async def test_on_sent_is_called_once_when_the_request_is_written() -> None:
+    """``on_sent`` fires when the request is on the wire, before the venue answers; a
+    request the local limiter refuses is never written and never calls it."""
+    with trio.fail_after(TIMEOUT_S):
+        async with running_sim() as sim, rest_client(sim, limiter_max_wait_s=0.2) as client:
+            await client.exchange_info()  # installs the venue's limits
+            price = await resting_price(client)
+            sent_at: list[float] = []
+            placed = await client.new_order(
+                limit_buy("ws-1", price), on_sent=lambda: sent_at.append(trio.current_time())
+            )
+            assert placed.client_order_id == "ws-1" and len(sent_at) == 1
+            # The venue holds its answer: the callback comes when the request is written.
+            await sim.arm(
+                kind="rest_timeout",
+                method="POST",
+                path="/api/v3/order",
+                phase="after",
+                delay_s=0.5,
+                count=1,
+            )
+            sent_at.clear()
+            start = trio.current_time()
+            await client.new_order(
+                limit_buy("ws-2", price), on_sent=lambda: sent_at.append(trio.current_time())
+            )
+            answered = trio.current_time()
+            assert len(sent_at) == 1
+            assert sent_at[0] - start < 0.4 and answered - sent_at[0] >= 0.45
+            # Refused locally: nothing is written.
+            limiter = client.limiter
+            assert limiter is not None
+            limiter.freeze_for(5.0)
+            called: list[bool] = []
+            with pytest.raises(VenueRateLimitedError):
+                await client.new_order(
+                    limit_buy("ws-3", price), on_sent=lambda: called.append(True)
+                )
+            assert called == []
+            assert await sim.audit("ws-3") == []
+
+
 # =========================================================================== 2. error codes
 
 

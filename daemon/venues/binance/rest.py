@@ -188,6 +188,15 @@ class BinanceRestClient:
             headers={"User-Agent": "tradingd"},
             follow_redirects=False,
         )
+        # Each request is built whole here and handed to ``send`` (the client's
+        # headers and timeout included), not merged by ``request``: one URL parse
+        # and one header list a request instead of several copies. The URL is
+        # joined as httpx2 joins ``base_url`` and a relative one. No cookies: the
+        # Binance API does not use them.
+        base = str(self._http.base_url)
+        self._url_prefix = base if base.endswith("/") else base + "/"
+        self._base_headers = tuple(self._http.headers.multi_items())
+        self._extensions: dict[str, Any] = {"timeout": self._http.timeout.as_dict()}
         self._rules: tuple[RateLimitRule, ...] = ()
         self._limiter: SlidingWindowLimiter | None = None
         self.install_rate_limits(codec.DEFAULT_RATE_LIMITS)
@@ -346,9 +355,17 @@ class BinanceRestClient:
         )
 
     async def new_order(
-        self, order: NewOrder, *, resp_type: OrderResponseType = OrderResponseType.FULL
+        self,
+        order: NewOrder,
+        *,
+        resp_type: OrderResponseType = OrderResponseType.FULL,
+        on_sent: Callable[[], None] | None = None,
     ) -> OrderReport:
         """``POST /api/v3/order``. Never retried automatically.
+
+        ``on_sent`` is called once the whole request has been written to the
+        connection (the venue may be working on it from then on): the order
+        pipeline answers the submitter only then, so the order goes out first.
 
         Raises:
             VenueOutcomeUnknownError: the order may exist (5xx, -1000/-1006/-1007,
@@ -363,6 +380,7 @@ class BinanceRestClient:
         return await self._request(
             codec.new_order_request(order, resp_type),
             partial(codec.parse_order, venue=self.name),
+            on_sent=on_sent,
         )
 
     async def get_order(
@@ -440,8 +458,16 @@ class BinanceRestClient:
 
     # ------------------------------------------------------------------ machinery
 
-    async def _request(self, spec: codec.RequestSpec, parse: Callable[[bytes], T]) -> T:
-        answer = await (self._send_resyncing(spec) if spec.mutating else self._query(spec))
+    async def _request(
+        self,
+        spec: codec.RequestSpec,
+        parse: Callable[[bytes], T],
+        *,
+        on_sent: Callable[[], None] | None = None,
+    ) -> T:
+        answer = await (
+            self._send_resyncing(spec, on_sent) if spec.mutating else self._query(spec)
+        )
         try:
             return parse(answer.body)
         except VenueDecodeError as exc:
@@ -461,9 +487,11 @@ class BinanceRestClient:
                 return await self._send_resyncing(spec)
         raise AssertionError("unreachable: a retry loop ends by returning or raising")
 
-    async def _send_resyncing(self, spec: codec.RequestSpec) -> _Answer:
+    async def _send_resyncing(
+        self, spec: codec.RequestSpec, on_sent: Callable[[], None] | None = None
+    ) -> _Answer:
         try:
-            return await self._send(spec)
+            return await self._send(spec, on_sent)
         except TimestampOutOfWindowError:
             if spec.security is not codec.Security.SIGNED:
                 raise
@@ -475,7 +503,7 @@ class BinanceRestClient:
                 spec.endpoint,
             )
             await self._sync_before_signed()
-            return await self._send(spec)
+            return await self._send(spec, on_sent)
 
     async def _ensure_time_synced(self) -> None:
         interval = self._config.time_resync_interval_s
@@ -527,8 +555,8 @@ class BinanceRestClient:
         if limiter is None:
             return
         cost = self._cost(spec)
-        if not cost:
-            return
+        if not cost or limiter.try_acquire(cost):
+            return  # admitted now: no wait, no deadline to arm
         wait_s = self._config.limiter_max_wait_s
         with trio.move_on_after(wait_s) as scope:
             await limiter.acquire(cost)
@@ -567,6 +595,7 @@ class BinanceRestClient:
         )
 
     def _scrubber(self, prepared: codec.PreparedRequest) -> Callable[[str], str]:
+        """What masks this request's secrets in error text (built only for an error)."""
         secrets = [
             s.reveal()
             for s in (self._config.api_key, self._config.api_secret)
@@ -583,36 +612,42 @@ class BinanceRestClient:
 
         return scrub
 
-    async def _send(self, spec: codec.RequestSpec) -> _Answer:
+    async def _send(
+        self, spec: codec.RequestSpec, on_sent: Callable[[], None] | None = None
+    ) -> _Answer:
         """One exchange with the venue: acquire, send, observe, map errors."""
         if spec.security is codec.Security.SIGNED:
             await self._ensure_time_synced()
         await self._acquire(spec)
         prepared = self._prepare(spec)  # after the wait: the timestamp must be fresh
-        scrub = self._scrubber(prepared)
         if self._breaker is not None:
             async with self._breaker.protect():
-                return await self._exchange(spec, prepared, scrub)
-        return await self._exchange(spec, prepared, scrub)
+                return await self._exchange(spec, prepared, on_sent)
+        return await self._exchange(spec, prepared, on_sent)
 
     async def _exchange(
         self,
         spec: codec.RequestSpec,
         prepared: codec.PreparedRequest,
-        scrub: Callable[[str], str],
+        on_sent: Callable[[], None] | None = None,
     ) -> _Answer:
         sent_ms = self._wall_clock_ms()
         started = trio.current_time()
+        extensions = self._extensions
+        if on_sent is not None:
+            extensions = {**extensions, "trace": _call_when_sent(on_sent)}
         try:
+            request = httpx2.Request(
+                prepared.method,
+                self._url_prefix + prepared.target.lstrip("/"),
+                content=prepared.body.encode("utf-8") if prepared.body else None,
+                headers=(*self._base_headers, *prepared.headers),
+                extensions=extensions,
+            )
             with trio.fail_after(self._config.request_timeout_s):
-                response = await self._http.request(
-                    prepared.method,
-                    prepared.target,
-                    content=prepared.body.encode("utf-8") if prepared.body else None,
-                    headers=list(prepared.headers),
-                )
+                response = await self._http.send(request)
         except (httpx2.HTTPError, httpx2.InvalidURL, trio.TooSlowError) as exc:
-            raise self._transport_error(spec, exc, scrub) from exc
+            raise self._transport_error(spec, exc, self._scrubber(prepared)) from exc
         received_ms = self._wall_clock_ms()
         status = response.status_code
         log.debug(
@@ -628,7 +663,7 @@ class BinanceRestClient:
         if status >= 300:
             error = codec.error_from_response(
                 status,
-                scrub(body.decode("utf-8", "replace")),
+                self._scrubber(prepared)(body.decode("utf-8", "replace")),
                 response.headers.multi_items(),
                 venue=self.name,
                 endpoint=spec.endpoint,
@@ -657,7 +692,12 @@ class BinanceRestClient:
         if limiter is None:
             return
         known = {w.name for w in limiter.core.windows}
-        for report in codec.parse_usage_headers(response.headers.multi_items()):
+        usage = [  # only the venue's own headers are decoded and parsed
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in response.headers.raw
+            if name[:6].lower() == b"x-mbx-"
+        ]
+        for report in codec.parse_usage_headers(usage):
             if report.window_name in known:
                 limiter.observe_usage(report.window_name, float(report.used))
 
@@ -680,6 +720,26 @@ class BinanceRestClient:
                 f"{prefix}: {decision.reason}, {what} ({detail})", **fields
             )
         return VenueRequestError(f"{prefix}: request could not be made ({detail})", **fields)
+
+
+#: The httpcore trace event (``http11.``/``http2.`` prefixed) after which the
+#: whole request is on the connection.
+_REQUEST_WRITTEN = ".send_request_body.complete"
+
+
+def _call_when_sent(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], Any]:
+    """An httpx2 ``trace`` extension calling ``on_sent`` once the request is written.
+
+    Transports that do not trace (``httpx2.MockTransport``) never call it;
+    the caller must not depend on it (the executor also signals when the
+    send ends).
+    """
+
+    async def trace(event_name: str, info: dict[str, Any]) -> None:
+        if event_name.endswith(_REQUEST_WRITTEN):
+            on_sent()
+
+    return trace
 
 
 def _never_sent(exc: Exception) -> bool:
