@@ -1,9 +1,10 @@
 """Suite-wide options: the fuzzing profile.
 
-The parser fuzzers (``tests/fuzz/`` and the ``fuzz`` marker) run a bounded
-number of examples by default, so the suite stays within its time budget on
-2 cores; ``pytest --long`` (or ``TRADINGD_FUZZ=long``) runs them for much
-longer, on demand. Tests pick the budget with :func:`tests.fuzzing.fuzz_settings`.
+The parser fuzzers (hypothesis tests decorated with
+:func:`tests.fuzzing.fuzz_settings`) run a bounded number of examples by
+default, so the suite stays within its time budget on 2 cores;
+``pytest --long`` (or ``TRADINGD_FUZZ=long``) runs them for much longer, on
+demand.
 """
 
 from __future__ import annotations
