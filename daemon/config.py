@@ -315,6 +315,14 @@ class MarketDataConfig:
         help="Health is degraded when the consumer lag, or the time the trades queue has "
         "stayed full, exceeds this.",
     )
+    tail_check_interval_s: float = opt(
+        5.0,
+        ge=0,
+        le=86_400,
+        help="When a symbol's stream has been quiet this long, compare the last captured "
+        "trade id with the venue's latest (GET /api/v3/trades?limit=1, weight 25) and "
+        "backfill a missed tail; again every interval while quiet (0: off).",
+    )
 
 
 @attrs.frozen

@@ -246,12 +246,16 @@ def capture_config(
     level: str = "info",
     shutdown_timeout_s: float = 10.0,
     lag_warn_s: float = 30.0,
+    tail_check_interval_s: float | None = None,
+    api_key: bool = True,
 ) -> str:
     """The base test configuration of ``test_process`` plus capture from ``sim``.
 
     The venue's key and secret are the simulator's default account (the
-    example key of Binance's docs), given as ``{ file = ... }`` references:
-    ``historicalTrades`` (the backfill) needs the API key, as on Binance.
+    example key of Binance's docs), given as ``{ file = ... }`` references;
+    ``api_key=False`` configures the venue without any (capture needs none:
+    ``historicalTrades``, the backfill, is security type NONE, as on Binance).
+    ``tail_check_interval_s`` is left to its default unless given.
     """
     secrets_dir.mkdir(parents=True, exist_ok=True)
     key_file = secrets_dir / "sim-api-key"
@@ -259,6 +263,17 @@ def capture_config(
     key_file.write_text(DOCS_API_KEY + "\n")
     secret_file.write_text(DOCS_SECRET_KEY + "\n")
     q = json.dumps  # a JSON string is a valid TOML basic string for these values
+    keys = (
+        f"api_key = {{ file = {q(str(key_file))} }}\n"
+        f"api_secret = {{ file = {q(str(secret_file))} }}\n"
+        if api_key
+        else ""
+    )
+    tail = (
+        f"tail_check_interval_s = {tail_check_interval_s}\n"
+        if tail_check_interval_s is not None
+        else ""
+    )
     base = config_text(
         state_dir=state_dir,
         control_socket=control_socket,
@@ -283,13 +298,11 @@ snapshot_interval_s = {snapshot_interval_s}
 snapshot_depth = {snapshot_depth}
 backfill_limit = {backfill_limit}
 lag_warn_s = {lag_warn_s}
-
+{tail}
 [venues.{VENUE}]
 rest_url = {q(sim.rest_url)}
 ws_url = {q(sim.ws_url)}
-api_key = {{ file = {q(str(key_file))} }}
-api_secret = {{ file = {q(str(secret_file))} }}
-request_timeout_s = 5.0
+{keys}request_timeout_s = 5.0
 stale_after_s = 10.0
 """
     )

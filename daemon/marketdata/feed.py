@@ -56,7 +56,12 @@ from typing import Any, TypeVar
 import trio
 
 from daemon.channels import Queue
-from daemon.errors import PermanentError, RetryExhaustedError, TransientError
+from daemon.errors import (
+    AmbiguousOutcomeError,
+    PermanentError,
+    RetryExhaustedError,
+    TransientError,
+)
 from daemon.marketdata.book import DepthConflator, LocalBook, SnapshotResult, UpdateResult
 from daemon.marketdata.ingest import GapRecord, Item, wall_clock_ms
 from daemon.marketdata.interfaces import (
@@ -66,7 +71,7 @@ from daemon.marketdata.interfaces import (
     VenueLinkLike,
     sleep_with_heartbeat,
 )
-from daemon.marketdata.settings import MarketDataSettings
+from daemon.marketdata.settings import CHECKPOINT_STREAM, MarketDataSettings
 from daemon.marketdata.stats import FeedStats, SymbolStats
 from daemon.model.marketdata import DepthUpdate, Trade
 from daemon.resilience import DeadLetter, DeadLetterStore
@@ -86,6 +91,9 @@ T = TypeVar("T")
 #: with the venue for missed trades as soon as the stream goes quiet — at most
 #: this often, so a flood of garbage cannot exhaust the REST weight budget.
 VERIFY_AFTER_MALFORMED_INTERVAL_S = 1.0
+
+#: What a venue REST call can fail with, short of a bug: each is a failed fetch.
+_FETCH_ERRORS = (TransientError, RetryExhaustedError, PermanentError, AmbiguousOutcomeError)
 
 #: Malformed frames are logged one by one up to this many, then every N-th.
 _LOG_FIRST_MALFORMED = 10
@@ -166,6 +174,15 @@ class Feed:
         self.stream: Any = None  # the current stream object, for /status
         #: Trio time since when each book is out of sync (for health).
         self.resyncing_since: dict[str, float | None] = dict.fromkeys(books)
+        #: Recorded OPEN gaps waiting for the repair task, ``(symbol, from_id, to_id)``
+        #: → reason. Survives a restart of the child; reloaded from the store on
+        #: the first start (a crash forgets nothing: the store has them).
+        self._repairs: dict[tuple[str, int, int], str] = {}
+        self._repair_wanted = trio.Event()
+        #: Trio time of each symbol's last stream trade (or last tail check):
+        #: when it is ``tail_check_interval_s`` old, the venue is asked.
+        self._quiet_since: dict[str, float] = {}
+        self._tail_due_at = -math.inf
 
     # ------------------------------------------------------------------ the child
 
@@ -204,6 +221,7 @@ class Feed:
                 self.stream = stream
                 nursery.start_soon(stream.run, self._stream_queue.send.clone())
                 nursery.start_soon(self._books_loop)
+                nursery.start_soon(self._repair_loop, ctx)
                 for symbol in self.books:
                     nursery.start_soon(self._sync_loop, symbol)
                 await self._route(ctx)
@@ -267,7 +285,33 @@ class Feed:
                 symbol,
                 f"resuming after stored trade {last}" if last is not None else "nothing stored yet",
             )
+        await self._load_open_gaps(ctx)
         self._resume_loaded = True
+
+    async def _load_open_gaps(self, ctx: ChildContext) -> None:
+        """Queue the store's OPEN gaps of the captured symbols for the repair task."""
+
+        async def read() -> list[Any]:
+            return await self._market.gaps(
+                venue=self.venue, stream=CHECKPOINT_STREAM, state=GapState.OPEN
+            )
+
+        for gap in await self._store_call(ctx, read, what="reading the open gaps"):
+            stats = self._symbols.get(gap.symbol)
+            if stats is None:
+                continue
+            stats.open_gaps[(gap.from_id, gap.to_id)] = gap.reason
+            self._repairs[(gap.symbol, gap.from_id, gap.to_id)] = gap.reason
+            log.warning(
+                "marketdata %s %s: open gap [%d, %d] (%s) from the store; backfilling it",
+                self.venue,
+                gap.symbol,
+                gap.from_id,
+                gap.to_id,
+                gap.reason,
+            )
+        if self._repairs:
+            self._repair_wanted.set()
 
     # ------------------------------------------------------------------ routing
 
@@ -276,10 +320,14 @@ class Feed:
         interval = self._settings.heartbeat_interval_s
         while True:
             ctx.heartbeat()
+            if trio.current_time() >= self._tail_due_at:
+                # Also while events flow: a busy depth stream must not hide a quiet symbol.
+                tail_in = await self._tail_checks(ctx)
+                self._tail_due_at = trio.current_time() + (interval if tail_in is None else tail_in)
             try:
                 event = receive.receive_nowait()
             except trio.WouldBlock:
-                wait_s = interval
+                wait_s = min(interval, max(0.0, self._tail_due_at - trio.current_time()))
                 if self._verify_due:
                     verify_in = (
                         self._verified_at + VERIFY_AFTER_MALFORMED_INTERVAL_S - trio.current_time()
@@ -332,6 +380,7 @@ class Feed:
         await self._put(ctx, trade)
         stats.last_enqueued_id = trade.trade_id
         stats.trades_stream += 1
+        self._quiet_since[trade.symbol] = trio.current_time()
 
     async def _on_connected(self, ctx: ChildContext, event: StreamConnected) -> None:
         self._connections_seen += 1
@@ -360,6 +409,9 @@ class Feed:
         finally:
             self.stats.catching_up = False
         self.stats.catch_ups += 1
+        now = trio.current_time()
+        self._quiet_since = dict.fromkeys(self._symbols, now)
+        self._tail_due_at = -math.inf  # plan the checks of this connection now
 
     def _on_disconnected(self, event: StreamDisconnected) -> None:
         self.stats.connected = False
@@ -472,10 +524,19 @@ class Feed:
         backfilled one. Advances the resume point as trades are queued. With
         ``to_id=None``, ``stop_at`` (the venue's latest id when the catch-up
         began) bounds the work.
+
+        A fetch that fails (after the client's own retries) while the range's
+        upper bound is known never leaves a silent hole and never holds up the
+        live stream: the rest of the range is recorded as an OPEN gap in the
+        store at once (durable: a crash does not forget it), the resume point
+        moves past it, and the repair task (:meth:`_repair_loop`) backfills it
+        with retries. Only without a bound (the venue's latest id is unknown)
+        are failures retried here.
         """
         stats = self._symbols[symbol]
         client = self._require_client()
         limit = self._settings.backfill_limit
+        bound = to_id if to_id is not None else stop_at
         next_id = from_id
         fetched_first: int | None = None
         fetched_last: int | None = None
@@ -501,25 +562,42 @@ class Feed:
                 async def fetch(start: int = next_id, size: int = want) -> list[Trade]:
                     return await client.historical_trades(symbol, from_id=start, limit=size)
 
-                page = await self._rest(
-                    ctx, fetch, what=f"historical trades of {symbol} from {next_id}"
-                )
-                if page is None:  # refused for good: leave the gap open
-                    if to_id is not None:
-                        await self._put(
-                            ctx,
-                            GapRecord(
-                                self.venue,
-                                symbol,
-                                next_id,
-                                to_id,
-                                GapState.OPEN,
-                                reason,
-                                "backfill refused by the venue",
-                            ),
+                what = f"historical trades of {symbol} from {next_id}"
+                page: list[Trade] | None
+                if bound is None:
+                    page = await self._rest(ctx, fetch, what=what, backfill=True)
+                    if page is None:  # refused for good, no bound to record
+                        log.error(
+                            "marketdata %s %s: catch-up from %d refused and the venue's latest "
+                            "trade is unknown; the next trade or tail check bounds the gap",
+                            self.venue,
+                            symbol,
+                            next_id,
                         )
-                        stats.last_enqueued_id = to_id
-                    return
+                        return
+                else:
+                    try:
+                        page = await self._bounded(fetch)
+                    except _FETCH_ERRORS as exc:
+                        self._backfill_failed(exc, what)
+                        if fetched_first is not None and fetched_last is not None:
+                            if to_id is None:
+                                stats.gaps_detected += 1
+                            await self._record_backfilled(
+                                ctx,
+                                symbol,
+                                fetched_first,
+                                fetched_last,
+                                fetched=fetched,
+                                reason=reason,
+                            )
+                        if to_id is None:
+                            stats.gaps_detected += 1
+                        await self._record_open_gap(
+                            ctx, symbol, next_id, bound, reason=reason, error=exc
+                        )
+                        return
+                    self._backfill_ok()
                 page = sorted(
                     (
                         t
@@ -550,28 +628,258 @@ class Feed:
             if fetched_first is not None and fetched_last is not None:
                 if to_id is None:
                     stats.gaps_detected += 1
-                await self._put(
-                    ctx,
-                    GapRecord(
-                        self.venue,
-                        symbol,
-                        fetched_first,
-                        fetched_last,
-                        GapState.BACKFILLED,
-                        reason,
-                        f"{fetched} trade(s) fetched via REST historicalTrades",
-                    ),
-                )
-                log.info(
-                    "marketdata %s %s: backfilled %d..%d (%s)",
-                    self.venue,
-                    symbol,
-                    fetched_first,
-                    fetched_last,
-                    reason,
+                await self._record_backfilled(
+                    ctx, symbol, fetched_first, fetched_last, fetched=fetched, reason=reason
                 )
         finally:
             stats.gaps_open -= 1
+
+    async def _record_backfilled(
+        self, ctx: ChildContext, symbol: str, first: int, last: int, *, fetched: int, reason: str
+    ) -> None:
+        await self._put(
+            ctx,
+            GapRecord(
+                self.venue,
+                symbol,
+                first,
+                last,
+                GapState.BACKFILLED,
+                reason,
+                f"{fetched} trade(s) fetched via REST historicalTrades",
+            ),
+        )
+        log.info(
+            "marketdata %s %s: backfilled %d..%d (%s)", self.venue, symbol, first, last, reason
+        )
+
+    async def _record_open_gap(
+        self,
+        ctx: ChildContext,
+        symbol: str,
+        from_id: int,
+        to_id: int,
+        *,
+        reason: str,
+        error: BaseException,
+    ) -> None:
+        """Record ``from_id..to_id`` OPEN in the store now, move past it, hand it to the repair.
+
+        Written straight to the store (not through the trades queue) and
+        awaited *before* the resume point moves: no trade after the gap can be
+        committed — advancing the checkpoint past it — before the gap is durable.
+        """
+        stats = self._symbols[symbol]
+        count = to_id - from_id + 1
+        log.error(
+            "marketdata %s %s: trades %d..%d (%d) could not be fetched (%s: %s); "
+            "recorded as an open gap, backfilled when the venue serves them",
+            self.venue,
+            symbol,
+            from_id,
+            to_id,
+            count,
+            type(error).__name__,
+            error,
+        )
+
+        async def write() -> Any:
+            return await self._market.record_gap(
+                self.venue, symbol, CHECKPOINT_STREAM, from_id, to_id, reason=reason
+            )
+
+        await self._store_call(ctx, write, what=f"recording the open gap {from_id}..{to_id}")
+        stats.gaps_left_open += 1
+        stats.open_gaps[(from_id, to_id)] = reason
+        stats.last_enqueued_id = max(stats.last_enqueued_id or to_id, to_id)
+        self._repairs[(symbol, from_id, to_id)] = reason
+        self._repair_wanted.set()
+
+    def _backfill_failed(self, error: BaseException, what: str) -> None:
+        f = self.stats
+        f.rest_failures += 1
+        f.backfill_failures += 1
+        f.backfill_failures_total += 1
+        f.last_error = f.backfill_last_error = f"{type(error).__name__}: {error}"
+        if f.backfill_failing_since is None:
+            f.backfill_failing_since = trio.current_time()
+        log.warning(
+            "marketdata %s: %s failed (%s); %d failure(s) in a row",
+            self.venue,
+            what,
+            f.last_error,
+            f.backfill_failures,
+        )
+
+    def _backfill_ok(self) -> None:
+        f = self.stats
+        if f.backfill_failures:
+            log.info(
+                "marketdata %s: historicalTrades works again after %d failure(s)",
+                self.venue,
+                f.backfill_failures,
+            )
+        f.backfill_failures = 0
+        f.backfill_failing_since = None
+
+    # ------------------------------------------------------------------ repair of open gaps
+
+    async def _repair_loop(self, ctx: ChildContext) -> None:
+        """Backfill the recorded OPEN gaps, oldest first, retrying until the venue serves them."""
+        while True:
+            if not self._repairs:
+                await self._repair_wanted.wait()
+                self._repair_wanted = trio.Event()
+                continue
+            key = min(self._repairs, key=lambda k: (k[1], k[0], k[2]))
+            await self._repair(ctx, *key, reason=self._repairs[key])
+            self._repairs.pop(key, None)
+
+    async def _repair(
+        self, ctx: ChildContext, symbol: str, low: int, high: int, *, reason: str
+    ) -> None:
+        """Fetch ``low..high`` (a recorded OPEN gap), queue it, then queue its resolution.
+
+        The resolution is a :class:`GapRecord` with the open gap's own bounds,
+        so the writer moves that row out of OPEN once the trades before it
+        committed: BACKFILLED when every id was fetched, UNRECOVERABLE (with
+        the counts) when the venue no longer had some (those parts get their
+        own UNRECOVERABLE rows, as in :meth:`_backfill`).
+        """
+        stats = self._symbols[symbol]
+        client = self._require_client()
+        limit = self._settings.backfill_limit
+        next_id = low
+        first: int | None = None
+        last: int | None = None
+        fetched = 0
+        lost: list[tuple[int, int]] = []
+        failures = 0
+        stats.gaps_open += 1
+        try:
+            while next_id <= high:
+                want = min(limit, high - next_id + 1)
+                stats.backfill_requests += 1
+                try:
+                    page = await client.historical_trades(symbol, from_id=next_id, limit=want)
+                except _FETCH_ERRORS as exc:
+                    failures += 1
+                    self._backfill_failed(
+                        exc, f"repair of open gap {symbol} {low}..{high} from {next_id}"
+                    )
+                    # A plain sleep: this task is not the one that heartbeats.
+                    await trio.sleep(self._rest_backoff.delay_s(failures))
+                    continue
+                failures = 0
+                self._backfill_ok()
+                page = sorted(
+                    (t for t in page if next_id <= t.trade_id <= high), key=lambda t: t.trade_id
+                )
+                if not page:
+                    break
+                for trade in page:
+                    if trade.trade_id > next_id:
+                        lost.append((next_id, trade.trade_id - 1))
+                        await self._lost(ctx, symbol, next_id, trade.trade_id - 1, reason)
+                    if first is None:
+                        first = trade.trade_id
+                    last = trade.trade_id
+                    await self._put(ctx, trade)
+                    stats.trades_backfill += 1
+                    fetched += 1
+                    next_id = trade.trade_id + 1
+            if next_id <= high:
+                lost.append((next_id, high))
+                await self._lost(ctx, symbol, next_id, high, reason)
+        finally:
+            stats.gaps_open -= 1
+        total = high - low + 1
+        if not lost:
+            resolution = f"{fetched} trade(s) fetched via REST historicalTrades (was open)"
+            await self._put(
+                ctx,
+                GapRecord(self.venue, symbol, low, high, GapState.BACKFILLED, reason, resolution),
+            )
+            log.info(
+                "marketdata %s %s: open gap %d..%d backfilled (%s)",
+                self.venue,
+                symbol,
+                low,
+                high,
+                reason,
+            )
+            return
+        if first is not None and last is not None:
+            await self._record_backfilled(ctx, symbol, first, last, fetched=fetched, reason=reason)
+        if lost != [(low, high)]:  # else _lost's own record resolves the open row
+            missing = sum(b - a + 1 for a, b in lost)
+            resolution = (
+                f"{missing} of {total} trade(s) no longer available from the venue; "
+                f"{fetched} backfilled"
+            )
+            await self._put(
+                ctx,
+                GapRecord(
+                    self.venue, symbol, low, high, GapState.UNRECOVERABLE, reason, resolution
+                ),
+            )
+
+    # ------------------------------------------------------------------ tail checks
+
+    async def _tail_checks(self, ctx: ChildContext) -> float | None:
+        """Check the symbols whose stream has been quiet ``tail_check_interval_s``.
+
+        Returns the time until the next check is due (``None``: none planned).
+        """
+        interval = self._settings.tail_check_interval_s
+        if interval <= 0 or not self.stats.connected or not self._quiet_since:
+            return None
+        now = trio.current_time()
+        for symbol in self._symbols:
+            since = self._quiet_since.get(symbol)
+            if since is not None and now - since >= interval:
+                await self._tail_check(ctx, symbol)
+                self._quiet_since[symbol] = trio.current_time()
+        now = trio.current_time()
+        return max(0.0, min(self._quiet_since.values()) + interval - now)
+
+    async def _tail_check(self, ctx: ChildContext, symbol: str) -> None:
+        """Compare the resume point with the venue's latest trade; backfill a missed tail.
+
+        One cheap call (``GET /api/v3/trades?limit=1``). A failure is only
+        logged: the next quiet interval tries again.
+        """
+        stats = self._symbols[symbol]
+        client = self._require_client()
+        stats.tail_checks += 1
+        try:
+            recent = await self._bounded(lambda: client.recent_trades(symbol, 1))
+        except _FETCH_ERRORS as exc:
+            self.stats.rest_failures += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "marketdata %s %s: tail check failed (%s); trying again in %.1fs",
+                self.venue,
+                symbol,
+                self.stats.last_error,
+                self._settings.tail_check_interval_s,
+            )
+            return
+        last = stats.last_enqueued_id
+        if not recent or last is None:
+            return
+        latest = max(t.trade_id for t in recent)
+        if latest <= last:
+            return
+        stats.tail_gaps += 1
+        log.warning(
+            "marketdata %s %s: the stream is quiet but the venue is at trade %d, capture at %d",
+            self.venue,
+            symbol,
+            latest,
+            last,
+        )
+        await self._backfill(ctx, symbol, last + 1, latest, reason="tail check")
 
     async def _lost(
         self, ctx: ChildContext, symbol: str, from_id: int, to_id: int, reason: str
@@ -717,23 +1025,32 @@ class Feed:
         return self._client
 
     async def _rest(
-        self, ctx: ChildContext, fn: Callable[[], Awaitable[T]], *, what: str
+        self,
+        ctx: ChildContext,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        what: str,
+        backfill: bool = False,
     ) -> T | None:
         """Call the venue until it answers; ``None`` when it refuses for good.
 
         Failures that can clear (connect errors, 5xx, rate limits, an
         exhausted inner retry) are retried with bounded jittered delays, with
         no cap on attempts: giving up would lose trades. A permanent refusal
-        (e.g. the endpoint needs an API key) returns ``None``.
+        returns ``None``. ``backfill``: a ``historicalTrades`` fetch (its
+        failures count towards the health reason "backfill failing").
         """
         failures = 0
         while True:
             try:
-                return await self._bounded(fn)
+                result = await self._bounded(fn)
             except (TransientError, RetryExhaustedError) as exc:
                 failures += 1
-                self.stats.rest_failures += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                if backfill:
+                    self._backfill_failed(exc, what)
+                else:
+                    self.stats.rest_failures += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 delay = self._rest_backoff.delay_s(failures)
                 log.warning(
                     "marketdata %s: %s failed (%s); retry #%d in %.3fs",
@@ -745,10 +1062,17 @@ class Feed:
                 )
                 await self._backoff_sleep(ctx, delay)
             except PermanentError as exc:
-                self.stats.rest_failures += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                if backfill:
+                    self._backfill_failed(exc, what)
+                else:
+                    self.stats.rest_failures += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("marketdata %s: %s refused: %s", self.venue, what, self.stats.last_error)
                 return None
+            else:
+                if backfill:
+                    self._backfill_ok()
+                return result
 
     async def _backoff_sleep(self, ctx: ChildContext, delay_s: float) -> None:
         self._bounded_waits += 1

@@ -44,7 +44,12 @@ from daemon.marketdata.settings import CHECKPOINT_STREAM, MarketDataSettings
 from daemon.marketdata.stats import SymbolStats, WriterStats
 from daemon.model.marketdata import Trade
 from daemon.resilience import DeadLetter, DeadLetterStore
-from daemon.store.errors import StoreClosedError, StoreDataError, StoreError
+from daemon.store.errors import (
+    GapTransitionError,
+    StoreClosedError,
+    StoreDataError,
+    StoreError,
+)
 from daemon.store.marketdata import GapState, WriteSummary
 from daemon.supervise import ChildContext
 
@@ -397,16 +402,24 @@ class IngestWriter:
             )
         else:
             # One transaction: a crash cannot leave a filled range recorded as open.
-            await self._market.record_resolved_gap(
-                record.venue,
-                record.symbol,
-                CHECKPOINT_STREAM,
-                record.from_id,
-                record.to_id,
-                state=record.state,
-                reason=record.reason,
-                resolution=record.resolution,
-            )
+            try:
+                await self._market.record_resolved_gap(
+                    record.venue,
+                    record.symbol,
+                    CHECKPOINT_STREAM,
+                    record.from_id,
+                    record.to_id,
+                    state=record.state,
+                    reason=record.reason,
+                    resolution=record.resolution,
+                )
+            except GapTransitionError as exc:
+                # Already resolved the other way (a repair repeated after a
+                # restart while the venue's history expired): keep the first
+                # outcome; retrying could never succeed.
+                log.warning(
+                    "ingest %s %s: gap record kept as is: %s", self.venue, record.symbol, exc
+                )
         stats = self._symbols.get(record.symbol)
         if stats is not None:
             stats.gap_records_committed += 1
@@ -416,6 +429,12 @@ class IngestWriter:
                 stats.gaps_unrecoverable += 1
             else:
                 stats.gaps_left_open += 1
+            # An open gap stays in health/status/metrics until its resolution
+            # (a record with its bounds) is committed.
+            if record.state is GapState.OPEN:
+                stats.open_gaps[(record.from_id, record.to_id)] = record.reason
+            else:
+                stats.open_gaps.pop((record.from_id, record.to_id), None)
         level = logging.WARNING if record.state is not GapState.BACKFILLED else logging.INFO
         log.log(
             level,

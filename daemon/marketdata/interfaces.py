@@ -121,6 +121,15 @@ class MarketStore(Protocol):
         resolved_at_ms: int | None = ...,
     ) -> Gap | None: ...
 
+    async def gaps(
+        self,
+        *,
+        venue: str | None = ...,
+        symbol: str | None = ...,
+        stream: str | None = ...,
+        state: GapState | None = ...,
+    ) -> list[Gap]: ...
+
     async def insert_book_snapshots(
         self,
         snapshots: Sequence[BookSnapshotRecord],

@@ -223,8 +223,10 @@ class MarketDataService:
 
         UNHEALTHY while the writer cannot commit (the store's own check says
         why); DEGRADED while the stream is down, the feed has been blocked on
-        a full queue or the consumer lag has exceeded ``lag_warn_s``, or a book
-        has been out of sync for ``resync_warn_s`` with the stream up.
+        a full queue or the consumer lag has exceeded ``lag_warn_s``, a book
+        has been out of sync for ``resync_warn_s`` with the stream up, a
+        recorded gap is still open (trades neither stored nor known lost), or
+        ``backfill_failures_warn`` ``historicalTrades`` fetches failed in a row.
         """
         now = _trio_now()
         name = f"marketdata {self.venue}"
@@ -267,6 +269,28 @@ class MarketDataService:
                     f"{name} {symbol}: consumer lag {last / 1000:.1f}s "
                     f"(p50 {_seconds(p50)}, max {_seconds(top)}; {backlog} waiting)"
                 )
+        for symbol, stats in self.symbol_stats.items():
+            if stats.open_gaps:
+                # Trades neither stored nor known lost: capture is incomplete.
+                level = max(level, HealthLevel.DEGRADED)
+                ranges = sorted(stats.open_gaps)
+                shown = ", ".join(f"{low}..{high}" for low, high in ranges[:3])
+                more = f" and {len(ranges) - 3} more" if len(ranges) > 3 else ""
+                reasons.append(
+                    f"{name} {symbol}: {len(ranges)} open gap(s), {stats.open_gap_trades} "
+                    f"trade(s) not stored yet (ids {shown}{more}); backfill pending"
+                )
+        if f.backfill_failures >= self.settings.backfill_failures_warn:
+            level = max(level, HealthLevel.DEGRADED)
+            failing = (
+                ""
+                if f.backfill_failing_since is None or now is None
+                else f" for {now - f.backfill_failing_since:.1f}s"
+            )
+            reasons.append(
+                f"{name}: backfill failing: {f.backfill_failures} historicalTrades fetch(es) "
+                f"failed in a row{failing} (last: {f.backfill_last_error})"
+            )
         if not f.connected:
             level = max(level, HealthLevel.DEGRADED)
             reasons.append(f"{name}: stream not connected")
@@ -310,6 +334,11 @@ class MarketDataService:
         return {
             "venue": self.venue,
             "health": {"level": level.value, "reasons": reasons},
+            "open_gaps": {
+                "count": sum(len(st.open_gaps) for st in self.symbol_stats.values()),
+                "trades": sum(st.open_gap_trades for st in self.symbol_stats.values()),
+                "symbols": sorted(s for s, st in self.symbol_stats.items() if st.open_gaps),
+            },
             "symbols": symbols,
             "feed": {
                 **self.feed_stats.snapshot(now_or_zero),
@@ -395,6 +424,33 @@ class MarketDataService:
                 [(sym(s, state="backfilled"), st.gaps_backfilled) for s, st in per_symbol]
                 + [(sym(s, state="unrecoverable"), st.gaps_unrecoverable) for s, st in per_symbol]
                 + [(sym(s, state="open"), st.gaps_left_open) for s, st in per_symbol],
+            ),
+            MetricFamily.gauge(
+                "tradingd_marketdata_open_gaps",
+                "Recorded gaps still open: trades neither stored nor known lost (health is "
+                "degraded while any is open).",
+                [(sym(s), len(st.open_gaps)) for s, st in per_symbol],
+            ),
+            MetricFamily.gauge(
+                "tradingd_marketdata_gap_trades",
+                "Trade ids inside the open gaps (their span).",
+                [(sym(s), st.open_gap_trades) for s, st in per_symbol],
+            ),
+            MetricFamily.gauge(
+                "tradingd_marketdata_backfill_consecutive_failures",
+                "historicalTrades fetches failed in a row (0 once one works).",
+                [(ven(), f.backfill_failures)],
+            ),
+            MetricFamily.counter(
+                "tradingd_marketdata_backfill_failures",
+                "historicalTrades fetches that failed (the gap is kept open and retried).",
+                [(ven(), f.backfill_failures_total)],
+            ),
+            MetricFamily.counter(
+                "tradingd_marketdata_tail_checks",
+                "Quiet-stream checks of the venue's latest trade id, and tails they found.",
+                [(sym(s, result="checked"), st.tail_checks) for s, st in per_symbol]
+                + [(sym(s, result="tail_found"), st.tail_gaps) for s, st in per_symbol],
             ),
             MetricFamily.counter(
                 "tradingd_marketdata_trades_unrecoverable",

@@ -83,6 +83,8 @@ class MarketDataConfigLike(Protocol):
     def lag_warn_s(self) -> float: ...
     @property
     def backfill_limit(self) -> int: ...
+    @property
+    def tail_check_interval_s(self) -> float: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -115,6 +117,14 @@ class MarketDataSettings:
             feed has been blocked on a full queue) exceeds this.
         resync_warn_s: Health is degraded when a book has been out of sync
             this long while the stream is connected.
+        tail_check_interval_s: When a symbol's stream has delivered no trade
+            for this long, the feed asks the venue for its latest trade id
+            (``GET /api/v3/trades?limit=1``, weight 25) and backfills any tail
+            it missed (a lost last trade before a quiet market); again every
+            interval while the symbol stays quiet. 0 disables the check (the
+            stream's staleness timeout and the next trade still reveal it).
+        backfill_failures_warn: Health is degraded after this many consecutive
+            failed ``historicalTrades`` fetches (a backfill that keeps failing).
     """
 
     symbols: tuple[str, ...] = attrs.field(converter=_symbols, validator=_check_symbols)
@@ -134,6 +144,8 @@ class MarketDataSettings:
     lag_window: int = attrs.field(default=10_000, validator=_int_range(1))
     lag_warn_s: float = attrs.field(default=30.0, validator=_seconds())
     resync_warn_s: float = attrs.field(default=30.0, validator=_seconds())
+    tail_check_interval_s: float = attrs.field(default=5.0, validator=_seconds(allow_zero=True))
+    backfill_failures_warn: int = attrs.field(default=3, validator=_int_range(1))
 
     def __attrs_post_init__(self) -> None:
         if self.retry_max_s < self.retry_initial_s:
@@ -164,6 +176,7 @@ class MarketDataSettings:
             "snapshot_depth": config.snapshot_depth,
             "backfill_limit": config.backfill_limit,
             "lag_warn_s": config.lag_warn_s,
+            "tail_check_interval_s": config.tail_check_interval_s,
         }
         fields["book_snapshot_limit"] = max(1000, config.snapshot_depth)
         fields.update(overrides)

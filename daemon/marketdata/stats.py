@@ -95,6 +95,17 @@ class SymbolStats:
     gaps_left_open: int = 0
     trades_unrecoverable: int = 0
     gap_records_committed: int = 0
+    #: Gaps recorded OPEN in the store and not resolved yet, ``(from_id, to_id)``
+    #: → reason: trades neither stored nor known lost (the repair backfills them).
+    open_gaps: dict[tuple[int, int], str] = attrs.Factory(dict)
+    #: Quiet-stream checks of the venue's latest trade id, and tails they found.
+    tail_checks: int = 0
+    tail_gaps: int = 0
+
+    @property
+    def open_gap_trades(self) -> int:
+        """Trade ids inside the open gaps."""
+        return sum(high - low + 1 for low, high in self.open_gaps)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -119,6 +130,13 @@ class SymbolStats:
                 "left_open": self.gaps_left_open,
                 "trades_unrecoverable": self.trades_unrecoverable,
                 "backfill_requests": self.backfill_requests,
+                "open_gaps": [
+                    {"from_id": low, "to_id": high, "trades": high - low + 1, "reason": why}
+                    for (low, high), why in sorted(self.open_gaps.items())
+                ],
+                "open_gap_trades": self.open_gap_trades,
+                "tail_checks": self.tail_checks,
+                "tail_gaps": self.tail_gaps,
             },
         }
 
@@ -150,9 +168,20 @@ class FeedStats:
 
     max_queue_depth: int = 0
     last_error: str | None = None
+    #: ``historicalTrades`` fetches that failed in a row (0 after one works),
+    #: since when (Trio time), and the last such error.
+    backfill_failures: int = 0
+    backfill_failing_since: float | None = None
+    backfill_last_error: str | None = None
+    #: Every failed ``historicalTrades`` fetch.
+    backfill_failures_total: int = 0
 
     def snapshot(self, now: float) -> dict[str, Any]:
         data = attrs.asdict(self)
+        data["backfill_failing_for_s"] = (
+            None if self.backfill_failing_since is None else now - self.backfill_failing_since
+        )
+        del data["backfill_failing_since"]
         data["blocked_for_s"] = None if self.blocked_since is None else now - self.blocked_since
         del data["blocked_since"]
         data["saturated_for_s"] = (

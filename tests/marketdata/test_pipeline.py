@@ -158,8 +158,15 @@ async def test_transient_rest_failures_are_retried_not_skipped(
                 exchange.trade(publish=False)
                 exchange.trade()
                 await wait_for(lambda: caught_up(store, exchange))
+                # The failed fetch left an open gap (the live trade went on);
+                # the repair retries until the venue serves it.
+                await wait_for(lambda: not service.symbol_stats[S].open_gaps)
                 assert service.feed_stats.rest_failures == 4
+                assert service.feed_stats.backfill_failures == 0
+                assert service.feed_stats.backfill_failures_total == 4
         same(await store.market.trades(VENUE, S), exchange.trades[S])
+        gaps = await store.market.gaps(venue=VENUE)
+    assert [(g.from_id, g.to_id, g.state) for g in gaps] == [(2, 3, GapState.BACKFILLED)]
 
 
 async def test_restart_resumes_from_the_store_and_backfills_the_downtime(

@@ -6,7 +6,9 @@ Every ``/api/v3`` request goes through the same pipeline, in Binance's order:
    answer carries ``X-MBX-USED-WEIGHT-*``);
 2. REST faults of phase ``before`` (not processed);
 3. parameters (query string, plus the form body for POST/DELETE; the query
-   wins when both have one), authentication for MARKET_DATA/SIGNED endpoints;
+   wins when both have one), authentication for SIGNED endpoints (TRADE and
+   USER_DATA in Binance's docs; every other endpoint is security type NONE: no
+   key needed, an ``X-MBX-APIKEY`` header is ignored);
 4. the endpoint itself (errors are ``{"code": …, "msg": …}`` with Binance's
    HTTP status);
 5. REST faults of phase ``after`` (processed: an order placed here exists
@@ -41,7 +43,7 @@ import urllib.parse
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 import trio
@@ -158,7 +160,11 @@ def _merge_params(request: Request) -> tuple[Params, bool]:
 @attrs.frozen
 class _Endpoint:
     handler: Callable[[Request, Params, str], Awaitable[tuple[Any, Headers]]]
-    security: str  # NONE, MARKET_DATA, SIGNED
+    #: Binance's security type, as ``rest-api.md`` lists it today: ``NONE`` (public
+    #: market data: no key, any key header ignored) or ``SIGNED`` (TRADE and
+    #: USER_DATA: key and signature). ``historicalTrades`` was MARKET_DATA (key
+    #: required) until Binance made it NONE in 2023.
+    security: Literal["NONE", "SIGNED"]
 
 
 class RestApi:
@@ -195,7 +201,7 @@ class RestApi:
             ("GET", "/api/v3/exchangeInfo"): _Endpoint(self._exchange_info, "NONE"),
             ("GET", "/api/v3/depth"): _Endpoint(self._depth, "NONE"),
             ("GET", "/api/v3/trades"): _Endpoint(self._trades, "NONE"),
-            ("GET", "/api/v3/historicalTrades"): _Endpoint(self._historical_trades, "MARKET_DATA"),
+            ("GET", "/api/v3/historicalTrades"): _Endpoint(self._historical_trades, "NONE"),
             ("POST", "/api/v3/order"): _Endpoint(self._new_order, "SIGNED"),
             ("GET", "/api/v3/order"): _Endpoint(self._query_order, "SIGNED"),
             ("DELETE", "/api/v3/order"): _Endpoint(self._cancel_order, "SIGNED"),
@@ -261,8 +267,6 @@ class RestApi:
         if security == "NONE":
             return ""
         key = auth.check_api_key(request.headers.get("x-mbx-apikey"), self.ledger)
-        if security == "MARKET_DATA":
-            return key
         signature = params.get("signature")
         if not signature:
             raise p.mandatory("signature")

@@ -145,7 +145,36 @@ async def test_depth_and_trades() -> None:
             assert too_many.json()["code"] == -1130
 
 
-async def test_historical_trades_needs_a_key_and_honours_from_id() -> None:
+#: Each simulated endpoint's security type as Binance's ``rest-api.md`` shows it
+#: next to the endpoint's name (none shown: ``NONE``). TRADE and USER_DATA are
+#: signed; ``historicalTrades`` became NONE in 2023 (it was MARKET_DATA).
+DOCUMENTED_SECURITY = {
+    ("GET", "/api/v3/ping"): "NONE",
+    ("GET", "/api/v3/time"): "NONE",
+    ("GET", "/api/v3/exchangeInfo"): "NONE",
+    ("GET", "/api/v3/depth"): "NONE",
+    ("GET", "/api/v3/trades"): "NONE",
+    ("GET", "/api/v3/historicalTrades"): "NONE",
+    ("POST", "/api/v3/order"): "TRADE",
+    ("DELETE", "/api/v3/order"): "TRADE",
+    ("GET", "/api/v3/order"): "USER_DATA",
+    ("GET", "/api/v3/openOrders"): "USER_DATA",
+    ("GET", "/api/v3/myTrades"): "USER_DATA",
+    ("GET", "/api/v3/account"): "USER_DATA",
+}
+
+
+async def test_every_endpoint_has_its_documented_security_type() -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with running_sim() as sim:
+            endpoints = sim.rest._endpoints
+    assert set(endpoints) == set(DOCUMENTED_SECURITY)
+    for key, documented in DOCUMENTED_SECURITY.items():
+        expected = "NONE" if documented == "NONE" else "SIGNED"
+        assert endpoints[key].security == expected, key
+
+
+async def test_historical_trades_needs_no_key_and_honours_from_id() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with running_sim() as sim, api_for(sim) as api:
             for _ in range(5):
@@ -154,30 +183,30 @@ async def test_historical_trades_needs_a_key_and_honours_from_id() -> None:
                     "/sim/market/order",
                     {"symbol": "BTCUSDT", "side": "SELL", "quantity": "0.001"},
                 )
-            no_key = await api.get("/api/v3/historicalTrades", symbol="BTCUSDT")
-            assert (no_key.status_code, no_key.json()["code"]) == (401, -2014)
-            bad_key = await api.http.get(
-                "/api/v3/historicalTrades",
-                params={"symbol": "BTCUSDT"},
-                headers={"X-MBX-APIKEY": "Unknown0Key"},
-            )
-            assert (bad_key.status_code, bad_key.json()["code"]) == (401, -2015)
+            # Security type NONE: no key needed, and a key header is ignored.
+            no_key = await api.get("/api/v3/historicalTrades", symbol="BTCUSDT", fromId=4)
+            assert no_key.status_code == 200, no_key.text
+            assert [t["id"] for t in no_key.json()] == [4, 5]
+            for junk in ("not a key!", "Unknown0Key"):
+                ignored = await api.http.get(
+                    "/api/v3/historicalTrades",
+                    params={"symbol": "BTCUSDT", "fromId": 5},
+                    headers={"X-MBX-APIKEY": junk},
+                )
+                assert ignored.status_code == 200, ignored.text
+                assert [t["id"] for t in ignored.json()] == [5]
             headers = {"X-MBX-APIKEY": api.key}
             r = await api.http.get(
                 "/api/v3/historicalTrades",
                 params={"symbol": "BTCUSDT", "fromId": 2, "limit": 2},
                 headers=headers,
             )
-            assert r.headers["X-MBX-USED-WEIGHT-1M"] == str(25 * 3)
+            assert r.headers["X-MBX-USED-WEIGHT-1M"] == str(25 * 4)
             assert [t["id"] for t in r.json()] == [2, 3]
-            latest = await api.http.get(
-                "/api/v3/historicalTrades", params={"symbol": "BTCUSDT"}, headers=headers
-            )
+            latest = await api.http.get("/api/v3/historicalTrades", params={"symbol": "BTCUSDT"})
             assert [t["id"] for t in latest.json()] == [1, 2, 3, 4, 5]
             beyond = await api.http.get(
-                "/api/v3/historicalTrades",
-                params={"symbol": "BTCUSDT", "fromId": 99},
-                headers=headers,
+                "/api/v3/historicalTrades", params={"symbol": "BTCUSDT", "fromId": 99}
             )
             assert beyond.json() == []
 
