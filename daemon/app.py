@@ -29,7 +29,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
@@ -40,7 +40,7 @@ from daemon.admin.api import AdminAPI
 from daemon.admin.http import serve_http
 from daemon.channels import Queues
 from daemon.config import Config
-from daemon.control import serve_control
+from daemon.control import Args, serve_control, shown
 from daemon.errors import ConfigError, ControlError, EscalationError, SecretError
 from daemon.faults import FAULT_KINDS, Faults
 from daemon.health import (
@@ -62,7 +62,7 @@ from daemon.notify import Notifier
 from daemon.orders.control import handle_orders_command
 from daemon.orders.service import LinkVenues, OrdersService
 from daemon.orders.settings import OrdersSettings
-from daemon.secrets import Secret, resolve
+from daemon.secrets import Secret, redact_document, redact_urls_in_text, resolve
 from daemon.store.service import StoreService
 from daemon.strategies import MarketDataPrices, StrategiesService, StrategySpec
 from daemon.supervise import (
@@ -401,6 +401,7 @@ class Daemon:
     ) -> None:
         host, port = configmod.parse_listen(self.config.admin.listen)
         api = AdminAPI(self)
+        admin = self.config.admin
         async with trio.open_nursery() as nursery:
             try:
                 bound = await nursery.start(
@@ -408,7 +409,14 @@ class Daemon:
                         api.handle,
                         host,
                         port,
-                        max_connections=self.config.admin.max_connections,
+                        max_connections=admin.max_connections,
+                        max_connections_per_client=admin.max_connections_per_client,
+                        reserved_connections=admin.reserved_connections,
+                        head_timeout_s=admin.head_timeout_s,
+                        reject_log_interval_s=admin.reject_log_interval_s,
+                        priority=api.is_priority,
+                        evict_waiting=True,
+                        host_names=("127.0.0.1", "localhost", "::1", host),
                         task_status=task_status,
                     )
                 )
@@ -623,6 +631,11 @@ class Daemon:
     # ------------------------------------------------------------------ control
 
     async def _control(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Answer one control-socket request (``cmd`` is a non-empty string).
+
+        Arguments of the wrong type or range raise :class:`RequestError`,
+        which the server answers ``ok: false`` listing every problem.
+        """
         cmd = message["cmd"]
         if cmd == "ping":
             return {"ok": True, "pid": os.getpid(), "version": __version__}
@@ -635,53 +648,71 @@ class Daemon:
         if cmd in ("trading", "orders"):
             return await handle_orders_command(self.orders, message)
         if cmd == "fault":
-            kind = message.get("kind")
-            if kind not in FAULT_KINDS:
-                return {"ok": False, "error": f"unknown fault {kind!r}; one of {FAULT_KINDS}"}
-            try:
-                self.faults.check_allowed()
-            except PermissionError as exc:
-                return {"ok": False, "error": str(exc)}
-            if kind == "block-loop":
-                seconds = float(message.get("seconds", 30.0))
-                if not 0 < seconds <= 3600:
-                    return {"ok": False, "error": "seconds must be in (0, 3600]"}
-                # Answer first, then block: the CLI should not be the one left hanging.
-                trio.lowlevel.spawn_system_task(self._delayed_block, seconds)
-            else:
-                self.faults.arm_hang_heartbeat()
-            return {"ok": True, "fault": kind}
-        return {"ok": False, "error": f"unknown command {cmd!r}"}
+            return self._fault(message)
+        return {"ok": False, "error": f"unknown command {shown(cmd)}"}
+
+    def _fault(self, message: dict[str, Any]) -> dict[str, Any]:
+        args = Args(message, known=("kind", "seconds"))
+        kind = args.string("kind", required=True)
+        seconds = args.number("seconds", lo=0.001, hi=3600.0, default=30.0)
+        args.check()
+        if kind not in FAULT_KINDS:
+            return {"ok": False, "error": f"unknown fault {shown(kind)}; one of {FAULT_KINDS}"}
+        try:
+            self.faults.check_allowed()
+        except PermissionError as exc:
+            return {"ok": False, "error": str(exc)}
+        if kind == "block-loop":
+            assert seconds is not None
+            # Answer first, then block: the CLI should not be the one left hanging.
+            trio.lowlevel.spawn_system_task(self._delayed_block, seconds)
+        else:
+            self.faults.arm_hang_heartbeat()
+        return {"ok": True, "fault": kind}
 
     async def _dead_letters(self, message: dict[str, Any]) -> dict[str, Any]:
         """list / show / purge the durable dead letters (``tradingd dead-letters``)."""
+        action = message.get("action")
+        if action == "list":
+            args = Args(message, known=("action", "source", "after_id", "limit"))
+            source = args.string("source")
+            after_id = args.integer("after_id")
+            # One page: at most 1000 letters (payloads can be large).
+            limit = args.integer("limit", lo=1, hi=1000, default=100)
+        elif action == "show":
+            args = Args(message, known=("action", "id"))
+            letter_id = args.integer("id", required=True)
+        elif action == "purge":
+            args = Args(message, known=("action", "ids", "source", "failed_before", "all"))
+            ids = args.integers("ids")
+            source = args.string("source")
+            before = args.number("failed_before", lo=-1e12, hi=1e12)
+            everything = args.flag("all")
+        else:
+            return {
+                "ok": False,
+                "error": f"unknown dead-letters action {shown(action)} (one of: list, show, purge)",
+            }
+        args.check()
         store = self.store_service.store
         if store is None:
             return {"ok": False, "error": "the store is not open"}
         letters = store.dead_letters
-        action = message.get("action")
         if action == "list":
-            found = await letters.list(
-                source=message.get("source"),
-                after_id=message.get("after_id"),
-                limit=int(message.get("limit", 100)),
-            )
+            assert limit is not None
+            found = await letters.list(source=source, after_id=after_id, limit=limit)
             return {"ok": True, "letters": [letter.to_dict() for letter in found]}
         if action == "show":
-            letter = await letters.get(int(message["id"]))
+            assert letter_id is not None
+            letter = await letters.get(letter_id)
             if letter is None:
-                return {"ok": False, "error": f"no dead letter {message['id']}"}
+                return {"ok": False, "error": f"no dead letter {letter_id}"}
             return {"ok": True, "letter": letter.to_dict()}
-        if action == "purge":
-            ids = message.get("ids")
-            source = message.get("source")
-            before = message.get("failed_before")
-            if not (ids or source or before is not None or message.get("all")):
-                return {"ok": False, "error": "say which letters: ids, source, age, or all"}
-            count = await letters.purge(letter_ids=ids, source=source, failed_before=before)
-            log.info("purged %d dead letter(s) on request", count)
-            return {"ok": True, "purged": count}
-        return {"ok": False, "error": f"unknown dead-letters action {action!r}"}
+        if not (ids or source or before is not None or everything):
+            return {"ok": False, "error": "say which letters: ids, source, age, or all"}
+        count = await letters.purge(letter_ids=ids, source=source, failed_before=before)
+        log.info("purged %d dead letter(s) on request", count)
+        return {"ok": True, "purged": count}
 
     async def _delayed_block(self, seconds: float) -> None:
         await trio.sleep(0.2)
@@ -724,13 +755,49 @@ class Daemon:
             line += f"; reload REJECTED ({len(last.errors)} errors), running on previous config"
         if report.level is not HealthLevel.HEALTHY and report.reasons:
             line += f"; {report.reasons[0]}"
-        return line
+        return redact_urls_in_text(line)
 
-    def status(self) -> dict[str, Any]:
-        """The JSON document of ``GET /status`` and ``tradingd status``."""
+    def status_summary(self) -> dict[str, Any]:
+        """``GET /status`` (no token): health, lifecycle, supervision, lag and queues.
+
+        Also market-data capture (public data: counts, lag, gaps). Nothing here
+        tells what an account holds or intends: orders, positions, switches,
+        venues and the rest are in :meth:`status` (``GET /status/full`` with
+        the token, and ``tradingd status``). Credentials in URLs are masked.
+        """
         report = self.health.evaluate()
         stats = self.lag_probe.stats()
+        summary = {
+            "version": __version__,
+            "pid": os.getpid(),
+            "state": self.state,
+            "uptime_s": round(time.time() - self.started_wall, 3),
+            "config": self.config.source,
+            "health": report.to_dict(),
+            "supervision": self.root.status().to_dict(),
+            "loop_lag": attrs.asdict(stats),
+            "queues": self.queues.snapshot(),
+            "marketdata": self._marketdata_status(),
+            "notify": self._notify_status(),
+            "full": "GET /status/full with the bearer token",
+        }
+        return cast(dict[str, Any], redact_document(summary))
+
+    def _notify_status(self) -> dict[str, Any]:
         return {
+            "enabled": self.notifier.enabled,
+            "watchdog_interval_s": self.notifier.watchdog_interval_s,
+            "watchdog": attrs.asdict(self.watchdog_stats),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """The whole status document: ``GET /status/full`` (token) and ``tradingd status``.
+
+        Every URL in it has its credentials masked (:func:`daemon.secrets.redact_document`).
+        """
+        report = self.health.evaluate()
+        stats = self.lag_probe.stats()
+        doc = {
             "version": __version__,
             "pid": os.getpid(),
             "state": self.state,
@@ -749,12 +816,9 @@ class Daemon:
             "admin": {"listen": self.config.admin.listen, "bound": self.admin_address},
             "last_reload": self.last_reload.to_dict() if self.last_reload else None,
             "recent_events": list(self._events[-20:]),
-            "notify": {
-                "enabled": self.notifier.enabled,
-                "watchdog_interval_s": self.notifier.watchdog_interval_s,
-                "watchdog": attrs.asdict(self.watchdog_stats),
-            },
+            "notify": self._notify_status(),
         }
+        return cast(dict[str, Any], redact_document(doc))
 
     def _marketdata_status(self) -> dict[str, Any] | None:
         if self.marketdata is None:

@@ -256,6 +256,34 @@ class AdminConfig:
         help="Bearer token required by state-changing endpoints (a secret reference).",
     )
     max_connections: int = opt(64, ge=1, le=10_000, help="Concurrent admin connections.")
+    max_connections_per_client: int = opt(
+        0,
+        ge=0,
+        le=10_000,
+        help="Most of max_connections one peer address may hold; more go to the reserve "
+        "(0: no separate limit; on loopback every client is 127.0.0.1 or ::1).",
+    )
+    reserved_connections: int = opt(
+        8,
+        ge=0,
+        le=1000,
+        help="Extra connections beyond max_connections that only serve /health, /status "
+        "and POST /trading/* (one request each), so the operator's switches always answer.",
+    )
+    head_timeout_s: float = opt(
+        2.0,
+        gt=0,
+        le=60,
+        help="The request line and headers must arrive within this; idle and half-open "
+        "connections are closed, and when the pool is full the longest-waiting one is "
+        "evicted for a new connection.",
+    )
+    reject_log_interval_s: float = opt(
+        10.0,
+        gt=0,
+        le=3600,
+        help="Refused and evicted connections are logged as one summary line per interval.",
+    )
 
 
 @attrs.frozen

@@ -1,10 +1,21 @@
-"""Logging set-up: stderr only, journald-aware, secrets masked.
+r"""Logging set-up: stderr only, journald-aware, secrets masked.
 
 Under systemd, stderr goes to the journal, which stamps time and PID itself; we
 prefix each line with the ``<N>`` syslog priority (sd-daemon(3)) so
 ``journalctl -p warning`` works. On a terminal we print timestamps. ``json``
 gives one object per line for log shippers. Every handler carries the
 :class:`~daemon.secrets.RedactingFilter`.
+
+Log values often come from outside (a halt reason, an account name, a venue's
+error message, a client order id): a newline in one of them would forge a
+log entry (``"x\n<0>FAKE"`` is a new emergency-level entry in the journal),
+an escape sequence would rewrite the operator's terminal. So every record
+passes through :class:`EscapingFilter` first, whatever its call site: control
+characters (C0, DEL, C1, the Unicode line and paragraph separators and the
+bidirectional overrides) in the formatted message become visible escapes
+(``\n``, ``\x1b``, ``\u2028``), in all three formats. Only the traceback
+the logging layer renders itself keeps its line breaks; the exception
+messages inside it are escaped the same way.
 """
 
 from __future__ import annotations
@@ -12,12 +23,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
+import traceback
+from collections.abc import Sequence
+from types import TracebackType
 from typing import Any, TextIO
 
 from daemon.config import LoggingConfig
-from daemon.secrets import RedactingFilter
+from daemon.secrets import REDACTOR, RedactingFilter
 
 ROOT_LOGGER = "tradingd"
 
@@ -35,6 +50,97 @@ _SYSLOG_PRIORITY = {
     logging.ERROR: 3,
     logging.CRITICAL: 2,
 }
+
+
+#: Characters that must never reach a log line raw: C0 controls, DEL, C1 controls,
+#: the Unicode line/paragraph separators and the bidirectional formatting controls.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_CONTROL_BUT_NEWLINE = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group(0)
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_control(text: str) -> str:
+    r"""``text`` with every control character as a visible escape (``\n``, ``\x1b``, ``\u2028``).
+
+    Backslashes are left alone: the point is that outside text cannot start
+    a line or steer a terminal, not that the escaping can be reversed.
+    """
+    return _CONTROL.sub(_escape_char, text)
+
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def format_exception(exc_info: ExcInfo) -> str:
+    """The traceback of ``exc_info`` as ``logging`` prints it, exception messages escaped.
+
+    The frames come from our own code and keep their lines; the message and
+    notes of every exception in the chain may carry outside text, so their
+    control characters (newlines included) are escaped.
+    """
+    exc_type, exc, tb = exc_info
+    top = traceback.TracebackException(exc_type, exc, tb, compact=True)
+    seen: set[int] = set()
+    todo = [top]
+    while todo:
+        part = todo.pop()
+        if id(part) in seen:
+            continue
+        seen.add(id(part))
+        text = getattr(part, "_str", None)
+        if isinstance(text, str):
+            part._str = escape_control(text)  # type: ignore[attr-defined]
+        notes = getattr(part, "__notes__", None)
+        if isinstance(notes, Sequence) and not isinstance(notes, str):
+            part.__notes__ = [escape_control(str(note)) for note in notes]
+        todo.extend(x for x in (part.__cause__, part.__context__) if x is not None)
+        todo.extend(getattr(part, "exceptions", None) or ())
+    rendered = "".join(top.format()).rstrip("\n")
+    # Whatever the interpreter's rendering holds, only its own line breaks survive.
+    return _CONTROL_BUT_NEWLINE.sub(_escape_char, rendered)
+
+
+class EscapingFilter(logging.Filter):
+    """Escape control characters in a record's message; render its traceback safely.
+
+    Installed before :class:`~daemon.secrets.RedactingFilter`: secrets are
+    masked first (so escaping cannot hide one from the redactor), then the
+    message is escaped, then the traceback (see :func:`format_exception`) is
+    appended on its own lines, as the redacting filter would.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit the format: log what there is
+            message = f"{record.msg!s} (unformattable log arguments: {record.args!r})"
+        text = escape_control(REDACTOR.redact(message))
+        if record.exc_info and record.exc_info[1] is not None:
+            exc_type, exc, tb = record.exc_info
+            assert exc_type is not None
+            try:
+                rendered = format_exception((exc_type, exc, tb))
+            except Exception:  # never lose the record over its traceback
+                rendered = f"{exc_type.__name__} (its traceback could not be rendered)"
+            text = f"{text}\n{REDACTOR.redact(rendered)}"
+            record.exc_info = None
+            record.exc_text = None
+        record.msg = text
+        record.args = None
+        return True
 
 
 def under_journald(stream: TextIO, environ: dict[str, str] | None = None) -> bool:
@@ -79,6 +185,8 @@ def setup_logging(cfg: LoggingConfig, stream: TextIO | None = None) -> logging.H
     """Install the tradingd handler on the ``tradingd`` logger; returns the handler."""
     out = sys.stderr if stream is None else stream
     handler = logging.StreamHandler(out)
+    # Order matters: escape (and mask) the message before the traceback is added.
+    handler.addFilter(EscapingFilter())
     handler.addFilter(RedactingFilter())
     handler.setFormatter(_formatter(cfg, out))
     logger = logging.getLogger(ROOT_LOGGER)

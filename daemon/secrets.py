@@ -10,16 +10,23 @@ Configuration never holds a secret inline. It holds a *reference*::
 ``str`` are redacted, and registers the value with :data:`REDACTOR` so that a
 value that leaks into a log message anyway is masked there. Errors name the
 reference (which is not secret), never the value.
+
+URLs can carry credentials too (``user:pass@``, ``?apiKey=``, ``?signature=``):
+:func:`redact_url` masks them, :func:`redact_document` does so in every
+string of a document that is shown (status), and :class:`RedactingFilter`
+in every log line.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -113,6 +120,99 @@ def resolve(ref: SecretRef, environ: Mapping[str, str] | None = None) -> Secret:
     return Secret(ref=ref, value=value)
 
 
+#: Query parameters whose values are credentials (compared case-insensitively,
+#: ``-`` and ``_`` ignored): API keys, signatures, tokens, passwords.
+SECRET_QUERY_NAMES = frozenset(
+    {
+        "apikey",
+        "key",
+        "secret",
+        "apisecret",
+        "signature",
+        "sig",
+        "token",
+        "accesstoken",
+        "authtoken",
+        "auth",
+        "password",
+        "passwd",
+        "pwd",
+        "listenkey",
+        "credential",
+        "credentials",
+        "session",
+        "sessionid",
+    }
+)
+#: A URL inside free text: a scheme, ``://``, then anything up to white space or a quote.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>`]+")
+
+
+def _secret_name(name: str) -> bool:
+    return name.replace("-", "").replace("_", "").lower() in SECRET_QUERY_NAMES
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its credentials masked: ``user:pass@`` and secret query values.
+
+    ``wss://u:p@host/ws?apiKey=K&symbol=X`` → ``wss://***@host/ws?apiKey=***&symbol=X``.
+    The rest of the URL is kept byte for byte; a string that does not parse
+    as a URL is returned unchanged.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        # Not a URL urllib accepts (e.g. a bad IPv6 literal): mask any userinfo anyway.
+        return re.sub(r"(://)[^/@]*@", r"\1***@", url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{_REDACTED}@{netloc.rpartition('@')[2]}"
+    query = parts.query
+    if query:
+        fields = []
+        for field in query.split("&"):
+            name, eq, _ = field.partition("=")
+            secret = eq and _secret_name(urllib.parse.unquote_plus(name))
+            fields.append(f"{name}={_REDACTED}" if secret else field)
+        query = "&".join(fields)
+    fragment = parts.fragment
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def redact_urls_in_text(text: str) -> str:
+    """Every URL in ``text`` passed through :func:`redact_url`."""
+    if "://" not in text:
+        return text
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+def redact_document(obj: Any) -> Any:
+    """A JSON-like document (dicts, lists, strings) with credentials masked in every URL.
+
+    Used for everything the daemon shows (``/status``, ``tradingd status``).
+    Returns new containers; strings without ``://`` are returned as they are.
+    Iterative, so any depth is fine.
+    """
+    root: list[Any] = [obj]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        container, key = stack.pop()
+        value = container[key]
+        if isinstance(value, str):
+            container[key] = redact_urls_in_text(value)
+        elif isinstance(value, Mapping):
+            copy = dict(value)
+            container[key] = copy
+            stack.extend((copy, k) for k in copy)
+        elif isinstance(value, list | tuple):
+            items = list(value)
+            container[key] = items
+            stack.extend((items, i) for i in range(len(items)))
+    return root[0]
+
+
 class Redactor:
     """Masks registered secret values in text (defence in depth for logs)."""
 
@@ -145,14 +245,14 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = REDACTOR.redact(message)
+        redacted = redact_urls_in_text(REDACTOR.redact(message))
         if redacted != message:
             record.msg = redacted
             record.args = None
         if record.exc_info and record.exc_info[1] is not None:
             # Render the traceback now so the secret cannot leak through it.
             formatted = logging.Formatter().formatException(record.exc_info)
-            record.exc_text = REDACTOR.redact(formatted)
+            record.exc_text = redact_urls_in_text(REDACTOR.redact(formatted))
             record.exc_info = None
             record.msg = f"{record.msg}\n{record.exc_text}"
             record.exc_text = None

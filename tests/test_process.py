@@ -1044,9 +1044,19 @@ async def test_demo_runs_daemon_and_simulator_until_ctrl_c(tmp_path: Path) -> No
             what="the demo banner",
         )
         base = match.group(1)
+        # The whole status document is behind the token (GET /status is a summary).
+        token = (tmp_path / "var" / "admin-token").read_text().strip()
+        auth = {"Authorization": f"Bearer {token}"}
+
+        async def full_status() -> dict[str, Any]:
+            with trio.fail_after(WAIT_S):
+                async with httpx2.AsyncClient(trust_env=False, timeout=10.0) as client:
+                    answer = await client.get(f"{base}/status/full", headers=auth)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
 
         async def venue_up() -> dict[str, Any] | None:
-            status = (await http_get(f"{base}/status")).json()
+            status = await full_status()
             return status if status["venues"]["sim"]["state"] == "up" else None
 
         status = await await_until(venue_up, what="the simulator venue to be up")
@@ -1067,18 +1077,17 @@ async def test_demo_runs_daemon_and_simulator_until_ctrl_c(tmp_path: Path) -> No
         # The whole loop: the example strategy's LIMIT orders are accepted by the
         # venue and its cancels go through, all via the order pipeline.
         async def quoted_and_canceled() -> dict[str, Any] | None:
-            orders = (await http_get(f"{base}/status")).json()["orders"]
+            orders = (await full_status())["orders"]
             venue = orders["executor"]
             return orders if venue["accepted_answers"] >= 2 and venue["cancels_sent"] >= 1 else None
 
         orders = await await_until(quoted_and_canceled, what="the demo strategy's orders")
         assert orders["reconcile"]["sending_enabled"] is True
         assert orders["orders"]["rejected"] == 0
-        token = (tmp_path / "var" / "admin-token").read_text().strip()
         async with httpx2.AsyncClient(trust_env=False, timeout=10.0) as client:
-            listed = await client.get(
-                f"{base}/orders?state=CANCELED", headers={"Authorization": f"Bearer {token}"}
-            )
+            listed = await client.get(f"{base}/orders?state=CANCELED", headers=auth)
+        summary = (await http_get(f"{base}/status")).json()
+        assert "orders" not in summary and "venues" not in summary
         assert listed.status_code == 200
         assert listed.json()["orders"], "a canceled order of the demo strategy"
         proc.send_signal(signal.SIGINT)

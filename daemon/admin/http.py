@@ -11,8 +11,18 @@ and explicit:
   slow handler ``503``, a client that does not read its answer is dropped.
 * ``idle_timeout_s`` bounds how long a kept-alive connection may sit between
   requests.
+* ``head_timeout_s`` bounds the request head alone (``408``; a silent new
+  connection is closed), so half-open connections cannot sit on a slot.
 * ``max_body_bytes`` (``413``) and ``max_header_bytes`` (``431``) bound memory
-  per connection; ``max_connections`` bounds connections (``503`` and close).
+  per connection; ``max_connections`` bounds connections (``503`` and close),
+  ``max_connections_per_client`` what one peer address may hold of them.
+* When the pool is full, the connection that has waited longest for a request
+  head is evicted (``evict_waiting``), and a reserve of
+  ``reserved_connections`` still serves ``priority`` requests (health and the
+  operator's switches), so no local client can starve the operator.
+  Refusals are logged as one summary line per interval, not one each.
+* ``host_names`` checks the ``Host`` header on every request (``421``): a
+  loopback server must not answer a browser page that rebound its own name.
 * A handler that raises gets a generic ``500`` (the traceback goes to the log,
   never to the client) and the connection, and the server, carry on.
   :class:`HTTPError` is how a handler answers with a deliberate error status.
@@ -34,7 +44,7 @@ import logging
 import math
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -42,10 +52,14 @@ import attrs
 import h11
 import trio
 
+from daemon.decode import DecodeError, json_loads
+
 __all__ = [
+    "MAX_JSON_DEPTH",
     "SERVER_NAME",
     "HTTPError",
     "Handler",
+    "HostCheck",
     "Request",
     "Response",
     "Router",
@@ -68,6 +82,10 @@ LINGER_S = 1.0
 LINGER_MAX_BYTES = 1_048_576
 #: Most ``name=value`` pairs accepted in a query string.
 MAX_QUERY_FIELDS = 100
+#: Deepest nesting accepted in a JSON request body (the API's bodies nest 2 levels).
+MAX_JSON_DEPTH = 16
+#: Largest request body accepted on a reserve slot (a trading switch is a few bytes).
+RESERVE_MAX_BODY_BYTES = 4096
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -108,6 +126,8 @@ class Request:
         query: every value of every query parameter, in order of appearance.
         raw_query: the query string exactly as received (no ``?``), for
             byte-exact uses such as verifying a signature over it.
+        absolute_authority: the ``host[:port]`` of an absolute-form target
+            (``GET http://host/path``), else ``None``.
         headers: lower-case header names; repeated headers joined with ``", "``.
         body: the complete request body.
         client: the peer's ``(host, port)``, when known.
@@ -123,6 +143,7 @@ class Request:
     client: tuple[str, int] | None = None
     path_params: Mapping[str, str] = attrs.field(default=_EMPTY, converter=_frozen_mapping)
     raw_query: str = ""
+    absolute_authority: str | None = None
 
     def query_value(self, name: str, default: str | None = None) -> str | None:
         """The first value of query parameter ``name``, or ``default``."""
@@ -135,20 +156,20 @@ class Request:
         ``NaN`` and ``Infinity`` are refused: they are not JSON, and a
         non-finite price or quantity must never get past the API.
 
+        Any failure of decoding (not UTF-8, not JSON, nested deeper than
+        :data:`MAX_JSON_DEPTH`, numbers beyond the int-string limit) is a
+        ``400`` that says what is wrong.
+
         Raises:
-            HTTPError: ``400`` when the body is empty or not valid JSON.
+            HTTPError: ``400`` when the body is empty or cannot be decoded.
         """
         if not self.body:
             raise HTTPError(400, "request body is empty; expected JSON")
-
-        def _refuse_constant(name: str) -> Any:
-            raise ValueError(f"{name} is not valid JSON")
-
         try:
-            return json.loads(self.body, parse_constant=_refuse_constant)
-        except (ValueError, UnicodeDecodeError) as exc:
-            # JSONDecodeError is a ValueError; say where, not the payload.
-            raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+            return json_loads(self.body, what="request body", max_depth=MAX_JSON_DEPTH)
+        except DecodeError as exc:
+            # Says what is wrong and where, never echoes the payload.
+            raise HTTPError(400, str(exc)) from None
 
 
 @attrs.frozen
@@ -276,6 +297,10 @@ class Router:
                 raise ValueError(f"duplicate route {method} {pattern} (already {route.pattern})")
         self._routes.append(_Route(method, pattern, segments, handler))
 
+    def routes(self) -> list[tuple[str, str]]:
+        """Every registered ``(method, pattern)``, in the order added."""
+        return [(r.method, r.pattern) for r in self._routes]
+
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`add`; returns the handler unchanged."""
 
@@ -331,11 +356,21 @@ class _Limits:
     idle_timeout_s: float
     max_body_bytes: int
     max_header_bytes: int
+    head_timeout_s: float
+    max_connections_per_client: int = 0
+    reserved_connections: int = 0
+    evict_waiting: bool = False
+    reject_log_interval_s: float = 10.0
 
     def __attrs_post_init__(self) -> None:
         if self.max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {self.max_connections}")
-        for name in ("request_timeout_s", "idle_timeout_s"):
+        for name in (
+            "request_timeout_s",
+            "idle_timeout_s",
+            "head_timeout_s",
+            "reject_log_interval_s",
+        ):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value}")
@@ -343,10 +378,74 @@ class _Limits:
             raise ValueError(f"max_body_bytes must be >= 0, got {self.max_body_bytes}")
         if self.max_header_bytes < 256:
             raise ValueError(f"max_header_bytes must be >= 256, got {self.max_header_bytes}")
+        for name in ("max_connections_per_client", "reserved_connections"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @property
     def linger_s(self) -> float:
         return min(LINGER_S, self.request_timeout_s)
+
+    @property
+    def head_s(self) -> float:
+        """The deadline for a request head: never longer than the whole request's."""
+        return min(self.head_timeout_s, self.request_timeout_s)
+
+
+@attrs.define(eq=False)
+class _Slot:
+    """One admitted connection: which pool it is in, and whether it may be evicted now.
+
+    ``waiting_since`` is set while the connection waits for (or reads) a
+    request head — a new connection, a kept-alive one between requests, or a
+    reserve connection until its whole request is in — and ``None`` while a
+    request is being served. Only waiting connections are ever evicted.
+    """
+
+    host: str
+    reserve: bool
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    waiting_since: float | None = None
+    released: bool = False
+
+
+class _RejectLog:
+    """Counts refused and evicted connections; one summary line per interval, not one each."""
+
+    def __init__(self, interval_s: float, max_connections: int) -> None:
+        self.interval_s = interval_s
+        self.max_connections = max_connections
+        self.refused = 0
+        self.evicted = 0
+        self.reserved = 0
+        self._since: float | None = None
+
+    def count(self, kind: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        now = trio.current_time()
+        if self._since is None:
+            self._since = now
+        elif now - self._since >= self.interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Log the counts since the last line, if any (called by the count and a timer)."""
+        if not (self.refused or self.evicted or self.reserved):
+            self._since = None
+            return
+        span = trio.current_time() - (self._since or trio.current_time())
+        log.warning(
+            "admin HTTP under connection pressure in the last %.1f s (max_connections=%d): "
+            "%d connection(s) refused with 503, %d waiting connection(s) evicted, "
+            "%d non-priority request(s) refused from the reserve",
+            span,
+            self.max_connections,
+            self.refused,
+            self.evicted,
+            self.reserved,
+        )
+        self.refused = self.evicted = self.reserved = 0
+        self._since = None
 
 
 class _Reply(Exception):
@@ -385,12 +484,16 @@ def _peer(stream: trio.SocketStream) -> tuple[str, int] | None:
 def _build_request(event: h11.Request, body: bytes, client: tuple[str, int] | None) -> Request:
     """Turn h11's request event into a :class:`Request` (raises ``HTTPError(400)``)."""
     target = event.target.decode("ascii", errors="replace")
+    authority: str | None = None
     if target.startswith("/"):
         path, _, query_string = target.partition("?")
         path = path.partition("#")[0]
     elif "://" in target:  # absolute-form, as sent to proxies
-        parts = urllib.parse.urlsplit(target)
-        path, query_string = parts.path or "/", parts.query
+        try:
+            parts = urllib.parse.urlsplit(target)
+        except ValueError:
+            raise HTTPError(400, "request target is not a valid URL") from None
+        path, query_string, authority = parts.path or "/", parts.query, parts.netloc
     else:  # "*" or authority-form: no route can match
         path, query_string = target, ""
     try:
@@ -412,49 +515,125 @@ def _build_request(event: h11.Request, body: bytes, client: tuple[str, int] | No
         body=body,
         client=client,
         raw_query=query_string,
+        absolute_authority=authority,
     )
 
 
 class _Server:
-    """Per-``serve_http`` state: the handler, the limits and the connection counts."""
+    """Per-``serve_http`` state: the handler, the limits and the connection counts.
 
-    def __init__(self, handler: Handler, limits: _Limits) -> None:
+    Admission, in order: the general pool (``max_connections``, at most
+    ``max_connections_per_client`` per peer address when set); when it is full
+    and ``evict_waiting`` is on, the connection that has waited longest for a
+    request head is evicted to make room; else the reserve
+    (``reserved_connections``, with the same eviction), where only
+    ``priority`` requests are served and the whole request must arrive within
+    the head deadline; else ``503`` without parsing.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        limits: _Limits,
+        *,
+        priority: Callable[[str, str], bool] | None = None,
+        host_check: Callable[[Request, bytes], None] | None = None,
+    ) -> None:
         self._handler = handler
         self._limits = limits
-        self._active = 0
+        self._priority = priority
+        self._host_check = host_check
+        self._slots: set[_Slot] = set()
+        self._general = 0
+        self._reserve = 0
+        self._per_client: dict[str, int] = {}
         self._rejecting = 0
+        self.pressure = _RejectLog(limits.reject_log_interval_s, limits.max_connections)
+
+    # -- admission ---------------------------------------------------------------
+
+    def _admit(self, host: str) -> _Slot | None:
+        limits = self._limits
+        per_client = limits.max_connections_per_client
+        within_client = not per_client or self._per_client.get(host, 0) < per_client
+        if within_client and (self._general < limits.max_connections or self._evict(reserve=False)):
+            return self._take(host, reserve=False)
+        if self._reserve < limits.reserved_connections or (
+            limits.reserved_connections and self._evict(reserve=True)
+        ):
+            return self._take(host, reserve=True)
+        return None
+
+    def _take(self, host: str, *, reserve: bool) -> _Slot:
+        slot = _Slot(host, reserve, waiting_since=trio.current_time())
+        self._slots.add(slot)
+        if reserve:
+            self._reserve += 1
+        else:
+            self._general += 1
+            self._per_client[host] = self._per_client.get(host, 0) + 1
+        return slot
+
+    def _release(self, slot: _Slot) -> None:
+        if slot.released:
+            return
+        slot.released = True
+        self._slots.discard(slot)
+        if slot.reserve:
+            self._reserve -= 1
+        else:
+            self._general -= 1
+            left = self._per_client[slot.host] - 1
+            if left:
+                self._per_client[slot.host] = left
+            else:
+                del self._per_client[slot.host]
+
+    def _evict(self, *, reserve: bool) -> bool:
+        """Close the longest-waiting connection of a pool; ``False`` if none is waiting."""
+        if not self._limits.evict_waiting:
+            return False
+        waiting = [s for s in self._slots if s.reserve == reserve and s.waiting_since is not None]
+        if not waiting:
+            return False
+        victim = min(waiting, key=lambda s: s.waiting_since or 0.0)
+        victim.scope.cancel()
+        self._release(victim)  # its place is taken now, before the task notices
+        self.pressure.count("evicted")
+        return True
 
     # -- connection lifecycle ----------------------------------------------------
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
-        if self._active >= self._limits.max_connections:
+        client = _peer(stream)
+        slot = self._admit(client[0] if client else "")
+        if slot is None:
             await self._reject(stream)
             return
-        self._active += 1
         try:
-            await self._serve_connection(stream)
+            with slot.scope:
+                if slot.reserve:
+                    await self._serve_reserved(stream, slot, client)
+                else:
+                    await self._serve_connection(stream, slot, client)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.debug("admin connection from %s dropped: %r", _peer(stream), exc)
+            log.debug("admin connection from %s dropped: %r", client, exc)
         except Exception:
             # A bug in this module, not in a handler; never let it reach the
             # nursery (that would take the whole server down with it).
-            log.exception("admin connection from %s failed", _peer(stream))
+            log.exception("admin connection from %s failed", client)
         finally:
-            self._active -= 1
+            self._release(slot)
             await trio.aclose_forcefully(stream)
 
     async def _reject(self, stream: trio.SocketStream) -> None:
         """Answer ``503`` without parsing anything, then close (bounded in time and count)."""
+        self.pressure.count("refused")
         if self._rejecting >= self._limits.max_connections:
             await trio.aclose_forcefully(stream)
             return
         self._rejecting += 1
-        log.warning(
-            "admin HTTP: %d connections open (max_connections=%d); rejecting %s",
-            self._active,
-            self._limits.max_connections,
-            _peer(stream),
-        )
+        log.debug("admin HTTP: rejecting %s (no connection slot free)", _peer(stream))
         try:
             conn = h11.Connection(h11.SERVER)
             response = error_response(503, "too many connections", (("Retry-After", "1"),))
@@ -467,6 +646,36 @@ class _Server:
             self._rejecting -= 1
             await trio.aclose_forcefully(stream)
 
+    async def _serve_reserved(
+        self, stream: trio.SocketStream, slot: _Slot, client: tuple[str, int] | None
+    ) -> None:
+        """One request on a reserve slot: served only if it is a priority request, then close."""
+        limits = self._limits
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        try:
+            received = await self._receive(conn, stream, slot, first=True, reserve=True)
+        except _Reply as reply:
+            await self._send_and_close(conn, stream, reply.response, head_only=reply.head_only)
+            return
+        if received is None:
+            return
+        event, body = received
+        head_only = event.method == b"HEAD"
+        method = event.method.decode("ascii", "replace")
+        path = event.target.decode("ascii", "replace").partition("?")[0]
+        if self._priority is None or not self._priority(method, path):
+            self.pressure.count("reserved")
+            busy = error_response(
+                503,
+                "server busy: only priority requests (health, status, trading switches) "
+                "are served right now",
+                (("Retry-After", "1"),),
+            )
+            await self._send_and_close(conn, stream, busy, head_only=head_only)
+            return
+        response, _ = await self._respond(event, body, client)
+        await self._send_and_close(conn, stream, response, head_only=head_only)
+
     async def _linger(self, stream: trio.SocketStream) -> None:
         """Half-close, then discard what the client still sends until it closes too."""
         await stream.send_eof()
@@ -478,15 +687,16 @@ class _Server:
                     return
                 discarded += len(data)
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+    async def _serve_connection(
+        self, stream: trio.SocketStream, slot: _Slot, client: tuple[str, int] | None
+    ) -> None:
         limits = self._limits
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
-        client = _peer(stream)
         first = True
         while True:
             # 1. Receive one complete request.
             try:
-                received = await self._receive(conn, stream, first=first)
+                received = await self._receive(conn, stream, slot, first=first)
             except _Reply as reply:
                 log.debug("admin HTTP: refusing request from %s: %s", client, reply)
                 await self._send_and_close(conn, stream, reply.response, head_only=reply.head_only)
@@ -509,7 +719,7 @@ class _Server:
             with trio.move_on_after(limits.request_timeout_s) as scope:
                 await stream.send_all(data)
             if scope.cancelled_caught:
-                log.info("admin HTTP: %s did not read its response in time; closing", client)
+                log.debug("admin HTTP: %s did not read its response in time; closing", client)
                 return
             log.debug(
                 "%s %s -> %d (%.1f ms)",
@@ -524,20 +734,42 @@ class _Server:
             conn.start_next_cycle()
 
     async def _receive(
-        self, conn: h11.Connection, stream: trio.SocketStream, *, first: bool
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        slot: _Slot,
+        *,
+        first: bool,
+        reserve: bool = False,
     ) -> tuple[h11.Request, bytes] | None:
         """Read one request, head and body; ``None`` when the client closed or idled out.
+
+        Deadlines: a new connection must deliver its request head within
+        ``head_s`` of the accept, a kept-alive one within ``head_s`` of its first
+        byte (it may idle ``idle_timeout_s`` before that); the body must be in
+        within ``request_timeout_s`` of the same start. On a reserve slot the
+        whole request must arrive within ``head_s``. While the head is awaited
+        the slot is marked waiting (evictable).
 
         Raises:
             _Reply: the request cannot be served: not HTTP/1.1 (400), too slow
                 (408), body or head too large (413, 431).
         """
         limits = self._limits
+        max_body = (
+            min(limits.max_body_bytes, RESERVE_MAX_BODY_BYTES)
+            if reserve
+            else (limits.max_body_bytes)
+        )
+        body_s = limits.head_s if reserve else limits.request_timeout_s
         # A new connection is expected to send its request now; a kept-alive one
         # may idle, but once a request has begun it must complete in time.
         started = bool(conn.trailing_data[0])
         on_request_clock = first or started
-        timeout_s = limits.request_timeout_s if on_request_clock else limits.idle_timeout_s
+        now = trio.current_time()
+        slot.waiting_since = now
+        clock_start = now
+        timeout_s = limits.head_s if on_request_clock else limits.idle_timeout_s
         request: h11.Request | None = None
         body = bytearray()
         try:
@@ -555,34 +787,41 @@ class _Server:
                             started = True
                             if not on_request_clock:
                                 on_request_clock = True
-                                scope.deadline = trio.current_time() + limits.request_timeout_s
+                                clock_start = trio.current_time()
+                                scope.deadline = clock_start + limits.head_s
                         conn.receive_data(data)
                     elif isinstance(event, h11.Request):
                         request = event
+                        if not reserve:
+                            slot.waiting_since = None  # a request is being served now
+                        scope.deadline = clock_start + body_s
                         if _head_size(event) > limits.max_header_bytes:
                             raise _Reply(
                                 error_response(431, "request header fields too large"), event
                             )
                         declared = _content_length(event)
-                        if declared is not None and declared > limits.max_body_bytes:
-                            raise _Reply(_too_large(limits.max_body_bytes), request)
+                        if declared is not None and declared > max_body:
+                            raise _Reply(_too_large(max_body), request)
                     elif isinstance(event, h11.Data):
                         body += event.data
-                        if len(body) > limits.max_body_bytes:
-                            raise _Reply(_too_large(limits.max_body_bytes), request)
+                        if len(body) > max_body:
+                            raise _Reply(_too_large(max_body), request)
                     elif isinstance(event, h11.EndOfMessage):
                         assert request is not None
+                        slot.waiting_since = None
                         return request, bytes(body)
                     elif isinstance(event, h11.ConnectionClosed):
                         return None
                     else:  # PAUSED cannot happen: we never read past a request's end.
                         raise RuntimeError(f"unexpected h11 event {event!r}")
         except h11.RemoteProtocolError as exc:
+            slot.waiting_since = None
             message = f"bad request: {exc}"
             if exc.error_status_hint == 431:
                 message = "request header fields too large"
             raise _Reply(error_response(exc.error_status_hint, message), request) from None
         # Timed out.
+        slot.waiting_since = None
         if started:
             raise _Reply(error_response(408, "request timeout"), request)
         return None
@@ -594,6 +833,8 @@ class _Server:
         method = event.method.decode("ascii", "replace")
         try:
             request = _build_request(event, body, client)
+            if self._host_check is not None:
+                self._host_check(request, event.http_version)
             with trio.move_on_after(self._limits.request_timeout_s) as scope:
                 response = await self._handler(request)
             if scope.cancelled_caught:
@@ -707,6 +948,13 @@ async def serve_http(
     idle_timeout_s: float = 30.0,
     max_body_bytes: int = 1_048_576,
     max_header_bytes: int = 16384,
+    head_timeout_s: float | None = None,
+    max_connections_per_client: int = 0,
+    reserved_connections: int = 0,
+    priority: Callable[[str, str], bool] | None = None,
+    evict_waiting: bool = False,
+    host_names: Collection[str] | None = None,
+    reject_log_interval_s: float = 10.0,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``handler`` over HTTP/1.1 on ``host:port`` until cancelled.
@@ -721,12 +969,32 @@ async def serve_http(
         handler: called once per request; see :class:`Router`.
         host: address to bind, e.g. ``"127.0.0.1"`` (see :func:`daemon.config.parse_listen`).
         port: TCP port; ``0`` for any free one.
-        max_connections: open connections served at once; more get ``503``.
+        max_connections: open connections served at once (the general pool);
+            more go to the reserve, or get ``503``.
         request_timeout_s: bound on receiving a request, on its handler, and on
             sending its response (each).
         idle_timeout_s: how long a kept-alive connection may wait for its next request.
         max_body_bytes: larger bodies get ``413``.
         max_header_bytes: larger request heads get ``431``.
+        head_timeout_s: the request line and headers must arrive within this
+            (from the accept, or from the first byte on a kept-alive
+            connection); default ``request_timeout_s``. Slow heads get ``408``,
+            silent connections are closed.
+        max_connections_per_client: most general-pool connections per peer
+            address (``0``: no separate limit); beyond it, the reserve.
+        reserved_connections: extra connections, used when the general pool is
+            full, that serve only ``priority`` requests (one each, then close);
+            the whole request must arrive within ``head_timeout_s``.
+        priority: ``priority(method, path)`` is true for the requests a reserve
+            connection serves (e.g. health and operator switches).
+        evict_waiting: when a pool is full, close its connection that has
+            waited longest for a request head to admit the new one (so idle
+            and half-open connections cannot hold every slot).
+        host_names: when given, the ``Host`` header (and an absolute-form
+            target) must name one of these hosts, with the bound port or none;
+            else ``421``. Guards a loopback server against DNS rebinding.
+        reject_log_interval_s: refused and evicted connections are logged as
+            one summary line per interval, never one line each.
         task_status: receives the bound ``(host, port)``.
 
     Raises:
@@ -739,18 +1007,95 @@ async def serve_http(
         idle_timeout_s=idle_timeout_s,
         max_body_bytes=max_body_bytes,
         max_header_bytes=max_header_bytes,
+        head_timeout_s=request_timeout_s if head_timeout_s is None else head_timeout_s,
+        max_connections_per_client=max_connections_per_client,
+        reserved_connections=reserved_connections,
+        evict_waiting=evict_waiting,
+        reject_log_interval_s=reject_log_interval_s,
     )
-    server = _Server(handler, limits)
     listeners = await trio.open_tcp_listeners(port, host=host)
     try:
         sockname = listeners[0].socket.getsockname()
         bound: tuple[str, int] = (str(sockname[0]), int(sockname[1]))
+        check = None if host_names is None else HostCheck((*host_names, bound[0]), bound[1])
+        server = _Server(handler, limits, priority=priority, host_check=check)
         log.info("HTTP server listening on %s", _format_address(bound))
-        task_status.started(bound)
-        await trio.serve_listeners(server.handle_stream, listeners)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_flush_pressure, server.pressure)
+            task_status.started(bound)
+            await trio.serve_listeners(server.handle_stream, listeners)
     finally:
         for listener in listeners:
             await trio.aclose_forcefully(listener)
+
+
+async def _flush_pressure(pressure: _RejectLog) -> None:
+    """Log the last counts of a burst of refusals even when no new one comes."""
+    while True:
+        await trio.sleep(pressure.interval_s)
+        pressure.flush()
+
+
+class HostCheck:
+    """Checks that a request names this server: the ``Host`` header and an absolute-form target.
+
+    A page in a browser can make a loopback server answer it by resolving its
+    own name to ``127.0.0.1`` (DNS rebinding); the browser still sends that
+    name as ``Host``. Accepted: one of ``names`` (case-insensitive, IPv6 in
+    brackets), with ``port`` or without a port. HTTP/1.0 requests may omit
+    ``Host``; HTTP/1.1 ones cannot (h11 answers ``400``).
+    """
+
+    def __init__(self, names: Iterable[str], port: int) -> None:
+        self.names = frozenset(_normal_host(n) for n in names if n)
+        self.port = port
+
+    def accepts(self, value: str) -> bool:
+        """Whether a ``Host`` value (``name``, ``name:port``, ``[v6]:port``) names this server."""
+        value = value.strip().lower()
+        if value.startswith("["):
+            name, bracket, rest = value[1:].partition("]")
+            if not bracket:
+                return False
+        else:
+            name = value.partition(":")[0]
+            rest = value[len(name) :]
+        if rest:
+            if not rest.startswith(":"):
+                return False
+            digits = rest[1:]
+            if not (digits.isascii() and digits.isdigit() and len(digits) <= 5):
+                return False
+            if int(digits) != self.port:
+                return False
+        return name in self.names
+
+    def __call__(self, request: Request, http_version: bytes) -> None:
+        """Raise ``HTTPError(421)`` unless ``request`` names this server."""
+        values = []
+        host = request.headers.get("host")
+        if host is not None:
+            values.append(host)
+        elif http_version != b"1.0":
+            raise HTTPError(400, "missing Host header")
+        if request.absolute_authority is not None:
+            values.append(request.absolute_authority)
+        for value in values:
+            if not self.accepts(value):
+                expected = ", ".join(
+                    sorted(
+                        f"[{n}]:{self.port}" if ":" in n else f"{n}:{self.port}" for n in self.names
+                    )
+                )
+                shown = value if len(value) <= 100 else value[:99] + "…"
+                raise HTTPError(
+                    421, f"Host {shown!r} does not name this server (expected one of: {expected})"
+                )
+
+
+def _normal_host(name: str) -> str:
+    name = name.strip().lower()
+    return name[1:-1] if name.startswith("[") and name.endswith("]") else name
 
 
 def _format_address(address: tuple[str, int]) -> str:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from daemon.control import shown as _shown
 from daemon.errors import RiskRejectedError, StoreError
 from daemon.orders.gateway import (
     EntrySaturatedError,
@@ -224,13 +225,15 @@ def parse_limit(value: object, *, default: int = DEFAULT_LIST_LIMIT) -> int:
         raise OperatorInputError(f"limit must be an integer, got {value!r}")
     if isinstance(value, str):
         text = value.strip()
-        if not text.isdigit():
-            raise OperatorInputError(f"limit must be an integer, got {value!r}")
+        # ASCII digits only (``int`` also takes other scripts' digits), and few of
+        # them: thousands of digits would hit the int-string conversion limit.
+        if not (text.isascii() and text.isdigit() and len(text) <= 9):
+            raise OperatorInputError(f"limit must be an integer, got {_shown(value)}")
         value = int(text)
     if not isinstance(value, int):
-        raise OperatorInputError(f"limit must be an integer, got {value!r}")
+        raise OperatorInputError(f"limit must be an integer, got {_shown(value)}")
     if not 1 <= value <= MAX_LIST_LIMIT:
-        raise OperatorInputError(f"limit must be in 1..{MAX_LIST_LIMIT}, got {value}")
+        raise OperatorInputError(f"limit must be in 1..{MAX_LIST_LIMIT}, got {_shown(value)}")
     return value
 
 
@@ -265,7 +268,7 @@ def parse_switch(body: object) -> tuple[str | None, str]:
     problems = [f"unknown field {name!r}" for name in unknown]
     account = body.get("account")
     if account is not None and (not isinstance(account, str) or not account):
-        problems.append(f"account must be a non-empty string, got {account!r}")
+        problems.append(f"account must be a non-empty string, got {_shown(account)}")
     reason = body.get("reason")
     if reason is None:
         reason = ""
@@ -359,7 +362,7 @@ async def _trading(service: OrdersService, message: Mapping[str, Any]) -> dict[s
     if action == "show":
         return {"ok": True, **trading_view(service)}
     if not isinstance(action, str):
-        raise OperatorInputError(f"action must be a string, got {action!r}")
+        raise OperatorInputError(f"action must be a string, got {_shown(action)}")
     account, reason = parse_switch(
         {k: message[k] for k in ("account", "reason") if message.get(k) is not None}
     )
@@ -371,7 +374,7 @@ async def _orders(service: OrdersService, message: Mapping[str, Any]) -> dict[st
     if action == "list":
         account = message.get("account")
         if account is not None and not isinstance(account, str):
-            raise OperatorInputError(f"account must be a string, got {account!r}")
+            raise OperatorInputError(f"account must be a string, got {_shown(account)}")
         raw_states = message.get("states")
         if raw_states is None:
             values: list[str] = []
@@ -381,7 +384,7 @@ async def _orders(service: OrdersService, message: Mapping[str, Any]) -> dict[st
             values = raw_states
         else:
             raise OperatorInputError(
-                f"states must be a string or a list of strings, got {raw_states!r}"
+                f"states must be a string or a list of strings, got {_shown(raw_states)}"
             )
         states = parse_states(values)
         limit = parse_limit(message.get("limit"))
@@ -401,4 +404,4 @@ async def _orders(service: OrdersService, message: Mapping[str, Any]) -> dict[st
             "state": record.state.value,
             "order": record.to_json(),
         }
-    raise OperatorInputError(f"unknown orders action {action!r} (one of: list, show, cancel)")
+    raise OperatorInputError(f"unknown orders action {_shown(action)} (one of: list, show, cancel)")

@@ -63,6 +63,9 @@ class Host:
     metrics: Registry = attrs.field(factory=Registry)
 
     def status(self) -> dict[str, Any]:
+        return {"state": self.state, "positions": "guarded"}
+
+    def status_summary(self) -> dict[str, Any]:
         return {"state": self.state}
 
 
@@ -106,8 +109,11 @@ async def test_every_order_route_needs_the_bearer_token() -> None:
                     assert r.status_code == 401, (method, path, headers)
                     assert r.json() == {"error": "missing or invalid bearer token"}
                     assert r.headers["www-authenticate"] == "Bearer"
-            # The read-only endpoints stay open, as before.
+            # The read-only endpoints stay open, as before; the full status is guarded.
             assert (await client.get("/status")).json() == {"state": "running"}
+            assert (await client.get("/status/full")).status_code == 401
+            full = await client.get("/status/full", headers=AUTH)
+            assert full.json() == {"state": "running", "positions": "guarded"}
             assert (await client.get("/health")).status_code == 200
             assert (await client.get("/metrics")).status_code == 200
         async with serving(Host(orders=idle_service(), admin_token=None)) as client:
@@ -348,7 +354,7 @@ async def test_get_list_cancel_positions(tmp_path: Path) -> None:
             for params, needle in (
                 ({"state": "bogus"}, "unknown order state(s) 'bogus'"),
                 ({"limit": "0"}, "limit must be in 1..1000"),
-                ({"limit": "ten"}, "limit must be an integer"),
+                ({"limit": "ten"}, "limit must be a decimal integer"),
                 ({"acount": "main"}, "unknown query parameter(s) 'acount'"),
             ):
                 r = await client.get("/orders", headers=AUTH, params=params)

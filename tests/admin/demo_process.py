@@ -1,0 +1,74 @@
+"""A real ``tradingd demo`` process for the admin API's process-level tests.
+
+The demo runs the whole daemon (supervision tree, order pipeline, strategy)
+against an in-process exchange simulator, with the admin API on a free port
+and its token in ``STATE_DIR/admin-token``: the real thing an operator or an
+attacker on the host would talk to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import trio
+
+from tests.test_process import HOSTILE_ENV, WAIT_S, wait_until
+
+_BANNER = re.compile(r"status: +(http://127\.0\.0\.1:(\d+))/status")
+
+
+@attrs.frozen
+class Demo:
+    base: str
+    port: int
+    token: str
+    stderr_path: Path
+    proc: trio.Process
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@asynccontextmanager
+async def running_demo(tmp_path: Path) -> AsyncIterator[Demo]:
+    """Start ``tradingd demo --admin-port 0`` in ``tmp_path``; stop it (SIGINT, then kill)."""
+    stderr_path = tmp_path / "demo.stderr"
+    env = {k: v for k, v in os.environ.items() if k not in HOSTILE_ENV}
+    state_dir = tmp_path / "var"
+    with stderr_path.open("wb") as stderr:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "daemon", "demo", "--admin-port", "0"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        match = await wait_until(
+            lambda: _BANNER.search(stderr_path.read_text(errors="replace")),
+            what="the demo banner",
+            diag=lambda: stderr_path.read_text(errors="replace")[-3000:],
+        )
+        token = (state_dir / "admin-token").read_text().strip()
+        yield Demo(match.group(1), int(match.group(2)), token, stderr_path, proc)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            with trio.move_on_after(WAIT_S, shield=True):
+                await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            with trio.move_on_after(5, shield=True):
+                await proc.wait()
