@@ -22,6 +22,12 @@ exactly. Sections:
    exception tree (:func:`error_from_response`).
 6. **Answers** — JSON bodies → :mod:`daemon.model` values; anything malformed
    raises :class:`~daemon.errors.VenueDecodeError` carrying the raw payload.
+   The venue is an untrusted peer: every parser here answers *any* input with
+   a valid result or its documented error (``VenueDecodeError`` for bodies and
+   frames; an error body that cannot be read is text; a usage or
+   ``Retry-After`` header that cannot be read is ignored), within the limits
+   below (frame and body size, body depth, decimal length and exponent,
+   64-bit integers).
 7. **Streams** — stream names and URLs (raw ``/ws/<stream>``, combined
    ``/stream?streams=a/b``) and frame parsing (``trade``, ``depthUpdate``,
    ``serverShutdown``, with or without the combined envelope).
@@ -37,6 +43,7 @@ import enum
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
@@ -45,6 +52,7 @@ from urllib.parse import quote, unquote
 
 import attrs
 
+from daemon.decode import DecodeError, json_loads
 from daemon.errors import (
     ApiKeyRejectedError,
     CancelRejectedError,
@@ -168,6 +176,34 @@ WEIGHT_ACCOUNT = 20
 
 _RAW_PREVIEW_CHARS = 120
 _MESSAGE_CHARS = 300
+
+# --------------------------------------------------------------------------- hostile-input limits
+# The venue is an untrusted peer: everything it sends is decoded under these
+# limits, and any failure of decoding (deep nesting, numbers beyond Python's
+# int-string limit, bad UTF-8, odd shapes) is a VenueDecodeError, never
+# another exception (see _decode).
+
+#: Longest stream frame accepted (also the WebSocket's ``max_message_size``);
+#: Binance's frames are a few hundred bytes, a 5000-level depth diff ~200 KB.
+MAX_FRAME_BYTES = 1 << 20
+#: Longest REST body decoded (``exchangeInfo`` for every symbol is a few MB).
+MAX_BODY_BYTES = 64 << 20
+#: Deepest nesting of a REST body (exchangeInfo nests 5 levels). Stream frames
+#: are not walked (hot path): their schema refuses nested shapes, and nesting
+#: beyond the interpreter's limit is caught as a RecursionError.
+MAX_BODY_DEPTH = 16
+#: Longest decimal accepted, as a JSON number or a string (Binance: ~20 chars).
+MAX_DECIMAL_CHARS = 64
+#: A decimal's adjusted exponent must lie within +-this (1e40 or 1e-40 at most):
+#: ``1e999999`` is a valid JSON number but no price, and would blow up
+#: arithmetic and formatting downstream.
+MAX_DECIMAL_EXPONENT = 40
+#: Integers (ids, times, counts) must fit a signed 64-bit column.
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+#: Longest ``Retry-After`` honoured (Binance's longest IP ban is 3 days).
+MAX_RETRY_AFTER_S = 3 * 24 * 3600.0
+_MAX_RETRY_AFTER_CHARS = 64
 
 # =========================================================================== 1. encoding
 
@@ -595,7 +631,11 @@ def account_request(*, omit_zero_balances: bool = False) -> RequestSpec:
 
 # =========================================================================== 4. usage headers
 
-_USAGE_HEADER = re.compile(r"\Ax-mbx-(used-weight|order-count)-(\d+)([smhd])\Z", re.IGNORECASE)
+_USAGE_HEADER = re.compile(
+    r"\Ax-mbx-(used-weight|order-count)-([0-9]{1,6})([smhd])\Z", re.IGNORECASE | re.ASCII
+)
+#: A usage count: ASCII digits only (``int`` would accept other scripts' digits).
+_USAGE_VALUE = re.compile(r"\A[0-9]{1,18}\Z")
 
 
 @attrs.frozen
@@ -619,28 +659,38 @@ class UsageReport:
 def parse_usage_headers(headers: Iterable[tuple[str, str]]) -> tuple[UsageReport, ...]:
     """Every ``X-MBX-USED-WEIGHT-*`` / ``X-MBX-ORDER-COUNT-*`` header (names case-insensitive).
 
-    Headers with a non-integer value are skipped (a correction is optional;
-    a bad header must not fail a good answer).
+    Headers with a value that is not a plain count (ASCII digits, at most 18)
+    are skipped, and so is anything else odd about a header: a correction is
+    optional, and a bad header must not fail a good answer.
     """
     reports = []
     for name, value in headers:
-        match = _USAGE_HEADER.match(name.strip())
-        if match is None:
-            continue
         try:
-            used = int(value.strip())
-        except ValueError:
+            report = _usage_report(name, value)
+        except Exception:  # a hostile header is ignored, never a failed answer
             continue
-        if used < 0:
-            continue
-        kind = (
-            RateLimitType.REQUEST_WEIGHT
-            if match.group(1).lower() == "used-weight"
-            else RateLimitType.ORDERS
-        )
-        interval = RateLimitInterval.from_letter(match.group(3))
-        reports.append(UsageReport(kind, int(match.group(2)), interval, used))
+        if report is not None:
+            reports.append(report)
     return tuple(reports)
+
+
+def _usage_report(name: str, value: str) -> UsageReport | None:
+    match = _USAGE_HEADER.match(name.strip())
+    if match is None:
+        return None
+    text = value.strip()
+    if not _USAGE_VALUE.match(text):
+        return None
+    kind = (
+        RateLimitType.REQUEST_WEIGHT
+        if match.group(1).lower() == "used-weight"
+        else RateLimitType.ORDERS
+    )
+    interval_num = int(match.group(2))
+    if interval_num < 1:
+        return None
+    interval = RateLimitInterval.from_letter(match.group(3))
+    return UsageReport(kind, interval_num, interval, int(text))
 
 
 # =========================================================================== 5. errors
@@ -655,7 +705,7 @@ _FILTER_FAILURE = re.compile(r"Filter failure:\s*([A-Z_]+)")
 
 
 def _clean(text: str, limit: int = _MESSAGE_CHARS) -> str:
-    text = " ".join(text.split())
+    text = " ".join(text[: 4 * limit].split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -663,22 +713,48 @@ def parse_error_body(body: bytes | str) -> tuple[int | None, str | None]:
     """``(code, msg)`` of a Binance error body, or ``(None, text)`` when it is not one.
 
     Non-JSON bodies (a WAF's HTML page) give their first characters as the
-    message, whitespace collapsed.
+    message, whitespace collapsed. Never raises: a body that cannot be decoded
+    (deep nesting, huge numbers, bad UTF-8, a code beyond 64 bits) is read as
+    text, so the HTTP status alone decides the error.
     """
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
-        obj = json.loads(text)
-    except ValueError:
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    except Exception:
+        return None, None
+    try:
+        obj = json_loads(
+            text, what="error body", max_bytes=MAX_BODY_BYTES, max_depth=MAX_BODY_DEPTH
+        )
+    except DecodeError:
         return None, (_clean(text) or None)
     if isinstance(obj, dict):
         code = obj.get("code")
         msg = obj.get("msg")
-        code_ok = isinstance(code, int) and not isinstance(code, bool)
+        code_ok = (
+            isinstance(code, int) and not isinstance(code, bool) and INT64_MIN <= code <= INT64_MAX
+        )
         return (
             code if code_ok else None,
             _clean(msg) if isinstance(msg, str) else None,
         )
     return None, _clean(text) or None
+
+
+def _retry_after_s(value: str | None, now: dt.datetime) -> float | None:
+    """``Retry-After`` in seconds, capped at :data:`MAX_RETRY_AFTER_S`; ``None`` if unusable.
+
+    Never raises: a value that cannot be parsed (garbage, a date out of
+    range, huge numbers) is treated as absent.
+    """
+    if value is None or len(value) > _MAX_RETRY_AFTER_CHARS:
+        return None  # an HTTP date is 29 characters
+    try:
+        seconds = parse_retry_after(value, now=now)
+    except Exception:
+        return None
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER_S)
 
 
 def _header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
@@ -729,7 +805,8 @@ def error_from_response(
     Args:
         status: HTTP status (>= 400 expected).
         body: The answer's body.
-        headers: The answer's headers (``Retry-After`` is read).
+        headers: The answer's headers (``Retry-After`` is read: capped at
+            :data:`MAX_RETRY_AFTER_S`, ignored when it cannot be parsed).
         venue: Venue name for the error.
         endpoint: ``"POST /api/v3/order"`` (no query string: it holds the signature).
         mutating: Whether the request could change state (POST/DELETE).
@@ -751,8 +828,8 @@ def error_from_response(
         return f"{venue} {endpoint}: {summary} ({detail})"
 
     if status in (429, 418) or code in _RATE_LIMIT_CODES:
-        retry_after = parse_retry_after(
-            _header(headers, "Retry-After"), now=now or dt.datetime.now(dt.UTC)
+        retry_after = _retry_after_s(
+            _header(headers, "Retry-After"), now or dt.datetime.now(dt.UTC)
         )
         banned = status == 418
         summary = "IP banned for exceeding rate limits" if banned else "rate limited"
@@ -814,33 +891,62 @@ def _shape(message: str) -> NoReturn:
     raise _ShapeError(message)
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise _ShapeError(f"non-standard JSON constant {name}")
+def _json_decimal(text: str) -> Decimal:
+    """``parse_float`` of venue JSON: a fractional number as ``Decimal``, bounded."""
+    if len(text) > MAX_DECIMAL_CHARS:
+        raise ValueError(f"a number of {len(text)} characters")
+    return Decimal(text)
 
 
-def load_json(payload: bytes | str) -> Any:
-    """Parse JSON with fractional numbers as ``Decimal`` (never float).
+def load_json(payload: bytes | str, *, max_bytes: int | None = MAX_BODY_BYTES) -> Any:
+    """Parse venue JSON with fractional numbers as ``Decimal`` (never float).
 
     Raises:
-        ValueError: not JSON (``NaN``/``Infinity`` refused).
+        ValueError: (:class:`~daemon.decode.DecodeError`) not JSON, too long,
+            nested too deep for the interpreter, ``NaN``/``Infinity``, a
+            number too long, or not UTF-8.
     """
-    try:
-        return json.loads(payload, parse_float=Decimal, parse_constant=_reject_constant)
-    except _ShapeError as exc:
-        raise ValueError(str(exc)) from None
+    return json_loads(
+        payload, what="venue JSON", max_bytes=max_bytes, max_depth=None, parse_float=_json_decimal
+    )
 
 
 def _preview(raw: bytes | str) -> str:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    head = raw[: 4 * _RAW_PREVIEW_CHARS]
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes | bytearray) else str(head)
     text = " ".join(text.split())
-    return text if len(text) <= _RAW_PREVIEW_CHARS else text[: _RAW_PREVIEW_CHARS - 1] + "…"
+    if len(text) <= _RAW_PREVIEW_CHARS and len(head) == len(raw):
+        return text
+    return text[: _RAW_PREVIEW_CHARS - 1] + "…"
 
 
-def _decode(payload: bytes | str, what: str, venue: str, build: Callable[[Any], T]) -> T:
-    """Load JSON, hand it to ``build``; any shape problem → VenueDecodeError with the raw."""
+def _decode(
+    payload: bytes | str,
+    what: str,
+    venue: str,
+    build: Callable[[Any], T],
+    *,
+    max_bytes: int = MAX_BODY_BYTES,
+    max_depth: int | None = MAX_BODY_DEPTH,
+) -> T:
+    """Load JSON, hand it to ``build``; *any* failure → VenueDecodeError with the raw.
+
+    Decoding goes through :func:`daemon.decode.json_loads`, which turns every
+    exception of the JSON parser (``RecursionError`` included) into a
+    ``DecodeError``; whatever ``build`` raises on a hostile shape (``KeyError``,
+    ``ArithmeticError`` from ``Decimal``, ``OverflowError``, a model's
+    validator…) is caught as well. Only cancellation and the like
+    (``BaseException``) pass through.
+    """
     try:
-        obj = load_json(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+        obj = json_loads(
+            payload,
+            what=what,
+            max_bytes=max_bytes,
+            max_depth=max_depth,
+            parse_float=_json_decimal,
+        )
+    except DecodeError as exc:
         raise VenueDecodeError(
             f"{venue}: {what}: not JSON ({_clean(str(exc), _RAW_PREVIEW_CHARS)}); "
             f"payload: {_preview(payload)!r}",
@@ -849,13 +955,31 @@ def _decode(payload: bytes | str, what: str, venue: str, build: Callable[[Any], 
         ) from None
     try:
         return build(obj)
-    except (_ShapeError, ValueError, TypeError) as exc:
+    except Exception as exc:
+        detail = str(exc) if isinstance(exc, _ShapeError | ValueError) else type(exc).__name__
         raise VenueDecodeError(
-            f"{venue}: {what}: {_clean(str(exc), _RAW_PREVIEW_CHARS)}; "
+            f"{venue}: {what}: {_clean(detail, _RAW_PREVIEW_CHARS)}; "
             f"payload: {_preview(payload)!r}",
             raw=payload,
             venue=venue,
         ) from None
+
+
+def _show(value: object) -> str:
+    """A short, safe description of a value for an error message (no deep repr)."""
+    if value is None or isinstance(value, bool | Decimal):
+        return repr(value)
+    if isinstance(value, int):
+        return (
+            repr(value)
+            if -(10**30) < value < 10**30
+            else f"an integer of {value.bit_length()} bits"
+        )
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:39] + "…")
+    if isinstance(value, list | dict):
+        return f"a {'list' if isinstance(value, list) else 'object'} of {len(value)}"
+    return type(value).__name__
 
 
 class _Obj:
@@ -880,19 +1004,21 @@ class _Obj:
     def text(self, key: str) -> str:
         value = self.raw(key)
         if not isinstance(value, str):
-            _shape(f"{self._what}.{key}: expected a string, got {value!r}")
+            _shape(f"{self._what}.{key}: expected a string, got {_show(value)}")
         return value
 
     def integer(self, key: str) -> int:
         value = self.raw(key)
         if not isinstance(value, int) or isinstance(value, bool):
-            _shape(f"{self._what}.{key}: expected an integer, got {value!r}")
+            _shape(f"{self._what}.{key}: expected an integer, got {_show(value)}")
+        if not INT64_MIN <= value <= INT64_MAX:
+            _shape(f"{self._what}.{key}: {_show(value)} does not fit 64 bits")
         return value
 
     def flag(self, key: str) -> bool:
         value = self.raw(key)
         if not isinstance(value, bool):
-            _shape(f"{self._what}.{key}: expected a boolean, got {value!r}")
+            _shape(f"{self._what}.{key}: expected a boolean, got {_show(value)}")
         return value
 
     def dec(self, key: str) -> Decimal:
@@ -921,23 +1047,41 @@ class _Obj:
         try:
             return kind(value)
         except ValueError:
-            _shape(f"{self._what}.{key}: unknown {kind.__name__} {value!r}")
+            _shape(f"{self._what}.{key}: unknown {kind.__name__} {_show(value)}")
 
     def opt_enum(self, key: str, kind: type[E]) -> E | None:
         return self.enum(key, kind) if self.has(key) else None
 
 
 def _decimal(value: object, where: str) -> Decimal:
+    """A finite decimal from a string, an integer or a (bounded) JSON number.
+
+    Refused: booleans, other types, more than :data:`MAX_DECIMAL_CHARS`
+    characters, NaN/infinity, and magnitudes beyond 1e±:data:`MAX_DECIMAL_EXPONENT`
+    (``"1e999999"`` parses, but no venue quantity is like it).
+    """
     if isinstance(value, bool):
-        _shape(f"{where}: expected a decimal string, got {value!r}")
-    if isinstance(value, str | int | Decimal):
+        _shape(f"{where}: expected a decimal string, got {_show(value)}")
+    if isinstance(value, str):
+        if len(value) > MAX_DECIMAL_CHARS:
+            _shape(f"{where}: a decimal of {len(value)} characters")
         try:
             result = Decimal(value)
-        except InvalidOperation:
-            _shape(f"{where}: not a decimal: {value!r}")
-        if result.is_finite():
-            return result
-    _shape(f"{where}: expected a finite decimal string, got {value!r}")
+        except (InvalidOperation, ValueError):
+            _shape(f"{where}: not a decimal: {_show(value)}")
+    elif isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            _shape(f"{where}: {_show(value)} is out of range")
+        result = Decimal(value)
+    elif isinstance(value, Decimal):
+        result = value
+    else:
+        _shape(f"{where}: expected a finite decimal string, got {_show(value)}")
+    if not result.is_finite():
+        _shape(f"{where}: expected a finite decimal string, got {_show(value)}")
+    if not -MAX_DECIMAL_EXPONENT <= result.adjusted() <= MAX_DECIMAL_EXPONENT:
+        _shape(f"{where}: {_show(value)} is out of range")
+    return result
 
 
 def _levels(value: object, where: str) -> tuple[Level, ...]:
@@ -946,7 +1090,7 @@ def _levels(value: object, where: str) -> tuple[Level, ...]:
     levels = []
     for i, level in enumerate(value):
         if not isinstance(level, list) or len(level) != 2:
-            _shape(f"{where}[{i}]: expected [price, qty], got {level!r}")
+            _shape(f"{where}[{i}]: expected [price, qty], got {_show(level)}")
         levels.append((_decimal(level[0], f"{where}[{i}]"), _decimal(level[1], f"{where}[{i}]")))
     return tuple(levels)
 
@@ -1022,7 +1166,7 @@ def _filters(items: list[Any], where: str) -> SymbolFilters:
 def _symbol_info(obj: object) -> SymbolInfo:
     o = _Obj(obj, "symbols[]")
     name = o.text("symbol")
-    where = f"symbols[{name}]"
+    where = f"symbols[{_show(name)}]"  # the venue's text, escaped for messages and logs
     order_types = (
         frozenset(_str_list(o.items("orderTypes"), f"{where}.orderTypes"))
         if o.has("orderTypes")
@@ -1043,7 +1187,7 @@ def _symbol_info(obj: object) -> SymbolInfo:
 def _str_list(items: list[Any], where: str) -> list[str]:
     for item in items:
         if not isinstance(item, str):
-            _shape(f"{where}: expected strings, got {item!r}")
+            _shape(f"{where}: expected strings, got {_show(item)}")
     return items
 
 
@@ -1312,7 +1456,7 @@ def _stream_event(obj: Any, venue: str) -> StreamMessage:
         o = _Obj(obj["event"], "event")
     elif "stream" in obj and "data" in obj:
         stream = o.text("stream")
-        o = _Obj(obj["data"], f"{stream}.data")
+        o = _Obj(obj["data"], f"{_show(stream)}.data")  # escaped: the venue's text
     kind = o.text("e")
     if kind == "trade":
         return _stream_trade(o, venue)
@@ -1320,7 +1464,7 @@ def _stream_event(obj: Any, venue: str) -> StreamMessage:
         return _stream_depth(o, venue)
     if kind == "serverShutdown":
         return ServerShutdown(o.opt_int("E"))
-    _shape(f"unsupported event type {kind!r}")
+    _shape(f"unsupported event type {_show(kind)}")
 
 
 def parse_stream_message(payload: bytes | str, *, venue: str = "binance") -> StreamMessage:
@@ -1335,6 +1479,16 @@ def parse_stream_message(payload: bytes | str, *, venue: str = "binance") -> Str
 
     Raises:
         VenueDecodeError: not JSON, not one of these shapes, or a field of the
-            wrong type; ``raw`` holds the frame.
+            wrong type; ``raw`` holds the frame. This is the only exception:
+            hostile frames (nested 100,000 deep, numbers beyond the int-string
+            limit or 64 bits, ``1e999999`` prices, invalid UTF-8, longer than
+            :data:`MAX_FRAME_BYTES`) all end here, to be dead-lettered.
     """
-    return _decode(payload, "stream frame", venue, lambda obj: _stream_event(obj, venue))
+    return _decode(
+        payload,
+        "stream frame",
+        venue,
+        lambda obj: _stream_event(obj, venue),
+        max_bytes=MAX_FRAME_BYTES,
+        max_depth=None,  # hot path: the schema refuses nesting; RecursionError is caught
+    )

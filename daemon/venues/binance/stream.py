@@ -30,6 +30,12 @@ for the venue, never while waiting for the consumer.
   and replaces it;
 * replaces a connection proactively after ``max_connection_age_s`` (before
   the venue's 24-hour cut-off), and promptly on a ``serverShutdown`` event;
+* treats the venue as an untrusted peer: a frame that cannot be decoded
+  (binary, truncated, nested 100,000 deep, huge numbers, …) becomes a
+  :class:`MalformedFrame` and the stream goes on; a frame longer than
+  :data:`~daemon.venues.binance.codec.MAX_FRAME_BYTES` or a text frame that
+  is not UTF-8 is a protocol violation: the connection is closed (1009/1007)
+  and replaced, like any other drop;
 * reconnects after failures with bounded exponential backoff and jitter
   (``reconnect_initial_s`` doubling up to ``reconnect_max_s``, "equal jitter":
   half fixed, half random), resetting once a connection delivers data.
@@ -245,6 +251,7 @@ class BinanceStream:
                     async with trio_websocket.open_websocket_url(
                         self.url,
                         message_queue_size=self._config.stream_queue_size,
+                        max_message_size=codec.MAX_FRAME_BYTES,
                         connect_timeout=self._config.connect_timeout_s,
                         disconnect_timeout=self._config.connect_timeout_s,
                     ) as ws:
@@ -352,11 +359,16 @@ class BinanceStream:
             try:
                 parsed = codec.parse_stream_message(message, venue=self.venue)
             except VenueDecodeError as exc:
-                self.stats.malformed += 1
-                total = self.stats.malformed
-                if total <= _LOG_FIRST or total % _LOG_EVERY == 0:
-                    log.warning("%s: malformed frame #%d: %s", self.venue, total, exc)
-                await self._emit(send, MalformedFrame(self.venue, number, message, str(exc), total))
+                await self._malformed(send, number, message, str(exc))
+                continue
+            except Exception as exc:  # a decoding bug must cost one frame, never the feed
+                log.error(
+                    "%s: unexpected %s decoding a frame (a bug; dead-lettered)",
+                    self.venue,
+                    type(exc).__name__,
+                )
+                error = f"{self.venue}: stream frame: could not be decoded ({type(exc).__name__})"
+                await self._malformed(send, number, message, error)
                 continue
             if isinstance(parsed, codec.ServerShutdown):
                 return (
@@ -366,6 +378,19 @@ class BinanceStream:
                 )
             got_data = True
             await self._emit(send, parsed)
+
+    async def _malformed(
+        self,
+        send: trio.MemorySendChannel[StreamEvent],
+        number: int,
+        message: str | bytes,
+        error: str,
+    ) -> None:
+        self.stats.malformed += 1
+        total = self.stats.malformed
+        if total <= _LOG_FIRST or total % _LOG_EVERY == 0:
+            log.warning("%s: malformed frame #%d: %s", self.venue, total, error)
+        await self._emit(send, MalformedFrame(self.venue, number, message, error, total))
 
 
 def _close_detail(exc: trio_websocket.ConnectionClosed) -> str:

@@ -30,12 +30,28 @@ Stream faults (``stream`` selects connections subscribed to that stream):
                     after the fault was armed), or with ``probability`` per message;
                     ``mode="abort"`` (TCP reset, default) or ``"close"`` (close frame)
 ``ws_malformed``    send a malformed frame with ``probability`` per message or every
-                    ``every_n`` messages; ``replace=true`` sends it *instead* of the message
+                    ``every_n`` messages; ``replace=true`` sends it *instead* of the message;
+                    ``variant`` picks the frame (see below, default ``truncated``)
 ``ws_delay``        hold every message ``delay_s`` before sending it (order kept)
 ``ws_stall``        go silent (messages discarded, pings still answered) for
                     ``duration_s`` (forever when unset)
 ``ws_shutdown``     send ``serverShutdown`` every ``every_s`` seconds after a connection
                     opened, then close it ``grace_s`` later
+=================== ================================================================
+
+``ws_malformed`` variants (a hostile venue, not only a broken one):
+
+=================== ================================================================
+``truncated``       the first half of the real message (the default)
+``deep``            a JSON array nested 100,000 levels deep (``[[[…]]]``, 200 KB)
+``huge_int``        a trade whose ids, prices and times are 5,000-digit integers
+                    (beyond Python's int-string limit)
+``big_int``         a well-formed trade whose id and times are 4,000-digit integers
+                    (parseable, but no 64-bit id)
+``huge_exponent``   a well-formed trade with price ``1e999999`` and quantity ``1e-999999``
+``nested``          a well-formed trade with objects and lists in every field
+``binary``          a *binary* frame that is not UTF-8 (``FF FE 00`` + the message)
+``nan``             a trade with ``NaN`` and ``Infinity`` numbers
 =================== ================================================================
 
 ``duration_s`` on any fault disarms it that long after it was armed.
@@ -44,7 +60,6 @@ Randomness comes from one seeded :class:`random.Random`, so a run is repeatable.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Iterable, Mapping
@@ -52,12 +67,16 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from daemon.decode import json_loads
+
 __all__ = [
     "FAULT_KINDS",
+    "MALFORMED_VARIANTS",
     "ArmedFault",
     "FaultInjector",
     "FaultSpec",
     "StreamVerdict",
+    "hostile_frame",
     "parse_fault_flag",
 ]
 
@@ -92,6 +111,21 @@ STREAM_KINDS: Final = frozenset({"ws_drop", "ws_malformed", "ws_delay", "ws_stal
 
 Phase = Literal["before", "after"]
 DropMode = Literal["abort", "close"]
+MalformedVariant = Literal[
+    "truncated", "deep", "huge_int", "big_int", "huge_exponent", "nested", "binary", "nan"
+]
+MALFORMED_VARIANTS: Final[tuple[str, ...]] = (
+    "truncated",
+    "deep",
+    "huge_int",
+    "big_int",
+    "huge_exponent",
+    "nested",
+    "binary",
+    "nan",
+)
+#: Nesting depth of the ``deep`` variant.
+DEEP_FRAME_LEVELS: Final = 100_000
 
 
 def _positive_or_none(name: str, value: float | None) -> None:
@@ -162,6 +196,10 @@ class FaultSpec:
     grace_s: float = attrs.field(
         default=0.0, metadata={"help": "ws_shutdown: seconds between the event and the close"}
     )
+    variant: MalformedVariant = attrs.field(
+        default="truncated",
+        metadata={"help": "ws_malformed: which hostile frame ('truncated', 'deep', ...)"},
+    )
 
     def __attrs_post_init__(self) -> None:
         kind = self.kind
@@ -187,6 +225,11 @@ class FaultSpec:
             raise ValueError(f"method must be upper case, got {self.method!r}")
         if self.path is not None and not self.path.startswith("/"):
             raise ValueError(f"path must start with '/', got {self.path!r}")
+        if self.variant not in MALFORMED_VARIANTS:
+            raise ValueError(
+                f"unknown ws_malformed variant {self.variant!r}; "
+                f"expected one of {', '.join(MALFORMED_VARIANTS)}"
+            )
         self._check_fields_for_kind()
 
     def _check_fields_for_kind(self) -> None:
@@ -250,7 +293,7 @@ _ALLOWED: Final[dict[str, set[str]]] = {
     "rate_limit_burst": _COMMON_REST | {"retry_after_s"},
     "order_invisible": {"count", "duration_s", "delay_s", "probability"},
     "ws_drop": _COMMON_WS | {"every_s", "mode"},
-    "ws_malformed": _COMMON_WS | {"every_n", "replace"},
+    "ws_malformed": _COMMON_WS | {"every_n", "replace", "variant"},
     "ws_delay": _COMMON_WS | {"delay_s"},
     "ws_stall": {"stream", "duration_s"},
     "ws_shutdown": {"stream", "every_s", "grace_s", "duration_s"},
@@ -291,7 +334,7 @@ def parse_fault_flag(text: str) -> FaultSpec:
     """
     text = text.strip()
     if text.startswith("{"):
-        data = json.loads(text)
+        data = json_loads(text, what="JSON fault")
         if not isinstance(data, dict):
             raise ValueError("a JSON fault must be an object")
         return FaultSpec.from_mapping(data)
@@ -364,6 +407,9 @@ class StreamVerdict:
     malformed: bool = False
     replace: bool = False
     delay_s: float = 0.0
+    #: The malformed frames to send before (or, with ``replace``, instead of)
+    #: the message: one per ``ws_malformed`` fault that hit it, in arming order.
+    variants: tuple[MalformedVariant, ...] = ()
 
 
 class FaultInjector:
@@ -458,6 +504,7 @@ class FaultInjector:
         malformed = False
         replace = False
         delay_s = 0.0
+        variants: list[MalformedVariant] = []
         for fault in self.active(now):
             spec = fault.spec
             if spec.kind not in STREAM_KINDS or not _targets(spec, streams):
@@ -477,12 +524,13 @@ class FaultInjector:
                 )
                 if hit:
                     fault.hits += 1
+                    variants.append(spec.variant)
                     malformed = True
                     replace = replace or spec.replace
             elif spec.kind == "ws_delay" and self._chance(spec.probability):
                 fault.hits += 1
                 delay_s = max(delay_s, spec.delay_s or 0.0)
-        return StreamVerdict(discard, drop, malformed, replace, delay_s)
+        return StreamVerdict(discard, drop, malformed, replace, delay_s, tuple(variants))
 
     def connection_deadline(
         self, streams: frozenset[str], opened_at: float, now: float
@@ -519,6 +567,49 @@ class FaultInjector:
 
     def _chance(self, probability: float) -> bool:
         return probability >= 1.0 or self._rng.random() < probability
+
+
+def hostile_frame(variant: str, message: str) -> str | bytes:
+    """The malformed frame of ``variant`` for the outgoing ``message`` (text, or bytes: binary).
+
+    ``message`` is the real frame (raw or combined); variants that rewrite a
+    trade keep its envelope when it has one.
+    """
+    if variant == "truncated":
+        return message[: max(1, len(message) // 2)]
+    if variant == "binary":
+        return b"\xff\xfe\x00" + message.encode("utf-8")
+    if variant == "deep":
+        return "[" * DEEP_FRAME_LEVELS + "]" * DEEP_FRAME_LEVELS
+    envelope = (
+        '{"stream":"' + _stream_of(message) + '","data":%s}' if '"stream"' in message else "%s"
+    )
+    base = '{"e":"trade","E":%s,"s":"BTCUSDT","t":%s,"p":%s,"q":%s,"T":%s,"m":true,"M":true}'
+    if variant == "huge_int":
+        big = "9" * 5000
+        trade = base % (big, big, big, big, big)
+    elif variant == "big_int":
+        big = "9" * 4000
+        trade = base % (big, big, '"1.0"', '"1.0"', big)
+    elif variant == "huge_exponent":
+        trade = base % ("1", "1", '"1e999999"', '"1e-999999"', "1")
+    elif variant == "nested":
+        trade = base % ('{"a":[1]}', "[1,2]", '{"p":"1"}', '[["1"]]', '{"T":{}}')
+    elif variant == "nan":
+        trade = base % ("NaN", "1", "Infinity", "-Infinity", "NaN")
+    else:
+        raise ValueError(f"unknown ws_malformed variant {variant!r}")
+    return envelope % trade
+
+
+def _stream_of(message: str) -> str:
+    """The ``stream`` name of a combined message (or ``"?"``), for the envelope."""
+    start = message.find('"stream":"')
+    if start < 0:
+        return "?"
+    start += len('"stream":"')
+    end = message.find('"', start)
+    return message[start:end] if end > start else "?"
 
 
 def _targets(spec: FaultSpec, streams: frozenset[str]) -> bool:

@@ -37,8 +37,9 @@ from typing import Any, Final
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
+from daemon.decode import DecodeError, json_loads
 from daemon.venues.sim.config import StreamsConfig
-from daemon.venues.sim.faults import DropMode, FaultInjector, FaultSpec
+from daemon.venues.sim.faults import DropMode, FaultInjector, FaultSpec, hostile_frame
 from daemon.venues.sim.market import WallClock
 
 __all__ = ["StreamHub"]
@@ -53,6 +54,8 @@ CLOSE_TIMEOUT_S: Final = 2.0
 TIMER_POLL_S: Final = 0.5
 _STREAM_SUFFIXES: Final = ("@trade", "@depth", "@depth@100ms")
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9]{1,36}$")
+#: Longest client request (``SUBSCRIBE`` of every stream is a few KB).
+MAX_REQUEST_BYTES: Final = 64 * 1024
 
 
 def _dumps(obj: Any) -> str:
@@ -154,7 +157,8 @@ class _Connection:
                 if verdict.delay_s:
                     await trio.sleep(verdict.delay_s)
                 if verdict.malformed:
-                    await self.ws.send_message(text[: max(1, len(text) // 2)])
+                    for variant in verdict.variants:
+                        await self.ws.send_message(hostile_frame(variant, text))
                     if verdict.replace:
                         continue
                 await self.ws.send_message(text)
@@ -293,8 +297,8 @@ class StreamHub:
     def handle_request(self, conn: _Connection, message: str | bytes) -> dict[str, Any] | None:
         """Answer one client message (live subscription management)."""
         try:
-            request = json.loads(message)
-        except (ValueError, UnicodeDecodeError) as exc:
+            request = json_loads(message, what="request", max_bytes=MAX_REQUEST_BYTES)
+        except DecodeError as exc:
             return {"code": 3, "msg": f"Invalid JSON: {exc}"}
         if not isinstance(request, dict):
             return {"code": 3, "msg": "Invalid JSON: expected an object"}
