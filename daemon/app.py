@@ -588,12 +588,14 @@ class Daemon:
         try:
             new, token = await trio.to_thread.run_sync(_load_checked, self.config_path)
         except ConfigError as exc:
-            log.error("reload (%s) rejected, still running on the previous configuration:", origin)
-            for problem in exc.problems:
-                log.error("  %s", problem)
-            result = ReloadResult(False, origin, errors=exc.problems)
-            self.notifier.ready(self.status_line(result))
-            return result
+            return self._reject_reload(origin, exc.problems)
+        except Exception as exc:
+            # A reload must never take the daemon down: whatever the file provoked
+            # (the loader turns every known failure into ConfigError), the answer is
+            # "rejected, still running on the previous configuration".
+            log.error("reload (%s): unexpected failure loading the config", origin, exc_info=True)
+            problem = f"{self.config_path}: could not be loaded ({type(exc).__name__})"
+            return self._reject_reload(origin, (problem,))
         changes = configmod.diff(self.config, new)
         self._apply_live(new, changes.live)
         # Re-read on every reload: rotating the token file (same reference) and
@@ -607,6 +609,14 @@ class Daemon:
             ", ".join(changes.live) or "no live changes",
         )
         result = ReloadResult(True, origin, applied=changes.live, restart_required=changes.restart)
+        self.notifier.ready(self.status_line(result))
+        return result
+
+    def _reject_reload(self, origin: str, problems: Sequence[str]) -> ReloadResult:
+        log.error("reload (%s) rejected, still running on the previous configuration:", origin)
+        for problem in problems:
+            log.error("  %s", problem)
+        result = ReloadResult(False, origin, errors=tuple(problems))
         self.notifier.ready(self.status_line(result))
         return result
 
@@ -902,10 +912,12 @@ def _walk_children(status: Any, prefix: str = "") -> Any:
 
 
 def _load_checked(path: Path) -> tuple[Config, Secret | None]:
-    """Load a config, run the environment checks, read the token (blocking; reload)."""
-    new = configmod.load(path)
-    problems = configmod.check_environment(new)
-    if problems:
+    """Load a config, run the environment checks, read the token (blocking; reload).
+
+    Every problem of the file and of the environment is in the one ConfigError.
+    """
+    new, problems = configmod.check_file(path)
+    if problems or new is None:
         raise ConfigError(problems)
     try:
         return new, _admin_token(new)

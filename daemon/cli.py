@@ -16,13 +16,15 @@
     tradingd debug-fault KIND           test-only fault hooks (need [testing] fault_injection)
 
 Exit codes: 0 success, 1 runtime failure (or a rejected reload), 2 invalid
-configuration or usage, 3 no daemon reachable, 130 interrupted / hard stop.
+configuration or usage, 3 no daemon reachable, 130 interrupted / hard stop,
+141 output into a closed pipe (quietly, as ``ls | head``).
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import json
 import logging
 import os
@@ -30,7 +32,6 @@ import secrets
 import socket
 import sys
 import time
-import tomllib
 import types
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -40,27 +41,26 @@ from typing import Any
 import attrs
 import trio
 
-from daemon import __version__, control, logs
+from daemon import __version__, control, logs, tomlschema
 from daemon import config as configmod
 from daemon.app import Daemon
 from daemon.config import Config
 from daemon.errors import ConfigError, ControlError, SecretError, StoreError
 from daemon.faults import FAULT_KINDS
+from daemon.housekeeping import PRIVATE_FILE_MODE, make_private_dir
 from daemon.notify import Notifier, unset_environment
-from daemon.orders import bench as orders_bench
 from daemon.orders.ids import validate_client_order_id
 from daemon.secrets import SecretRef
 from daemon.store import integrity_check
 from daemon.strategies import StrategySpec, load_strategies
-from daemon.venues.sim import cli as sim_cli
-from daemon.venues.sim.config import SimConfig
-from daemon.venues.sim.server import serve_sim
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
+#: Output into a closed pipe: 128 + SIGPIPE, as a shell reports it for ``ls | head``.
+EXIT_BROKEN_PIPE = 141
 
 DEFAULT_CONFIG = "/etc/tradingd/tradingd.toml"
 DEMO_ADMIN_PORT = 8787
@@ -70,13 +70,36 @@ SYSTEMD_RUNTIME_DIR = "/run/tradingd"
 log = logging.getLogger("tradingd.cli")
 
 
+class _LazyParser(argparse.ArgumentParser):
+    """A subcommand's parser whose options a tool module declares, imported on first use.
+
+    ``arguments="package.module:function"`` names the function that adds the
+    options (``function(parser)``); the module is imported only when this
+    subcommand's arguments are parsed (its ``--help`` included), so that
+    ``tradingd run`` never imports the simulator or a benchmark.
+    """
+
+    def __init__(self, *args: Any, arguments: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._arguments = arguments
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        if self._arguments is not None:
+            module, _, function = self._arguments.partition(":")
+            self._arguments = None
+            getattr(importlib.import_module(module), function)(self)
+        return super().parse_known_args(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tradingd",
         description="A Trio trading daemon: supervised market data and exactly-once orders.",
     )
     parser.add_argument("--version", action="version", version=f"tradingd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_LazyParser
+    )
 
     p = sub.add_parser("run", help="run the daemon")
     p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
@@ -139,15 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the Binance-protocol exchange simulator",
         description="Serve the Binance Spot REST and WebSocket API subset tradingd uses, "
         "with a seeded market, matching, rate limits and fault injection.",
+        arguments="daemon.venues.sim.cli:add_arguments",
     )
-    sim_cli.add_arguments(p)
 
     p = sub.add_parser("bench", help="benchmarks (not tests): ratios against a raw baseline")
     benches = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    q = benches.add_parser(
-        "orders", help="order pipeline: latency vs a raw baseline, durable intents/s"
+    benches.add_parser(
+        "orders",
+        help="order pipeline: latency vs a raw baseline, durable intents/s",
+        arguments="daemon.bench.orders:add_arguments",
     )
-    orders_bench.add_arguments(q)
 
     p = sub.add_parser(
         "debug-fault",
@@ -217,6 +241,38 @@ def _add_target(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``tradingd`` command; returns the exit code.
+
+    Output into a pipe whose reader has gone (``tradingd dead-letters list |
+    head``) ends the command quietly with status 141, what a shell reports for
+    ``ls`` in ``ls | head`` (coreutils die by SIGPIPE: 128 + 13). The signal
+    itself stays ignored, as Python sets it: the daemon must never die by it.
+    """
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Output still buffered is written here, where a closed pipe is caught
+            # (also after argparse's --help, which exits by SystemExit).
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of what is
+    still buffered cannot fail again (and print "Exception ignored ...")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no usable stdout at all: nothing left to protect
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -233,8 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "debug-fault":
             return cmd_fault(args)
         if args.command == "sim":
+            from daemon.venues.sim import cli as sim_cli  # noqa: PLC0415 - not for `run`
+
             return sim_cli.main(args)
         if args.command == "bench":
+            from daemon.bench import orders as orders_bench  # noqa: PLC0415 - not for `run`
+
             return orders_bench.run(args, parser)
         if args.command == "integrity-check":
             return cmd_integrity_check(args)
@@ -253,18 +313,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_check_config(path: Path) -> int:
-    try:
-        config = configmod.load(path)
-    except ConfigError as exc:
-        _print_problems(exc.problems)
-        return EXIT_CONFIG
-    problems = configmod.check_environment(config)
-    try:
-        # Import every enabled strategy's class: a typo must fail here, not at start.
-        load_strategies(StrategySpec.from_config(n, s) for n, s in config.strategies.items())
-    except ConfigError as exc:
-        problems += list(exc.problems)
-    if problems:
+    """Every problem of the file and of the environment, in one pass (exit 2), else a summary."""
+    config, problems = configmod.check_file(path)
+    if config is not None:
+        try:
+            # Import every enabled strategy's class: a typo must fail here, not at start.
+            load_strategies(StrategySpec.from_config(n, s) for n, s in config.strategies.items())
+        except ConfigError as exc:
+            problems += list(exc.problems)
+    if problems or config is None:
         _print_problems(problems)
         return EXIT_CONFIG
     print(configmod.summary(config))
@@ -283,14 +340,12 @@ def _print_problems(problems: Sequence[str]) -> None:
 def cmd_run(path: Path) -> int:
     notifier = Notifier.from_environ()
     unset_environment()
-    try:
-        config = configmod.load(path)
-        problems = configmod.check_environment(config)
-        if problems:
-            raise ConfigError(problems)
-    except ConfigError as exc:
-        _print_problems(exc.problems)
-        notifier.status(f"invalid configuration: {exc.problems[0]}"[:200])
+    _private_umask()
+    config, problems = configmod.check_file(path)
+    if problems or config is None:
+        _print_problems(problems)
+        first = problems[0] if problems else str(path)
+        notifier.status(f"invalid configuration: {first}"[:200])
         notifier.errno(errno.EINVAL)
         return EXIT_CONFIG
     return _run_daemon(config, notifier, config_path=path)
@@ -367,10 +422,23 @@ def demo_token_path(state_dir: Path) -> Path:
 
 
 def _write_demo_token(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """A fresh token, 0600 in a 0700 state directory (created so if missing; an
+    existing one open to others is warned about when the daemon prepares it)."""
+    make_private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "w") as f:
+        # An existing file keeps its mode through O_TRUNC, and the umask masks a new one.
+        os.fchmod(f.fileno(), PRIVATE_FILE_MODE)
         f.write(secrets.token_urlsafe(24) + "\n")
+
+
+#: The daemon's umask (``UMask=0077`` in the systemd unit): whatever it creates
+#: that is not given a mode explicitly (sockets, SQLite's temporary files) is private.
+DAEMON_UMASK = 0o077
+
+
+def _private_umask() -> None:
+    os.umask(DAEMON_UMASK)
 
 
 def cmd_demo(state_dir: Path, admin_port: int) -> int:
@@ -381,6 +449,7 @@ def cmd_demo(state_dir: Path, admin_port: int) -> int:
             file=sys.stderr,
         )
         admin_port = 0
+    _private_umask()
     _write_demo_token(demo_token_path(state_dir))
     problems = configmod.check_environment(demo_config(state_dir, admin_port))
     if problems:
@@ -388,6 +457,9 @@ def cmd_demo(state_dir: Path, admin_port: int) -> int:
         return EXIT_CONFIG
     notifier = Notifier.from_environ()
     unset_environment()
+    from daemon.venues.sim.config import SimConfig  # noqa: PLC0415 - not for `run`
+    from daemon.venues.sim.server import serve_sim  # noqa: PLC0415 - not for `run`
+
     sim_config = SimConfig(rest_port=0, ws_port=0)
     account = sim_config.accounts[0]
     os.environ[DEMO_KEY_ENV] = account.api_key
@@ -407,8 +479,10 @@ def cmd_demo(state_dir: Path, admin_port: int) -> int:
                     f"  metrics:   {base}/metrics\n"
                     f"  orders:    {base}/orders?state=open  (token: "
                     f'-H "Authorization: Bearer $(cat {demo_token_path(state_dir)})")\n'
+                    f"  full:      {base}/status/full  (same token)\n"
                     f"  simulator: REST {urls[0]}  streams {urls[1]}\n"
-                    "  The example strategy quotes BTCUSDT on account 'demo' (see /status).\n"
+                    "  The example strategy quotes BTCUSDT on account 'demo' "
+                    "(see /status/full, orders).\n"
                     "Press Ctrl-C to stop.\n",
                     file=sys.stderr,
                     flush=True,
@@ -480,9 +554,13 @@ def _lenient_socket_path(config_path: Path) -> Path:
     """The socket path from a config file that does not validate (best effort)."""
     raw: dict[str, Any] = {}
     try:
-        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        pass
+        text = tomlschema.read_text(config_path)
+    except ConfigError:
+        text = ""
+    try:
+        raw = tomlschema.parse(text, source=str(config_path))
+    except ConfigError:
+        raw = {"daemon": _daemon_keys_by_line(text)}
     section = raw.get("daemon")
     if not isinstance(section, dict):
         section = {}
@@ -497,6 +575,24 @@ def _lenient_socket_path(config_path: Path) -> Path:
             resolved = config_path.resolve().parent / resolved
         daemon = attrs.evolve(daemon, state_dir=resolved)
     return attrs.evolve(configmod.defaults(), daemon=daemon).control_socket_path()
+
+
+def _daemon_keys_by_line(text: str) -> dict[str, Any]:
+    """``daemon.state_dir``/``control_socket`` of a file that does not parse (e.g. a
+    stray value nested too deep): each is read from its own line, if that line parses."""
+    lines = text.splitlines()
+    found: dict[str, Any] = {}
+    for path, lineno in tomlschema.locate_keys(text).items():
+        if path not in (("daemon", "state_dir"), ("daemon", "control_socket")):
+            continue
+        try:
+            data = tomlschema.parse(lines[lineno - 1], source="<line>")
+        except ConfigError:
+            continue
+        value = data.get(path[1], data.get("daemon", {}).get(path[1]))
+        if isinstance(value, str):
+            found[path[1]] = value
+    return found
 
 
 def _ask(args: argparse.Namespace, message: dict[str, Any]) -> dict[str, Any] | None:

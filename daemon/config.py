@@ -214,20 +214,30 @@ class HealthConfig:
         60.0, gt=0, le=86_400, reload="live", help="Window of the lag percentiles."
     )
     lag_degraded_ms: float = opt(
-        100.0, gt=0, reload="live", help="p99 loop lag above this marks health degraded."
+        100.0,
+        gt=0,
+        le=3_600_000,
+        reload="live",
+        help="p99 loop lag above this marks health degraded.",
     )
     lag_unhealthy_ms: float = opt(
         2000.0,
         gt=0,
+        le=3_600_000,
         reload="live",
         help="A lag sample above this marks health unhealthy (watchdog pings stop).",
     )
     slow_step_ms: float = opt(
-        20.0, gt=0, reload="live", help="Task steps longer than this are recorded by task name."
+        20.0,
+        gt=0,
+        le=3_600_000,
+        reload="live",
+        help="Task steps longer than this are recorded by task name.",
     )
     blocked_loop_report_s: float = opt(
         1.0,
         gt=0,
+        le=3600,
         reload="restart",
         help="A thread logs the blocking task when the loop is stuck in one step longer than this.",
     )
@@ -237,6 +247,7 @@ class HealthConfig:
     min_free_disk_mb: int = opt(
         256,
         ge=0,
+        le=1_000_000_000,
         reload="live",
         help="Free space under state_dir below this marks health degraded (0: no check).",
     )
@@ -301,7 +312,10 @@ class StoreConfig:
     )
     busy_timeout_s: float = opt(5.0, gt=0, le=600, help="Wait for a locked database.")
     retention_days: float = opt(
-        0.0, ge=0, help="Prune market data older than this many days (0: keep everything)."
+        0.0,
+        ge=0,
+        le=36_500,
+        help="Prune market data older than this many days (0: keep everything).",
     )
     prune_interval_s: float = opt(3600.0, gt=0, le=86_400, help="How often retention runs.")
     prune_batch_rows: int = opt(
@@ -796,20 +810,59 @@ def load(path: str | os.PathLike[str]) -> Config:
 
     Raises:
         ConfigError: with every problem found, each naming file, key and line.
+            Any failure to read the file (missing, unreadable, not a regular
+            file, too long, not UTF-8) or to parse it (syntax, nesting too
+            deep, an integer beyond the int-string limit) is one too.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{p}: file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
-        raise ConfigError([f"{p}: cannot read: {reason}"]) from None
-    return loads(text, source=str(p), base_dir=p.resolve().parent)
+    text = tomlschema.read_text(p)
+    return loads(text, source=str(p), base_dir=_base_dir(p))
 
 
 def loads(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> Config:
     """Load and validate config text (see :func:`load`)."""
+    config, report = _build(text, source=source, base_dir=base_dir)
+    report.raise_if_any()
+    return config
+
+
+def check_file(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> tuple[Config | None, list[str]]:
+    """Every problem of a config file, in one pass: ``(config, problems)``.
+
+    The file's own problems (syntax, keys, types, ranges, cross-key checks)
+    and those only the system can reveal (:func:`check_environment`: the state
+    directory, the control socket, every secret reference), each as
+    ``FILE:LINE: key: message``. A key with a bad value falls back to its
+    default for the checks that follow, but the environment is not checked
+    for a key that already has a problem (no second, misleading report).
+
+    Returns:
+        The configuration (None when the file cannot be read or parsed) and
+        the problems; the configuration is only meant to be used when there
+        are none.
+    """
+    p = Path(path)
+    try:
+        text = tomlschema.read_text(p)
+        config, report = _build(text, source=str(p), base_dir=_base_dir(p))
+    except ConfigError as exc:
+        return None, list(exc.problems)
+    problems = list(report.problems)
+    problems += check_environment(config, environ, lines=report.lines, skip=tuple(report.paths))
+    return config, problems
+
+
+def _base_dir(path: Path) -> Path:
+    try:
+        return path.resolve().parent
+    except (OSError, RuntimeError):  # a symlink loop: resolved as far as it goes
+        return path.absolute().parent
+
+
+def _build(text: str, *, source: str, base_dir: Path | None) -> tuple[Config, tomlschema.Problems]:
+    """Parse and build; problems are collected, not raised (a parse failure is raised)."""
     data = tomlschema.parse(text, source=source)
     report = tomlschema.Problems(source, tomlschema.locate_keys(text))
     values = _SCHEMA.build(Config, data, report)
@@ -821,8 +874,7 @@ def loads(text: str, *, source: str = "<string>", base_dir: Path | None = None) 
     # Cross-key checks run even after per-key problems (invalid keys fell back to
     # their defaults), so one pass reports everything.
     _cross_checks(config, report)
-    report.raise_if_any()
-    return config
+    return config, report
 
 
 def defaults() -> Config:
@@ -853,8 +905,8 @@ def _secret_ref(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, 
     if kind not in SECRET_KINDS:
         report((*path, kind), f"unknown secret source; use one of {', '.join(SECRET_KINDS)}")
         return False, None
-    if not isinstance(name, str) or not name:
-        report((*path, kind), "expected a non-empty string")
+    if not isinstance(name, str) or not name or "\x00" in name:
+        report((*path, kind), "expected a non-empty string (without NUL characters)")
         return False, None
     return True, SecretRef(kind=kind, name=name)
 
@@ -870,7 +922,8 @@ def _decimal_text(
         if _DECIMAL_TEXT.fullmatch(raw):
             return True, Decimal(raw)
         empty = ' or "" for no limit' if unlimited else ""
-        report(path, f"{raw!r} is not a decimal number; write e.g. {example}{empty}")
+        shown = tomlschema.shown(raw)
+        report(path, f"{shown} is not a decimal number; write e.g. {example}{empty}")
         return False, None
     if isinstance(raw, float):
         # Show the string the user probably meant (when there is one).
@@ -882,7 +935,8 @@ def _decimal_text(
         )
         return False, None
     if isinstance(raw, int) and not isinstance(raw, bool):
-        report(path, f'decimals are written as strings; use a string, e.g. "{raw}"')
+        example = f'"{raw}"' if abs(raw) < 10**30 else example
+        report(path, f"decimals are written as strings; use a string, e.g. {example}")
         return False, None
     report(path, f"expected a decimal string such as {example}, got {tomlschema.toml_type(raw)}")
     return False, None
@@ -910,6 +964,8 @@ _SCHEMA: Final = tomlschema.Schema(
 
 
 def _cross_checks(config: Config, report: Report) -> None:
+    if "\x00" in config.daemon.control_socket:
+        report(("daemon", "control_socket"), "a path cannot contain a NUL character")
     if config.admin.listen:
         try:
             host, _port = parse_listen(config.admin.listen)
@@ -1094,41 +1150,150 @@ def _is_loopback(host: str) -> bool:
 # --------------------------------------------------------------------------- checks needing the OS
 
 
-def check_environment(config: Config, environ: Mapping[str, str] | None = None) -> list[str]:
+def check_environment(
+    config: Config,
+    environ: Mapping[str, str] | None = None,
+    *,
+    lines: Mapping[tuple[str, ...], int] | None = None,
+    skip: tuple[tuple[str, ...], ...] = (),
+) -> list[str]:
     """Problems only the file system and environment can reveal.
 
-    Checked: the state directory exists and is writable (or can be created),
-    the control socket's directory is usable, every secret reference resolves.
-    Messages never contain secret values.
+    Checked: the state directory exists and is writable (or can be created)
+    and is not on a pseudo file system (``/proc``, ``/sys``, ``/dev``, ...),
+    the same for the database's and the control socket's directories, every
+    secret reference resolves. Messages never contain secret values.
+
+    Args:
+        lines: key paths to lines (:func:`daemon.tomlschema.locate_keys`), so
+            that each problem is ``FILE:LINE: key: message``.
+        skip: key paths that already have a problem: not checked again.
     """
     env = os.environ if environ is None else environ
-    problems: list[str] = []
-    where = config.source
+    report = tomlschema.Problems(config.source, lines)
+
+    def wanted(*path: str) -> bool:
+        return not any(path[: len(bad)] == bad for bad in skip)
+
     state_dir = config.daemon.state_dir
-    problem = _dir_problem(state_dir)
-    if problem:
-        problems.append(f"{where}: daemon.state_dir: {problem}")
-    sock = config.control_socket_path(env)
-    if len(os.fsencode(sock)) > 107:
-        problems.append(
-            f"{where}: daemon.control_socket: {sock} is longer than a Unix socket path may be"
-        )
-    elif sock.parent != state_dir:
-        problem = _dir_problem(sock.parent)
+    if wanted("daemon", "state_dir"):
+        problem = _dir_problem(state_dir)
         if problem:
-            problems.append(f"{where}: daemon.control_socket: {problem}")
+            report(("daemon", "state_dir"), problem)
+    store_dir = config.store_path().parent
+    if store_dir != state_dir and wanted("store", "path"):
+        problem = _dir_problem(store_dir)
+        if problem:
+            report(("store", "path"), problem)
+    sock = config.control_socket_path(env)
+    if wanted("daemon", "control_socket"):
+        if len(os.fsencode(sock)) > 107:
+            report(
+                ("daemon", "control_socket"),
+                f"{shown_path(sock)} is longer than a Unix socket path may be",
+            )
+        elif sock.parent != state_dir:
+            problem = _dir_problem(sock.parent)
+            if problem:
+                report(("daemon", "control_socket"), problem)
     for key, ref in _secret_refs(config):
+        path = tuple(key.split("."))
+        if not wanted(*path):
+            continue
         try:
             if ref.kind == "credential":
                 credential_path(ref.name, env)
             resolve(ref, env)
         except SecretError as exc:
-            problems.append(f"{where}: {key}: {exc}")
-    return problems
+            report(path, str(exc))
+        except (OSError, ValueError) as exc:  # never the value: only the reason
+            report(path, f"{ref.kind} {ref.name!r}: cannot be read ({type(exc).__name__})")
+    return list(report.problems)
+
+
+#: File system types that hold no files of ours: kernel views and device nodes.
+PSEUDO_FILESYSTEMS: Final = frozenset(
+    {
+        "autofs",
+        "binfmt_misc",
+        "bpf",
+        "cgroup",
+        "cgroup2",
+        "configfs",
+        "debugfs",
+        "devpts",
+        "devtmpfs",
+        "efivarfs",
+        "fusectl",
+        "hugetlbfs",
+        "mqueue",
+        "nsfs",
+        "proc",
+        "pstore",
+        "securityfs",
+        "selinuxfs",
+        "sysfs",
+        "tracefs",
+    }
+)
+#: Trees that are kernel interfaces or device nodes wherever they are mounted from.
+PSEUDO_TREES: Final = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def _pseudo_fs_problem(path: Path) -> str | None:
+    """Why ``path`` is on a pseudo file system (``/proc``, ``/sys``, ``/dev``, ...), or None."""
+    try:
+        real = Path(os.path.realpath(path))
+    except (OSError, ValueError):
+        return None
+    for tree in PSEUDO_TREES:
+        if real == tree or tree in real.parents:
+            return f"{path} is under {tree}, a kernel file system, not a place for state"
+    fstype = _mount_type(real)
+    if fstype in PSEUDO_FILESYSTEMS:
+        return f"{path} is on a {fstype} file system, not a place for state"
+    return None
+
+
+def _mount_type(path: Path) -> str | None:
+    """The type of the file system ``path`` is on, from ``/proc/self/mounts`` (Linux)."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as fh:
+            mounts = fh.read()
+    except OSError:
+        return None
+    best: tuple[int, str] | None = None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # Spaces and other characters in mount points are octal escapes.
+        point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1]))
+        if (point == path or point in path.parents) and (
+            best is None or len(point.parts) >= best[0]
+        ):
+            best = (len(point.parts), fields[2])
+    return best[1] if best else None
 
 
 def _dir_problem(path: Path) -> str | None:
-    """Why ``path`` cannot serve as a writable directory, or None."""
+    """Why ``path`` cannot serve as a writable directory of state, or None."""
+    pseudo = _pseudo_fs_problem(path)
+    if pseudo:
+        return pseudo
+    try:
+        return _writable_dir_problem(path)
+    except OSError as exc:  # a name too long, a symlink loop, an I/O error ...
+        return f"{shown_path(path)}: cannot be checked: {exc.strerror or exc}"
+
+
+def shown_path(path: Path, limit: int = 120) -> str:
+    """A path for a message, cut in the middle when it is very long."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]}"
+
+
+def _writable_dir_problem(path: Path) -> str | None:
     probe = path
     while not probe.exists():
         if probe.parent == probe:

@@ -8,6 +8,8 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
 
     TradingdError
     ├── ConfigError                 the configuration is invalid (carries every problem)
+    │   ├── StrategyOptionsError    strategies.base: a strategy's ``options`` table is invalid
+    │   └── StrategyLoadError       strategies.loader: strategies cannot be loaded (each failure)
     ├── SecretError                 a referenced secret cannot be resolved
     ├── SupervisionError
     │   ├── EscalationError         a supervisor exceeded its restart intensity
@@ -18,10 +20,25 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
     │   └── UnexpectedExitError     a permanent child returned (recorded failure)
     ├── ControlError                the control socket could not be reached or answered badly
     ├── TransientError              retrying may help (connect errors, 502/503/504, DB busy)
-    │   └── RateLimitedError        told to wait (429/418/-1003/-1015); carries retry_after_s
+    │   ├── RateLimitedError        told to wait (429/418/-1003/-1015); carries retry_after_s
+    │   ├── EntrySaturatedError     orders.gateway: no more submissions now (503, Retry-After)
+    │   ├── EntryUnavailableError   orders.gateway: no pipeline, or the store cannot commit (503)
+    │   ├── QueueFullError          orders.dispatch: the account's queue has no free slot
+    │   ├── TooManyQueuesError      orders.dispatch: dynamic mode, max_account_queues live queues
+    │   └── DispatcherClosedError   orders.dispatch: draining or stopped, takes no new work
     ├── AmbiguousOutcomeError       the request may have taken effect (timeout after send, 5xx on
     │                               an order, -1006/-1007): query, never resend blindly
     ├── PermanentError              retrying cannot help (4xx rejects, validation, decode errors)
+    │   ├── RiskRejectedError       pre-trade risk refused an order (coded reasons)
+    │   ├── ReservationStateError   an illegal risk-reservation transition
+    │   ├── IntentValidationError   orders.intent: a submitted intent is malformed (every reason)
+    │   ├── InvalidStateTransitionError  orders.state: the transition table forbids the change
+    │   │   └── StaleStateError     orders.store: the row is not in the transition's source state
+    │   ├── IntentConflictError     orders.gateway: the message_id names another order (409)
+    │   ├── UnknownOrderError       orders.gateway: no intent has this client order id (404)
+    │   ├── UnknownIntentError      orders.store: no intent is stored under the client order id
+    │   ├── DuplicateIntentError    orders.store: an inserted intent is already stored
+    │   └── VenueOrderIdConflictError  orders.store: a venue answer names another venue order id
     ├── CircuitOpenError            a circuit breaker is open; the call was not attempted
     │   └── CircuitRejectedError    rejected by a named breaker (carries name, state, retry_after_s)
     ├── RetryExhaustedError         a bounded retry ran out of attempts or time; carries the last
@@ -39,10 +56,6 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
     │   ├── StoreDataError          [PermanentError] the schema refused a row
     │   ├── StoreClosedError        [PermanentError] the store was closed
     │   └── GapTransitionError      [PermanentError] an illegal gap state change
-    ├── RiskRejectedError           [PermanentError] pre-trade risk refused an order (coded reasons)
-    ├── ReservationStateError       [PermanentError] an illegal risk-reservation transition
-    │   (daemon.orders also raises InvalidStateTransitionError and IntentValidationError,
-    │    PermanentErrors defined beside the state table and intent type they describe)
     └── VenueError                  a venue call failed; carries venue, code, venue_message,
         │                           http_status, endpoint. Each concrete class *also* derives
         │                           from the policy class in brackets, so ``except`` clauses on
@@ -68,6 +81,15 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
         └── VenueOutcomeUnknownError  [AmbiguousOutcomeError] an order request may have taken
                                     effect: 5xx, -1000/-1006/-1007, timeout or an undecodable
                                     answer after sending
+
+Each class hangs under its first base class; a second base is named in
+brackets. Classes defined next to the code that raises them name their module
+first (``orders.gateway:`` is :mod:`daemon.orders.gateway`); the rest are
+defined here. This is the only drawing of the tree: other modules point here
+rather than draw their part again, and ``tests/test_errors_drawing.py`` checks
+that every public subclass of :class:`TradingdError` appears in it exactly
+once, under its own base. (Private classes such as ``supervise._StartAborted``
+never leave their module and are not drawn.)
 
 Retryable and terminal errors are different classes, so a ``except`` clause
 states a policy rather than inspecting messages.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -43,9 +44,71 @@ class DiskState:
         return HealthLevel.HEALTHY, None
 
 
+#: Mode of every directory the daemon creates: its state is nobody else's business.
+PRIVATE_DIR_MODE = 0o700
+#: Mode of every file the daemon creates (database, tokens).
+PRIVATE_FILE_MODE = 0o600
+
+
+def make_private_dir(path: Path) -> list[Path]:
+    """Create ``path`` and any missing parents, each mode 0700 whatever the umask.
+
+    An existing directory is left as it is (it is the operator's; see
+    :func:`warn_if_shared`). Returns the directories created, outermost first.
+    """
+    missing: list[Path] = []
+    probe = path
+    while not probe.is_dir():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    created: list[Path] = []
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue  # created meanwhile by someone else: theirs
+        # mkdir's mode is masked by the umask; set exactly 0700.
+        os.chmod(directory, PRIVATE_DIR_MODE)
+        created.append(directory)
+    return created
+
+
+def warn_if_shared(path: Path, what: str) -> None:
+    """Log a warning when ``path`` is accessible to its group or to others.
+
+    Not changed: an operator may have made it so on purpose (a backup group);
+    but the state holds orders, positions and secrets, so it is said.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        private = PRIVATE_DIR_MODE if path.is_dir() else PRIVATE_FILE_MODE
+        log.warning(
+            "%s %s is accessible to other users (mode %04o); tradingd creates it %04o "
+            "(chmod %o %s unless this is intended)",
+            what,
+            path,
+            mode,
+            private,
+            private,
+            path,
+        )
+
+
 def prepare_state_dir(path: Path) -> None:
-    """Create the state directory if needed and prove it is writable (blocking)."""
-    path.mkdir(mode=0o750, parents=True, exist_ok=True)
+    """Create the state directory (0700) if needed and prove it is writable (blocking).
+
+    An existing directory open to other users is kept as it is, with a warning.
+    """
+    if not make_private_dir(path):
+        warn_if_shared(path, "state_dir")
+    # The probe file is created 0600 (mkstemp) and removed at once.
     with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
         pass
 

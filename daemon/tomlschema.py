@@ -42,8 +42,10 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import os
 import re
-import tomllib
+import stat
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -53,12 +55,15 @@ from typing import Any, Final, Literal, TypeVar, get_args, get_origin
 
 import attrs
 
+from daemon.decode import DEFAULT_MAX_DEPTH, DecodeError, toml_loads
 from daemon.errors import ConfigError
 
 __all__ = [
     "ENTRY_NAMES",
     "INTERNAL",
     "INVALID",
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
     "TOML_KEY",
     "EntryNames",
     "Hook",
@@ -71,6 +76,7 @@ __all__ = [
     "line_for",
     "locate_keys",
     "parse",
+    "read_text",
     "toml_key",
     "toml_type",
 ]
@@ -148,8 +154,11 @@ class Problems:
         self.source = source
         self.lines: Mapping[tuple[str, ...], int] = lines or {}
         self.problems: list[str] = []
+        #: The key path of every problem, in order.
+        self.paths: list[tuple[str, ...]] = []
 
     def __call__(self, path: tuple[str, ...], message: str) -> None:
+        self.paths.append(path)
         line = line_for(self.lines, path)
         where = f"{self.source}:{line}" if line else self.source
         key = ".".join(path) if path else "(top level)"
@@ -161,12 +170,215 @@ class Problems:
             raise ConfigError(list(self.problems))
 
 
-def parse(text: str, *, source: str) -> dict[str, Any]:
-    """Parse TOML text; a syntax error becomes a :class:`ConfigError` naming ``source``."""
+#: Nesting depth allowed in a TOML document (tables, arrays and inline tables
+#: together); tradingd's own configs nest a handful of levels.
+MAX_DEPTH: Final = DEFAULT_MAX_DEPTH
+#: Largest config file read: far above any real one, and a bound on what a
+#: reload reads (``/dev/zero`` behind a symlink must not fill the memory).
+MAX_FILE_BYTES: Final = 4 * 1024 * 1024
+
+
+def read_text(path: str | os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """The text of a config file; every failure is a :class:`ConfigError` naming the file.
+
+    Refused: a missing or unreadable file, anything but a regular file (a FIFO
+    would block a reload forever, a device never ends), a file longer than
+    ``max_bytes``, text that is not UTF-8.
+    """
+    source = os.fspath(path)
     try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError([f"{source}: file not found"]) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise ConfigError([f"{source}: cannot read: {_os_reason(exc)}"]) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError([f"{source}: cannot read: not a regular file"])
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read: {_os_reason(exc)}"]) from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ConfigError([f"{source}: longer than {max_bytes} bytes; not a config file?"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{source}:{line}: not valid UTF-8 (byte {exc.start})"]) from None
+
+
+def _os_reason(exc: Exception) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+
+
+def parse(text: str, *, source: str) -> dict[str, Any]:
+    """Parse TOML text; any failure becomes a :class:`ConfigError` naming ``source``.
+
+    Syntax errors, nesting deeper than :data:`MAX_DEPTH` (or than the parser's
+    recursion can go) and integers beyond Python's int-string limit are all
+    refused the same way, as ``FILE:LINE: message`` when the line is known.
+    """
+    try:
+        data = toml_loads(text, what="TOML", max_depth=MAX_DEPTH)
+    except DecodeError as exc:
+        message = str(exc)
+        line = _syntax_line(message)
+        if line is None:
+            huge = _huge_int_line(text)
+            if huge is not None and "integer string conversion" in message:
+                limit = sys.get_int_max_str_digits()
+                line, message = huge, f"TOML: an integer has more than {limit} digits"
+            else:
+                line = problem_line(text)
+        where = f"{source}:{line}" if line else source
+        raise ConfigError([f"{where}: {message}"]) from None
+    assert isinstance(data, dict)
+    return data
+
+
+_AT_LINE: Final = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def _syntax_line(message: str) -> int | None:
+    match = _AT_LINE.search(message)
+    return int(match.group(1)) if match else None
+
+
+def problem_line(text: str, *, max_depth: int = MAX_DEPTH) -> int | None:
+    """The line of a problem the parser gives no line for (best effort, else None).
+
+    Either the first line where the nesting goes deeper than ``max_depth``, or
+    the first decimal integer longer than Python's int-string limit.
+    """
+    return _deep_line(text, max_depth) or _huge_int_line(text)
+
+
+def _huge_int_line(text: str) -> int | None:
+    limit = sys.get_int_max_str_digits()
+    if not limit:
+        return None
+    # A run of more digits than the limit ("_" separators allowed, as in TOML);
+    # runs are found once each (a bounded repeat at every digit was quadratic).
+    for run in _DIGITS.finditer(text):
+        if len(run.group()) > limit and len(run.group().replace("_", "")) > limit:
+            return text.count("\n", 0, run.start()) + 1
+    return None
+
+
+_DIGITS: Final = re.compile(r"[0-9][0-9_]*")
+
+
+def _deep_line(text: str, max_depth: int) -> int | None:
+    """The first line where tables, dotted keys and brackets nest deeper than ``max_depth``.
+
+    A character scanner, not a parser: strings (all four kinds) and comments
+    are skipped; a ``[`` at the start of a line outside any value is a table
+    header, whose dotted parts count as levels, as do the dotted parts of a key.
+    """
+    lineno = 1
+    base = 0  # levels of the current table header
+    i, n = 0, len(text)
+    line_start = True
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            lineno += 1
+            line_start = True
+            i += 1
+            continue
+        if ch in " \t\r":
+            i += 1
+            continue
+        if ch == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        if ch in "\"'":
+            i = _skip_string(text, i)
+            line_start = False
+            continue
+        if line_start:
+            line_start = False
+            end = text.find("\n", i)
+            end = n if end < 0 else end
+            line = text[i:end]
+            if ch == "[":
+                header = _HEADER.match(line)
+                if header:
+                    base = len(_split_key(header.group(2))) + (header.group(1) == "[[")
+                    if base > max_depth:
+                        return lineno
+                    i = end
+                    continue
+            key = _KEY.match(line)
+            if key:
+                levels = base + len(_split_key(key.group(1)))
+                if levels > max_depth:
+                    return lineno
+                i += key.end()
+                found = _value_depth(text, i, levels, max_depth)
+                if found < 0:
+                    return lineno + text.count("\n", i, -found)
+                lineno += text.count("\n", i, found)
+                i = found
+                continue
+            i += 1
+            continue
+        line_start = False
+        i += 1
+    return None
+
+
+def _value_depth(text: str, i: int, levels: int, max_depth: int) -> int:
+    """Scan one value from ``i``: the index after it, or ``-index`` where it gets too deep."""
+    depth = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch in "\"'":
+            i = _skip_string(text, i)
+            continue
+        if ch == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        if ch in "[{":
+            depth += 1
+            if levels + depth > max_depth:
+                return -i
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "\n" and depth <= 0:
+            return i
+        i += 1
+    return i
+
+
+def _skip_string(text: str, i: int) -> int:
+    """The index after the TOML string starting at ``i`` (or the end of the text)."""
+    quote = text[i]
+    if text.startswith(quote * 3, i):
+        end = text.find(quote * 3, i + 3)
+        if end < 0:
+            return len(text)
+        end += 3
+        while end < len(text) and text[end] == quote:  # up to two quotes end the content
+            end += 1
+        return end
+    j = i + 1
+    while j < len(text):
+        ch = text[j]
+        if ch == "\\" and quote == '"':
+            j += 2
+            continue
+        if ch in (quote, "\n"):
+            return j + 1
+        j += 1
+    return j
 
 
 def toml_type(value: Any) -> str:
@@ -178,16 +390,35 @@ def toml_type(value: Any) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, int):
-        return f"an integer ({value})"
+        return f"an integer ({value})" if abs(value) < 10**30 else number(value)
     if isinstance(value, float):
         return f"a float ({value})"
     if isinstance(value, str):
-        return f"a string ({value!r})"
+        return f"a string ({shown(value)})"
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):
         return "an array"
     return type(value).__name__
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for a message, cut to about ``limit`` characters."""
+    text = repr(value) if not isinstance(value, dict | list) else toml_type(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def number(value: float) -> str:
+    """A number for a message: ``:g`` for a float; a long integer by its digit count.
+
+    (``format(10**400, "g")`` raises OverflowError: an int too large for a float.)
+    """
+    if isinstance(value, int):
+        text = str(abs(value)) if abs(value) < 10**30 else None
+        if text is None:
+            return f"a {len(str(abs(value)))}-digit integer"
+        return str(value)
+    return f"{value:g}"
 
 
 # --------------------------------------------------------------------------- building
@@ -297,7 +528,7 @@ class Schema:
             choices = get_args(tp)
             if raw in choices and isinstance(raw, type(choices[0])):
                 return True, raw
-            report(path, f"must be one of {', '.join(repr(c) for c in choices)}, got {raw!r}")
+            report(path, f"must be one of {', '.join(repr(c) for c in choices)}, got {shown(raw)}")
             return False, None
         scalar = _SCALARS.get(tp)
         if scalar is None:
@@ -390,13 +621,13 @@ def _in_range(field: attrs.Attribute[Any], value: Any, path: tuple[str, ...], r:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return True
     if meta.get("ge") is not None and value < meta["ge"]:
-        r(path, f"must be >= {meta['ge']:g}, got {value:g}")
+        r(path, f"must be >= {meta['ge']:g}, got {number(value)}")
         return False
     if meta.get("gt") is not None and value <= meta["gt"]:
-        r(path, f"must be > {meta['gt']:g}, got {value:g}")
+        r(path, f"must be > {meta['gt']:g}, got {number(value)}")
         return False
     if meta.get("le") is not None and value > meta["le"]:
-        r(path, f"must be <= {meta['le']:g}, got {value:g}")
+        r(path, f"must be <= {meta['le']:g}, got {number(value)}")
         return False
     return True
 
@@ -426,7 +657,10 @@ def _is_int(raw: Any) -> bool:
 
 def _float(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
     if isinstance(raw, int | float) and not isinstance(raw, bool):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # an integer beyond the range of a float
+            value = math.inf
         if math.isfinite(value):
             return True, value
         report(path, "must be a finite number")
@@ -447,12 +681,23 @@ def _decimal(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any
         try:
             value = Decimal(raw)
         except InvalidOperation:
-            report(path, f"not a decimal number: {raw!r}")
+            report(path, f"not a decimal number: {shown(raw)}")
             return False, None
         if value.is_finite():
             return True, value
-    report(path, f'expected a decimal string such as "0.01", got {raw!r}')
+    report(path, f'expected a decimal string such as "0.01", got {shown(raw)}')
     return False, None
+
+
+def _path(raw: Any, path: tuple[str, ...], report: Report) -> tuple[bool, Any]:
+    if not isinstance(raw, str) or not raw:
+        report(path, f"expected a non-empty path string, got {toml_type(raw)}")
+        return False, None
+    if "\x00" in raw:
+        # Every system call on it would fail (with a ValueError, not an OSError).
+        report(path, "a path cannot contain a NUL character")
+        return False, None
+    return True, Path(raw)
 
 
 _SCALARS: Final[Mapping[Any, Hook]] = {
@@ -460,14 +705,16 @@ _SCALARS: Final[Mapping[Any, Hook]] = {
     int: _plain(_is_int, _identity, "an integer"),
     float: _float,
     str: _plain(lambda raw: isinstance(raw, str), _identity, "a string"),
-    Path: _plain(lambda raw: isinstance(raw, str) and bool(raw), Path, "a non-empty path string"),
+    Path: _path,
     Decimal: _decimal,
 }
 
 
 # --------------------------------------------------------------------------- line numbers
 
-_HEADER: Final = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+# Linear-time patterns only: these run on whatever the file holds (a lazy
+# "[^\]]+?" next to "\s*" was cubic on a long run of blanks).
+_HEADER: Final = re.compile(r"^[ \t]*(\[\[?)([^\]]*)\]\]?[ \t]*(?:#.*)?$")
 _BARE_OR_QUOTED: Final = r"(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
 _KEY: Final = re.compile(rf"^\s*({_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*=")
 _INLINE_KEY: Final = re.compile(r"[{,]\s*([A-Za-z0-9_-]+)\s*=")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,34 @@ class = "daemon.strategies.exampel:QuoteStrategy"
     assert cli.main(["check-config", str(bad)]) == cli.EXIT_CONFIG
     err = capsys.readouterr().err
     assert "typo" in err and "daemon.strategies.exampel" in err
+
+
+def test_output_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """`tradingd dead-letters list | head` printed a BrokenPipeError traceback (issue 13).
+
+    A real pipe whose reader has already gone, as after `head` exits: the command
+    ends with 141 (128 + SIGPIPE, what a shell reports for `ls | head`) and
+    says nothing on stderr. (argparse's --help already swallows the error.)
+    ``tests/test_hostile_config_process.py`` does the same with `dead-letters list`.
+    """
+    config = tmp_path / "t.toml"
+    config.write_text(f'[daemon]\nstate_dir = "{tmp_path}/state"\n')
+    assert run_into_closed_pipe("check-config", str(config)) == (cli.EXIT_BROKEN_PIPE, "")
+
+
+def run_into_closed_pipe(*argv: str) -> tuple[int, str]:
+    """Run ``python -m daemon ARGV`` with stdout a pipe already closed at its read end."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "daemon", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    return done.returncode, done.stderr.decode("utf-8", "replace")

@@ -94,8 +94,9 @@ def test_type_and_range_errors(text: str, expected: str) -> None:
 
 def test_toml_syntax_error_names_file_and_line() -> None:
     (problem,) = problems_of("[daemon\n", source="bad.toml")
-    assert problem.startswith("bad.toml: TOML syntax error:")
-    assert "line 1" in problem
+    assert problem.startswith("bad.toml:1: TOML syntax error:")
+    (problem,) = problems_of("a = 1\n\nb = [1,,]\n", source="bad.toml")
+    assert problem.startswith("bad.toml:3: TOML syntax error:")
 
 
 def test_ints_accepted_for_floats_and_ipv6_loopback() -> None:

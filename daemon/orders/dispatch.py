@@ -45,12 +45,11 @@ the cancellation at its next checkpoint, like any task: the handler shields
 its own critical section with a bounded scope
 (``trio.move_on_after(t, shield=True)``).
 
-Errors::
-
-    TransientError
-    ├── QueueFullError          the account's queue has no free slot (orders.account_queue_capacity)
-    ├── TooManyQueuesError      dynamic: orders.max_account_queues live queues already
-    └── DispatcherClosedError   draining or stopped: no new work is taken
+Errors, all ``TransientError`` s (the tree is drawn in :mod:`daemon.errors`):
+:class:`QueueFullError` (the account's queue has no free slot,
+``orders.account_queue_capacity``), :class:`TooManyQueuesError` (dynamic mode:
+``orders.max_account_queues`` live queues already) and
+:class:`DispatcherClosedError` (draining or stopped: no new work is taken).
 """
 
 from __future__ import annotations

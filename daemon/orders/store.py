@@ -31,14 +31,12 @@ Decimals are stored as ``TEXT`` exactly as ``format(d, "f")`` prints them (the
 venue's spelling: ``"0.00100000"`` stays as written) and read back with
 ``Decimal(text)``; times are wall-clock Unix milliseconds.
 
-Errors raised here, besides the store's own (:mod:`daemon.store.errors`)::
-
-    PermanentError
-    ├── InvalidStateTransitionError   the transition table forbids the change
-    │   └── StaleStateError           the row is not in the transition's source state
-    ├── UnknownIntentError            no intent has that client order id
-    ├── DuplicateIntentError          an inserted intent is already stored
-    └── VenueOrderIdConflictError     a venue answer names another venue order id
+Errors raised here, besides the store's own (:mod:`daemon.store.errors`):
+:class:`StaleStateError` (an
+:class:`~daemon.orders.state.InvalidStateTransitionError`: the row is not in
+the transition's source state), :class:`UnknownIntentError`,
+:class:`DuplicateIntentError` and :class:`VenueOrderIdConflictError`, all
+``PermanentError`` s; the tree is drawn in :mod:`daemon.errors`.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ downstream down    :class:`CircuitBreaker`
 Modules: :mod:`.retry`, :mod:`.http` (httpx2 classifier), :mod:`.ratelimit`,
 :mod:`.breaker`, :mod:`.gather`, :mod:`.threads`, :mod:`.deadletter`. User
 documentation: ``docs/resilience.md``. Overhead micro-benchmark:
-``python -m daemon.resilience.bench``.
+``python -m daemon.bench.resilience``.
 """
 
 from __future__ import annotations

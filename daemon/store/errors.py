@@ -1,22 +1,11 @@
 """Store errors, and the one place where sqlite3/OS errors are translated into them.
 
-The classes are defined in :mod:`daemon.errors` (the one exception tree) and
-re-exported here. Every class also derives from the policy class of the
-taxonomy, so ``except TransientError`` keeps working::
-
-    StoreError                  [TradingdError] a store operation failed; carries ``path``
-    ├── StoreUnavailableError   [TransientError] the condition can clear; retry later
-    │   ├── StoreBusyError      SQLITE_BUSY/LOCKED: another connection holds the lock
-    │   ├── StoreFullError      SQLITE_FULL, ENOSPC: disk (or max_page_count) full
-    │   ├── StoreReadOnlyError  SQLITE_READONLY, EROFS/EACCES/EPERM: cannot write
-    │   └── StoreIOError        SQLITE_IOERR or another OSError: the disk misbehaved
-    ├── StoreCorruptError       [PermanentError] not a database, or a malformed one
-    ├── StoreVersionError       [PermanentError] the file's schema is newer than the code
-    ├── StoreOpenError          [PermanentError] the file cannot be opened (or is not ours)
-    ├── StoreMigrationError     [PermanentError] a schema migration failed (rolled back)
-    ├── StoreDataError          [PermanentError] the schema refused a row (constraint, range)
-    ├── StoreClosedError        [PermanentError] the store was closed
-    └── GapTransitionError      [PermanentError] an illegal gap state change
+The classes are defined in :mod:`daemon.errors` and drawn there, in the one
+exception tree: :class:`StoreError` with :class:`StoreUnavailableError` (busy,
+full, read-only, I/O; also a ``TransientError``, so ``except TransientError``
+keeps working) and the permanent ones (corrupt, version, open, migration,
+data, closed, gap transition; also ``PermanentError`` s). They are re-exported
+here.
 
 :func:`translate_error` is called once, at the edge (inside the store's thread
 lane), so nothing above the store ever sees a raw :class:`sqlite3.Error`.

@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -92,6 +93,42 @@ CLOSE_TIMEOUT_S = 30.0
 
 _CallKind = Literal["read", "write", "call"]
 _SYNC_NAMES = {level: name for name, level in SYNCHRONOUS_LEVELS.items()}
+
+
+#: Mode of the database file. SQLite gives its -wal and -shm files the mode of
+#: the database file, so the three are private together.
+DB_FILE_MODE = 0o600
+
+
+def _create_private(path: str) -> None:
+    """Create the database file empty and 0600 (whatever the umask) if it is missing.
+
+    SQLite would create it ``0644 & ~umask``: orders and positions readable by
+    every local user. An empty file is an empty database to SQLite. An existing
+    file is left as it is (it may be an operator's choice), with a warning when
+    other users can read it.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, DB_FILE_MODE)
+    except FileExistsError:
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            return
+        if mode & 0o077:
+            log.warning(
+                "store %s is accessible to other users (mode %04o); tradingd creates it "
+                "%04o, and SQLite gives its -wal and -shm files the same mode "
+                "(chmod 600 it unless this is intended)",
+                path,
+                mode,
+                DB_FILE_MODE,
+            )
+        return
+    try:
+        os.fchmod(fd, DB_FILE_MODE)  # os.open's mode is masked by the umask
+    finally:
+        os.close(fd)
 
 
 def _iso(epoch_s: float) -> str:
@@ -241,6 +278,12 @@ class SqliteStore:
         path = self._path_str
 
         def job() -> tuple[sqlite3.Connection, list[int], int]:
+            try:
+                _create_private(path)
+            except OSError as exc:
+                raise StoreOpenError(
+                    f"store {path}: cannot create: {exc.strerror or exc}", path=path
+                ) from exc
             try:
                 conn = sqlite3.connect(
                     path,

@@ -15,15 +15,14 @@ import json
 import logging
 import signal
 import sys
-import tomllib
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any, Final
 
 import attrs
 import trio
 
+from daemon import tomlschema
 from daemon.errors import ConfigError
 from daemon.venues.sim import config as simconfig
 from daemon.venues.sim.config import SYMBOL_PRESETS, PercentPriceBySideConfig, SimConfig
@@ -321,13 +320,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     source = "<flags>"
     if args.config:
         source = args.config
-        try:
-            text = Path(args.config).read_text(encoding="utf-8")
-            data = tomllib.loads(text)
-        except OSError as exc:
-            raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
+        # Every failure to read or parse (deep nesting, huge integers, bad UTF-8
+        # included) is a ConfigError naming the file.
+        text = tomlschema.read_text(args.config)
+        data = tomlschema.parse(text, source=source)
         lines = simconfig.locate_keys(text)
     problems: list[str] = []
     for dest, key in _TOP.items():

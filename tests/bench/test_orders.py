@@ -1,4 +1,4 @@
-"""``tradingd bench orders`` (:mod:`daemon.orders.bench`): it runs and it reports.
+"""``tradingd bench orders`` (:mod:`daemon.bench.orders`): it runs and it reports.
 
 A benchmark is not a test, so nothing here looks at a timing. The smoke test
 runs the real thing with tiny counts — simulator and load generator as
@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from daemon import config as configmod
-from daemon.orders import bench
+from daemon.bench import orders as bench
+from daemon.bench import orders_load
 from daemon.venues.sim import auth as simauth
 from daemon.venues.sim import config as simconfig
 
@@ -91,7 +92,7 @@ def test_bench_runs_with_tiny_counts_and_reports_every_key(tmp_path: Path) -> No
         "--json",
     ]
     done = subprocess.run(
-        [sys.executable, "-m", "daemon.orders.bench", *args],
+        [sys.executable, "-m", "daemon.bench.orders", *args],
         capture_output=True,
         text=True,
         timeout=SMOKE_TIMEOUT_S,
@@ -141,7 +142,7 @@ def test_bench_runs_with_tiny_counts_and_reports_every_key(tmp_path: Path) -> No
 
 def test_baseline_signature_verifies_with_the_simulators_own_check() -> None:
     secret = "s3cr3t-for-the-bench"
-    target = bench.signed_order_target(secret.encode(), "bench-base-7", 1_700_000_000_123)
+    target = orders_load.signed_order_target(secret.encode(), "bench-base-7", 1_700_000_000_123)
     path, _, query = target.partition("?")
     assert path == "/api/v3/order"
     payloads = simauth.signature_payloads({}, b"", raw_query=query)
@@ -153,8 +154,8 @@ def test_baseline_signature_verifies_with_the_simulators_own_check() -> None:
     assert params["timestamp"] == "1700000000123"
     assert (params["type"], params["price"], params["quantity"]) == (
         "LIMIT",
-        bench.PRICE,
-        bench.QUANTITY,
+        orders_load.PRICE,
+        orders_load.QUANTITY,
     )
 
 
@@ -162,7 +163,7 @@ def test_sim_config_passes_the_simulators_strict_loader() -> None:
     text = bench.sim_config(("benchKey1", "secret-1"), ("baseKey2", "secret-2"))
     config = simconfig.loads(text, source="bench-sim.toml")
     assert config.market.paused
-    assert [s.symbol for s in config.symbols] == [bench.SYMBOL]
+    assert [s.symbol for s in config.symbols] == [orders_load.SYMBOL]
     assert [a.api_key for a in config.accounts] == ["benchKey1", "baseKey2"]
     assert all(r.limit == bench.UNLIMITED for r in config.rate_limits)
 

@@ -21,24 +21,25 @@ One run measures, against the bundled simulator and with the real daemon:
 Where things run (said again in the output)::
 
     bench process (Trio)                 simulator process        load-generator process
-    ├── tradingd: a real Daemon          python -m daemon sim     python -m daemon.orders.bench
+    ├── tradingd: a real Daemon          python -m daemon sim     python -m daemon.bench.orders
     │   (admin API, store, venue link,   market paused            --load-generator
     │   order pipeline), state in a                               ├── baseline (1)
     │   temporary directory                                       └── HTTP clients (1, 3)
     └── in-process submitters (2)
 
-The baseline runs in the load generator, alone in its Trio loop, so it pays
-nothing for the daemon's tasks or its instruments. Its orders use their own
-simulator API key, so tradingd's reconciliation never sees them.
+The baseline runs in the load generator (:mod:`daemon.bench.orders_load`),
+alone in its Trio loop, so it pays nothing for the daemon's tasks or its
+instruments. Its orders use their own simulator API key, so tradingd's
+reconciliation never sees them.
 
 **Sending during the entry measurements.** The executor sends to the venue
 while intents are accepted — what a daemon really does. One account's orders
-are sent one at a time (DESIGN §4), so the venue side drains far slower than
-entry accepts; the bench raises ``orders.account_queue_capacity`` to hold a
-whole burst, so that acceptance is measured rather than the queue's
-backpressure (which would answer 503 at the send rate). The send rate (venue
-answers persisted per second until the backlog is gone) is reported beside
-the acceptance rate.
+are sent one at a time (docs/ARCHITECTURE.md §4, "Orders"), so the venue side
+drains far slower than entry accepts; the bench raises
+``orders.account_queue_capacity`` to hold a whole burst, so that acceptance
+is measured rather than the queue's backpressure (which would answer 503 at
+the send rate). The send rate (venue answers persisted per second until the
+backlog is gone) is reported beside the acceptance rate.
 
 Orders are LIMIT BUYs far below the market (nothing fills); risk limits are
 off (0 = unlimited); the tracker's polling and the periodic reconciliation
@@ -50,32 +51,48 @@ ratios much less.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
 import logging
-import os
-import platform
-import resource
 import secrets
 import shutil
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
-import httpx2
 import trio
 
 from daemon import config as configmod
 from daemon.app import Daemon
+from daemon.bench.common import (
+    START_TIMEOUT_S,
+    BenchError,
+    SimProcess,
+    cpu_pressure,
+    cpu_share,
+    fmt,
+    load_average,
+    machine_facts,
+    ms,
+    process_cpu_s,
+    quantiles,
+    ratio,
+    self_cpu_s,
+    write_private,
+)
+from daemon.bench.orders_load import (
+    PRICE,
+    QUANTITY,
+    SATURATED_RETRY_S,
+    SYMBOL,
+    LoadGeneratorProcess,
+    account_names,
+    order_request,
+    serve_load_generator,
+)
 from daemon.errors import ConfigError
 from daemon.notify import Notifier
 from daemon.orders.gateway import EntrySaturatedError
@@ -85,14 +102,14 @@ from daemon.orders.service import OrdersService, Pipeline
 from daemon.orders.state import OrderState
 
 __all__ = [
-    "BenchError",
+    "UNLIMITED",
     "BenchOptions",
     "add_arguments",
     "daemon_config",
     "main",
     "measure",
     "render",
-    "signed_order_target",
+    "run",
     "sim_config",
 ]
 
@@ -101,19 +118,10 @@ TARGET_LATENCY_RATIO: Final = 1.3
 #: The target of the issue: durable intents accepted per second, 8 in-process submitters.
 TARGET_ACCEPTED_PER_S: Final = 2000.0
 
-SYMBOL: Final = "BTCUSDT"
-#: Far below the simulator's start price (30000): rests on the book, never fills.
-PRICE: Final = "20000.00"
-#: 20 USDT an order: above the simulator's 5 USDT minimum notional.
-QUANTITY: Final = "0.00100"
 VENUE: Final = "sim"
-#: Bench accounts are named ``main``, ``acct1``, ``acct2``, ...
-FIRST_ACCOUNT: Final = "main"
 
 #: Limits of the simulator's rate-limit windows: high enough never to be met.
 UNLIMITED: Final = 1_000_000_000
-#: Bound of starting the simulator, the daemon and the load generator.
-START_TIMEOUT_S: Final = 60.0
 #: Bound of one order's venue answer in the latency phase.
 ANSWER_TIMEOUT_S: Final = 15.0
 #: Poll period while waiting for an answer to be persisted (an in-memory check).
@@ -125,20 +133,10 @@ ANSWER_POLL_S: Final = 0.005
 DRAIN_POLL_S: Final = 0.01
 #: Every this many drain polls, also scan the live orders (the costly check).
 DRAIN_SCAN_EVERY: Final = 100
-#: Bound of one control call to the load generator (a burst of thousands included).
-LOADGEN_TIMEOUT_S: Final = 300.0
-#: Pause before a submission that was refused as saturated (503) is retried.
-SATURATED_RETRY_S: Final = 0.005
 #: Default bound of stopping the daemon at the end.
 STOP_TIMEOUT_S: Final = 60.0
-#: The simulator's CLI prints this line once it listens.
-_SIM_URLS_PREFIX: Final = "tradingd sim: REST "
 #: States an order leaves only by the executor's or the tracker's work.
 _IN_FLIGHT: Final = frozenset({OrderState.PENDING, OrderState.SENDING, OrderState.UNKNOWN})
-
-
-class BenchError(Exception):
-    """The benchmark could not measure what it should (not a slow result: a broken run)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -163,573 +161,7 @@ class BenchOptions:
                 raise ValueError(f"{flag} must be >= {minimum}, got {value}")
 
 
-# ------------------------------------------------------------------ small helpers
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 3)
-
-
-def _quantiles(values: LatencyLog) -> dict[str, Any]:
-    """p50/p99 in milliseconds, by the same rule the ledger uses for ``/status``."""
-    return {
-        "count": len(values.values),
-        "p50_ms": _ms(values.quantile(0.5)),
-        "p99_ms": _ms(values.quantile(0.99)),
-    }
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or not b else round(a / b, 3)
-
-
-def _self_cpu_s() -> tuple[float, float]:
-    """User and system CPU seconds of this process (all its threads)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime, usage.ru_stime
-
-
-def _process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of another process (Linux ``/proc``), or ``None``."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
-        return None
-    # Fields after "(comm)": state is field 3, utime 14 and stime 15.
-    fields = text.rpartition(")")[2].split()
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_share(cpu_s: float | None, wall_s: float) -> float | None:
-    return None if cpu_s is None or wall_s <= 0 else round(cpu_s / wall_s, 3)
-
-
-def order_request(message_id: str, account: str = FIRST_ACCOUNT) -> dict[str, str]:
-    """One bench order as both entry APIs take it: a LIMIT BUY that rests, never fills."""
-    return {
-        "message_id": message_id,
-        "account": account,
-        "symbol": SYMBOL,
-        "side": "BUY",
-        "type": "LIMIT",
-        "quantity": QUANTITY,
-        "price": PRICE,
-        "time_in_force": "GTC",
-    }
-
-
-def account_names(count: int) -> list[str]:
-    return [FIRST_ACCOUNT, *(f"acct{i}" for i in range(1, count))]
-
-
-def machine_facts() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    usable: int | None
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        usable = os.cpu_count()
-    return {
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "sqlite": sqlite3.sqlite_version,
-        "trio": trio.__version__,
-        "httpx2": httpx2.__version__,
-        "platform": platform.platform(),
-        "load_average_1m_before": _load_average(),
-        "cpu_pressure_avg10_before": _cpu_pressure(),
-    }
-
-
-def _cpu_pressure() -> float | None:
-    """Linux PSI: % of the last 10 s in which some runnable task waited for a CPU."""
-    try:
-        text = Path("/proc/pressure/cpu").read_text(encoding="ascii")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("some "):
-            for field in line.split()[1:]:
-                key, _, value = field.partition("=")
-                if key == "avg10":
-                    return float(value)
-    return None
-
-
-def _load_average() -> float | None:
-    """The 1-minute load average: other work on the machine skews every number."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:  # pragma: no cover - not available
-        return None
-
-
-def _write_private(path: Path, text: str) -> Path:
-    """Write a file only this user can read (secrets, even throwaway ones)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    return path
-
-
-# ------------------------------------------------------------------ the baseline (load generator)
-
-
-def signed_order_target(secret: bytes, client_order_id: str, timestamp_ms: int) -> str:
-    """Path and signed query of the baseline's new order, signed as Binance specifies.
-
-    ``signature`` is the hex HMAC-SHA256 of the query string, keyed with the
-    secret, appended last. Written out here on purpose: the baseline must not
-    use tradingd's client or codec.
-    """
-    query = urllib.parse.urlencode(
-        [
-            ("symbol", SYMBOL),
-            ("side", "BUY"),
-            ("type", "LIMIT"),
-            ("timeInForce", "GTC"),
-            ("quantity", QUANTITY),
-            ("price", PRICE),
-            ("newClientOrderId", client_order_id),
-            ("newOrderRespType", "FULL"),
-            ("recvWindow", "5000"),
-            ("timestamp", str(timestamp_ms)),
-        ]
-    )
-    signature = hmac.new(secret, query.encode("ascii"), hashlib.sha256).hexdigest()
-    return f"/api/v3/order?{query}&signature={signature}"
-
-
-class Baseline:
-    """The raw baseline: a signed new order to the simulator between two FULL commits.
-
-    Nothing of tradingd is used: the request is signed here with
-    :mod:`hmac` exactly as Binance specifies (hex HMAC-SHA256 of the query
-    string, keyed with the secret), sent with a plain keep-alive httpx2
-    client, and its JSON answer parsed; the commits go to a fresh sqlite3
-    file in WAL mode with ``synchronous=FULL``, one INSERT each, in a worker
-    thread behind a one-thread limiter (as the store's thread lane does).
-    """
-
-    def __init__(self, sim_url: str, api_key: str, api_secret: str, db_path: Path) -> None:
-        self.http = httpx2.AsyncClient(base_url=sim_url, timeout=10.0, trust_env=False)
-        self._api_key = api_key
-        self._secret = api_secret.encode("utf-8")
-        self._db_path = db_path
-        self._conn: sqlite3.Connection | None = None
-        self._limiter = trio.CapacityLimiter(1)
-
-    async def open(self) -> None:
-        await trio.to_thread.run_sync(self._open, limiter=self._limiter)
-
-    def _open(self) -> None:
-        conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
-        mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-        if mode.lower() != "wal":
-            raise BenchError(f"baseline database {self._db_path}: WAL refused (mode {mode!r})")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, client_order_id TEXT, "
-            "kind TEXT, at_ms INTEGER)"
-        )
-        self._conn = conn
-
-    def _commit(self, client_order_id: str, kind: str) -> float:
-        """One transaction; returns the seconds of its COMMIT statement (the fsyncs)."""
-        conn = self._conn
-        assert conn is not None, "open() first"
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(
-            "INSERT INTO orders (client_order_id, kind, at_ms) VALUES (?, ?, ?)",
-            (client_order_id, kind, time.time_ns() // 1_000_000),
-        )
-        started = time.perf_counter()
-        conn.execute("COMMIT")
-        return time.perf_counter() - started
-
-    async def one(self, client_order_id: str) -> tuple[float, float, float, float]:
-        """One order: commit, signed POST (answer parsed), commit.
-
-        Returns:
-            Seconds in all, in the two commits (thread calls), in the POST, and
-            in the two COMMIT statements.
-        """
-        started = time.perf_counter()
-        first = await trio.to_thread.run_sync(
-            self._commit, client_order_id, "intent", limiter=self._limiter
-        )
-        posted = time.perf_counter()
-        response = await self.http.post(
-            signed_order_target(self._secret, client_order_id, time.time_ns() // 1_000_000),
-            headers={"X-MBX-APIKEY": self._api_key},
-        )
-        answer = response.json()
-        if response.status_code != 200 or "orderId" not in answer:
-            raise BenchError(
-                f"baseline order {client_order_id}: simulator answered "
-                f"{response.status_code}: {response.text[:300]}"
-            )
-        answered = time.perf_counter()
-        second = await trio.to_thread.run_sync(
-            self._commit, client_order_id, "answer", limiter=self._limiter
-        )
-        done = time.perf_counter()
-        commits = (posted - started) + (done - answered)
-        return done - started, commits, answered - posted, first + second
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-        conn = self._conn
-        if conn is not None:
-            self._conn = None
-            await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
-
-
-# ------------------------------------------------------------------ the load generator process
-
-
-class LoadGenerator:
-    """The load generator's side: commands in on stdin, one JSON answer per line on stdout.
-
-    Commands (one JSON object a line):
-
-    * ``{"op": "baseline", "ids", "prefix", "sim_url", "credentials_file", "db"}`` →
-      ``{"seconds", "commit_seconds", "post_seconds", "commit_statement_seconds"}``,
-      lists with one value per order, and ``cpu_s``, this process's CPU for
-      them all (the baseline is set up on first use);
-    * ``{"op": "post", "body"}`` → ``{"status", "seconds", "client_order_id"}``:
-      one ``POST /orders`` on a kept-alive connection;
-    * ``{"op": "burst", "count", "prefix", "accounts", "concurrency"}`` →
-      statuses, wall time, this process's CPU, client-side latency.
-    """
-
-    def __init__(self, admin_url: str, token: str) -> None:
-        self.admin_url = admin_url
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        self.http = httpx2.AsyncClient(
-            base_url=admin_url,
-            headers=self._headers,
-            timeout=30.0,
-            limits=httpx2.Limits(max_connections=1, max_keepalive_connections=1),
-            trust_env=False,
-        )
-        self.baseline: Baseline | None = None
-
-    async def handle(self, command: Mapping[str, Any]) -> dict[str, Any]:
-        op = command.get("op")
-        if op == "baseline":
-            return await self._baseline(command)
-        if op == "post":
-            return await self._post(json.dumps(command["body"]).encode())
-        if op == "burst":
-            return await self._burst(command)
-        raise BenchError(f"load generator: unknown op {op!r}")
-
-    async def _baseline(self, command: Mapping[str, Any]) -> dict[str, Any]:
-        if self.baseline is None:
-            creds_path = trio.Path(command["credentials_file"])
-            creds = json.loads(await creds_path.read_text(encoding="utf-8"))
-            baseline = Baseline(
-                command["sim_url"], creds["api_key"], creds["api_secret"], Path(command["db"])
-            )
-            await baseline.open()
-            self.baseline = baseline
-        prefix = command["prefix"]
-        cpu_before = sum(_self_cpu_s())
-        rows = [await self.baseline.one(f"{prefix}{i}") for i in command["ids"]]
-        return {
-            "cpu_s": sum(_self_cpu_s()) - cpu_before,
-            "seconds": [r[0] for r in rows],
-            "commit_seconds": [r[1] for r in rows],
-            "post_seconds": [r[2] for r in rows],
-            "commit_statement_seconds": [r[3] for r in rows],
-        }
-
-    async def _post(self, body: bytes) -> dict[str, Any]:
-        started = time.perf_counter()
-        response = await self.http.post("/orders", content=body)
-        seconds = time.perf_counter() - started
-        answer: dict[str, Any] = {"status": response.status_code, "seconds": seconds}
-        if response.status_code in (200, 202):
-            answer["client_order_id"] = response.json()["client_order_id"]
-        else:
-            answer["error"] = response.text[:500]
-        return answer
-
-    async def _burst(self, command: Mapping[str, Any]) -> dict[str, Any]:
-        count = int(command["count"])
-        concurrency = int(command["concurrency"])
-        accounts = list(command["accounts"])
-        prefix = command["prefix"]
-        bodies = [
-            json.dumps(order_request(f"{prefix}{i}", accounts[i % len(accounts)])).encode()
-            for i in range(count)
-        ]
-        statuses: Counter[int] = Counter()
-        retries = 0
-        errors: list[str] = []
-        latency = LatencyLog()
-        next_index = 0
-        async with httpx2.AsyncClient(
-            base_url=self.admin_url,
-            headers=self._headers,
-            timeout=30.0,
-            limits=httpx2.Limits(
-                max_connections=concurrency, max_keepalive_connections=concurrency
-            ),
-            trust_env=False,
-        ) as http:
-
-            async def warm() -> None:
-                await http.get("/health")
-
-            async with trio.open_nursery() as nursery:  # open the connections before the clock
-                for _ in range(concurrency):
-                    nursery.start_soon(warm)
-
-            async def worker() -> None:
-                nonlocal next_index, retries
-                while next_index < count:
-                    index = next_index
-                    next_index += 1
-                    while True:
-                        started = time.perf_counter()
-                        response = await http.post("/orders", content=bodies[index])
-                        if response.status_code == 503:
-                            retries += 1
-                            await trio.sleep(SATURATED_RETRY_S)
-                            continue
-                        latency.add(time.perf_counter() - started)
-                        statuses[response.status_code] += 1
-                        if response.status_code not in (200, 202) and len(errors) < 3:
-                            errors.append(f"{response.status_code}: {response.text[:200]}")
-                        break
-
-            cpu_before = _self_cpu_s()
-            started = time.perf_counter()
-            async with trio.open_nursery() as nursery:
-                for _ in range(concurrency):
-                    nursery.start_soon(worker)
-            wall = time.perf_counter() - started
-            cpu_after = _self_cpu_s()
-        return {
-            "requests": count,
-            "statuses": {str(k): v for k, v in sorted(statuses.items())},
-            "accepted": statuses[202] + statuses[200],
-            "retried_503": retries,
-            "errors": errors,
-            "wall_s": wall,
-            "cpu_user_s": cpu_after[0] - cpu_before[0],
-            "cpu_sys_s": cpu_after[1] - cpu_before[1],
-            "latency": _quantiles(latency),
-        }
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-        if self.baseline is not None:
-            await self.baseline.aclose()
-
-
-async def _read_line(stream: trio.abc.ReceiveStream, buffer: bytearray) -> bytes | None:
-    """One ``\\n``-terminated line from ``stream`` (``None`` at a clean end of stream)."""
-    while True:
-        end = buffer.find(b"\n")
-        if end >= 0:
-            line = bytes(buffer[:end])
-            del buffer[: end + 1]
-            return line
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            if buffer:
-                raise BenchError(f"stream ended inside a line ({len(buffer)} bytes)")
-            return None
-        buffer += chunk
-
-
-async def serve_load_generator(admin_url: str, token: str) -> None:
-    """Answer commands from stdin until it closes (the load generator process's main)."""
-    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    stdout = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
-    generator = LoadGenerator(admin_url, token)
-    buffer = bytearray()
-    try:
-        while True:
-            line = await _read_line(stdin, buffer)
-            if line is None:
-                return
-            try:
-                answer = await generator.handle(json.loads(line))
-            except (BenchError, httpx2.HTTPError, KeyError, ValueError, OSError) as exc:
-                answer = {"error": f"{type(exc).__name__}: {exc}"}
-            await stdout.send_all(json.dumps(answer).encode() + b"\n")
-    finally:
-        await generator.aclose()
-        await stdin.aclose()
-        await stdout.aclose()
-
-
-class LoadGeneratorProcess:
-    """The bench's handle on the load generator subprocess (started by :meth:`start`)."""
-
-    def __init__(self, proc: trio.Process, stderr_path: Path) -> None:
-        self.proc = proc
-        self.stderr_path = stderr_path
-        self._buffer = bytearray()
-
-    @classmethod
-    async def start(cls, admin_url: str, token_file: Path, workdir: Path) -> LoadGeneratorProcess:
-        stderr_path = workdir / "loadgen.log"
-        with stderr_path.open("wb") as err:
-            proc = await trio.lowlevel.open_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "daemon.orders.bench",
-                    "--load-generator",
-                    admin_url,
-                    "--token-file",
-                    str(token_file),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                cwd=workdir,
-            )
-        return cls(proc, stderr_path)
-
-    async def call(self, command: Mapping[str, Any]) -> dict[str, Any]:
-        """Send one command and wait for its answer."""
-        await self.send(command)
-        return await self.answer(command)
-
-    async def send(self, command: Mapping[str, Any]) -> None:
-        """Send one command; :meth:`answer` reads what it answers."""
-        stdin = self.proc.stdin
-        assert stdin is not None
-        with trio.fail_after(LOADGEN_TIMEOUT_S):
-            try:
-                await stdin.send_all(json.dumps(command).encode() + b"\n")
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise BenchError(f"the load generator exited:\n{self._stderr_tail()}") from None
-
-    async def answer(self, command: Mapping[str, Any]) -> dict[str, Any]:
-        """The answer to the command sent last."""
-        stdout = self.proc.stdout
-        assert stdout is not None
-        with trio.fail_after(LOADGEN_TIMEOUT_S):
-            try:
-                line = await _read_line(stdout, self._buffer)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                line = None
-        if line is None:
-            raise BenchError(f"the load generator exited:\n{self._stderr_tail()}")
-        answer: dict[str, Any] = json.loads(line)
-        if "error" in answer and "status" not in answer:
-            raise BenchError(f"load generator, {command.get('op')}: {answer['error']}")
-        return answer
-
-    def _stderr_tail(self) -> str:
-        try:
-            return self.stderr_path.read_text(encoding="utf-8", errors="replace")[-2000:]
-        except OSError:
-            return "(no stderr)"
-
-    async def aclose(self) -> None:
-        """Close its stdin (it exits) and reap it; killed when it does not."""
-        with trio.CancelScope(shield=True):
-            if self.proc.stdin is not None:
-                try:
-                    await self.proc.stdin.aclose()
-                except trio.BrokenResourceError:
-                    pass
-            with trio.move_on_after(10):
-                await self.proc.wait()
-            if self.proc.returncode is None:
-                self.proc.kill()
-                await self.proc.wait()
-
-
 # ------------------------------------------------------------------ the simulator process
-
-
-@attrs.define
-class SimProcess:
-    """``python -m daemon sim`` as a subprocess, and where it listens."""
-
-    proc: trio.Process
-    rest_url: str
-    ws_url: str
-
-    @classmethod
-    async def start(
-        cls, workdir: Path, tradingd_key: tuple[str, str], baseline_key: tuple[str, str]
-    ) -> SimProcess:
-        config = sim_config(tradingd_key, baseline_key)
-        config_path = _write_private(workdir / "sim.toml", config)
-        log_path = workdir / "sim.log"
-        with log_path.open("wb") as out:
-            proc = await trio.lowlevel.open_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "daemon",
-                    "sim",
-                    "--config",
-                    str(config_path),
-                    "--rest-port",
-                    "0",
-                    "--ws-port",
-                    "0",
-                    "--log-level",
-                    "warning",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        try:
-            with trio.fail_after(START_TIMEOUT_S):
-                while True:
-                    text = log_path.read_text(encoding="utf-8", errors="replace")
-                    for line in text.splitlines():
-                        if line.startswith(_SIM_URLS_PREFIX):
-                            rest, _, ws = line[len(_SIM_URLS_PREFIX) :].partition("  streams ")
-                            return cls(proc, rest.strip(), ws.strip())
-                    if proc.poll() is not None:
-                        raise BenchError(f"the simulator exited with {proc.returncode}:\n{text}")
-                    await trio.sleep(0.05)
-        except BaseException:
-            await _kill(proc)
-            raise
-
-    async def aclose(self) -> None:
-        with trio.CancelScope(shield=True):
-            self.proc.terminate()
-            with trio.move_on_after(10):
-                await self.proc.wait()
-            if self.proc.returncode is None:
-                await _kill(self.proc)
-
-
-async def _kill(proc: trio.Process) -> None:
-    with trio.CancelScope(shield=True):
-        proc.kill()
-        with trio.move_on_after(10):
-            await proc.wait()
 
 
 def sim_config(tradingd_key: tuple[str, str], baseline_key: tuple[str, str]) -> str:
@@ -984,25 +416,25 @@ async def latency_phase(
         done += count
     if running.service.incarnations != incarnations:
         raise BenchError("the order pipeline restarted during the latency phase (see the log)")
-    base_q, td_q = _quantiles(base), _quantiles(answered)
+    base_q, td_q = quantiles(base), quantiles(answered)
     return {
         "orders": options.latency_orders,
         "warmup": options.warmup,
         "block": options.block,
         "baseline": base_q,
         "tradingd": td_q,
-        "ratio_p50": _ratio(td_q["p50_ms"], base_q["p50_ms"]),
-        "ratio_p99": _ratio(td_q["p99_ms"], base_q["p99_ms"]),
+        "ratio_p50": ratio(td_q["p50_ms"], base_q["p50_ms"]),
+        "ratio_p99": ratio(td_q["p99_ms"], base_q["p99_ms"]),
         "target_ratio_p50": TARGET_LATENCY_RATIO,
         "baseline_parts": {
-            "commits": _quantiles(base_commits),
-            "post": _quantiles(base_posts),
-            "mean_commit_ms": _ms(base_statement_s / (2 * options.latency_orders)),
-            "cpu_ms_per_order": _ms(base_cpu_s / options.latency_orders),
+            "commits": quantiles(base_commits),
+            "post": quantiles(base_posts),
+            "mean_commit_ms": ms(base_statement_s / (2 * options.latency_orders)),
+            "cpu_ms_per_order": ms(base_cpu_s / options.latency_orders),
         },
-        "tradingd_received_to_committed": _quantiles(committed),
+        "tradingd_received_to_committed": quantiles(committed),
         "tradingd_store": tradingd_use.report(options.latency_orders),
-        "client_post_to_202": _quantiles(client),
+        "client_post_to_202": quantiles(client),
     }
 
 
@@ -1025,7 +457,7 @@ class _TradingdUse:
         if store is None:
             raise BenchError("tradingd's store is not open (see the log)")
         stats = store.stats
-        return stats.commits, stats.reads, stats.total_commit_s, sum(_self_cpu_s())
+        return stats.commits, stats.reads, stats.total_commit_s, sum(self_cpu_s())
 
     def start(self, running: RunningDaemon) -> None:
         self._at = self._read(running)
@@ -1043,8 +475,8 @@ class _TradingdUse:
         return {
             "writes_per_order": round(self.writes / orders, 2),
             "reads_per_order": round(self.reads / orders, 2),
-            "mean_commit_ms": _ms(self.commit_s / self.writes) if self.writes else None,
-            "cpu_ms_per_order": _ms(self.cpu_s / orders),
+            "mean_commit_ms": ms(self.commit_s / self.writes) if self.writes else None,
+            "cpu_ms_per_order": ms(self.cpu_s / orders),
         }
 
 
@@ -1095,11 +527,11 @@ async def _entry_measurement(
     pipeline = running.pipeline()
     incarnations = running.service.incarnations
     before = _Counters.read(pipeline)
-    cpu_before, sim_before = sum(_self_cpu_s()), _process_cpu_s(sim.proc.pid)
+    cpu_before, sim_before = sum(self_cpu_s()), process_cpu_s(sim.proc.pid)
     started = trio.current_time()
     driven = await drive()
     accepted_at = trio.current_time()
-    cpu_after, sim_after = sum(_self_cpu_s()), _process_cpu_s(sim.proc.pid)
+    cpu_after, sim_after = sum(self_cpu_s()), process_cpu_s(sim.proc.pid)
     during = _Counters.read(pipeline).minus(before)
     drained_at = await _wait_drained(
         pipeline, before.answered + during.created, budget_s=max(60.0, orders / 20)
@@ -1124,8 +556,8 @@ async def _entry_measurement(
         "drained_after_s": round(drain, 3),
         "send_rate_per_s": round(total.answered / drain, 1) if drain > 0 else None,
         "cpu_share_while_accepting": {
-            "tradingd_process": _cpu_share(cpu_after - cpu_before, wall),
-            "simulator": _cpu_share(sim_cpu, wall),
+            "tradingd_process": cpu_share(cpu_after - cpu_before, wall),
+            "simulator": cpu_share(sim_cpu, wall),
         },
     }
     return result, driven
@@ -1213,7 +645,7 @@ async def http_phase(
             "user_s": round(float(burst["cpu_user_s"]), 3),
             "sys_s": round(float(burst["cpu_sys_s"]), 3),
             "wall_s": round(wall, 3),
-            "share": _cpu_share(cpu, wall),
+            "share": cpu_share(cpu, wall),
         },
         **result,
     }
@@ -1229,20 +661,20 @@ async def measure(options: BenchOptions, workdir: Path) -> dict[str, Any]:
     tradingd_key = ("bench" + secrets.token_hex(12), secrets.token_hex(32))
     baseline_key = ("base" + secrets.token_hex(12), secrets.token_hex(32))
     secret_files = {
-        "token": _write_private(workdir / "admin-token", secrets.token_urlsafe(32)),
-        "api_key": _write_private(workdir / "api-key", tradingd_key[0]),
-        "api_secret": _write_private(workdir / "api-secret", tradingd_key[1]),
+        "token": write_private(workdir / "admin-token", secrets.token_urlsafe(32)),
+        "api_key": write_private(workdir / "api-key", tradingd_key[0]),
+        "api_secret": write_private(workdir / "api-secret", tradingd_key[1]),
     }
     baseline_setup = {
         "credentials_file": str(
-            _write_private(
+            write_private(
                 workdir / "baseline-key.json",
                 json.dumps({"api_key": baseline_key[0], "api_secret": baseline_key[1]}),
             )
         ),
         "db": str(workdir / "baseline.db"),
     }
-    sim = await SimProcess.start(workdir, tradingd_key, baseline_key)
+    sim = await SimProcess.start(workdir, sim_config(tradingd_key, baseline_key))
     try:
         baseline_setup["sim_url"] = sim.rest_url
         config_path = workdir / "tradingd.toml"
@@ -1291,8 +723,8 @@ async def measure(options: BenchOptions, workdir: Path) -> dict[str, Any]:
     return {
         "machine": {
             **machine,
-            "load_average_1m_after": _load_average(),
-            "cpu_pressure_avg10_after": _cpu_pressure(),
+            "load_average_1m_after": load_average(),
+            "cpu_pressure_avg10_after": cpu_pressure(),
         },
         "setup": {
             "simulator": f"`python -m daemon sim` subprocess (pid {sim_pid}), {SYMBOL} only, "
@@ -1300,7 +732,7 @@ async def measure(options: BenchOptions, workdir: Path) -> dict[str, Any]:
             "tradingd": "a real Daemon (daemon.app) in the bench process's Trio loop: admin API "
             f"on {host}:{port}, SQLite store, venue link, order pipeline "
             f"({options.accounts} account(s), dispatch sharded); logging at WARNING",
-            "load_generator": f"`python -m daemon.orders.bench --load-generator` subprocess "
+            "load_generator": f"`python -m daemon.bench.orders --load-generator` subprocess "
             f"(pid {loadgen_pid}): the baseline and every HTTP client (httpx2, keep-alive)",
             "in_process_submitters": f"{options.submitters} Trio tasks in the bench process "
             "calling OrdersService.submit",
@@ -1321,10 +753,6 @@ async def measure(options: BenchOptions, workdir: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------ output
 
 
-def _fmt(value: Any, spec: str = ".3f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def render(report: Mapping[str, Any]) -> str:
     """The report as a plain-text table (``--json`` prints it as JSON instead)."""
     m, s = report["machine"], report["setup"]
@@ -1335,10 +763,10 @@ def render(report: Mapping[str, Any]) -> str:
         f"machine: {m['usable_cores']} of {m['cores']} cores ({m['cpu_model']}), "
         f"{m['implementation']} {m['python']}, SQLite {m['sqlite']}, trio {m['trio']}, "
         f"httpx2 {m['httpx2']}, {m['platform']}",
-        f"load average (1 min): {_fmt(m['load_average_1m_before'], '.2f')} before, "
-        f"{_fmt(m['load_average_1m_after'], '.2f')} after (this includes the bench's own load); "
-        f"CPU pressure (PSI some avg10) {_fmt(m['cpu_pressure_avg10_before'], '.1f')}% before, "
-        f"{_fmt(m['cpu_pressure_avg10_after'], '.1f')}% after",
+        f"load average (1 min): {fmt(m['load_average_1m_before'], '.2f')} before, "
+        f"{fmt(m['load_average_1m_after'], '.2f')} after (this includes the bench's own load); "
+        f"CPU pressure (PSI some avg10) {fmt(m['cpu_pressure_avg10_before'], '.1f')}% before, "
+        f"{fmt(m['cpu_pressure_avg10_after'], '.1f')}% after",
         "where:",
         *(f"  {key.replace('_', ' ')}: {text}" for key, text in s.items()),
         "",
@@ -1348,44 +776,44 @@ def render(report: Mapping[str, Any]) -> str:
     ]
 
     def row(label: str, q: Mapping[str, Any]) -> str:
-        return f"   {label:<56}{_fmt(q['p50_ms']):>9}{_fmt(q['p99_ms']):>9}"
+        return f"   {label:<56}{fmt(q['p50_ms']):>9}{fmt(q['p99_ms']):>9}"
 
     lines += [
         row("baseline: signed httpx2 POST + 2 FULL commits", lat["baseline"]),
         row("tradingd: POST /orders received -> answer persisted", lat["tradingd"]),
-        f"   {'ratio tradingd / baseline':<56}{_fmt(lat['ratio_p50'], '.2f') + 'x':>9}"
-        f"{_fmt(lat['ratio_p99'], '.2f') + 'x':>9}   (target p50 <= {lat['target_ratio_p50']}x)",
+        f"   {'ratio tradingd / baseline':<56}{fmt(lat['ratio_p50'], '.2f') + 'x':>9}"
+        f"{fmt(lat['ratio_p99'], '.2f') + 'x':>9}   (target p50 <= {lat['target_ratio_p50']}x)",
         row(
             "tradingd: received -> intent committed (the 202)",
             lat["tradingd_received_to_committed"],
         ),
         row("client: POST /orders -> 202 (load generator)", lat["client_post_to_202"]),
         f"   baseline parts: 2 commits (thread calls) p50 "
-        f"{_fmt(parts['commits']['p50_ms'])} ms, POST p50 {_fmt(parts['post']['p50_ms'])} ms; "
-        f"mean COMMIT statement {_fmt(parts['mean_commit_ms'])} ms; CPU "
-        f"{_fmt(parts['cpu_ms_per_order'])} ms/order",
+        f"{fmt(parts['commits']['p50_ms'])} ms, POST p50 {fmt(parts['post']['p50_ms'])} ms; "
+        f"mean COMMIT statement {fmt(parts['mean_commit_ms'])} ms; CPU "
+        f"{fmt(parts['cpu_ms_per_order'])} ms/order",
         f"   tradingd store per order: {store['writes_per_order']} write transactions, "
         f"{store['reads_per_order']} reads; mean COMMIT statement "
-        f"{_fmt(store['mean_commit_ms'])} ms; CPU {_fmt(store['cpu_ms_per_order'])} ms/order",
+        f"{fmt(store['mean_commit_ms'])} ms; CPU {fmt(store['cpu_ms_per_order'])} ms/order",
         "",
         f"2. durable intents accepted/s, {ent['submitters']} in-process submitters "
         f"(OrdersService.submit), {ent['orders']} orders, {ent['accounts']} account(s)",
         f"   accepted {ent['accepted']} in {ent['seconds']:.3f} s = "
-        f"{_fmt(ent['accepted_per_s'], '.0f')}/s   (target >= {ent['target_per_s']:.0f}/s)",
+        f"{fmt(ent['accepted_per_s'], '.0f')}/s   (target >= {ent['target_per_s']:.0f}/s)",
     ]
 
     def common(r: Mapping[str, Any], process: str) -> list[str]:
         cpu = r["cpu_share_while_accepting"]
         return [
-            f"   group commits {r['commits']} (mean batch {_fmt(r['mean_batch'], '.1f')}), "
+            f"   group commits {r['commits']} (mean batch {fmt(r['mean_batch'], '.1f')}), "
             f"refused as saturated and retried {r['saturated']}",
             f"   sending meanwhile: {r['sent_while_accepting']} sent, "
             f"{r['answered_while_accepting']} answers persisted while accepting; all "
             f"{r['answered']} answered after {r['drained_after_s']:.2f} s = "
-            f"{_fmt(r['send_rate_per_s'], '.0f')}/s (rejected {r['rejected']}, "
+            f"{fmt(r['send_rate_per_s'], '.0f')}/s (rejected {r['rejected']}, "
             f"unknown {r['unknown']})",
             f"   CPU while accepting (cores busy): {process} "
-            f"{_fmt(cpu['tradingd_process'], '.2f')}, simulator {_fmt(cpu['simulator'], '.2f')}",
+            f"{fmt(cpu['tradingd_process'], '.2f')}, simulator {fmt(cpu['simulator'], '.2f')}",
         ]
 
     lines += common(ent, "tradingd process (submitters included)")
@@ -1395,11 +823,11 @@ def render(report: Mapping[str, Any]) -> str:
         f"3. durable intents accepted/s through POST /orders, {web['clients']} HTTP clients "
         f"in the load generator, {web['orders']} orders",
         f"   accepted {web['accepted']} in {web['client_wall_s']:.3f} s = "
-        f"{_fmt(web['accepted_per_s'], '.0f')}/s; client latency p50 "
-        f"{_fmt(web['client_latency']['p50_ms'])} ms, p99 "
-        f"{_fmt(web['client_latency']['p99_ms'])} ms",
+        f"{fmt(web['accepted_per_s'], '.0f')}/s; client latency p50 "
+        f"{fmt(web['client_latency']['p50_ms'])} ms, p99 "
+        f"{fmt(web['client_latency']['p99_ms'])} ms",
         f"   load generator CPU: {gen['user_s']:.2f} s user + {gen['sys_s']:.2f} s sys over "
-        f"{gen['wall_s']:.2f} s wall = {_fmt(gen['share'], '.2f')} of a core",
+        f"{gen['wall_s']:.2f} s wall = {fmt(gen['share'], '.2f')} of a core",
         *common(web, "tradingd process"),
         "",
         f"bench time {report['bench_seconds']:.1f} s",

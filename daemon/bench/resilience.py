@@ -1,4 +1,4 @@
-"""Overhead micro-benchmark (not a test): ``python -m daemon.resilience.bench``.
+"""Overhead micro-benchmark (not a test): ``python -m daemon.bench.resilience``.
 
 Prints the per-call cost of an uncontended limiter ``acquire`` and of a
 breaker-guarded call, each relative to a bare ``trio.lowlevel.checkpoint()``

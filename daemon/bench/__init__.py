@@ -1,0 +1,15 @@
+"""Benchmarks (not tests), run on demand; never imported by ``tradingd run``.
+
+* :mod:`.orders` — ``tradingd bench orders``: the order pipeline's latency and
+  throughput against a raw baseline, with the real daemon and the simulator;
+  :mod:`.orders_load` is its load-generator process (the baseline and the
+  HTTP clients).
+* :mod:`.resilience` — ``python -m daemon.bench.resilience``: the per-call
+  overhead of the rate limiters and the circuit breaker.
+* :mod:`.common` — what they share: process start-up (the simulator as a
+  subprocess, private files, line-framed pipes), CPU accounting, the facts
+  about the machine and report formatting.
+
+The command line imports these modules only inside the ``bench`` command, and
+``tests/test_layering.py`` checks that running the daemon loads none of them.
+"""

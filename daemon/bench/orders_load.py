@@ -1,0 +1,446 @@
+"""The orders bench's load generator process: the raw baseline and the HTTP clients.
+
+``tradingd bench orders`` starts it as ``python -m daemon.bench.orders
+--load-generator ADMIN_URL --token-file PATH`` (:class:`LoadGeneratorProcess`)
+and drives it over a pipe, one JSON command a line (:class:`LoadGenerator`
+lists them). It runs
+
+* the **baseline** (:class:`Baseline`): a signed new order to the simulator
+  between two ``synchronous=FULL`` SQLite commits, alone in its Trio loop, so
+  that it pays nothing for the daemon's tasks or its instruments;
+* the **HTTP clients** of ``POST /orders``, whose own CPU use it reports.
+
+The bench orders themselves (:func:`order_request`) are defined here too: a
+LIMIT BUY far below the market, which rests and never fills.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import httpx2
+import trio
+
+from daemon.bench.common import BenchError, quantiles, read_line, self_cpu_s
+from daemon.orders.ledger import LatencyLog
+
+__all__ = [
+    "FIRST_ACCOUNT",
+    "PRICE",
+    "QUANTITY",
+    "SYMBOL",
+    "Baseline",
+    "LoadGenerator",
+    "LoadGeneratorProcess",
+    "account_names",
+    "order_request",
+    "serve_load_generator",
+    "signed_order_target",
+]
+
+SYMBOL: Final = "BTCUSDT"
+#: Far below the simulator's start price (30000): rests on the book, never fills.
+PRICE: Final = "20000.00"
+#: 20 USDT an order: above the simulator's 5 USDT minimum notional.
+QUANTITY: Final = "0.00100"
+#: Bench accounts are named ``main``, ``acct1``, ``acct2``, ...
+FIRST_ACCOUNT: Final = "main"
+#: Bound of one control call to the load generator (a burst of thousands included).
+LOADGEN_TIMEOUT_S: Final = 300.0
+#: Pause before a submission that was refused as saturated (503) is retried.
+SATURATED_RETRY_S: Final = 0.005
+
+
+# ------------------------------------------------------------------ the bench orders
+
+
+def order_request(message_id: str, account: str = FIRST_ACCOUNT) -> dict[str, str]:
+    """One bench order as both entry APIs take it: a LIMIT BUY that rests, never fills."""
+    return {
+        "message_id": message_id,
+        "account": account,
+        "symbol": SYMBOL,
+        "side": "BUY",
+        "type": "LIMIT",
+        "quantity": QUANTITY,
+        "price": PRICE,
+        "time_in_force": "GTC",
+    }
+
+
+def account_names(count: int) -> list[str]:
+    """The bench's ``count`` account names: ``main``, ``acct1``, ``acct2``, ..."""
+    return [FIRST_ACCOUNT, *(f"acct{i}" for i in range(1, count))]
+
+
+# ------------------------------------------------------------------ the baseline
+
+
+def signed_order_target(secret: bytes, client_order_id: str, timestamp_ms: int) -> str:
+    """Path and signed query of the baseline's new order, signed as Binance specifies.
+
+    ``signature`` is the hex HMAC-SHA256 of the query string, keyed with the
+    secret, appended last. Written out here on purpose: the baseline must not
+    use tradingd's client or codec.
+    """
+    query = urllib.parse.urlencode(
+        [
+            ("symbol", SYMBOL),
+            ("side", "BUY"),
+            ("type", "LIMIT"),
+            ("timeInForce", "GTC"),
+            ("quantity", QUANTITY),
+            ("price", PRICE),
+            ("newClientOrderId", client_order_id),
+            ("newOrderRespType", "FULL"),
+            ("recvWindow", "5000"),
+            ("timestamp", str(timestamp_ms)),
+        ]
+    )
+    signature = hmac.new(secret, query.encode("ascii"), hashlib.sha256).hexdigest()
+    return f"/api/v3/order?{query}&signature={signature}"
+
+
+class Baseline:
+    """The raw baseline: a signed new order to the simulator between two FULL commits.
+
+    Nothing of tradingd is used: the request is signed here with
+    :mod:`hmac` exactly as Binance specifies (hex HMAC-SHA256 of the query
+    string, keyed with the secret), sent with a plain keep-alive httpx2
+    client, and its JSON answer parsed; the commits go to a fresh sqlite3
+    file in WAL mode with ``synchronous=FULL``, one INSERT each, in a worker
+    thread behind a one-thread limiter (as the store's thread lane does).
+    """
+
+    def __init__(self, sim_url: str, api_key: str, api_secret: str, db_path: Path) -> None:
+        self.http = httpx2.AsyncClient(base_url=sim_url, timeout=10.0, trust_env=False)
+        self._api_key = api_key
+        self._secret = api_secret.encode("utf-8")
+        self._db_path = db_path
+        self._conn: sqlite3.Connection | None = None
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def open(self) -> None:
+        await trio.to_thread.run_sync(self._open, limiter=self._limiter)
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
+        mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        if mode.lower() != "wal":
+            raise BenchError(f"baseline database {self._db_path}: WAL refused (mode {mode!r})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, client_order_id TEXT, "
+            "kind TEXT, at_ms INTEGER)"
+        )
+        self._conn = conn
+
+    def _commit(self, client_order_id: str, kind: str) -> float:
+        """One transaction; returns the seconds of its COMMIT statement (the fsyncs)."""
+        conn = self._conn
+        assert conn is not None, "open() first"
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT INTO orders (client_order_id, kind, at_ms) VALUES (?, ?, ?)",
+            (client_order_id, kind, time.time_ns() // 1_000_000),
+        )
+        started = time.perf_counter()
+        conn.execute("COMMIT")
+        return time.perf_counter() - started
+
+    async def one(self, client_order_id: str) -> tuple[float, float, float, float]:
+        """One order: commit, signed POST (answer parsed), commit.
+
+        Returns:
+            Seconds in all, in the two commits (thread calls), in the POST, and
+            in the two COMMIT statements.
+        """
+        started = time.perf_counter()
+        first = await trio.to_thread.run_sync(
+            self._commit, client_order_id, "intent", limiter=self._limiter
+        )
+        posted = time.perf_counter()
+        response = await self.http.post(
+            signed_order_target(self._secret, client_order_id, time.time_ns() // 1_000_000),
+            headers={"X-MBX-APIKEY": self._api_key},
+        )
+        answer = response.json()
+        if response.status_code != 200 or "orderId" not in answer:
+            raise BenchError(
+                f"baseline order {client_order_id}: simulator answered "
+                f"{response.status_code}: {response.text[:300]}"
+            )
+        answered = time.perf_counter()
+        second = await trio.to_thread.run_sync(
+            self._commit, client_order_id, "answer", limiter=self._limiter
+        )
+        done = time.perf_counter()
+        commits = (posted - started) + (done - answered)
+        return done - started, commits, answered - posted, first + second
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        conn = self._conn
+        if conn is not None:
+            self._conn = None
+            await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+
+# ------------------------------------------------------------------ the load generator process
+
+
+class LoadGenerator:
+    """The load generator's side: commands in on stdin, one JSON answer per line on stdout.
+
+    Commands (one JSON object a line):
+
+    * ``{"op": "baseline", "ids", "prefix", "sim_url", "credentials_file", "db"}`` →
+      ``{"seconds", "commit_seconds", "post_seconds", "commit_statement_seconds"}``,
+      lists with one value per order, and ``cpu_s``, this process's CPU for
+      them all (the baseline is set up on first use);
+    * ``{"op": "post", "body"}`` → ``{"status", "seconds", "client_order_id"}``:
+      one ``POST /orders`` on a kept-alive connection;
+    * ``{"op": "burst", "count", "prefix", "accounts", "concurrency"}`` →
+      statuses, wall time, this process's CPU, client-side latency.
+    """
+
+    def __init__(self, admin_url: str, token: str) -> None:
+        self.admin_url = admin_url
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.http = httpx2.AsyncClient(
+            base_url=admin_url,
+            headers=self._headers,
+            timeout=30.0,
+            limits=httpx2.Limits(max_connections=1, max_keepalive_connections=1),
+            trust_env=False,
+        )
+        self.baseline: Baseline | None = None
+
+    async def handle(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        op = command.get("op")
+        if op == "baseline":
+            return await self._baseline(command)
+        if op == "post":
+            return await self._post(json.dumps(command["body"]).encode())
+        if op == "burst":
+            return await self._burst(command)
+        raise BenchError(f"load generator: unknown op {op!r}")
+
+    async def _baseline(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        if self.baseline is None:
+            creds_path = trio.Path(command["credentials_file"])
+            creds = json.loads(await creds_path.read_text(encoding="utf-8"))
+            baseline = Baseline(
+                command["sim_url"], creds["api_key"], creds["api_secret"], Path(command["db"])
+            )
+            await baseline.open()
+            self.baseline = baseline
+        prefix = command["prefix"]
+        cpu_before = sum(self_cpu_s())
+        rows = [await self.baseline.one(f"{prefix}{i}") for i in command["ids"]]
+        return {
+            "cpu_s": sum(self_cpu_s()) - cpu_before,
+            "seconds": [r[0] for r in rows],
+            "commit_seconds": [r[1] for r in rows],
+            "post_seconds": [r[2] for r in rows],
+            "commit_statement_seconds": [r[3] for r in rows],
+        }
+
+    async def _post(self, body: bytes) -> dict[str, Any]:
+        started = time.perf_counter()
+        response = await self.http.post("/orders", content=body)
+        seconds = time.perf_counter() - started
+        answer: dict[str, Any] = {"status": response.status_code, "seconds": seconds}
+        if response.status_code in (200, 202):
+            answer["client_order_id"] = response.json()["client_order_id"]
+        else:
+            answer["error"] = response.text[:500]
+        return answer
+
+    async def _burst(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        count = int(command["count"])
+        concurrency = int(command["concurrency"])
+        accounts = list(command["accounts"])
+        prefix = command["prefix"]
+        bodies = [
+            json.dumps(order_request(f"{prefix}{i}", accounts[i % len(accounts)])).encode()
+            for i in range(count)
+        ]
+        statuses: Counter[int] = Counter()
+        retries = 0
+        errors: list[str] = []
+        latency = LatencyLog()
+        next_index = 0
+        async with httpx2.AsyncClient(
+            base_url=self.admin_url,
+            headers=self._headers,
+            timeout=30.0,
+            limits=httpx2.Limits(
+                max_connections=concurrency, max_keepalive_connections=concurrency
+            ),
+            trust_env=False,
+        ) as http:
+
+            async def warm() -> None:
+                await http.get("/health")
+
+            async with trio.open_nursery() as nursery:  # open the connections before the clock
+                for _ in range(concurrency):
+                    nursery.start_soon(warm)
+
+            async def worker() -> None:
+                nonlocal next_index, retries
+                while next_index < count:
+                    index = next_index
+                    next_index += 1
+                    while True:
+                        started = time.perf_counter()
+                        response = await http.post("/orders", content=bodies[index])
+                        if response.status_code == 503:
+                            retries += 1
+                            await trio.sleep(SATURATED_RETRY_S)
+                            continue
+                        latency.add(time.perf_counter() - started)
+                        statuses[response.status_code] += 1
+                        if response.status_code not in (200, 202) and len(errors) < 3:
+                            errors.append(f"{response.status_code}: {response.text[:200]}")
+                        break
+
+            cpu_before = self_cpu_s()
+            started = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for _ in range(concurrency):
+                    nursery.start_soon(worker)
+            wall = time.perf_counter() - started
+            cpu_after = self_cpu_s()
+        return {
+            "requests": count,
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "accepted": statuses[202] + statuses[200],
+            "retried_503": retries,
+            "errors": errors,
+            "wall_s": wall,
+            "cpu_user_s": cpu_after[0] - cpu_before[0],
+            "cpu_sys_s": cpu_after[1] - cpu_before[1],
+            "latency": quantiles(latency),
+        }
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        if self.baseline is not None:
+            await self.baseline.aclose()
+
+
+async def serve_load_generator(admin_url: str, token: str) -> None:
+    """Answer commands from stdin until it closes (the load generator process's main)."""
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    stdout = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
+    generator = LoadGenerator(admin_url, token)
+    buffer = bytearray()
+    try:
+        while True:
+            line = await read_line(stdin, buffer)
+            if line is None:
+                return
+            try:
+                answer = await generator.handle(json.loads(line))
+            except (BenchError, httpx2.HTTPError, KeyError, ValueError, OSError) as exc:
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            await stdout.send_all(json.dumps(answer).encode() + b"\n")
+    finally:
+        await generator.aclose()
+        await stdin.aclose()
+        await stdout.aclose()
+
+
+class LoadGeneratorProcess:
+    """The bench's handle on the load generator subprocess (started by :meth:`start`)."""
+
+    def __init__(self, proc: trio.Process, stderr_path: Path) -> None:
+        self.proc = proc
+        self.stderr_path = stderr_path
+        self._buffer = bytearray()
+
+    @classmethod
+    async def start(cls, admin_url: str, token_file: Path, workdir: Path) -> LoadGeneratorProcess:
+        stderr_path = workdir / "loadgen.log"
+        with stderr_path.open("wb") as err:
+            proc = await trio.lowlevel.open_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "daemon.bench.orders",
+                    "--load-generator",
+                    admin_url,
+                    "--token-file",
+                    str(token_file),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                cwd=workdir,
+            )
+        return cls(proc, stderr_path)
+
+    async def call(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        """Send one command and wait for its answer."""
+        await self.send(command)
+        return await self.answer(command)
+
+    async def send(self, command: Mapping[str, Any]) -> None:
+        """Send one command; :meth:`answer` reads what it answers."""
+        stdin = self.proc.stdin
+        assert stdin is not None
+        with trio.fail_after(LOADGEN_TIMEOUT_S):
+            try:
+                await stdin.send_all(json.dumps(command).encode() + b"\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise BenchError(f"the load generator exited:\n{self._stderr_tail()}") from None
+
+    async def answer(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        """The answer to the command sent last."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        with trio.fail_after(LOADGEN_TIMEOUT_S):
+            try:
+                line = await read_line(stdout, self._buffer)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                line = None
+        if line is None:
+            raise BenchError(f"the load generator exited:\n{self._stderr_tail()}")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer and "status" not in answer:
+            raise BenchError(f"load generator, {command.get('op')}: {answer['error']}")
+        return answer
+
+    def _stderr_tail(self) -> str:
+        try:
+            return self.stderr_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+        except OSError:
+            return "(no stderr)"
+
+    async def aclose(self) -> None:
+        """Close its stdin (it exits) and reap it; killed when it does not."""
+        with trio.CancelScope(shield=True):
+            if self.proc.stdin is not None:
+                try:
+                    await self.proc.stdin.aclose()
+                except trio.BrokenResourceError:
+                    pass
+            with trio.move_on_after(10):
+                await self.proc.wait()
+            if self.proc.returncode is None:
+                self.proc.kill()
+                await self.proc.wait()
