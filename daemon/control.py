@@ -219,7 +219,7 @@ def prepare_socket_path(path: Path) -> None:
 
     Blocking (file system); call from a thread.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         st = path.lstat()
     except FileNotFoundError:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -98,7 +99,12 @@ def resolve(ref: SecretRef, environ: Mapping[str, str] | None = None) -> Secret:
     else:
         path = credential_path(ref.name, env) if ref.kind == "credential" else Path(ref.name)
         try:
-            with path.open("rb") as fh:
+            # O_NONBLOCK: a FIFO in place of the file must not block a reload forever;
+            # only a regular file is read.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    raise SecretError(f"{ref.describe()}: {path} is not a regular file")
                 raw = fh.read(_MAX_SECRET_BYTES + 1)
         except FileNotFoundError:
             raise SecretError(f"{ref.describe()}: {path} does not exist") from None
@@ -106,6 +112,8 @@ def resolve(ref: SecretRef, environ: Mapping[str, str] | None = None) -> Secret:
             raise SecretError(f"{ref.describe()}: {path} is not readable") from None
         except OSError as exc:
             raise SecretError(f"{ref.describe()}: cannot read {path}: {exc.strerror}") from None
+        except ValueError:  # a NUL in the path
+            raise SecretError(f"{ref.describe()}: the path is not valid") from None
         if len(raw) > _MAX_SECRET_BYTES:
             raise SecretError(f"{ref.describe()}: larger than {_MAX_SECRET_BYTES} bytes")
         try:

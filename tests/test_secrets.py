@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,20 @@ def test_redactor_masks_longest_first() -> None:
     REDACTOR.register("abcd")
     REDACTOR.register("abcdefgh")
     assert REDACTOR.redact("x abcdefgh y abcd") == "x *** y ***"
+
+
+def test_a_secret_file_that_is_not_a_regular_file_is_refused_without_blocking(
+    tmp_path: Path,
+) -> None:
+    """A FIFO in place of a secret file would block a reload forever; a directory or a
+    device is no secret either. Each is a SecretError at once."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(SecretError, match="not a regular file"):
+        resolve(SecretRef("file", str(fifo)))
+    with pytest.raises(SecretError, match="not a regular file"):
+        resolve(SecretRef("file", "/dev/null"))
+    with pytest.raises(SecretError, match=str(tmp_path)):
+        resolve(SecretRef("file", str(tmp_path)))  # a directory: EISDIR or not regular
+    with pytest.raises(SecretError, match="not valid"):
+        resolve(SecretRef("file", "/tmp/a\x00b"))

@@ -109,11 +109,15 @@ def parse_retry_after(value: str | None, *, now: dt.datetime) -> float | None:
     Accepts delay-seconds (``"120"``; fractions tolerated) and HTTP dates
     (``"Wed, 21 Oct 2015 07:28:00 GMT"``), the latter relative to ``now`` (an
     aware datetime; naive means UTC). A date in the past gives ``0.0``.
+    Whatever else a server sends is ``None``, never an exception; callers cap
+    the wait where their protocol has a bound.
     """
     if value is None:
         return None
     text = value.strip()
-    if not text:
+    # A header from outside: only short ASCII values (float() would also take
+    # other scripts' digits and "1_000").
+    if not text or len(text) > 64 or not text.isascii() or "_" in text:
         return None
     try:
         seconds = float(text)
@@ -125,7 +129,7 @@ def parse_retry_after(value: str | None, *, now: dt.datetime) -> float | None:
         return seconds
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except Exception:  # any value the date parser chokes on counts as absent
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)

@@ -9,6 +9,8 @@ from typing import Any
 import httpx2
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daemon.errors import AmbiguousOutcomeError, PermanentError, RetryExhaustedError, TransientError
 from daemon.resilience import (
@@ -22,6 +24,7 @@ from daemon.resilience import (
     parse_retry_after,
     retry_after_s,
 )
+from tests.fuzzing import fuzz_settings, hostile_text
 
 NOW = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
 classify = HttpClassifier(now=lambda: NOW)
@@ -58,10 +61,22 @@ def error(kind: type[httpx2.HTTPError], method: str = "GET") -> httpx2.HTTPError
         ("nan", None),
         ("inf", None),
         ("soon", None),
+        ("\u0661\u0662", None),  # Arabic-Indic digits: float() would take them
+        ("1_000", None),
+        ("9" * 65, None),
+        ("Fri, 31 Dec 99999 23:59:59 GMT", None),
     ],
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value, now=NOW) == expected
+
+
+@fuzz_settings()
+@given(st.one_of(hostile_text, st.text(max_size=80), st.datetimes().map(str)))
+def test_parse_retry_after_never_raises(value: str) -> None:
+    """A header from outside: a number of seconds, or None, never an exception."""
+    seconds = parse_retry_after(value, now=NOW)
+    assert seconds is None or (seconds >= 0 and seconds != float("inf"))
 
 
 def test_parse_retry_after_with_naive_now() -> None:

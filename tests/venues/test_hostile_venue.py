@@ -39,8 +39,14 @@ import trio_websocket
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.errors import VenueDecodeError, VenueError, VenueRateLimitedError
+from daemon.errors import (
+    VenueDecodeError,
+    VenueError,
+    VenueOutcomeUnknownError,
+    VenueRateLimitedError,
+)
 from daemon.model import DepthUpdate, Trade
+from daemon.model.orders import NewOrder, OrderType, Side, TimeInForce
 from daemon.venues.binance import (
     BinanceStream,
     DisconnectReason,
@@ -705,3 +711,34 @@ async def test_a_hostile_error_body_from_the_venue_maps_by_status(status: int) -
                 await client.depth(SYMBOL, 5)
     assert caught.value.http_status == status and caught.value.code is None
     assert caught.value.venue_message is not None and len(caught.value.venue_message) <= 300
+
+
+async def test_an_answer_longer_than_the_body_limit_is_not_read_past_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client stops reading an answer at ``MAX_BODY_BYTES``: a query answer that
+    long is a decode error, an order's is an unknown outcome, an error body keeps its
+    start. (Before, the whole body was read into memory, however long.)"""
+    with trio.fail_after(30):
+        async with running_sim() as sim, rest_client(sim) as client:
+            await client.exchange_info()  # full size first, with the real limit
+            book = await client.depth(SYMBOL, limit=5)
+            monkeypatch.setattr(codec, "MAX_BODY_BYTES", 200)
+            with pytest.raises(VenueDecodeError, match="longer than 200 bytes"):
+                await client.exchange_info()
+            order = NewOrder(
+                symbol=SYMBOL,
+                side=Side.BUY,
+                type=OrderType.LIMIT,
+                client_order_id="oversized-1",
+                quantity=Decimal("0.01"),
+                price=book.bids[0][0] - Decimal("100.00"),
+                time_in_force=TimeInForce.GTC,
+            )
+            with pytest.raises(VenueOutcomeUnknownError, match="may have taken effect"):
+                await client.new_order(order)
+            assert len(await sim.audit("oversized-1")) == 1  # it did: never resend blindly
+            await sim.arm(kind="rest_error", path="/api/v3/depth", status=400, body="x" * 5000)
+            with pytest.raises(VenueError) as caught:
+                await client.depth(SYMBOL, 5)
+            assert caught.value.http_status == 400

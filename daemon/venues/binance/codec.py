@@ -490,8 +490,8 @@ def historical_trades_request(
 ) -> RequestSpec:
     """``GET /api/v3/historicalTrades`` (weight 25): ``limit`` trades from trade id ``fromId``.
 
-    Sends the API key when there is one (the endpoint was MARKET_DATA; a key
-    is harmless where it is no longer required).
+    Security type NONE: Binance dropped the API key requirement in 2023 (it
+    was MARKET_DATA), so no key is sent and capture needs none.
     """
     params: list[tuple[str, str]] = [
         ("symbol", _symbol(symbol)),
@@ -503,7 +503,7 @@ def historical_trades_request(
         "GET",
         "/api/v3/historicalTrades",
         tuple(params),
-        security=Security.API_KEY,
+        security=Security.NONE,
         weight=WEIGHT_HISTORICAL_TRADES,
     )
 

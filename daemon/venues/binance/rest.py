@@ -43,6 +43,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -139,6 +140,8 @@ class _Answer:
     status: int
     sent_ms: int
     received_ms: int
+    #: The body was longer than ``codec.MAX_BODY_BYTES``: not read past it.
+    oversized: bool = False
 
 
 def _windows(rules: Sequence[RateLimitRule]) -> list[Window]:
@@ -469,6 +472,14 @@ class BinanceRestClient:
             self._send_resyncing(spec, on_sent) if spec.mutating else self._query(spec)
         )
         try:
+            if answer.oversized:
+                raise VenueDecodeError(
+                    f"{self.name} {spec.endpoint}: answer longer than "
+                    f"{codec.MAX_BODY_BYTES} bytes, not read",
+                    raw=answer.body[:1024],
+                    venue=self.name,
+                    endpoint=spec.endpoint,
+                )
             return parse(answer.body)
         except VenueDecodeError as exc:
             if not spec.mutating:
@@ -645,7 +656,8 @@ class BinanceRestClient:
                 extensions=extensions,
             )
             with trio.fail_after(self._config.request_timeout_s):
-                response = await self._http.send(request)
+                response = await self._http.send(request, stream=True)
+                body, oversized = await _read_body(response, codec.MAX_BODY_BYTES)
         except (httpx2.HTTPError, httpx2.InvalidURL, trio.TooSlowError) as exc:
             raise self._transport_error(spec, exc, self._scrubber(prepared)) from exc
         received_ms = self._wall_clock_ms()
@@ -659,7 +671,6 @@ class BinanceRestClient:
             trio.current_time() - started,
         )
         self._observe_usage(response)
-        body = response.content
         if status >= 300:
             error = codec.error_from_response(
                 status,
@@ -672,7 +683,7 @@ class BinanceRestClient:
             if isinstance(error, VenueRateLimitedError) and error.retry_after_s is not None:
                 self._freeze(error.retry_after_s, error)
             raise error
-        return _Answer(body, status, sent_ms, received_ms)
+        return _Answer(body, status, sent_ms, received_ms, oversized)
 
     def _freeze(self, retry_after_s: float, error: VenueError) -> None:
         if self._limiter is None:
@@ -740,6 +751,29 @@ def _call_when_sent(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any
             on_sent()
 
     return trace
+
+
+async def _read_body(response: httpx2.Response, limit: int) -> tuple[bytes, bool]:
+    """The body of a streamed response, read up to ``limit`` bytes; ``(body, oversized)``.
+
+    A venue (or anything on the path) cannot make the client hold more than
+    ``limit`` bytes of one answer: past it, reading stops and the connection
+    is closed. An oversized error body keeps its first ``limit`` bytes (only
+    its start is ever shown).
+    """
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with contextlib.aclosing(response.aiter_bytes()) as parts:
+            async for chunk in parts:  # decoded: a compressed bomb is cut too
+                size += len(chunk)
+                if size > limit:
+                    chunks.append(chunk[: len(chunk) - (size - limit)])
+                    return b"".join(chunks), True
+                chunks.append(chunk)
+        return b"".join(chunks), False
+    finally:
+        await response.aclose()
 
 
 def _never_sent(exc: Exception) -> bool:

@@ -55,7 +55,6 @@ import re
 import types
 from collections.abc import Mapping
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Final, Literal
 
 import attrs
@@ -452,13 +451,7 @@ def load(path: str | os.PathLike[str]) -> SimConfig:
         ConfigError: every problem found, each naming file, line and key.
     """
     source = os.fspath(path)
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{source}: not UTF-8: {exc}"]) from None
-    return loads(text, source=source)
+    return loads(tomlschema.read_text(source), source=source)
 
 
 def loads(text: str, *, source: str = "<string>") -> SimConfig:

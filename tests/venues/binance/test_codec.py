@@ -134,11 +134,15 @@ def test_prepare_refuses_signed_requests_without_credentials() -> None:
 def test_api_key_header_by_security() -> None:
     public = codec.prepare(codec.depth_request("BTCUSDT"), api_key="key")
     assert public.headers == ()
-    keyed = codec.prepare(codec.historical_trades_request("BTCUSDT", 5), api_key="key")
+    # historicalTrades is security type NONE since 2023: no key is sent.
+    assert codec.prepare(codec.historical_trades_request("BTCUSDT", 5), api_key="key").headers == ()
+    market_data = codec.RequestSpec(
+        "GET", "/api/v3/example", (("symbol", "BTCUSDT"),), security=Security.API_KEY
+    )
+    keyed = codec.prepare(market_data, api_key="key")
     assert keyed.headers == (("X-MBX-APIKEY", "key"),)
     assert "signature" not in keyed.query and "timestamp" not in keyed.query
-    anonymous = codec.prepare(codec.historical_trades_request("BTCUSDT", 5))
-    assert anonymous.headers == ()
+    assert codec.prepare(market_data).headers == ()
 
 
 def test_encoding_is_rfc3986() -> None:
@@ -272,7 +276,7 @@ ORDER = NewOrder(
             "GET",
             "/api/v3/historicalTrades",
             (("symbol", "BTCUSDT"), ("limit", "1000"), ("fromId", "42")),
-            Security.API_KEY,
+            Security.NONE,
             25,
             0,
         ),

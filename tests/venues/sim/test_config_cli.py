@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -133,8 +134,18 @@ def test_bad_configs(text: str, message: str) -> None:
 
 
 def test_load_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match=r"nope\.toml: file not found"):
         load(tmp_path / "nope.toml")
+
+
+def test_load_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """One reader for every config file: a FIFO must not block, a device is refused."""
+    fifo = tmp_path / "sim.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load("/dev/zero")
 
 
 def test_help_documents_every_knob() -> None:
