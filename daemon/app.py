@@ -37,7 +37,7 @@ import trio
 from daemon import __version__, logs
 from daemon import config as configmod
 from daemon.admin.api import AdminAPI
-from daemon.admin.http import serve_http
+from daemon.admin.server import serve_admin_http
 from daemon.channels import Queues
 from daemon.config import Config
 from daemon.control import Args, serve_control, shown
@@ -405,7 +405,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             try:
                 bound = await nursery.start(
-                    lambda task_status: serve_http(
+                    lambda task_status: serve_admin_http(
                         api.handle,
                         host,
                         port,

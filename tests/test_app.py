@@ -21,9 +21,9 @@ import trio
 from daemon import cli
 from daemon import config as configmod
 from daemon.admin.api import AdminAPI
-from daemon.admin.http import HTTPError, Request
 from daemon.app import EXIT_FAILURE, EXIT_HARD_STOP, EXIT_OK, Daemon
 from daemon.config import Config
+from daemon.http import HTTPError, Request
 from daemon.notify import Notifier
 from daemon.resilience.deadletter import DeadLetter
 from daemon.secrets import SecretRef

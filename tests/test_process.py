@@ -628,7 +628,7 @@ async def test_reload_by_sighup_and_cli_then_rejected_reload(h: Harness) -> None
     await d.wait_log(r"reload: admin\.max_connections changed; takes effect after a restart")
     # The new level really is in force: requests are now logged at debug.
     assert (await http_get(f"{url}/health")).status_code == 200
-    await d.wait_log(r"DEBUG\s+tradingd\.admin\.http: GET /health -> 200")
+    await d.wait_log(r"DEBUG\s+tradingd\.http: GET /health -> 200")
 
     # `tradingd reload` (ExecReload=) returns when the reload is done, naming the keys.
     h.write_config(level="debug", max_connections=32, shutdown_timeout_s=3.0)

@@ -37,7 +37,7 @@ The order routes are the HTTP face of :class:`~daemon.orders.service.OrdersServi
 
 ``/health``, ``/status``, ``/status/full`` and ``POST /trading/*`` are
 *priority* routes: when the connection pool is full they are still served from
-a reserve of connections (:func:`daemon.admin.http.serve_http`).
+a reserve of connections (:func:`daemon.admin.server.serve_admin_http`).
 
 Errors are ``{"error": "..."}`` like every other error of the server, with
 the extra fields :func:`daemon.orders.control.error_answer` documents
@@ -52,7 +52,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from daemon import __version__
-from daemon.admin.http import HTTPError, Request, Response, Router, error_response
 from daemon.admin.spec import (
     Operation,
     Param,
@@ -62,6 +61,7 @@ from daemon.admin.spec import (
     text_param,
 )
 from daemon.health import HealthLevel, HealthModel
+from daemon.http import HTTPError, Request, Response, Router, error_response
 from daemon.metrics import CONTENT_TYPE, Registry
 from daemon.orders.control import (
     MAX_LIST_LIMIT,

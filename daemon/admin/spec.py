@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from daemon.admin.http import HTTPError, Request
+from daemon.http import HTTPError, Request
 
 __all__ = [
     "ERROR_SCHEMA",

@@ -1,7 +1,7 @@
 """The admin API against a hostile local client (issue 13, findings 4, 5 and 6).
 
 Real sockets on 127.0.0.1 port 0, the real :class:`~daemon.admin.api.AdminAPI`
-over :func:`~daemon.admin.http.serve_http` configured as the daemon configures
+over :func:`~daemon.admin.server.serve_admin_http` configured as the daemon configures
 it, and behind it a real (idle) order service: the trading switches work
 without a running pipeline, which is exactly when an operator needs them.
 """
@@ -22,11 +22,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daemon.admin.api import AdminAPI, operations
-from daemon.admin.http import HostCheck, HTTPError, Request, serve_http
+from daemon.admin.server import serve_admin_http
+from daemon.http import HostCheck, HTTPError, Request
 from daemon.secrets import RedactingFilter, redact_document, redact_url, redact_urls_in_text
-from tests.admin.test_http import raw_connection
 from tests.admin.test_orders_api import TOKEN, Host, idle_service
 from tests.fuzzing import deep_json, fuzz_settings, hostile_text, huge_int_text
+from tests.http_server.test_server import raw_connection
 from tests.orders.harness import limit_request, running_pipeline
 from tests.venues.conftest import running_sim, sim_config
 
@@ -53,7 +54,7 @@ async def admin_server(
     }
     async with trio.open_nursery() as nursery:
         address = await nursery.start(
-            functools.partial(serve_http, api.handle, "127.0.0.1", 0, **options)
+            functools.partial(serve_admin_http, api.handle, "127.0.0.1", 0, **options)
         )
         try:
             yield address, api
@@ -102,7 +103,7 @@ async def hold_half_open(address: tuple[str, int], opened: list[int]) -> None:
 async def test_health_and_halt_answer_while_every_slot_is_held_half_open(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="tradingd.admin.http")
+    caplog.set_level(logging.INFO, logger="tradingd.http")
     with trio.fail_after(TIMEOUT_S):
         async with admin_server() as (address, _api), trio.open_nursery() as attackers:
             opened = [0]

@@ -30,7 +30,7 @@ from schemathesis.checks import (
 )
 
 from daemon.admin.api import AdminAPI
-from daemon.admin.http import serve_http
+from daemon.http import serve_http
 from tests.admin.demo_process import running_demo
 from tests.admin.test_orders_api import Host, idle_service
 

@@ -23,8 +23,8 @@ import httpx2
 import trio
 
 from daemon.admin.api import MAX_ORDER_BODY_BYTES, AdminAPI
-from daemon.admin.http import serve_http
 from daemon.health import HealthModel
+from daemon.http import serve_http
 from daemon.metrics import Registry
 from daemon.orders.control import NO_ACCOUNTS
 from daemon.orders.service import OrdersService

@@ -48,7 +48,8 @@ from typing import Any, Final, Literal
 import attrs
 import trio
 
-from daemon.admin.http import HTTPError, Request, Response, Router
+from daemon.decode import DecodeError, json_loads
+from daemon.http import HTTPError, Request, Response, Router
 from daemon.venues.sim import auth
 from daemon.venues.sim import protocol as p
 from daemon.venues.sim.accounts import Ledger
@@ -168,7 +169,7 @@ class _Endpoint:
 
 
 class RestApi:
-    """The request handler served by :func:`daemon.admin.http.serve_http`."""
+    """The request handler served by :func:`daemon.http.serve_http`."""
 
     def __init__(
         self,
@@ -355,8 +356,8 @@ class RestApi:
             wanted = [symbol]
         elif symbols is not None:
             try:
-                decoded = json.loads(symbols)
-            except ValueError:
+                decoded = json_loads(symbols, what="symbols", max_depth=2)
+            except DecodeError:
                 raise ApiError(-1135, "JSON sent for parameter 'symbols' is not valid") from None
             if not isinstance(decoded, list) or not all(isinstance(s, str) for s in decoded):
                 raise ApiError(-1135, "JSON sent for parameter 'symbols' is not valid")

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import trio
 
-from daemon.admin.http import serve_http
+from daemon.http import serve_http
 from daemon.venues.sim.accounts import Ledger
 from daemon.venues.sim.audit import AuditLog
 from daemon.venues.sim.config import SimConfig

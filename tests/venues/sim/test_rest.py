@@ -95,6 +95,9 @@ async def test_ping_time_exchange_info() -> None:
             assert ltc["PERCENT_PRICE_BY_SIDE"]["bidMultiplierUp"] == "0"
             many = await api.get("/api/v3/exchangeInfo", symbols='["LTCBTC","BTCUSDT"]')
             assert [s["symbol"] for s in many.json()["symbols"]] == ["LTCBTC", "BTCUSDT"]
+            for hostile in ("[" * 5000, "[[1]]", "9" * 5000, "[NaN]"):
+                refused = await api.get("/api/v3/exchangeInfo", symbols=hostile)
+                assert (refused.status_code, refused.json()["code"]) == (400, -1135)
             bad = await api.get("/api/v3/exchangeInfo", symbol="NOPE")
             assert (bad.status_code, bad.json()) == (400, {"code": -1121, "msg": "Invalid symbol."})
             unread = await api.get("/api/v3/ping", extra=1)

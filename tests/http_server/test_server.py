@@ -1,4 +1,4 @@
-"""Tests of the admin HTTP server and router, on 127.0.0.1 port 0.
+"""Tests of the shared HTTP server and router (:mod:`daemon.http`), on 127.0.0.1 port 0.
 
 Raw Trio sockets check the wire (keep-alive, pipelining, malformed input,
 limits, timeouts); httpx2 checks that a real client is happy. httpx2's
@@ -19,7 +19,8 @@ import httpx2
 import pytest
 import trio
 
-from daemon.admin.http import (
+from daemon.config import parse_listen
+from daemon.http import (
     HTTPError,
     Request,
     Response,
@@ -27,7 +28,7 @@ from daemon.admin.http import (
     error_response,
     serve_http,
 )
-from daemon.config import parse_listen
+from daemon.http.server import DEFAULT_BUSY_MESSAGE, DEFAULT_NAME
 
 TIMEOUT_S = 10  # outer bound for every I/O test; they take milliseconds
 
@@ -328,7 +329,7 @@ async def test_declared_body_over_limit_gets_413_without_reading_it() -> None:
 async def test_refusing_a_head_request_sends_no_body(caplog: pytest.LogCaptureFixture) -> None:
     with (
         trio.fail_after(TIMEOUT_S),
-        caplog.at_level(logging.WARNING, logger="tradingd.admin.http"),
+        caplog.at_level(logging.WARNING, logger="tradingd.http"),
     ):
         async with running(max_body_bytes=10) as address, raw_connection(address) as c:
             await c.send(b"HEAD /health HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n")
@@ -524,7 +525,7 @@ def test_response_helpers_and_http_error() -> None:
 async def test_handler_crash_is_500_generic_logged_and_server_carries_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with trio.fail_after(TIMEOUT_S), caplog.at_level(logging.ERROR, logger="tradingd.admin.http"):
+    with trio.fail_after(TIMEOUT_S), caplog.at_level(logging.ERROR, logger="tradingd.http"):
         async with running() as address:
             async with raw_connection(address) as c:
                 await c.send(get("/crash"))
@@ -582,6 +583,47 @@ async def test_max_connections_rejects_with_503_then_recovers() -> None:
                     if (await third.read_response()).status == 200:
                         break
                 await trio.sleep(0.01)
+
+
+# --------------------------------------------------------------------------- naming
+
+
+@pytest.mark.parametrize(
+    ("naming", "name", "busy"),
+    [
+        ({}, DEFAULT_NAME, DEFAULT_BUSY_MESSAGE),
+        (
+            {"name": "test HTTP", "busy_message": "busy: /health only"},
+            "test HTTP",
+            "busy: /health only",
+        ),
+    ],
+)
+async def test_log_lines_and_busy_answer_name_the_user_not_the_admin(
+    caplog: pytest.LogCaptureFixture, naming: dict[str, str], name: str, busy: str
+) -> None:
+    """The server is shared: what it calls itself and its busy answer are its user's."""
+    with trio.fail_after(TIMEOUT_S), caplog.at_level(logging.DEBUG, logger="tradingd.http"):
+        async with (
+            running(
+                max_connections=1,
+                reserved_connections=1,
+                priority=lambda method, path: path == "/health",
+                **naming,
+            ) as address,
+            raw_connection(address) as first,
+        ):
+            await first.send(get("/crash"))
+            assert (await first.read_response()).status == 500  # holds the general slot
+            async with raw_connection(address) as second:  # the reserve
+                await second.send(get("/orders/open"))
+                r = await second.read_response()
+                assert r.status == 503
+                assert r.json() == {"error": busy}
+                assert await second.at_eof()
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"{name}: handler for GET /crash raised" in messages
+    assert not [m for m in messages if "admin" in m]
 
 
 # --------------------------------------------------------------------------- timeouts

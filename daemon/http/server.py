@@ -1,4 +1,9 @@
-"""A small HTTP/1.1 server for the admin API: h11 for the protocol, Trio for the I/O.
+"""A small HTTP/1.1 server on loopback: h11 for the protocol, Trio for the I/O.
+
+Its two users are the admin API (:mod:`daemon.admin`) and the exchange
+simulator's REST API (:mod:`daemon.venues.sim.rest`). It knows neither: what
+to serve, which requests are *priority*, and how it names itself in its log
+lines and its busy answer are parameters of :func:`serve_http`.
 
 Why not hypercorn: the admin API is a handful of endpoints on loopback, and what
 matters is that it can never hurt the daemon. h11 is a sans-IO state machine,
@@ -18,59 +23,51 @@ and explicit:
   ``max_connections_per_client`` what one peer address may hold of them.
 * When the pool is full, the connection that has waited longest for a request
   head is evicted (``evict_waiting``), and a reserve of
-  ``reserved_connections`` still serves ``priority`` requests (health and the
-  operator's switches), so no local client can starve the operator.
-  Refusals are logged as one summary line per interval, not one each.
+  ``reserved_connections`` still serves ``priority`` requests (for the admin
+  API: health and the operator's switches), so no local client can starve the
+  operator. Refusals are logged as one summary line per interval, not one each.
 * ``host_names`` checks the ``Host`` header on every request (``421``): a
   loopback server must not answer a browser page that rebound its own name.
 * A handler that raises gets a generic ``500`` (the traceback goes to the log,
   never to the client) and the connection, and the server, carry on.
-  :class:`HTTPError` is how a handler answers with a deliberate error status.
+  :class:`~daemon.http.HTTPError` is how a handler answers with a deliberate
+  error status.
 
 Nothing here blocks: each connection is a Trio task, handlers are ``async``,
 and cancelling :func:`serve_http` closes every connection.
 
-Layers, bottom up: :class:`Request` / :class:`Response` (values) →
-:class:`Router` (a :data:`Handler` that dispatches on method and path) →
-:func:`serve_http` (sockets, limits, keep-alive).
+Layers, bottom up: :class:`~daemon.http.Request` / :class:`~daemon.http.Response`
+(values, :mod:`daemon.http.messages`) → :class:`~daemon.http.Router` (a
+:data:`~daemon.http.Handler` that dispatches on method and path,
+:mod:`daemon.http.routing`) → :func:`serve_http` (sockets, limits, keep-alive).
 """
 
 from __future__ import annotations
 
 import email.utils
 import http
-import json
 import logging
 import math
-import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from types import MappingProxyType
-from typing import Any
+from collections.abc import Callable, Collection
 
 import attrs
 import h11
 import trio
 
-from daemon.decode import DecodeError, json_loads
+from daemon.http.hostcheck import HostCheck
+from daemon.http.messages import Handler, HTTPError, Request, Response, error_response
 
-__all__ = [
-    "MAX_JSON_DEPTH",
-    "SERVER_NAME",
-    "HTTPError",
-    "Handler",
-    "HostCheck",
-    "Request",
-    "Response",
-    "Router",
-    "error_response",
-    "serve_http",
-]
+__all__ = ["DEFAULT_BUSY_MESSAGE", "DEFAULT_NAME", "SERVER_NAME", "serve_http"]
 
-log = logging.getLogger("tradingd.admin.http")
+log = logging.getLogger("tradingd.http")
 
 #: Value of the ``Server`` header.
 SERVER_NAME = "tradingd"
+#: How the server names itself in its log lines unless told otherwise.
+DEFAULT_NAME = "HTTP"
+#: The answer to a non-priority request on a reserve slot, unless told otherwise.
+DEFAULT_BUSY_MESSAGE = "server busy: only priority requests are served right now"
 
 #: Bytes asked of the socket per receive.
 RECEIVE_BYTES = 65_536
@@ -82,271 +79,11 @@ LINGER_S = 1.0
 LINGER_MAX_BYTES = 1_048_576
 #: Most ``name=value`` pairs accepted in a query string.
 MAX_QUERY_FIELDS = 100
-#: Deepest nesting accepted in a JSON request body (the API's bodies nest 2 levels).
-MAX_JSON_DEPTH = 16
-#: Largest request body accepted on a reserve slot (a trading switch is a few bytes).
+#: Largest request body accepted on a reserve slot (a priority request, such as a
+#: trading switch, is a few bytes).
 RESERVE_MAX_BODY_BYTES = 4096
 
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
 _NO_BODY_STATUSES = frozenset({204, 304})
-
-
-def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Store mappings read-only, so a :class:`Request` is a value like any other."""
-    if isinstance(value, MappingProxyType):
-        return value
-    return MappingProxyType(dict(value))
-
-
-class HTTPError(Exception):
-    """Raised by a handler (or the router) to answer with an error status.
-
-    The server turns it into ``{"error": message}`` with ``status`` and the extra
-    ``headers`` (e.g. ``Allow``, ``Retry-After``); the connection stays usable.
-    Any *other* exception from a handler is a bug and becomes a generic ``500``.
-    """
-
-    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
-        if not 400 <= status <= 599:
-            raise ValueError(f"HTTPError status must be 4xx or 5xx, got {status}")
-        super().__init__(f"{status} {message}")
-        self.status = status
-        self.message = message
-        self.headers: tuple[tuple[str, str], ...] = tuple(headers)
-
-
-@attrs.frozen
-class Request:
-    """One received request, body included (the admin API has no streaming).
-
-    Attributes:
-        method: upper-case method, e.g. ``"GET"``.
-        path: the request target's path, still percent-encoded (so ``%2F`` in an
-            order id cannot be mistaken for a separator); no query string.
-        query: every value of every query parameter, in order of appearance.
-        raw_query: the query string exactly as received (no ``?``), for
-            byte-exact uses such as verifying a signature over it.
-        absolute_authority: the ``host[:port]`` of an absolute-form target
-            (``GET http://host/path``), else ``None``.
-        headers: lower-case header names; repeated headers joined with ``", "``.
-        body: the complete request body.
-        client: the peer's ``(host, port)``, when known.
-        path_params: ``{name}`` segments of the matched route, percent-decoded;
-            filled by :class:`Router`.
-    """
-
-    method: str
-    path: str
-    query: Mapping[str, tuple[str, ...]] = attrs.field(default=_EMPTY, converter=_frozen_mapping)
-    headers: Mapping[str, str] = attrs.field(default=_EMPTY, converter=_frozen_mapping)
-    body: bytes = b""
-    client: tuple[str, int] | None = None
-    path_params: Mapping[str, str] = attrs.field(default=_EMPTY, converter=_frozen_mapping)
-    raw_query: str = ""
-    absolute_authority: str | None = None
-
-    def query_value(self, name: str, default: str | None = None) -> str | None:
-        """The first value of query parameter ``name``, or ``default``."""
-        values = self.query.get(name)
-        return values[0] if values else default
-
-    def json(self) -> Any:
-        """Decode the body as JSON.
-
-        ``NaN`` and ``Infinity`` are refused: they are not JSON, and a
-        non-finite price or quantity must never get past the API.
-
-        Any failure of decoding (not UTF-8, not JSON, nested deeper than
-        :data:`MAX_JSON_DEPTH`, numbers beyond the int-string limit) is a
-        ``400`` that says what is wrong.
-
-        Raises:
-            HTTPError: ``400`` when the body is empty or cannot be decoded.
-        """
-        if not self.body:
-            raise HTTPError(400, "request body is empty; expected JSON")
-        try:
-            return json_loads(self.body, what="request body", max_depth=MAX_JSON_DEPTH)
-        except DecodeError as exc:
-            # Says what is wrong and where, never echoes the payload.
-            raise HTTPError(400, str(exc)) from None
-
-
-@attrs.frozen
-class Response:
-    """What a handler returns. ``Content-Length``, ``Date`` and ``Server`` are added by the server.
-
-    ``headers`` must not carry framing (``Content-Length``/``Transfer-Encoding``):
-    the server sets those from ``body``. ``Connection: close`` is honoured.
-    """
-
-    status: int
-    body: bytes = b""
-    headers: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def json(cls, obj: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Response:
-        """A compact JSON response (``application/json``)."""
-        body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
-        return cls(status, body, (("Content-Type", "application/json"), *headers))
-
-    @classmethod
-    def text(
-        cls, s: str, status: int = 200, content_type: str = "text/plain; charset=utf-8"
-    ) -> Response:
-        """A text response, UTF-8 encoded."""
-        return cls(status, s.encode(), (("Content-Type", content_type),))
-
-
-def error_response(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Response:
-    """The JSON body every error of this server has: ``{"error": message}``."""
-    return Response.json({"error": message}, status=status, headers=headers)
-
-
-#: What the server calls for each request.
-Handler = Callable[[Request], Awaitable[Response]]
-
-_PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_METHOD_RE = re.compile(r"[A-Z]+")
-
-
-@attrs.frozen
-class _Route:
-    method: str
-    pattern: str
-    # One entry per path segment: a literal (str) or a parameter name (marked by the tuple).
-    segments: tuple[str | tuple[str], ...]
-    handler: Handler
-
-    @property
-    def literal_count(self) -> int:
-        return sum(1 for s in self.segments if isinstance(s, str))
-
-    def match(self, segments: list[str]) -> dict[str, str] | None:
-        if len(segments) != len(self.segments):
-            return None
-        params: dict[str, str] = {}
-        for want, got in zip(self.segments, segments, strict=True):
-            if isinstance(want, str):
-                if want != got:
-                    return None
-            elif got:
-                params[want[0]] = got
-            else:
-                return None
-        return params
-
-
-def _compile_pattern(pattern: str) -> tuple[str | tuple[str], ...]:
-    if not pattern.startswith("/"):
-        raise ValueError(f"route pattern must start with '/': {pattern!r}")
-    segments: list[str | tuple[str]] = []
-    seen: set[str] = set()
-    for raw in pattern[1:].split("/"):
-        m = _PARAM_RE.fullmatch(raw)
-        if m:
-            name = m.group(1)
-            if name in seen:
-                raise ValueError(f"route pattern {pattern!r} repeats parameter {name!r}")
-            seen.add(name)
-            segments.append((name,))
-        elif "{" in raw or "}" in raw:
-            raise ValueError(
-                f"route pattern {pattern!r}: a parameter must be a whole segment, "
-                f"like '{{name}}', got {raw!r}"
-            )
-        else:
-            segments.append(raw)
-    return tuple(segments)
-
-
-def _split_path(path: str) -> list[str]:
-    """Split a percent-encoded path into decoded segments (``/a%2Fb/c`` → ``["a/b", "c"]``)."""
-    try:
-        return [urllib.parse.unquote(s, errors="strict") for s in path[1:].split("/")]
-    except UnicodeDecodeError:
-        raise HTTPError(400, "path is not valid percent-encoded UTF-8") from None
-
-
-class Router:
-    """Dispatches requests on method and path; itself a :data:`Handler`.
-
-    Patterns are literal segments and whole-segment parameters:
-    ``/orders/{client_order_id}``. A parameter matches one non-empty segment,
-    percent-decoded. When several patterns match, the one with the most literal
-    segments wins (``/orders/open`` beats ``/orders/{id}``), then the first
-    added. Unknown path: ``404``. Known path, other method: ``405`` with
-    ``Allow``. ``HEAD`` is served by the ``GET`` route (the server drops the body).
-    """
-
-    def __init__(self) -> None:
-        self._routes: list[_Route] = []
-
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
-        """Register ``handler`` for ``method`` requests to paths matching ``pattern``.
-
-        Raises:
-            ValueError: bad method or pattern, or the same method and pattern twice.
-        """
-        method = method.upper()
-        if not _METHOD_RE.fullmatch(method):
-            raise ValueError(f"invalid HTTP method {method!r}")
-        segments = _compile_pattern(pattern)
-        for route in self._routes:
-            if route.method == method and route.segments == segments:
-                raise ValueError(f"duplicate route {method} {pattern} (already {route.pattern})")
-        self._routes.append(_Route(method, pattern, segments, handler))
-
-    def routes(self) -> list[tuple[str, str]]:
-        """Every registered ``(method, pattern)``, in the order added."""
-        return [(r.method, r.pattern) for r in self._routes]
-
-    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
-        """Decorator form of :meth:`add`; returns the handler unchanged."""
-
-        def register(handler: Handler) -> Handler:
-            self.add(method, pattern, handler)
-            return handler
-
-        return register
-
-    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
-        """Find the handler and path parameters for ``method`` and ``path``.
-
-        Raises:
-            HTTPError: ``404``, ``405`` (with ``Allow``) or ``400`` (bad encoding).
-        """
-        if not path.startswith("/"):
-            raise HTTPError(404, "not found")
-        segments = _split_path(path)
-        matches = [(r, p) for r in self._routes if (p := r.match(segments)) is not None]
-        if not matches:
-            raise HTTPError(404, "not found")
-        wanted = {method, "GET"} if method == "HEAD" else {method}
-        for want in (method, *(wanted - {method})):  # an explicit HEAD route first
-            candidates = [(r, p) for r, p in matches if r.method == want]
-            if candidates:
-                best = max(candidates, key=lambda rp: rp[0].literal_count)  # first on ties
-                return best[0].handler, best[1]
-        allowed = {r.method for r, _ in matches}
-        if "GET" in allowed:
-            allowed.add("HEAD")
-        raise HTTPError(405, "method not allowed", headers=(("Allow", ", ".join(sorted(allowed))),))
-
-    async def dispatch(self, request: Request) -> Response:
-        """Call the matching handler with ``path_params`` filled in.
-
-        Raises:
-            HTTPError: no route (``404``), wrong method (``405``), or from the handler.
-        """
-        handler, params = self.resolve(request.method, request.path)
-        return await handler(attrs.evolve(request, path_params=params))
-
-    async def __call__(self, request: Request) -> Response:
-        return await self.dispatch(request)
-
-
-# --------------------------------------------------------------------------- server
 
 
 @attrs.frozen
@@ -412,8 +149,9 @@ class _Slot:
 class _RejectLog:
     """Counts refused and evicted connections; one summary line per interval, not one each."""
 
-    def __init__(self, interval_s: float, max_connections: int) -> None:
+    def __init__(self, interval_s: float, max_connections: int, name: str = DEFAULT_NAME) -> None:
         self.interval_s = interval_s
+        self.name = name
         self.max_connections = max_connections
         self.refused = 0
         self.evicted = 0
@@ -435,9 +173,10 @@ class _RejectLog:
             return
         span = trio.current_time() - (self._since or trio.current_time())
         log.warning(
-            "admin HTTP under connection pressure in the last %.1f s (max_connections=%d): "
+            "%s under connection pressure in the last %.1f s (max_connections=%d): "
             "%d connection(s) refused with 503, %d waiting connection(s) evicted, "
             "%d non-priority request(s) refused from the reserve",
+            self.name,
             span,
             self.max_connections,
             self.refused,
@@ -538,8 +277,12 @@ class _Server:
         *,
         priority: Callable[[str, str], bool] | None = None,
         host_check: Callable[[Request, bytes], None] | None = None,
+        name: str = DEFAULT_NAME,
+        busy_message: str = DEFAULT_BUSY_MESSAGE,
     ) -> None:
         self._handler = handler
+        self._name = name
+        self._busy_message = busy_message
         self._limits = limits
         self._priority = priority
         self._host_check = host_check
@@ -548,7 +291,7 @@ class _Server:
         self._reserve = 0
         self._per_client: dict[str, int] = {}
         self._rejecting = 0
-        self.pressure = _RejectLog(limits.reject_log_interval_s, limits.max_connections)
+        self.pressure = _RejectLog(limits.reject_log_interval_s, limits.max_connections, name)
 
     # -- admission ---------------------------------------------------------------
 
@@ -617,11 +360,11 @@ class _Server:
                 else:
                     await self._serve_connection(stream, slot, client)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.debug("admin connection from %s dropped: %r", client, exc)
+            log.debug("%s connection from %s dropped: %r", self._name, client, exc)
         except Exception:
             # A bug in this module, not in a handler; never let it reach the
             # nursery (that would take the whole server down with it).
-            log.exception("admin connection from %s failed", client)
+            log.exception("%s connection from %s failed", self._name, client)
         finally:
             self._release(slot)
             await trio.aclose_forcefully(stream)
@@ -633,7 +376,7 @@ class _Server:
             await trio.aclose_forcefully(stream)
             return
         self._rejecting += 1
-        log.debug("admin HTTP: rejecting %s (no connection slot free)", _peer(stream))
+        log.debug("%s: rejecting %s (no connection slot free)", self._name, _peer(stream))
         try:
             conn = h11.Connection(h11.SERVER)
             response = error_response(503, "too many connections", (("Retry-After", "1"),))
@@ -665,12 +408,7 @@ class _Server:
         path = event.target.decode("ascii", "replace").partition("?")[0]
         if self._priority is None or not self._priority(method, path):
             self.pressure.count("reserved")
-            busy = error_response(
-                503,
-                "server busy: only priority requests (health, status, trading switches) "
-                "are served right now",
-                (("Retry-After", "1"),),
-            )
+            busy = error_response(503, self._busy_message, (("Retry-After", "1"),))
             await self._send_and_close(conn, stream, busy, head_only=head_only)
             return
         response, _ = await self._respond(event, body, client)
@@ -698,7 +436,7 @@ class _Server:
             try:
                 received = await self._receive(conn, stream, slot, first=first)
             except _Reply as reply:
-                log.debug("admin HTTP: refusing request from %s: %s", client, reply)
+                log.debug("%s: refusing request from %s: %s", self._name, client, reply)
                 await self._send_and_close(conn, stream, reply.response, head_only=reply.head_only)
                 return
             if received is None:
@@ -719,7 +457,7 @@ class _Server:
             with trio.move_on_after(limits.request_timeout_s) as scope:
                 await stream.send_all(data)
             if scope.cancelled_caught:
-                log.debug("admin HTTP: %s did not read its response in time; closing", client)
+                log.debug("%s: %s did not read its response in time; closing", self._name, client)
                 return
             log.debug(
                 "%s %s -> %d (%.1f ms)",
@@ -839,7 +577,8 @@ class _Server:
                 response = await self._handler(request)
             if scope.cancelled_caught:
                 log.warning(
-                    "admin HTTP: handler for %s %s exceeded %.3f s; answering 503",
+                    "%s: handler for %s %s exceeded %.3f s; answering 503",
+                    self._name,
                     method,
                     request.path,
                     self._limits.request_timeout_s,
@@ -851,7 +590,8 @@ class _Server:
             return error_response(exc.status, exc.message, exc.headers), False
         except Exception:
             log.exception(
-                "admin HTTP: handler for %s %s raised",
+                "%s: handler for %s %s raised",
+                self._name,
                 method,
                 event.target.decode("ascii", "replace").partition("?")[0],
             )
@@ -867,7 +607,9 @@ class _Server:
         try:
             return _serialize(conn, response, head_only=head_only, close=close)
         except Exception:
-            log.exception("admin HTTP: handler returned an invalid response (%d)", response.status)
+            log.exception(
+                "%s: handler returned an invalid response (%d)", self._name, response.status
+            )
             if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
                 raise  # h11 already committed: nothing sane left to send
             fallback = error_response(500, "internal server error")
@@ -955,6 +697,8 @@ async def serve_http(
     evict_waiting: bool = False,
     host_names: Collection[str] | None = None,
     reject_log_interval_s: float = 10.0,
+    name: str = DEFAULT_NAME,
+    busy_message: str = DEFAULT_BUSY_MESSAGE,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``handler`` over HTTP/1.1 on ``host:port`` until cancelled.
@@ -986,7 +730,8 @@ async def serve_http(
             full, that serve only ``priority`` requests (one each, then close);
             the whole request must arrive within ``head_timeout_s``.
         priority: ``priority(method, path)`` is true for the requests a reserve
-            connection serves (e.g. health and operator switches).
+            connection serves (for the admin API: health and the operator's
+            switches).
         evict_waiting: when a pool is full, close its connection that has
             waited longest for a request head to admit the new one (so idle
             and half-open connections cannot hold every slot).
@@ -995,6 +740,10 @@ async def serve_http(
             else ``421``. Guards a loopback server against DNS rebinding.
         reject_log_interval_s: refused and evicted connections are logged as
             one summary line per interval, never one line each.
+        name: how this server names itself in its log lines (e.g. ``"admin
+            HTTP"``), so that two servers in one process can be told apart.
+        busy_message: the ``503`` error message for a non-priority request on
+            a reserve connection (it may say which requests are priority).
         task_status: receives the bound ``(host, port)``.
 
     Raises:
@@ -1018,7 +767,14 @@ async def serve_http(
         sockname = listeners[0].socket.getsockname()
         bound: tuple[str, int] = (str(sockname[0]), int(sockname[1]))
         check = None if host_names is None else HostCheck((*host_names, bound[0]), bound[1])
-        server = _Server(handler, limits, priority=priority, host_check=check)
+        server = _Server(
+            handler,
+            limits,
+            priority=priority,
+            host_check=check,
+            name=name,
+            busy_message=busy_message,
+        )
         log.info("HTTP server listening on %s", _format_address(bound))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_flush_pressure, server.pressure)
@@ -1034,68 +790,6 @@ async def _flush_pressure(pressure: _RejectLog) -> None:
     while True:
         await trio.sleep(pressure.interval_s)
         pressure.flush()
-
-
-class HostCheck:
-    """Checks that a request names this server: the ``Host`` header and an absolute-form target.
-
-    A page in a browser can make a loopback server answer it by resolving its
-    own name to ``127.0.0.1`` (DNS rebinding); the browser still sends that
-    name as ``Host``. Accepted: one of ``names`` (case-insensitive, IPv6 in
-    brackets), with ``port`` or without a port. HTTP/1.0 requests may omit
-    ``Host``; HTTP/1.1 ones cannot (h11 answers ``400``).
-    """
-
-    def __init__(self, names: Iterable[str], port: int) -> None:
-        self.names = frozenset(_normal_host(n) for n in names if n)
-        self.port = port
-
-    def accepts(self, value: str) -> bool:
-        """Whether a ``Host`` value (``name``, ``name:port``, ``[v6]:port``) names this server."""
-        value = value.strip().lower()
-        if value.startswith("["):
-            name, bracket, rest = value[1:].partition("]")
-            if not bracket:
-                return False
-        else:
-            name = value.partition(":")[0]
-            rest = value[len(name) :]
-        if rest:
-            if not rest.startswith(":"):
-                return False
-            digits = rest[1:]
-            if not (digits.isascii() and digits.isdigit() and len(digits) <= 5):
-                return False
-            if int(digits) != self.port:
-                return False
-        return name in self.names
-
-    def __call__(self, request: Request, http_version: bytes) -> None:
-        """Raise ``HTTPError(421)`` unless ``request`` names this server."""
-        values = []
-        host = request.headers.get("host")
-        if host is not None:
-            values.append(host)
-        elif http_version != b"1.0":
-            raise HTTPError(400, "missing Host header")
-        if request.absolute_authority is not None:
-            values.append(request.absolute_authority)
-        for value in values:
-            if not self.accepts(value):
-                expected = ", ".join(
-                    sorted(
-                        f"[{n}]:{self.port}" if ":" in n else f"{n}:{self.port}" for n in self.names
-                    )
-                )
-                shown = value if len(value) <= 100 else value[:99] + "…"
-                raise HTTPError(
-                    421, f"Host {shown!r} does not name this server (expected one of: {expected})"
-                )
-
-
-def _normal_host(name: str) -> str:
-    name = name.strip().lower()
-    return name[1:-1] if name.startswith("[") and name.endswith("]") else name
 
 
 def _format_address(address: tuple[str, int]) -> str:
