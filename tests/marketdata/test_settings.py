@@ -85,11 +85,11 @@ def test_metrics_render_in_the_prometheus_format() -> None:
     registry.register_collector(service.metrics)
     text = registry.render()
     assert (
-        'tradingd_marketdata_commit_lag_seconds{venue="sim",symbol="BTCUSDT",stat="max"} 2.0'
+        'tradingd_marketdata_commit_lag_seconds{stat="max",symbol="BTCUSDT",venue="sim"} 2.0'
         in text
     )
     assert (
-        'tradingd_marketdata_gaps_total{venue="sim",symbol="ETHUSDT",state="unrecoverable"} 0.0'
+        'tradingd_marketdata_gaps_total{state="unrecoverable",symbol="ETHUSDT",venue="sim"} 0.0'
         in text
     )
     assert 'tradingd_marketdata_stream_connected{venue="sim"} 0.0' in text
