@@ -1,10 +1,22 @@
-"""Every bounded queue of the daemon, built in one place with its declared policy.
+"""The registry of named bounded queues: :class:`Queues`, :class:`Queue`, :class:`Overflow`.
 
-DESIGN §3: each hand-off between tasks is a ``trio.open_memory_channel(N)``
-with N from config and a declared overflow policy. Building them here, in a
-registry, is what lets ``/status`` and ``/metrics`` show every queue's depth
-and capacity, and lets a supervisor hand each child incarnation a *clone* of
-its end, so a restart of one side does not close the queue for the other.
+Each hand-off between tasks is a bounded ``trio.open_memory_channel(N)``
+with N from config and a declared overflow policy (docs/ARCHITECTURE.md §5
+Bounded queues lists every one). A queue opened here, through
+:meth:`Queues.open`, carries its contract (producer, consumer, capacity,
+:class:`Overflow`) and is shown, with its depth, in ``/status`` and
+``/metrics``. Its owner keeps it across restarts of the tasks on either side
+and hands each task a *clone* of its end, so a restart of one side does not
+close the queue for the other.
+
+Not every queue is built here. The market-data queues are
+(``marketdata.NAME.stream``/``trades``/``depth``, opened by
+:class:`~daemon.marketdata.service.MarketDataService` in ``Daemon.queues``).
+The order pipeline opens its own channels — the entry queue in
+:class:`~daemon.orders.entry.Entry`, the per-account queues in
+:class:`~daemon.orders.dispatch.Dispatcher` — with the same discipline
+(bounded, capacity from ``[orders]``, a declared answer when full) and
+reports them through ``OrdersService.status()``/``metrics()`` instead.
 """
 
 from __future__ import annotations

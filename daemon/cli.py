@@ -516,7 +516,10 @@ def _run_daemon(config: Config, notifier: Notifier, **kwargs: Any) -> int:
         daemon = Daemon(config, notifier=notifier, **kwargs)
         return trio.run(daemon.run)
     except (SecretError, ConfigError) as exc:
-        log.error("%s", exc)
+        # One log line a problem: the escaping of log values would fold a
+        # multi-line message into one line of "\n".
+        for problem in exc.problems if isinstance(exc, ConfigError) else (str(exc),):
+            log.error("%s", problem)
         notifier.errno(errno.EINVAL)
         return EXIT_CONFIG
     except KeyboardInterrupt:

@@ -84,6 +84,17 @@ def opt(
     return attrs.field(default=default, metadata=metadata)
 
 
+def tuning(default: Any, *, help: str) -> Any:
+    """Declare a component's internal tunable: not a config key, only its code and tests set it.
+
+    It lives in the section so that the component takes one value (the section)
+    and each number has one declaration; the loader never reads it from the file
+    (an unknown key there is an error) and :func:`diff` and :func:`describe_keys`
+    skip it. ``default`` may be an :class:`attrs.Factory` computed from the keys.
+    """
+    return attrs.field(default=default, metadata={"help": help, tomlschema.INTERNAL: True})
+
+
 def required(*, help: str, reload: Reload = "restart", key: str | None = None) -> Any:
     """Declare a key that has no default and must be present.
 
@@ -328,7 +339,13 @@ class StoreConfig:
 
 @attrs.frozen
 class MarketDataConfig:
-    """Market-data capture: trades and book snapshots into the store."""
+    """Market-data capture: trades and book snapshots into the store.
+
+    The capture service (:class:`daemon.marketdata.MarketDataService`) takes
+    this section as its settings. The keys are checked by the loader (ranges,
+    symbols, the venue); the fields after them are internal tunables, set only
+    by code and tests (:func:`tuning`).
+    """
 
     venue: str = opt("", help="The [venues.NAME] to capture from; empty disables capture.")
     symbols: tuple[str, ...] = opt((), help='Symbols to capture, e.g. ["BTCUSDT", "ETHUSDT"].')
@@ -364,6 +381,45 @@ class MarketDataConfig:
         help="When a symbol's stream has been quiet this long, compare the last captured "
         "trade id with the venue's latest (GET /api/v3/trades?limit=1, weight 25) and "
         "backfill a missed tail; again every interval while quiet (0: off).",
+    )
+
+    # Internal tunables of capture (not config keys; see :func:`tuning`).
+    stream_queue_capacity: int = tuning(
+        1000,
+        help="Bound of the stream -> feed event queue. When it is full the stream stops "
+        "reading the socket, and TCP pushes back.",
+    )
+    view_depth: int = tuning(20, help="Levels per side in the book view published to strategies.")
+    book_snapshot_limit: int = tuning(
+        attrs.Factory(lambda section: max(1000, section.snapshot_depth), takes_self=True),
+        help="limit of the REST depth snapshot a book is (re)synchronised from: at least "
+        "snapshot_depth (default max(1000, snapshot_depth)), deeper on purpose: diff "
+        "updates remove levels, and the book must still have snapshot_depth after.",
+    )
+    retry_initial_s: float = tuning(
+        0.1, help="First delay after a failed store write or REST call."
+    )
+    retry_max_s: float = tuning(
+        5.0, help="Cap of those delays (equal jitter: half fixed, half random)."
+    )
+    heartbeat_interval_s: float = tuning(
+        5.0, help="Heartbeat promise of the feed, writer and snapshotter."
+    )
+    drain_timeout_s: float = tuning(
+        10.0, help="Grace the writer gets at shutdown to commit what is queued."
+    )
+    lag_window: int = tuning(
+        10_000, help="How many recent commit lags p50/p99/max are computed over."
+    )
+    resync_warn_s: float = tuning(
+        30.0,
+        help="Health is degraded when a book has been out of sync this long while the "
+        "stream is connected.",
+    )
+    backfill_failures_warn: int = tuning(
+        3,
+        help="Health is degraded after this many consecutive failed historicalTrades "
+        "fetches (a backfill that keeps failing).",
     )
 
 
@@ -412,9 +468,13 @@ class TestingConfig:
 class OrdersConfig:
     """The order pipeline: entry, group commit, per-account executor, reconciliation.
 
-    See DESIGN §4. The timeouts nest: one new-order request
+    See docs/ARCHITECTURE.md §4 Orders and §8. The timeouts nest: one new-order request
     (``send_timeout_s``) runs inside the shielded send→persist→ack section
     (``section_deadline_s``), which must leave time to persist the answer.
+
+    The pipeline (:class:`daemon.orders.service.OrdersService`) takes this
+    section as its settings; the loader checks the ranges and the cross-key
+    rules (:func:`_check_orders`), so nothing checks them a second time.
     """
 
     dispatch: Literal["sharded", "dynamic"] = opt(
@@ -540,7 +600,7 @@ class OrdersConfig:
 
 @attrs.frozen
 class RiskConfig:
-    """Pre-trade risk limits of the main stage (reserved per order, DESIGN §4).
+    """Pre-trade risk limits of the main stage, reserved per order (docs/ARCHITECTURE.md §4).
 
     These are the defaults of every account; ``[accounts.NAME.risk]`` overrides
     them key by key. All of them change live on reload.

@@ -447,7 +447,7 @@ class VenueOutcomeUnknownError(VenueError, AmbiguousOutcomeError):
 
     HTTP 5xx, -1000/-1006/-1007, a timeout or a broken connection after the
     request left, or an answer that could not be decoded. Never retried: find
-    out by querying the client order id (DESIGN §4).
+    out by querying the client order id (docs/ARCHITECTURE.md §4 Orders).
     """
 
 

@@ -1,6 +1,7 @@
 """Health: loop lag, slow task steps, the health model and the systemd watchdog.
 
-tradingd promises never to hang silently (DESIGN §6). Three layers make that
+tradingd promises never to hang silently (promise 3,
+docs/ARCHITECTURE.md §1 and §7). Three layers make that
 true, from the inside out:
 
 * :class:`LagProbe` measures how late the event loop wakes a sleeping task

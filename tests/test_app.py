@@ -23,11 +23,14 @@ from daemon import config as configmod
 from daemon.admin.api import AdminAPI
 from daemon.app import EXIT_FAILURE, EXIT_HARD_STOP, EXIT_OK, Daemon
 from daemon.config import Config
+from daemon.control import RequestError
 from daemon.http import HTTPError, Request
 from daemon.notify import Notifier
-from daemon.resilience.deadletter import DeadLetter
+from daemon.resilience.deadletter import DeadLetter, InMemoryDeadLetterStore
 from daemon.secrets import SecretRef
-from daemon.supervise import ChildContext, ChildSpec
+from daemon.status import EventLog
+from daemon.store.deadletter_admin import handle_dead_letters_command
+from daemon.supervise import ChildContext, ChildSpec, EventKind, SupervisorEvent
 
 
 class NotifyListener:
@@ -261,18 +264,18 @@ async def test_reload_without_file_is_rejected(tmp_path: Path, listener: NotifyL
 
 async def test_control_commands(tmp_path: Path, listener: NotifyListener) -> None:
     daemon = Daemon(make_config(tmp_path), notifier=notifier_for(listener))
-    ping = await daemon._control({"cmd": "ping"})
+    ping = await daemon.control.handle({"cmd": "ping"})
     assert ping["ok"] and ping["pid"] == os.getpid()
-    refused = await daemon._control({"cmd": "fault", "kind": "block-loop"})
+    refused = await daemon.control.handle({"cmd": "fault", "kind": "block-loop"})
     assert refused == {
         "ok": False,
         "error": "fault injection is disabled (set [testing] fault_injection = true, "
         "in test configurations only)",
     }
     assert not daemon.faults.hang_heartbeat
-    unknown = await daemon._control({"cmd": "fault", "kind": "explode"})
+    unknown = await daemon.control.handle({"cmd": "fault", "kind": "explode"})
     assert "unknown fault" in unknown["error"]
-    assert (await daemon._control({"cmd": "nope"}))["error"] == "unknown command 'nope'"
+    assert (await daemon.control.handle({"cmd": "nope"}))["error"] == "unknown command 'nope'"
 
 
 def _request(headers: dict[str, str]) -> Request:
@@ -383,3 +386,41 @@ async def test_reload_rereads_a_rotated_token_file(
             assert daemon.admin_token.reveal() == "second-token-value", "kept on a bad reload"
             daemon.request_stop("test")
     assert result == [EXIT_OK]
+
+
+async def test_dead_letters_command_on_its_own() -> None:
+    """The handler needs only a dead-letter store (None: the store is not open)."""
+    bad = {"cmd": "dead-letters", "action": "list", "limit": 0}
+    with pytest.raises(RequestError):  # arguments are checked before the store is asked
+        await handle_dead_letters_command(None, bad)
+    closed = await handle_dead_letters_command(None, {"cmd": "dead-letters", "action": "list"})
+    assert closed == {"ok": False, "error": "the store is not open"}
+    letters = InMemoryDeadLetterStore()
+    stored = await letters.add(DeadLetter.from_error("x", ValueError("bad"), source="s"))
+    msg: dict[str, Any] = {"cmd": "dead-letters", "action": "show", "id": stored.letter_id}
+    shown = await handle_dead_letters_command(letters, msg)
+    assert shown["ok"] and shown["letter"]["payload"] == "x"
+    msg = {"cmd": "dead-letters", "action": "purge", "all": True}
+    assert await handle_dead_letters_command(letters, msg) == {"ok": True, "purged": 1}
+    msg = {"cmd": "dead-letters", "action": "show", "id": stored.letter_id}
+    assert (await handle_dead_letters_command(letters, msg))["error"] == (
+        f"no dead letter {stored.letter_id}"
+    )
+
+
+def test_event_log_keeps_fifty_and_shows_twenty() -> None:
+    log = EventLog()
+    for n in range(60):
+        error = RuntimeError(f"boom {n}") if n % 2 else None
+        log.record(SupervisorEvent(EventKind.FAILED, "root", f"c{n}", error, n + 0.12345))
+    recent = log.recent()
+    assert [e["child"] for e in recent] == [f"c{n}" for n in range(40, 60)]
+    assert recent[-1] == {
+        "kind": "failed",
+        "supervisor": "root",
+        "child": "c59",
+        "error": "RuntimeError: boom 59",
+        "at": 59.123,
+    }
+    assert recent[0]["error"] is None
+    assert [e["child"] for e in log.recent(100)] == [f"c{n}" for n in range(10, 60)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sqlite3
 import subprocess
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon import cli
+from daemon import cli, logs
+from daemon.config import Config
+from daemon.errors import ConfigError
+from daemon.notify import Notifier
 
 
 def _args(config: Path, socket: str | None = None) -> argparse.Namespace:
@@ -171,3 +175,24 @@ def run_into_closed_pipe(*argv: str) -> tuple[int, str]:
     finally:
         os.close(write_end)
     return done.returncode, done.stderr.decode("utf-8", "replace")
+
+
+def test_a_config_error_at_start_is_logged_one_line_a_problem(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Log values are escaped (no forged lines), so each problem gets its own record."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ConfigError(["a.toml:3: strategies.x.class: cannot import", "a.toml:9: other"])
+
+    monkeypatch.setattr(cli, "Daemon", refuse)
+    logger = logging.getLogger(logs.ROOT_LOGGER)
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:  # _run_daemon installs the daemon's handler on the stream capsys replaced
+        code = cli._run_daemon(Config(), Notifier(None))
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+    assert code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "a.toml" in line]
+    assert len(lines) == 2 and "\\n" not in "".join(lines), lines

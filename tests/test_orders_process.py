@@ -39,7 +39,7 @@ the client's own record of its answers. Promises checked:
 * every accepted intent is in ACCEPTED or a terminal state, with the venue
   order id the venue gave it; every state path in the history is legal;
 * the same ``message_id`` always got the same ``client_order_id`` (derived as
-  DESIGN §4 says), and never two "created" answers.
+  docs/ARCHITECTURE.md §4 Orders says), and never two "created" answers.
 
 The scenario runs once (module-scoped fixture) and the tests below read its
 result, so one broken promise fails one test. The counts are printed (``pytest

@@ -1,15 +1,17 @@
 """Market-data capture: venue stream → gapless trades in the store, local books for strategies.
 
-The path of a trade, top to bottom (DESIGN §1, §3)::
+The path of a trade, top to bottom (docs/ARCHITECTURE.md §4 Market data, §5)::
 
     venue WS ─► Feed ─[trades queue: BLOCK]─► IngestWriter ─► store (trades + checkpoint)
                  │  gap? ─► REST historicalTrades backfill ─┘   (gaps table when unrecoverable)
                  └─[depth queue: CONFLATE]─► LocalBook ─► AsyncValue[BookView] ─► strategies
                                                       └─► Snapshotter ─► store (book snapshots)
 
+Settings: the ``[marketdata]`` config section itself
+(:class:`daemon.config.MarketDataConfig`, keys checked by the config loader).
+
 Modules:
 
-* :mod:`.settings` — :class:`MarketDataSettings` (frozen, validated);
 * :mod:`.book` — :class:`LocalBook` (Binance's sync procedure, pure),
   :class:`BookView`, :class:`DepthConflator`, :func:`merge_updates`;
 * :mod:`.feed` — :class:`Feed`: stream routing, gap detection and backfill,
@@ -34,10 +36,9 @@ from daemon.marketdata.book import (
     merge_updates,
 )
 from daemon.marketdata.feed import Feed
-from daemon.marketdata.ingest import GapRecord, IngestWriter
+from daemon.marketdata.ingest import CHECKPOINT_STREAM, GapRecord, IngestWriter
 from daemon.marketdata.interfaces import MarketStore, StoreLike, VenueClient, VenueLinkLike
 from daemon.marketdata.service import MarketDataService
-from daemon.marketdata.settings import CHECKPOINT_STREAM, MarketDataSettings
 from daemon.marketdata.snapshots import Snapshotter
 
 __all__ = [
@@ -50,7 +51,6 @@ __all__ = [
     "IngestWriter",
     "LocalBook",
     "MarketDataService",
-    "MarketDataSettings",
     "MarketStore",
     "SnapshotResult",
     "Snapshotter",

@@ -56,6 +56,7 @@ from typing import Any, TypeVar
 import trio
 
 from daemon.channels import Queue
+from daemon.config import MarketDataConfig
 from daemon.errors import (
     AmbiguousOutcomeError,
     PermanentError,
@@ -63,7 +64,7 @@ from daemon.errors import (
     TransientError,
 )
 from daemon.marketdata.book import DepthConflator, LocalBook, SnapshotResult, UpdateResult
-from daemon.marketdata.ingest import GapRecord, Item, wall_clock_ms
+from daemon.marketdata.ingest import CHECKPOINT_STREAM, GapRecord, Item, wall_clock_ms
 from daemon.marketdata.interfaces import (
     Backoff,
     MarketStore,
@@ -71,7 +72,6 @@ from daemon.marketdata.interfaces import (
     VenueLinkLike,
     sleep_with_heartbeat,
 )
-from daemon.marketdata.settings import CHECKPOINT_STREAM, MarketDataSettings
 from daemon.marketdata.stats import FeedStats, SymbolStats
 from daemon.model.marketdata import DepthUpdate, Trade
 from daemon.resilience import DeadLetter, DeadLetterStore
@@ -130,7 +130,7 @@ class Feed:
         link: VenueLinkLike,
         market: MarketStore,
         dead_letters: DeadLetterStore,
-        settings: MarketDataSettings,
+        settings: MarketDataConfig,
         *,
         trades: Queue[Any],
         stream_queue: Queue[Any],

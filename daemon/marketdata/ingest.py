@@ -1,6 +1,6 @@
 """The ingest writer: trades queue → chunked, idempotent, checkpointed store writes.
 
-One writer per venue drains the bounded trades queue (DESIGN §3: producer
+One writer per venue drains the bounded trades queue (docs/ARCHITECTURE.md §5: producer
 the feed, consumer this writer, ``Overflow.BLOCK``) and commits what it takes:
 
 * **Chunks.** Up to ``chunk_size`` trades per batch, or fewer once the first
@@ -39,8 +39,8 @@ import attrs
 import trio
 
 from daemon.channels import Queue
+from daemon.config import MarketDataConfig
 from daemon.marketdata.interfaces import Backoff, MarketStore, sleep_with_heartbeat
-from daemon.marketdata.settings import CHECKPOINT_STREAM, MarketDataSettings
 from daemon.marketdata.stats import SymbolStats, WriterStats
 from daemon.model.marketdata import Trade
 from daemon.resilience import DeadLetter, DeadLetterStore
@@ -53,7 +53,10 @@ from daemon.store.errors import (
 from daemon.store.marketdata import GapState, WriteSummary
 from daemon.supervise import ChildContext
 
-__all__ = ["GapRecord", "IngestWriter", "Item", "wall_clock_ms"]
+__all__ = ["CHECKPOINT_STREAM", "GapRecord", "IngestWriter", "Item", "wall_clock_ms"]
+
+#: The ``stream`` part of the ingest checkpoint key ``(venue, symbol, stream)``.
+CHECKPOINT_STREAM = "trades"
 
 log = logging.getLogger("tradingd.marketdata.ingest")
 
@@ -140,7 +143,7 @@ class IngestWriter:
         market: MarketStore,
         queue: Queue[Any],
         dead_letters: DeadLetterStore,
-        settings: MarketDataSettings,
+        settings: MarketDataConfig,
         *,
         symbols: dict[str, SymbolStats],
         stats: WriterStats,

@@ -31,12 +31,12 @@ from typing import Any
 import trio
 
 from daemon.channels import Overflow, Queues
+from daemon.config import MarketDataConfig
 from daemon.health import HealthLevel
 from daemon.marketdata.book import BookView, DepthConflator, LocalBook
 from daemon.marketdata.feed import Feed
 from daemon.marketdata.ingest import IngestWriter, wall_clock_ms
 from daemon.marketdata.interfaces import StoreLike, VenueLinkLike
-from daemon.marketdata.settings import MarketDataSettings
 from daemon.marketdata.snapshots import Snapshotter
 from daemon.marketdata.stats import FeedStats, SnapshotStats, WriterStats, by_symbol
 from daemon.metrics import MetricFamily
@@ -82,7 +82,7 @@ class MarketDataService:
         store: StoreLike,
         dead_letters: DeadLetterStore,
         queues: Queues,
-        settings: MarketDataSettings,
+        settings: MarketDataConfig,
         *,
         wall_clock_ms: Callable[[], int] = wall_clock_ms,
         rng: random.Random | None = None,

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 
 import trio
 
+from daemon.config import MarketDataConfig
 from daemon.marketdata.book import LocalBook
 from daemon.marketdata.interfaces import MarketStore
-from daemon.marketdata.settings import MarketDataSettings
 from daemon.marketdata.stats import SnapshotStats
 from daemon.store.errors import StoreClosedError, StoreError
 from daemon.store.marketdata import BookSnapshotRecord
@@ -48,7 +48,7 @@ class Snapshotter:
         venue: str,
         market: MarketStore,
         books: Mapping[str, LocalBook],
-        settings: MarketDataSettings,
+        settings: MarketDataConfig,
         *,
         stats: SnapshotStats,
     ) -> None:

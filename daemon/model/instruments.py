@@ -5,7 +5,7 @@ The symbol filters are the venue's own pre-trade checks (Binance
 ``NOTIONAL``/``MIN_NOTIONAL``, ``MAX_NUM_ORDERS``). Checking them locally
 (:meth:`SymbolInfo.check_order`) turns a round trip that would end in
 ``-1013 Filter failure`` into a coded reject before anything is sent, which is
-the cheap first stage of the risk gate (DESIGN §4). The arithmetic is exact
+the cheap first stage of the risk gate (docs/ARCHITECTURE.md §4 Orders). The arithmetic is exact
 :class:`~decimal.Decimal` and follows Binance's documented rules:
 
 * ``PRICE_FILTER``: ``minPrice <= price <= maxPrice`` and ``price % tickSize == 0``

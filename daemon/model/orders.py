@@ -2,8 +2,8 @@
 
 Commands are imperative (:class:`NewOrder`); venue truth is a ``*Report``
 (:class:`OrderReport`, :class:`FillReport`), as in nautilus_trader. The enums use
-Binance's spellings because Binance's Spot API is the venue protocol of
-DESIGN §7; another venue maps onto them at its edge.
+Binance's spellings because Binance's Spot API is tradingd's venue protocol
+(docs/ARCHITECTURE.md §9 Outside surfaces); another venue maps onto them at its edge.
 
 A :class:`NewOrder` validates its own shape at construction (client order id
 format, required fields per order type, positive amounts), so a malformed
@@ -183,7 +183,7 @@ class NewOrder:
         side: BUY or SELL.
         type: Order type; decides which of the fields below are required.
         client_order_id: Deterministic id derived from the intent's
-            idempotency key (DESIGN §4); sent as ``newClientOrderId``.
+            idempotency key (docs/ARCHITECTURE.md §4 Orders); sent as ``newClientOrderId``.
         quantity: Base quantity. Required except for a MARKET order given by
             ``quote_order_qty``.
         price: Limit price (LIMIT, LIMIT_MAKER, \\*_LIMIT types only).

@@ -1,18 +1,31 @@
-"""Orders with exactly-once effects (DESIGN §4): the pure cores.
+"""Orders with exactly-once effects (docs/ARCHITECTURE.md §4 Orders).
 
 Read top to bottom, an order travels through these modules:
 
-* :mod:`.intent` — a submission (``POST /orders`` or a strategy) is validated
-  into an :class:`OrderIntent`, every problem reported at once;
+* :mod:`.gateway` — the entry contract ``POST /orders`` and strategies call,
+  and the errors it answers with;
+* :mod:`.intent` — a submission is validated into an :class:`OrderIntent`,
+  every problem reported at once;
 * :mod:`.ids` — its client order id is derived deterministically from
   ``(message_id, account, symbol)``, so a resubmission finds the same intent;
-* :mod:`.state` — the durable state machine the outbox, the executor and the
-  reconciler move it through, including the decision that resolves an
-  ambiguous (UNKNOWN) send: adopt the venue's state, resend with the same id
-  only after proven absence, or query again.
+* :mod:`.entry` — pre-trade risk, then the group commit of the intent to the
+  outbox (:mod:`.store`, rows as :mod:`.records`) before the answer;
+* :mod:`.dispatch` — per-account queues: one account's work one at a time,
+  in submit order;
+* :mod:`.executor` — the shielded send → persist → ack section, cancels, and
+  queries that resolve UNKNOWN outcomes;
+* :mod:`.ledger` — the one place that changes an order's state (memory,
+  store and risk book together);
+* :mod:`.state` — the durable state machine all of them follow, including
+  the decision that resolves an ambiguous (UNKNOWN) send: adopt the venue's
+  state, resend with the same id only after proven absence, or query again;
+* :mod:`.reconcile` — start-up and periodic reconciliation against the venue;
+* :mod:`.service` — the supervised child that builds the pipeline
+  (:mod:`.settings` its tunables); :mod:`.control` the operator's commands.
 
-Everything here is pure and synchronous; the async shells (entry, executor,
-reconciler) build on it.
+The pure, synchronous parts are :mod:`.ids`, :mod:`.intent`, :mod:`.state`
+and the values of :mod:`.records`; this package re-exports the first three.
+Everything else does I/O or runs tasks, and is imported from its own module.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Per-account ordering of order work: one account's items one at a time, in submit order.
 
-DESIGN §4: the operations of one account never run concurrently and run in
-the order they were submitted, because a venue answers an account's orders in
-the order it receives them (a cancel must not overtake its place; a position
+The operations of one account never run concurrently and run in the order
+they were submitted (docs/ARCHITECTURE.md §4 Orders), because a venue answers
+an account's orders in the order it receives them (a cancel must not overtake its place; a position
 limit assumes the earlier order went first). Different accounts are
 independent and may run side by side.
 

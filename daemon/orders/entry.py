@@ -7,12 +7,20 @@ network I/O for it. The path::
     submit() ─ validate (400) ─ same id live/in flight? (200) ─ admit (503) ─► entry queue
                                                                                  │
     writer task: take everything queued (≤ group_commit_max) ◄───────────────────┘
-        1. look the ids up in the store: an intent seen before answers 200 (or 409
-           when the message id was used for a different order)
-        2. pre-trade risk for the new ones: rejects answer 422; passes reserve limits
-        3. ONE transaction inserts every new intent (PENDING) and its history row
+        1. pre-trade risk for each intent: a pass reserves its limits; a refusal
+           is a 422 (or a 503 while the venue's exchangeInfo is not loaded)
+        2. the refused ones only are looked up in the store: an intent recorded
+           before answers 200 (or 409 when the message id was used for a
+           different order), even if it would be refused now; the rest get
+           their refusal
+        3. ONE transaction inserts every passed intent (PENDING, or SENDING on the
+           fast path below) and its history row; an id already stored is not
+           inserted: its reservation is rolled back and it answers 200 (or 409)
         4. commit the reservations, answer 202, hand each intent to its account's queue
            (on a failed commit: roll the reservations back, answer 503)
+
+Risk runs first so that the common path (nothing refused) is one store write
+per batch and no read.
 
 **Group commit.** The writer is one task, so while one commit is in flight
 every submission that arrives queues up and goes into the *next* commit:
@@ -50,6 +58,7 @@ from typing import Any
 import attrs
 import trio
 
+from daemon.config import OrdersConfig
 from daemon.errors import RiskRejectedError, StoreError, TradingdError
 from daemon.orders.dispatch import Dispatcher, WorkItem
 from daemon.orders.executor import SendSignals
@@ -62,7 +71,6 @@ from daemon.orders.gateway import (
 from daemon.orders.intent import IntentProblem, IntentValidationError, OrderIntent, ProblemCode
 from daemon.orders.ledger import OrderLedger, VenueAccess
 from daemon.orders.records import IntentRecord
-from daemon.orders.settings import OrdersSettings
 from daemon.risk.checks import RiskRequest
 from daemon.risk.limits import Reservation
 
@@ -135,7 +143,7 @@ class Entry:
         dispatcher: Dispatcher,
         venues: VenueAccess,
         accounts: Mapping[str, str],
-        settings: OrdersSettings,
+        settings: OrdersConfig,
         *,
         reference_price: Callable[[str, str], Decimal | None] | None = None,
         executor_ready: Callable[[str], bool] = lambda account: False,

@@ -3,7 +3,7 @@
 One work item at a time per account (the :class:`~daemon.orders.dispatch.Dispatcher`
 guarantees it); every state change through the :class:`~daemon.orders.ledger.OrderLedger`.
 
-**The critical section** (DESIGN §4) of a PENDING intent::
+**The critical section** (docs/ARCHITECTURE.md §4 Orders, §8) of a PENDING intent::
 
     with move_on_after(section_deadline_s, shield=True):
         mark SENDING (durable)           ─┐ outside cancellation cannot cut in here:
@@ -51,6 +51,7 @@ from typing import Any
 
 import trio
 
+from daemon.config import OrdersConfig
 from daemon.errors import (
     CancelRejectedError,
     DuplicateOrderError,
@@ -61,7 +62,6 @@ from daemon.errors import (
 from daemon.orders.dispatch import WorkItem
 from daemon.orders.ledger import OrderLedger, VenueAccess, venue_error_code
 from daemon.orders.records import IntentRecord
-from daemon.orders.settings import OrdersSettings
 from daemon.orders.state import (
     DecisionKind,
     Found,
@@ -126,7 +126,7 @@ class Executor:
         self,
         ledger: OrderLedger,
         venues: VenueAccess,
-        settings: OrdersSettings,
+        settings: OrdersConfig,
         *,
         sending_enabled: trio.Event,
         wall_clock: Callable[[], float] = time.time,

@@ -1,4 +1,4 @@
-"""Deterministic client order ids (DESIGN §4).
+"""Deterministic client order ids (docs/ARCHITECTURE.md §4 Orders).
 
 The client order id is the only handle that survives every failure: it is
 derived from the intent's idempotency key, persisted with the intent before

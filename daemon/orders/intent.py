@@ -337,7 +337,7 @@ class OrderIntent:
         quantity: Base quantity (> 0).
         price: Limit price; LIMIT and LIMIT_MAKER only.
         time_in_force: LIMIT only.
-        client_order_id: Deterministic id sent to the venue (DESIGN §4).
+        client_order_id: Deterministic id sent to the venue (docs/ARCHITECTURE.md §4 Orders).
 
     Raises:
         IntentValidationError: a value breaks the rules above.

@@ -43,6 +43,7 @@ from typing import Any
 
 import trio
 
+from daemon.config import OrdersConfig
 from daemon.errors import TradingdError, TransientError
 from daemon.health import HealthLevel
 from daemon.orders.dispatch import Dispatcher, WorkItem
@@ -50,7 +51,6 @@ from daemon.orders.executor import OPEN_STATES, Executor
 from daemon.orders.ids import is_derived_client_order_id
 from daemon.orders.ledger import OrderLedger, VenueAccess
 from daemon.orders.records import IntentRecord
-from daemon.orders.settings import OrdersSettings
 from daemon.orders.state import OrderState
 
 __all__ = ["Reconciler"]
@@ -69,7 +69,7 @@ class Reconciler:
         venues: VenueAccess,
         *,
         accounts: Mapping[str, str],
-        settings: OrdersSettings,
+        settings: OrdersConfig,
         sending_enabled: trio.Event,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:

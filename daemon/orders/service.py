@@ -36,18 +36,18 @@ from typing import Any
 import attrs
 import trio
 
+from daemon.config import OrdersConfig
 from daemon.errors import StoreError
 from daemon.health import HealthLevel
 from daemon.metrics import MetricFamily
 from daemon.model.instruments import ExchangeInfo
-from daemon.orders.dispatch import Dispatcher, WorkItem
+from daemon.orders.dispatch import Dispatcher, DispatchMode, WorkItem
 from daemon.orders.entry import Entry
 from daemon.orders.executor import OPEN_STATES, Executor
 from daemon.orders.gateway import EntryUnavailableError, SubmitResult, UnknownOrderError
 from daemon.orders.ledger import OrderLedger, OrderVenue
 from daemon.orders.reconcile import Reconciler
 from daemon.orders.records import IntentRecord
-from daemon.orders.settings import OrdersSettings
 from daemon.orders.store import OrderStore
 from daemon.resilience.deadletter import DeadLetterStore
 from daemon.risk.limits import LimitTable, PreTradeRisk, RiskBook
@@ -112,7 +112,7 @@ class OrdersService:
 
     def __init__(
         self,
-        settings: OrdersSettings,
+        settings: OrdersConfig,
         accounts: Mapping[str, str],
         limits: LimitTable,
         venues: Any,
@@ -160,7 +160,7 @@ class OrdersService:
         )
         dispatcher = Dispatcher(
             executor.handle,
-            mode=s.dispatch,
+            mode=DispatchMode(s.dispatch),
             shards=s.shards,
             capacity=s.account_queue_capacity,
             max_queues=s.max_account_queues,
@@ -318,7 +318,7 @@ class OrdersService:
         pipeline = self._live()
         return await pipeline.store.positions(account)
 
-    def apply_config(self, settings: OrdersSettings, limits: LimitTable) -> None:
+    def apply_config(self, settings: OrdersConfig, limits: LimitTable) -> None:
         """A reload: new risk limits and live settings take effect at once.
 
         Only keys declared live change here (the poll and reconcile intervals and

@@ -1,4 +1,4 @@
-"""The durable order state machine (DESIGN §4), and how venue answers move it.
+"""The durable order state machine (docs/ARCHITECTURE.md §4 Orders), and how venue answers move it.
 
 Every state below is a row in the store's state history; a change of state is
 a :class:`Transition`, checked against :data:`TRANSITIONS` by
@@ -94,7 +94,7 @@ __all__ = [
 
 
 class OrderState(enum.Enum):
-    """The durable state of one order intent (DESIGN §4); see :data:`TRANSITIONS`."""
+    """The durable state of one order intent; see :data:`TRANSITIONS` (docs/ARCHITECTURE.md §4)."""
 
     PENDING = "PENDING"
     SENDING = "SENDING"

@@ -1,6 +1,6 @@
 """The durable order store: intents (the outbox), their history, fills, positions, trading states.
 
-Exactly-once effects (DESIGN §4) rest on what this module commits, so every
+Exactly-once effects (docs/ARCHITECTURE.md §4 Orders, §6) rest on what this module commits, so every
 write is a ``synchronous=FULL`` transaction
 (:attr:`~daemon.store.base.Durability.CRITICAL`) and carries its own proof:
 

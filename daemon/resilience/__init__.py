@@ -7,7 +7,7 @@ Every network call of tradingd goes through these, composed in this order
 
 so that each retry waits for a token, and a breaker that is open fails the
 attempt at once (which the retry then gives up on, without waiting). The
-error taxonomy they implement is DESIGN §8 and :mod:`daemon.errors`:
+error taxonomy they implement is docs/ARCHITECTURE.md §12 and :mod:`daemon.errors`:
 
 =================  ==========================================================
 error              handled by

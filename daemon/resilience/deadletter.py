@@ -11,9 +11,10 @@ Timestamps are **wall-clock epoch seconds (UTC, float)**, not
 ``trio.current_time()``: dead letters outlive the process, and an operator
 reads them against the calendar.
 
-:class:`DeadLetterStore` is the interface; the durable implementation arrives
-with the store (SQLite). :class:`InMemoryDeadLetterStore` exists **for tests
-only** until then — it loses everything on restart.
+:class:`DeadLetterStore` is the interface; the daemon's implementation is
+the durable :class:`daemon.store.deadletters.SqliteDeadLetterStore`
+(``store.dead_letters``). :class:`InMemoryDeadLetterStore` is **for tests
+only**: it loses everything on restart.
 
 Replay hands a letter to a handler (usually: put the payload back on its
 source queue, or run its processing again). On success the letter is removed;

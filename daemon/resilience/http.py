@@ -28,7 +28,7 @@ peer refused to process it. Anything that fails *after* the request was
 written — a timeout, a dropped connection, a 5xx, or an answer we cannot decode
 — may have had its effect; for an idempotent method repeating it is harmless,
 for anything else it is reported as ambiguous and never retried (an order
-would be queried by its client id first, DESIGN §4). A 418 without
+would be queried by its client id first, docs/ARCHITECTURE.md §4 Orders). A 418 without
 ``Retry-After`` is a ban of unknown length: retrying would only extend it.
 
 A ``Retry-After`` that does not fit in what is left of the retry budget makes

@@ -12,7 +12,7 @@ Both share one waiting discipline, which is the part that is easy to get wrong:
   next waiter at once, so it never blocks anyone.
 * **Freezing.** A ``429``/``418`` with ``Retry-After`` means *stop*: every
   limiter can be frozen until an instant (:meth:`freeze_until`), which holds
-  all acquisitions — the cure for retry storms (DESIGN §8).
+  all acquisitions — the cure for retry storms (docs/ARCHITECTURE.md §12).
 
 Times are :func:`trio.current_time` seconds, so everything runs under a
 virtual clock in tests. The arithmetic lives in pure cores

@@ -3,7 +3,7 @@
 A :class:`RetryPolicy` is a frozen value: how many attempts, how much time in
 total, how long to wait between attempts, and a *classifier* that judges each
 outcome. It is always bounded twice — ``max_attempts`` and ``max_elapsed_s`` —
-because an unbounded retry is a hang that looks like work (DESIGN §8).
+because an unbounded retry is a hang that looks like work (docs/ARCHITECTURE.md §12).
 
 The classifier turns an :class:`~daemon.resilience.outcomes.Outcome` into a
 :class:`Decision`:

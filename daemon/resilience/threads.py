@@ -5,7 +5,7 @@ not run on the event loop — they would stall every task and trip the loop-lag
 watchdog. The one sanctioned way is a :class:`ThreadLane`: a named owner plus
 a :class:`trio.CapacityLimiter` that bounds how many of that owner's calls run
 at once (``max_threads=1`` gives the "one connection, one thread" discipline
-of the store, DESIGN §5). Worker threads are named ``tradingd:<owner>`` so
+of the store, docs/ARCHITECTURE.md §6). Worker threads are named ``tradingd:<owner>`` so
 ``py-spy dump`` and thread-aware logs show whose call is stuck.
 
 Calling back into Trio from inside the worker thread needs no helper: a

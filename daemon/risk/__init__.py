@@ -1,4 +1,4 @@
-"""Pre-trade risk: pure checks and limit reservations (DESIGN §4).
+"""Pre-trade risk: pure checks and limit reservations (docs/ARCHITECTURE.md §4 Orders).
 
 Two stages, both pure and synchronous:
 

@@ -1,6 +1,6 @@
 """The start stage of pre-trade risk: cheap checks that see every request.
 
-DESIGN §4 gives pre-trade risk two stages. This module is the first one and
+Pre-trade risk has two stages (docs/ARCHITECTURE.md §4 Orders). This module is the first one and
 the vocabulary both share:
 
 * :class:`RiskRequest`: what is judged, an account plus a :class:`NewOrder`

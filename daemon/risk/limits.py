@@ -16,7 +16,7 @@ submissions can never both take the last slot:
 All limits are evaluated together and every breach is reported
 (:class:`~daemon.risk.checks.RiskDecision`).
 
-The life of a reservation mirrors the intent's (DESIGN §4)::
+The life of a reservation mirrors the intent's (docs/ARCHITECTURE.md §4 Orders)::
 
     reserve() ──► RESERVED ──commit()──► COMMITTED ──release(filled_qty)──► RELEASED
                      │                      │ record_fill(executed_qty)

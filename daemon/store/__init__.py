@@ -1,4 +1,4 @@
-"""The store: the single owner of tradingd's database (DESIGN §5).
+"""The store: the single owner of tradingd's database (docs/ARCHITECTURE.md §6).
 
 Layers, from the outside in::
 

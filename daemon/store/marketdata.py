@@ -1,6 +1,6 @@
 """Market data tables: trades, book snapshots and levels, ingest checkpoints, gaps.
 
-Promise 2 of DESIGN §1 — no market data lost or duplicated — rests on three
+Promise 2 of docs/ARCHITECTURE.md §1 — no market data lost or duplicated — rests on three
 properties of this module:
 
 * **Idempotent writes on natural keys.** Trades are keyed by

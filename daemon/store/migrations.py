@@ -179,10 +179,11 @@ _V2 = Migration(
     2,
     "orders: intents, history, fills, positions, trading states",
     (
-        # The outbox (DESIGN §4): one row per intent, keyed by the deterministic
-        # client order id, so a resubmitted message can never become a second
-        # row. ``seq`` is the submission order (assigned max + 1 inside the
-        # inserting transaction), which recovery and per-account dispatch follow.
+        # The outbox (docs/ARCHITECTURE.md §4 Orders): one row per intent, keyed
+        # by the deterministic client order id, so a resubmitted message can
+        # never become a second row. ``seq`` is the submission order (assigned
+        # max + 1 inside the inserting transaction), which recovery and
+        # per-account dispatch follow.
         # The key the id is derived from is unique as well: a change of the
         # derivation scheme must not let one message become two intents.
         f"""

@@ -11,7 +11,7 @@ feed and trips the watchdog. So all access goes through one
 ever used from calls on it (``check_same_thread=False`` is safe because the
 lane serialises them; the OS thread may differ from call to call).
 
-Durability policy (DESIGN §5): WAL mode; every transaction declares a
+Durability policy (docs/ARCHITECTURE.md §6): WAL mode; every transaction declares a
 :class:`~daemon.store.base.Durability`. ``CRITICAL`` commits (orders, dead
 letters, schema) always run with ``synchronous=FULL``; ``MARKET`` commits run
 with ``synchronous_market`` (``"NORMAL"`` by default, ``"FULL"`` when

@@ -22,8 +22,9 @@ from typing import Any
 import trio
 
 from daemon.channels import Queues
+from daemon.config import MarketDataConfig
 from daemon.errors import VenueUnavailableError
-from daemon.marketdata import MarketDataService, MarketDataSettings
+from daemon.marketdata import MarketDataService
 from daemon.model.marketdata import DepthSnapshot, DepthUpdate, Trade
 from daemon.store import SqliteStore, inline_runner
 from daemon.supervise import Supervisor, SupervisorPolicy
@@ -252,7 +253,7 @@ class StaticLink:
         return self.client
 
 
-def settings(**overrides: Any) -> MarketDataSettings:
+def settings(**overrides: Any) -> MarketDataConfig:
     fields: dict[str, Any] = {
         "symbols": ("BTCUSDT",),
         "chunk_size": 50,
@@ -267,7 +268,7 @@ def settings(**overrides: Any) -> MarketDataSettings:
         "book_snapshot_limit": 100,
     }
     fields.update(overrides)
-    return MarketDataSettings(**fields)
+    return MarketDataConfig(**fields)
 
 
 async def open_store(path: Path) -> SqliteStore:
@@ -279,7 +280,7 @@ async def open_store(path: Path) -> SqliteStore:
 async def running_service(
     store: Any,
     link: Any,
-    config: MarketDataSettings,
+    config: MarketDataConfig,
     *,
     venue: str = VENUE,
     dead_letters: Any = None,

@@ -19,7 +19,8 @@ import httpx2
 import trio
 
 from daemon.channels import Queues
-from daemon.marketdata import MarketDataService, MarketDataSettings
+from daemon.config import MarketDataConfig
+from daemon.marketdata import MarketDataService
 from daemon.model.marketdata import Trade
 from daemon.secrets import Secret, SecretRef
 from daemon.store import GapState, SqliteStore
@@ -126,7 +127,7 @@ def client(sim: Sim) -> BinanceVenue:
     )
 
 
-def settings(**overrides: Any) -> MarketDataSettings:
+def settings(**overrides: Any) -> MarketDataConfig:
     fields: dict[str, Any] = {
         "symbols": (S,),
         "chunk_size": 200,
@@ -139,12 +140,12 @@ def settings(**overrides: Any) -> MarketDataSettings:
         "book_snapshot_limit": 100,
     }
     fields.update(overrides)
-    return MarketDataSettings(**fields)
+    return MarketDataConfig(**fields)
 
 
 @asynccontextmanager
 async def capture(
-    sim: Sim, store: SqliteStore, config: MarketDataSettings
+    sim: Sim, store: SqliteStore, config: MarketDataConfig
 ) -> AsyncIterator[MarketDataService]:
     venue = client(sim)
     service = MarketDataService(

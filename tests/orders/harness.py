@@ -19,11 +19,11 @@ from typing import Any
 import attrs
 import trio
 
+from daemon.config import OrdersConfig
 from daemon.model.instruments import ExchangeInfo
 from daemon.orders.ledger import OrderVenue
 from daemon.orders.records import IntentRecord
 from daemon.orders.service import OrdersService
-from daemon.orders.settings import OrdersSettings
 from daemon.orders.state import OrderState
 from daemon.risk.limits import LimitTable, RiskLimits
 from daemon.store.sqlite import SqliteStore
@@ -79,7 +79,7 @@ class Running:
     supervisor: Supervisor
 
 
-FAST = OrdersSettings(
+FAST = OrdersConfig(
     send_timeout_s=2.0,
     section_deadline_s=4.0,
     clock_skew_s=0.0,
@@ -97,7 +97,7 @@ async def running_pipeline(
     sim: SimHarness,
     path: Path,
     *,
-    settings: OrdersSettings = FAST,
+    settings: OrdersConfig = FAST,
     limits: LimitTable | None = None,
     accounts: dict[str, str] | None = None,
     recv_window_ms: int = 500,

@@ -84,6 +84,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from daemon.config import OrdersConfig
 from daemon.errors import RiskRejectedError
 from daemon.model.instruments import ExchangeInfo, SymbolFilters, SymbolInfo
 from daemon.model.orders import FillReport, NewOrder, OrderReport, Side
@@ -97,7 +98,6 @@ from daemon.orders.ids import derive_client_order_id
 from daemon.orders.ledger import OrderVenue
 from daemon.orders.records import HistoryRow, IntentRecord
 from daemon.orders.service import OrdersService, Pipeline
-from daemon.orders.settings import OrdersSettings
 from daemon.orders.state import TERMINAL_STATES, TRANSITIONS, OrderState, from_order_report
 from daemon.orders.store import fills_for, history, list_intents, positions
 from daemon.risk.limits import LimitTable, RiskLimits
@@ -121,7 +121,7 @@ ACCOUNT: Final = "main"
 SYMBOL: Final = "BTCUSDT"
 RECV_WINDOW_MS: Final = 5000
 
-SETTINGS: Final = OrdersSettings(
+SETTINGS: Final = OrdersConfig(
     shards=2,
     idle_queue_s=3.0,
     send_timeout_s=2.0,

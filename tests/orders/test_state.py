@@ -50,7 +50,7 @@ P, SE, A, R, U, PF, F, C, E = (
     S.EXPIRED,
 )
 
-#: DESIGN §4 plus the brief: the only legal edges.
+#: docs/ARCHITECTURE.md §4 Orders (the state table): the only legal edges.
 EXPECTED_EDGES: frozenset[tuple[OrderState, OrderState]] = frozenset(
     {
         (P, SE),

@@ -639,7 +639,7 @@ async def test_on_sent_is_called_once_when_the_request_is_written() -> None:
 
 
 async def test_duplicate_of_an_open_order_is_rejected_a_reuse_after_fill_is_a_new_order() -> None:
-    """The danger of DESIGN §4: ids are unique among *open* orders only."""
+    """The danger of docs/ARCHITECTURE.md §4 Orders: ids are unique among *open* orders only."""
     with trio.fail_after(TIMEOUT_S):
         async with running_sim() as sim, rest_client(sim) as client:
             price = await resting_price(client)

@@ -3,7 +3,8 @@
 Layers, inside out:
 
 * :mod:`.codec` — sans-IO: request building and signing, answers, errors,
-  stream frames (pure functions; the simulator uses the same rules);
+  stream frames (pure functions, shared by the two shells below; the
+  simulator follows the same documented rules with code of its own);
 * :mod:`.rest` — :class:`BinanceRestClient`, the REST shell over httpx2;
 * :mod:`.stream` — :class:`BinanceStream`, the WebSocket shell over
   trio-websocket;

@@ -1,17 +1,22 @@
 """The Binance Spot protocol, sans I/O: requests, signatures, answers, errors, stream frames.
 
 Everything here is a pure function of its arguments (no clock, no network, no
-randomness), so the REST client (:mod:`.rest`), the stream client
-(:mod:`.stream`) and the simulator can share it and tests can pin it down
-exactly. Sections:
+randomness), so the REST client (:mod:`.rest`) and the stream client
+(:mod:`.stream`) share it and tests can pin it down exactly. The simulator
+(:mod:`daemon.venues.sim`) does *not* use it: it is an independent reading of
+the same Binance documentation (its wire rules are in
+:mod:`daemon.venues.sim.protocol` and :mod:`daemon.venues.sim.auth`), so a
+misunderstanding here cannot cancel out against the same one there. Sections:
 
 1. **Encoding** — parameters are percent-encoded with RFC 3986 rules
    (everything but ``A-Za-z0-9-._~`` as UTF-8 ``%XX``) in the order given;
    decimals are written in plain notation (``0.00010000``, never ``1E-4``).
 2. **Signing** — ``signature = hex(HMAC-SHA256(secret, totalParams))`` where
    ``totalParams`` is the encoded query string immediately followed by the
-   encoded body (no separator), exactly as sent; :func:`verify_signature` and
-   :func:`split_signature` are the server side of the same rule.
+   encoded body (no separator), exactly as sent. :func:`split_signature`
+   takes a signature back out (the REST client masks it in error text);
+   :func:`verify_signature` and :func:`parse_query` are the server half of
+   the rules, used by the tests to check what the client sends.
 3. **Requests** — one builder per endpoint returning a :class:`RequestSpec`
    with the endpoint's documented request weight and order count;
    :func:`prepare` adds ``recvWindow``, ``timestamp``, ``signature`` and the
@@ -270,8 +275,9 @@ def sign(secret: str, payload: str) -> str:
 def verify_signature(secret: str, payload: str, signature: str) -> bool:
     """Whether ``signature`` is the HMAC-SHA256 of ``payload`` (hex, case-insensitive).
 
-    Constant-time comparison. For the server side (the simulator): take the
-    payload from :func:`split_signature`.
+    Constant-time comparison; take the payload from :func:`split_signature`.
+    The daemon never verifies a signature: the tests use this to check the
+    client's requests (the simulator has its own, :mod:`daemon.venues.sim.auth`).
     """
     if not isinstance(signature, str) or len(signature) != 64:
         return False
@@ -896,19 +902,6 @@ def _json_decimal(text: str) -> Decimal:
     if len(text) > MAX_DECIMAL_CHARS:
         raise ValueError(f"a number of {len(text)} characters")
     return Decimal(text)
-
-
-def load_json(payload: bytes | str, *, max_bytes: int | None = MAX_BODY_BYTES) -> Any:
-    """Parse venue JSON with fractional numbers as ``Decimal`` (never float).
-
-    Raises:
-        ValueError: (:class:`~daemon.decode.DecodeError`) not JSON, too long,
-            nested too deep for the interpreter, ``NaN``/``Infinity``, a
-            number too long, or not UTF-8.
-    """
-    return json_loads(
-        payload, what="venue JSON", max_bytes=max_bytes, max_depth=None, parse_float=_json_decimal
-    )
 
 
 def _preview(raw: bytes | str) -> str:

@@ -26,7 +26,7 @@ Per request, in this order::
   :class:`~daemon.resilience.HttpClassifier`). ``POST``/``DELETE /api/v3/order``
   are never retried: a 5xx, ``-1000/-1006/-1007``, a timeout after sending or
   an undecodable answer raises :class:`~daemon.errors.VenueOutcomeUnknownError`
-  — the order may exist; query it by client id (DESIGN §4).
+  — the order may exist; query it by client id (docs/ARCHITECTURE.md §4 Orders).
 * **Errors** are translated once, here, into :mod:`daemon.errors` (``raise …
   from exc``). Messages carry the endpoint (method and path) and the venue's
   code and message, never the query string, the API key, the secret or a

@@ -2,9 +2,13 @@
 
 This module is the simulator's own reading of the public Binance Spot API
 documentation (REST ``/api/v3``, WebSocket market streams). It deliberately
-shares nothing with the client in :mod:`daemon.venues.binance`: the point of
-the simulator is to prove the client against the *protocol*, and a shared
-helper would let a misunderstanding on one side cancel out on the other.
+shares no protocol code with the client in :mod:`daemon.venues.binance` (whose
+sans-IO half, :mod:`daemon.venues.binance.codec`, serves only the client's
+REST and stream shells): the point of the simulator is to prove the client
+against the *protocol*, and a shared helper would let a misunderstanding on
+one side cancel out on the other. What the simulator does share with the
+daemon is protocol-neutral: the HTTP server (:mod:`daemon.http`), the JSON
+decoder (:mod:`daemon.decode`) and the TOML schema (:mod:`daemon.tomlschema`).
 
 What lives here: the error codes and messages (``{"code": -2010, "msg": ...}``
 with the HTTP status Binance uses for each), decimal parsing and formatting
@@ -76,9 +80,7 @@ class ApiError(Exception):
 UNKNOWN: Final = -1000
 DISCONNECTED: Final = -1001
 TOO_MANY_REQUESTS: Final = -1003
-UNEXPECTED_RESP: Final = -1006
 TIMEOUT: Final = -1007
-SERVER_BUSY: Final = -1008
 INVALID_MESSAGE: Final = -1013
 TOO_MANY_ORDERS: Final = -1015
 INVALID_TIMESTAMP: Final = -1021
@@ -104,9 +106,6 @@ REJECTED_MBX_KEY: Final = -2015
 MSG_TIMEOUT: Final = (
     "Timeout waiting for response from backend server. Send status unknown; "
     "execution status unknown."
-)
-MSG_UNEXPECTED_RESP: Final = (
-    "An unexpected response was received from the message bus. Execution status unknown."
 )
 MSG_INSUFFICIENT_BALANCE: Final = "Account has insufficient balance for requested action."
 MSG_DUPLICATE_ORDER: Final = "Duplicate order sent."
