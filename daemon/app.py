@@ -64,6 +64,7 @@ from daemon.health import (
 from daemon.housekeeping import DiskState, Housekeeping
 from daemon.marketdata.service import MarketDataService
 from daemon.metrics import Registry
+from daemon.model.instruments import SymbolInfo
 from daemon.notify import Notifier
 from daemon.orders.service import LinkVenues, OrdersService
 from daemon.resilience import DeadLetterStore
@@ -269,7 +270,7 @@ class Daemon:
         """The capture's current service and nested supervisor, if it has started."""
         return self.capture.current
 
-    def _symbol_info(self, symbol: str) -> Any:
+    def _symbol_info(self, symbol: str) -> SymbolInfo | None:
         for link in self.venue_links.values():
             info = link.exchange_info
             if info is not None and symbol in info.symbols:

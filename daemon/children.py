@@ -28,7 +28,8 @@ supervisor has started), and it returns when the supervisor asks it to stop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from daemon.channels import Queues
 from daemon.config import AdminConfig
 from daemon.control import serve_control
 from daemon.health import HealthModel, LagProbe, WatchdogStats, run_watchdog, supervisor_check
+from daemon.marketdata.book import LocalBook
 from daemon.marketdata.service import MarketDataService
 from daemon.metrics import Registry
 from daemon.notify import Notifier
@@ -214,11 +216,11 @@ class MarketDataChild:
                 self._queues.remove(queue.name)
             self._queues.remove(f"marketdata.{name}.depth")
 
-    def books(self) -> Any:
+    def books(self) -> Mapping[str, LocalBook] | None:
         """The captured books by symbol (None before the first incarnation)."""
         return self.current[0].books if self.current is not None else None
 
-    def reference_price(self, venue: str, symbol: str) -> Any:
+    def reference_price(self, venue: str, symbol: str) -> Decimal | None:
         """A recent price: the captured book's mid while it is in sync.
 
         Pre-trade risk judges MARKET orders' notional by it and centres the

@@ -33,12 +33,12 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
     │   ├── ReservationStateError   an illegal risk-reservation transition
     │   ├── IntentValidationError   orders.intent: a submitted intent is malformed (every reason)
     │   ├── InvalidStateTransitionError  orders.state: the transition table forbids the change
-    │   │   └── StaleStateError     orders.store: the row is not in the transition's source state
+    │   │   └── StaleStateError     store.orders: the row is not in the transition's source state
     │   ├── IntentConflictError     orders.gateway: the message_id names another order (409)
     │   ├── UnknownOrderError       orders.gateway: no intent has this client order id (404)
-    │   ├── UnknownIntentError      orders.store: no intent is stored under the client order id
-    │   ├── DuplicateIntentError    orders.store: an inserted intent is already stored
-    │   └── VenueOrderIdConflictError  orders.store: a venue answer names another venue order id
+    │   ├── UnknownIntentError      store.orders: no intent is stored under the client order id
+    │   ├── DuplicateIntentError    store.orders: an inserted intent is already stored
+    │   └── VenueOrderIdConflictError  store.orders: a venue answer names another venue order id
     ├── CircuitOpenError            a circuit breaker is open; the call was not attempted
     │   └── CircuitRejectedError    rejected by a named breaker (carries name, state, retry_after_s)
     ├── RetryExhaustedError         a bounded retry ran out of attempts or time; carries the last

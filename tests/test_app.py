@@ -9,12 +9,10 @@ from __future__ import annotations
 import errno
 import json
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
@@ -22,7 +20,6 @@ from daemon import cli
 from daemon import config as configmod
 from daemon.admin.api import AdminAPI
 from daemon.app import EXIT_FAILURE, EXIT_HARD_STOP, EXIT_OK, Daemon
-from daemon.config import Config
 from daemon.control import RequestError
 from daemon.http import HTTPError, Request
 from daemon.notify import Notifier
@@ -31,43 +28,7 @@ from daemon.secrets import SecretRef
 from daemon.status import EventLog
 from daemon.store.deadletter_admin import handle_dead_letters_command
 from daemon.supervise import ChildContext, ChildSpec, EventKind, SupervisorEvent
-
-
-class NotifyListener:
-    """A real AF_UNIX datagram socket standing in for systemd's notify socket."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.messages: list[dict[str, str]] = []
-        self.arrived = trio.Event()
-
-    async def bind(self) -> None:
-        await self.sock.bind(os.fspath(self.path))
-
-    async def run(self) -> None:
-        while True:
-            data = await self.sock.recv(65536)
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines())
-            self.messages.append(fields)
-            self.arrived.set()
-            self.arrived = trio.Event()
-
-    async def wait_for(
-        self, key: str, value: str | None = None, *, contains: str | None = None
-    ) -> dict[str, str]:
-        seen = 0
-        while True:
-            for msg in self.messages[seen:]:
-                if key not in msg or (value is not None and msg[key] != value):
-                    continue
-                if contains is None or contains in msg[key]:
-                    return msg
-            seen = len(self.messages)
-            await self.arrived.wait()
-
-    def all_keys(self) -> list[str]:
-        return [k for m in self.messages for k in m]
+from tests.helpers.app import NotifyListener, make_config, notifier_for
 
 
 @pytest.fixture
@@ -78,32 +39,6 @@ async def listener(tmp_path: Path) -> AsyncIterator[NotifyListener]:
         nursery.start_soon(lst.run)
         yield lst
         nursery.cancel_scope.cancel()
-
-
-def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
-    base = configmod.defaults()
-    values: dict[str, Any] = {
-        "daemon": attrs.evolve(
-            base.daemon,
-            state_dir=tmp_path / "state",
-            control_socket=str(tmp_path / "c.sock"),
-            shutdown_timeout_s=5.0,
-            start_timeout_s=5.0,
-        ),
-        "admin": attrs.evolve(base.admin, listen="127.0.0.1:0"),
-        "supervision": attrs.evolve(base.supervision, backoff_initial_s=0.01, backoff_max_s=0.05),
-        "health": attrs.evolve(base.health, heartbeat_interval_s=0.2, status_interval_s=0.2),
-    }
-    for name, changes in sections.items():
-        values[name] = attrs.evolve(values.get(name, getattr(base, name)), **changes)
-    return attrs.evolve(base, source="test", **values)
-
-
-def notifier_for(listener: NotifyListener, watchdog_usec: int | None = None) -> Notifier:
-    env = {"NOTIFY_SOCKET": os.fspath(listener.path)}
-    if watchdog_usec:
-        env["WATCHDOG_USEC"] = str(watchdog_usec)
-    return Notifier.from_environ(env)
 
 
 async def run_daemon(daemon: Daemon, result: list[int]) -> None:

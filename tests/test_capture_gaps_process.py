@@ -1,7 +1,7 @@
 """Process-level proof that capture loses nothing silently (issue 13, findings 11-13).
 
-The real programs (``tradingd sim`` and ``tradingd run``, harness of
-``tests/test_process.py`` and ``tests/capture_helpers.py``), judged by the
+The real programs (``tradingd sim`` and ``tradingd run``, harnesses of
+:mod:`tests.helpers.process` and :mod:`tests.helpers.capture`), judged by the
 simulator's own record of what it published, the SQLite file read only, and
 the admin API:
 
@@ -21,33 +21,25 @@ seconds; every wait is for a condition under a generous deadline.
 
 from __future__ import annotations
 
-import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 import trio
-from capture_helpers import (
-    SimProcess,
-    StoreReader,
-    capture_config,
-    capture_status,
-    missing_ids,
-    start_sim,
-)
-from test_process import (
+
+from tests.helpers.capture import StoreReader, capture_config, capture_status, missing_ids
+from tests.helpers.process import (
     SECRET,
     WAIT_S,
     DaemonProcess,
     Harness,
     await_until,
-    make_sockdir,
     open_harness,
     parse_prometheus,
 )
+from tests.helpers.sim import SimProcess, start_sim
 
 pytestmark = pytest.mark.slow
 
@@ -58,14 +50,6 @@ STEPS = 150
 BUDGET_S = 90.0
 HISTORICAL = "/api/v3/historicalTrades"
 
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    path = make_sockdir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 class Admin:
@@ -97,10 +81,7 @@ class Admin:
 async def _start(h: Harness, sim: SimProcess, **config: Any) -> tuple[DaemonProcess, Admin]:
     h.config_path.write_text(
         capture_config(
-            state_dir=h.state_dir,
-            control_socket=h.control_socket,
-            token_file=h.token_file,
-            secrets_dir=h.tmp_path / "secrets",
+            h,
             sim=sim,
             symbols=(S,),
             chunk_size=50,

@@ -2,7 +2,7 @@
 
 Both scenarios run the real programs: ``tradingd sim`` (the Binance-protocol
 simulator) and ``tradingd run`` (started the way systemd starts it, through
-the harness of ``tests/test_process.py``), and judge the daemon only through
+the harness of :mod:`tests.helpers.process`), and judge the daemon only through
 independent witnesses — the simulator's own record of what it published
 (``GET /sim/trades``), the SQLite file read with the standard library in
 read-only mode, ``tradingd integrity-check``, the kernel's ``VmRSS`` and the
@@ -56,21 +56,20 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from capture_helpers import (
+
+from daemon.model.marketdata import Trade
+from tests.helpers.capture import (
     VENUE,
     GapRow,
-    PublishedTrade,
-    SimProcess,
     StoredTrade,
     StoreReader,
     capture_config,
     capture_status,
     missing_ids,
     rss_bytes,
-    start_sim,
     trades_queue,
 )
-from test_process import (
+from tests.helpers.process import (
     WAIT_S,
     DaemonProcess,
     Harness,
@@ -79,8 +78,7 @@ from test_process import (
     make_sockdir,
     open_harness,
 )
-
-from daemon.model.marketdata import Trade
+from tests.helpers.sim import PublishedTrade, SimProcess, start_sim
 
 pytestmark = pytest.mark.slow
 
@@ -202,10 +200,7 @@ async def _crash_scenario(tmp_path: Path, sockdir: Path) -> CrashRun:
 async def _crash_body(h: Harness, sim: SimProcess, rng: random.Random) -> CrashRun:
     h.config_path.write_text(
         capture_config(
-            state_dir=h.state_dir,
-            control_socket=h.control_socket,
-            token_file=h.token_file,
-            secrets_dir=h.tmp_path / "secrets",
+            h,
             sim=sim,
             symbols=SYMBOLS,
             chunk_size=CRASH_CHUNK_SIZE,
@@ -497,10 +492,7 @@ async def _overload_scenario(tmp_path: Path, sockdir: Path) -> OverloadRun:
 async def _overload_body(h: Harness, sim: SimProcess) -> OverloadRun:
     h.config_path.write_text(
         capture_config(
-            state_dir=h.state_dir,
-            control_socket=h.control_socket,
-            token_file=h.token_file,
-            secrets_dir=h.tmp_path / "secrets",
+            h,
             sim=sim,
             symbols=SYMBOLS,
             chunk_size=OVERLOAD_CHUNK_SIZE,

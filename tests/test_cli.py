@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +13,7 @@ from daemon import cli, logs
 from daemon.config import Config
 from daemon.errors import ConfigError
 from daemon.notify import Notifier
+from tests.helpers.process import run_into_closed_pipe
 
 
 def _args(config: Path, socket: str | None = None) -> argparse.Namespace:
@@ -157,24 +155,6 @@ def test_output_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     config = tmp_path / "t.toml"
     config.write_text(f'[daemon]\nstate_dir = "{tmp_path}/state"\n')
     assert run_into_closed_pipe("check-config", str(config)) == (cli.EXIT_BROKEN_PIPE, "")
-
-
-def run_into_closed_pipe(*argv: str) -> tuple[int, str]:
-    """Run ``python -m daemon ARGV`` with stdout a pipe already closed at its read end."""
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "daemon", *argv],
-            stdin=subprocess.DEVNULL,
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            timeout=60,
-            check=False,
-        )
-    finally:
-        os.close(write_end)
-    return done.returncode, done.stderr.decode("utf-8", "replace")
 
 
 def test_a_config_error_at_start_is_logged_one_line_a_problem(

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daemon.decode import DecodeError, check_depth, json_loads, nesting_depth, toml_loads
-from tests.fuzzing import (
+from tests.helpers.fuzzing import (
     deep_json,
     fuzz_settings,
     hostile_bytes,

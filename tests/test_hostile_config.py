@@ -32,7 +32,13 @@ from daemon.housekeeping import prepare_state_dir
 from daemon.notify import Notifier
 from daemon.secrets import SecretRef
 from daemon.store import SqliteStore, inline_runner
-from tests.fuzzing import deep_json, fuzz_settings, hostile_bytes, hostile_text, huge_int_text
+from tests.helpers.fuzzing import (
+    deep_json,
+    fuzz_settings,
+    hostile_bytes,
+    hostile_text,
+    huge_int_text,
+)
 
 DEEP_ARRAY = "x = " + "[" * 5000 + "]" * 5000
 DEEP_INLINE = "x = " + "{a = " * 5000 + "1" + "}" * 5000

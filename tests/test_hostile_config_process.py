@@ -15,17 +15,19 @@ import os
 import re
 import signal
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.test_cli import run_into_closed_pipe
-from tests.test_process import HOSTILE_ENV, WAIT_S, Harness, h, http_get, sockdir, wait_until
-
-__all__ = ["h", "sockdir"]  # the harness fixtures, reused
+from tests.helpers.demo import running_demo
+from tests.helpers.process import (
+    WAIT_S,
+    Harness,
+    http_get,
+    run_into_closed_pipe,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -90,27 +92,15 @@ async def test_hostile_config_reload_is_rejected_and_the_daemon_stays_ready(h: H
 async def test_demo_state_is_private_under_a_permissive_umask(tmp_path: Path) -> None:
     """`tradingd demo --state-dir DIR` created DIR 0755 and the database 0644 (finding 7)."""
     state = tmp_path / "new" / "var"
-    stderr_path = tmp_path / "demo.stderr"
-    env = {k: v for k, v in os.environ.items() if k not in HOSTILE_ENV}
-    command = [sys.executable, "-m", "daemon", "demo", "--state-dir", str(state)]
-    with stderr_path.open("wb") as stderr:
-        proc = await trio.lowlevel.open_process(
-            ["sh", "-c", 'umask 000; exec "$@"', "sh", *command, "--admin-port", "0"],
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
+    async with running_demo(tmp_path, state_dir=state, umask=0o000) as demo:
         await wait_until(
             lambda: (
-                re.search(r"tradingd \S+ ready", stderr_path.read_text())
+                re.search(r"tradingd \S+ ready", demo.stderr())
                 and (state / "tradingd.db-wal").exists()
                 and (state / "tradingd.db-shm").exists()
             ),
             what="the demo to be ready, its database open",
-            diag=lambda: stderr_path.read_text()[-3000:],
+            diag=lambda: demo.stderr()[-3000:],
         )
         modes = {
             str(path.relative_to(tmp_path)): stat.S_IMODE(path.lstat().st_mode)
@@ -121,12 +111,7 @@ async def test_demo_state_is_private_under_a_permissive_umask(tmp_path: Path) ->
             assert modes[f"new/var/{name}"] == 0o600, modes
         shared = {name: oct(mode) for name, mode in modes.items() if mode & 0o077}
         assert not shared, f"readable or writable by other users: {shared}"
-        proc.send_signal(signal.SIGINT)
+        demo.proc.send_signal(signal.SIGINT)
         with trio.fail_after(WAIT_S):
-            await proc.wait()
-        assert proc.returncode == 0, stderr_path.read_text()[-3000:]
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            with trio.move_on_after(5, shield=True):
-                await proc.wait()
+            await demo.proc.wait()
+        assert demo.proc.returncode == 0, demo.stderr()[-3000:]

@@ -33,8 +33,6 @@ import trio
 import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
-from test_app import NotifyListener, make_config, notifier_for
-from test_process import make_sockdir, open_harness
 
 from daemon import control
 from daemon.app import Daemon
@@ -48,7 +46,9 @@ from daemon.control import (
 from daemon.errors import ControlError
 from daemon.notify import Notifier
 from daemon.orders.control import OperatorInputError, parse_limit
-from tests.fuzzing import fuzz_settings, hostile_bytes, hostile_json_text, json_values
+from tests.helpers.app import NotifyListener, make_config, notifier_for
+from tests.helpers.fuzzing import fuzz_settings, hostile_bytes, hostile_json_text, json_values
+from tests.helpers.process import make_sockdir, open_harness
 
 TIMEOUT_S = 20
 #: One request line nesting far beyond the interpreter's recursion limit (under the size limit).

@@ -25,17 +25,18 @@ from typing import Any
 
 import pytest
 import trio
-from capture_helpers import (
-    VENUE,
-    SimProcess,
-    StoreReader,
-    capture_config,
-    capture_status,
-    start_sim,
-)
-from test_process import WAIT_S, DaemonProcess, Harness, await_until, make_sockdir, open_harness
 
 from daemon.venues.sim.faults import DEEP_FRAME_LEVELS
+from tests.helpers.capture import VENUE, StoreReader, capture_config, capture_status
+from tests.helpers.process import (
+    WAIT_S,
+    DaemonProcess,
+    Harness,
+    await_until,
+    make_sockdir,
+    open_harness,
+)
+from tests.helpers.sim import SimProcess, start_sim
 
 pytestmark = pytest.mark.slow
 
@@ -120,10 +121,7 @@ async def _scenario(tmp_path: Path, sockdir: Path) -> dict[str, Any]:
 async def _body(h: Harness, sim: SimProcess) -> dict[str, Any]:
     h.config_path.write_text(
         capture_config(
-            state_dir=h.state_dir,
-            control_socket=h.control_socket,
-            token_file=h.token_file,
-            secrets_dir=h.tmp_path / "secrets",
+            h,
             sim=sim,
             symbols=[SYMBOL],
             chunk_size=25,

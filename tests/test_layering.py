@@ -20,27 +20,27 @@ Two checks:
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 import trio
-from capture_helpers import VENUE, capture_config, capture_status, start_sim
-from test_process import (
+
+from tests.helpers.capture import VENUE, capture_config, capture_status
+from tests.helpers.process import (
     SECRET,
     WAIT_S,
     Harness,
     NotifyListener,
     await_until,
     http_get,
-    make_sockdir,
 )
+from tests.helpers.sim import start_sim
 
 #: Module name prefixes ``tradingd run`` must never import.
 FORBIDDEN = ("daemon.bench", "daemon.venues.sim")
@@ -119,12 +119,6 @@ def imported_modules(stderr: str) -> list[str]:
     return names
 
 
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    path = make_sockdir()  # short: Unix socket paths must stay under 108 bytes
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
 
 async def _exercise(h: Harness, url: str, headers: dict[str, str]) -> None:
     """Capture, one order sent and accepted, status, metrics, the control socket."""
@@ -166,10 +160,7 @@ async def test_tradingd_run_never_imports_a_bench_or_simulator_module(
                 h = ImportProfilingHarness(tmp_path, sockdir, nursery)
                 h.config_path.write_text(
                     capture_config(
-                        state_dir=h.state_dir,
-                        control_socket=h.control_socket,
-                        token_file=h.token_file,
-                        secrets_dir=tmp_path / "secrets",
+                        h,
                         sim=sim,
                         symbols=["BTCUSDT"],
                         chunk_size=100,

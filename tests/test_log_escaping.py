@@ -22,16 +22,16 @@ from typing import TextIO
 
 import pytest
 import trio
-from capture_helpers import start_sim
 from hypothesis import given
-from orders_process_helpers import orders_config
-from test_process import make_sockdir, open_harness
 
 from daemon import logs
 from daemon.config import LoggingConfig
 from daemon.risk.state import TradingState, TradingStates
 from daemon.secrets import SecretRef, resolve
-from tests.fuzzing import fuzz_settings, hostile_text
+from tests.helpers.fuzzing import fuzz_settings, hostile_text
+from tests.helpers.orders_process import orders_config
+from tests.helpers.process import make_sockdir, open_harness
+from tests.helpers.sim import start_sim
 
 FORGED = "maintenance\n<0>fake entry\r\n2026-01-01 00:00:00 ERROR tradingd.app: forged\x1b[2J"
 ESCAPED = "maintenance\\n<0>fake entry\\r\\n2026-01-01 00:00:00 ERROR tradingd.app: forged\\x1b[2J"
@@ -214,10 +214,7 @@ async def test_real_daemon_halt_reason_cannot_forge_a_log_line(tmp_path: Path) -
                 try:
                     h.config_path.write_text(
                         orders_config(
-                            state_dir=h.state_dir,
-                            control_socket=h.control_socket,
-                            token_file=h.token_file,
-                            secrets_dir=tmp_path / "secrets",
+                            h,
                             sim=sim,
                             orders={"startup_reconcile_timeout_s": 10},
                             recv_window_ms=5000,

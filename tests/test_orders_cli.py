@@ -25,8 +25,8 @@ from daemon.errors import RiskRejectedError
 from daemon.orders.control import NO_ACCOUNTS, handle_orders_command
 from daemon.orders.service import OrdersService
 from daemon.orders.state import OrderState
-from tests.orders.harness import limit_request, market_request, running_pipeline, wait_state
-from tests.venues.conftest import running_sim, sim_config
+from tests.helpers.orders import limit_request, market_request, running_pipeline, wait_state
+from tests.helpers.sim import running_sim, sim_config
 
 S = OrderState
 TIMEOUT_S = 30

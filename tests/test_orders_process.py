@@ -6,7 +6,7 @@ processing, stalls before and after processing (so the daemon's send times
 out), ``-1007`` after processing, rate-limit bursts, a definitive reject —
 and new orders that stay invisible to queries for a moment; and ``tradingd
 run`` with one account on it, started the way systemd starts it (the harness
-of ``tests/test_process.py``).
+of :mod:`tests.helpers.process`).
 
 A client submits LIMIT orders far from the market (they rest) and MARKET
 orders (they fill at once: a blind resend of one would be a *second* order,
@@ -65,8 +65,10 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from capture_helpers import SimProcess, start_sim
-from orders_process_helpers import (
+
+from daemon.orders.ids import derive_client_order_id
+from daemon.orders.state import TRANSITIONS, OrderState
+from tests.helpers.orders_process import (
     ACCOUNT,
     DB_NAME,
     SYMBOL,
@@ -82,7 +84,7 @@ from orders_process_helpers import (
     orders_config,
     venue_fills,
 )
-from test_process import (
+from tests.helpers.process import (
     SECRET,
     WAIT_S,
     DaemonProcess,
@@ -91,9 +93,7 @@ from test_process import (
     make_sockdir,
     open_harness,
 )
-
-from daemon.orders.ids import derive_client_order_id
-from daemon.orders.state import TRANSITIONS, OrderState
+from tests.helpers.sim import SimProcess, start_sim
 
 pytestmark = pytest.mark.slow
 
@@ -563,10 +563,7 @@ async def _body(h: Harness, sim: SimProcess) -> OrdersCrashRun:
     plan = _plan(rng)
     h.config_path.write_text(
         orders_config(
-            state_dir=h.state_dir,
-            control_socket=h.control_socket,
-            token_file=h.token_file,
-            secrets_dir=h.tmp_path / "secrets",
+            h,
             sim=sim,
             orders=ORDERS,
             recv_window_ms=RECV_WINDOW_MS,
@@ -931,10 +928,7 @@ async def test_a_late_not_found_answer_proves_no_absence(tmp_path: Path) -> None
 async def _late_not_found(h: Harness, sim: SimProcess) -> LateRun:
     h.config_path.write_text(
         orders_config(
-            state_dir=h.state_dir,
-            control_socket=h.control_socket,
-            token_file=h.token_file,
-            secrets_dir=h.tmp_path / "secrets",
+            h,
             sim=sim,
             orders=LATE_ORDERS,
             recv_window_ms=RECV_WINDOW_MS,

@@ -14,39 +14,22 @@ Two runs of the real daemon with one ``[accounts.main]``:
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx2
 import pytest
 import trio
-from capture_helpers import SimProcess, start_sim
-from test_process import SECRET, WAIT_S, Harness, http_get, make_sockdir, open_harness
 
-from daemon.venues.sim.config import DOCS_API_KEY, DOCS_SECRET_KEY
+from tests.helpers.process import SECRET, WAIT_S, Harness, http_get
+from tests.helpers.sim import SimProcess, sim_key_files, start_sim
 
 pytestmark = pytest.mark.slow
 
 STARTUP_RECONCILE_S = 3.0
 
 
-@pytest.fixture
-async def h(tmp_path: Path) -> AsyncIterator[Harness]:
-    sockdir = make_sockdir()
-    try:
-        async with open_harness(tmp_path, sockdir) as harness:
-            yield harness
-    finally:
-        shutil.rmtree(sockdir, ignore_errors=True)
-
-
 def orders_config(h: Harness, rest_url: str, ws_url: str) -> str:
-    key_file = h.tmp_path / "sim-key"
-    secret_file = h.tmp_path / "sim-secret"
-    key_file.write_text(DOCS_API_KEY + "\n")
-    secret_file.write_text(DOCS_SECRET_KEY + "\n")
+    key_file, secret_file = sim_key_files(h.tmp_path / "secrets")
     q = json.dumps
     return f"""
 [store]

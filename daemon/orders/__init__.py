@@ -9,7 +9,7 @@ Read top to bottom, an order travels through these modules:
 * :mod:`.ids` — its client order id is derived deterministically from
   ``(message_id, account, symbol)``, so a resubmission finds the same intent;
 * :mod:`.entry` — pre-trade risk, then the group commit of the intent to the
-  outbox (:mod:`.store`, rows as :mod:`.records`) before the answer;
+  outbox (:mod:`daemon.store.orders`, rows as :mod:`.records`) before the answer;
 * :mod:`.dispatch` — per-account queues: one account's work one at a time,
   in submit order;
 * :mod:`.executor` — the shielded send → persist → ack section, cancels, and

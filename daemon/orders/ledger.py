@@ -38,10 +38,10 @@ from daemon.orders.state import (
     path_to_venue_state,
     transition,
 )
-from daemon.orders.store import OrderStore
 from daemon.resilience.deadletter import DeadLetter, DeadLetterStore, JsonValue
 from daemon.risk.checks import RiskRequest
 from daemon.risk.limits import PreTradeRisk
+from daemon.store.orders import OrderStore
 
 __all__ = ["DEAD_LETTER_SOURCE", "OrderLedger", "OrderVenue", "VenueAccess"]
 

@@ -3,7 +3,7 @@
 These are the shapes every layer above the store shares (entry, executor,
 reconciler, admin API, strategies). They carry no behaviour beyond JSON
 rendering; the state rules live in :mod:`daemon.orders.state` and the SQL in
-:mod:`daemon.orders.store`.
+:mod:`daemon.store.orders`.
 
 Decimals are kept as :class:`~decimal.Decimal` and rendered as plain strings
 (never floats) in JSON; times are Unix milliseconds (wall clock) as the venue

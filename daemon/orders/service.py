@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -45,14 +45,13 @@ from daemon.orders.dispatch import Dispatcher, DispatchMode, WorkItem
 from daemon.orders.entry import Entry
 from daemon.orders.executor import OPEN_STATES, Executor
 from daemon.orders.gateway import EntryUnavailableError, SubmitResult, UnknownOrderError
-from daemon.orders.ledger import OrderLedger, OrderVenue
+from daemon.orders.ledger import OrderLedger, OrderVenue, VenueAccess
 from daemon.orders.reconcile import Reconciler
 from daemon.orders.records import IntentRecord
-from daemon.orders.store import OrderStore
 from daemon.resilience.deadletter import DeadLetterStore
 from daemon.risk.limits import LimitTable, PreTradeRisk, RiskBook
 from daemon.risk.state import TradingState, TradingStates
-from daemon.store.sqlite import SqliteStore
+from daemon.store.orders import OrdersBackend, OrderStore
 from daemon.supervise import ChildContext
 
 __all__ = ["LinkVenues", "OrdersService", "Pipeline"]
@@ -115,11 +114,11 @@ class OrdersService:
         settings: OrdersConfig,
         accounts: Mapping[str, str],
         limits: LimitTable,
-        venues: Any,
-        open_store: Callable[[], Any],
+        venues: VenueAccess,
+        open_store: Callable[[], Awaitable[OrdersBackend]],
         *,
         reference_price: Callable[[str, str], Decimal | None] | None = None,
-        dead_letters: Callable[[SqliteStore], DeadLetterStore | None] | None = None,
+        dead_letters: Callable[[OrdersBackend], DeadLetterStore | None] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings

@@ -9,9 +9,17 @@ Layers, from the outside in::
     │            (marketdata.py)    checkpoints, gaps; chunked idempotent writes
     ├── .dead_letters               the durable DeadLetterStore
     │            (deadletters.py)
+    ├── OrderStore (orders.py)      intents (the outbox), history, fills, positions,
+    │                               trading switches; built by the orders service
     ├── migrations.py               versioned schema, applied at open
     ├── maintenance.py              retention pruning, integrity check
     └── errors.py                   StoreError tree (transient / permanent)
+
+All SQL of tradingd lives in this package. The table modules depend on the
+owner interface :class:`~daemon.store.base.StoreOwner` (run a write
+transaction, run a read, the wall clock), never on :class:`SqliteStore`.
+:mod:`daemon.store.orders` is imported from its own module (it stores the
+order values of :mod:`daemon.orders`, so this package does not re-export it).
 
 Typical use::
 
@@ -26,6 +34,7 @@ from daemon.store.base import (
     Durability,
     Runner,
     StoreHealth,
+    StoreOwner,
     StoreStats,
     TableStats,
     inline_runner,
@@ -92,6 +101,7 @@ __all__ = [
     "StoreIOError",
     "StoreMigrationError",
     "StoreOpenError",
+    "StoreOwner",
     "StoreReadOnlyError",
     "StoreStats",
     "StoreUnavailableError",

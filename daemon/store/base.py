@@ -1,14 +1,25 @@
-"""Vocabulary shared by the store modules: durability classes, runners, counters, health.
+"""The owner interface and the vocabulary shared by the store modules.
 
-Kept apart from :mod:`daemon.store.sqlite` so the table modules
-(:mod:`~daemon.store.marketdata`, :mod:`~daemon.store.deadletters`,
-:mod:`~daemon.store.maintenance`) can use it without importing the owner.
+:class:`StoreOwner` is what a backend offers the modules that keep one
+concern's tables (:mod:`~daemon.store.marketdata`,
+:mod:`~daemon.store.deadletters`, :mod:`~daemon.store.maintenance`,
+:mod:`~daemon.store.orders`): run a write transaction, run a read, the wall
+clock, and the state those modules report (path, closed, counters). They
+depend on this interface, never on the owner class; the owner
+(:class:`~daemon.store.sqlite.SqliteStore`) builds them and is the only
+module that opens connections to its file. The interface is generic in the
+connection type: the table modules hold the SQL of their backend (SQLite's
+dialect, on a :class:`sqlite3.Connection`), so a second backend is one owner
+plus one module per concern.
+
+The rest: durability classes, runners, counters, health.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -22,6 +33,7 @@ __all__ = [
     "Durability",
     "Runner",
     "StoreHealth",
+    "StoreOwner",
     "StoreStats",
     "TableStats",
     "inline_runner",
@@ -29,6 +41,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+#: The connection type a backend hands to the functions it runs.
+ConnT_co = TypeVar("ConnT_co", covariant=True)
 
 #: ``PRAGMA synchronous`` values the store accepts, by name.
 SYNCHRONOUS_LEVELS: dict[str, int] = {"NORMAL": 1, "FULL": 2}
@@ -172,3 +186,52 @@ class StoreHealth:
         data = attrs.asdict(self)
         data["level"] = self.level.value
         return data
+
+
+class StoreOwner(Protocol[ConnT_co]):
+    """What a backend offers the store's table modules (the owner interface).
+
+    Every table access is a function of one connection, run by the owner in
+    one transaction on the owner's thread (its lane), with errors translated
+    to :class:`~daemon.store.errors.StoreError` and health recorded there.
+    :class:`~daemon.store.sqlite.SqliteStore` is the implementation, as
+    ``StoreOwner[sqlite3.Connection]``.
+    """
+
+    @property
+    def path(self) -> Path:
+        """The database the owner holds (named in errors)."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once the owner is closing or closed (calls raise StoreClosedError)."""
+        ...
+
+    @property
+    def stats(self) -> StoreStats:
+        """The owner's counters; table modules add their own (event loop only)."""
+        ...
+
+    @property
+    def wall_clock(self) -> Callable[[], float]:
+        """Epoch seconds, for stored times (``ingested_at_ms``, retention cutoffs)."""
+        ...
+
+    async def write(
+        self,
+        fn: Callable[[ConnT_co], T],
+        *,
+        durability: Durability = ...,
+        action: str = ...,
+    ) -> T:
+        """Run ``fn(conn)`` in one write transaction and commit it (rolled back when it raises).
+
+        Raises:
+            StoreError: translated; the transaction was rolled back.
+        """
+        ...
+
+    async def read(self, fn: Callable[[ConnT_co], T], *, action: str = ...) -> T:
+        """Run ``fn(conn)`` in a read transaction (one consistent snapshot); never commits."""
+        ...

@@ -25,7 +25,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
@@ -36,10 +36,7 @@ from daemon.resilience.deadletter import (
     ReplayResult,
     ReplayStatus,
 )
-from daemon.store.base import Durability
-
-if TYPE_CHECKING:
-    from daemon.store.sqlite import SqliteStore
+from daemon.store.base import Durability, StoreOwner
 
 __all__ = ["SqliteDeadLetterStore"]
 
@@ -102,7 +99,9 @@ class SqliteDeadLetterStore:
         now: Wall clock (epoch seconds) stamped on failed replays.
     """
 
-    def __init__(self, store: SqliteStore, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: StoreOwner[sqlite3.Connection], *, now: Callable[[], float] = time.time
+    ) -> None:
         self._store = store
         self._now = now
         self._replaying: set[int] = set()

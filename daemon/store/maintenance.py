@@ -26,21 +26,17 @@ import sqlite3
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
-from daemon.store.base import Durability
+from daemon.store.base import Durability, StoreOwner
 from daemon.store.errors import (
     StoreCorruptError,
     StoreOpenError,
     StoreUnavailableError,
     translate_error,
 )
-
-if TYPE_CHECKING:
-    from daemon.store.sqlite import SqliteStore
 
 __all__ = [
     "DEFAULT_PRUNE_BATCH_ROWS",
@@ -141,7 +137,10 @@ def _prune_snapshots_batch(
 
 
 async def prune_market_data(
-    store: SqliteStore, older_than_ms: int, *, batch_rows: int = DEFAULT_PRUNE_BATCH_ROWS
+    store: StoreOwner[sqlite3.Connection],
+    older_than_ms: int,
+    *,
+    batch_rows: int = DEFAULT_PRUNE_BATCH_ROWS,
 ) -> PruneSummary:
     """Delete trades (``trade_time_ms``) and book snapshots (``server_time_ms``)
     older than ``older_than_ms``, about ``batch_rows`` rows per transaction.
@@ -208,7 +207,7 @@ async def prune_market_data(
 
 
 async def run_retention(
-    store: SqliteStore,
+    store: StoreOwner[sqlite3.Connection],
     *,
     max_age_s: float | None,
     interval_s: float = 3600.0,

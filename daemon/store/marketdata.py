@@ -36,12 +36,12 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 
 from daemon.model.marketdata import DepthSnapshot, Level, Trade
-from daemon.store.base import Durability
+from daemon.store.base import Durability, StoreOwner
 from daemon.store.errors import (
     GapTransitionError,
     StoreClosedError,
@@ -49,9 +49,6 @@ from daemon.store.errors import (
     StoreError,
 )
 from daemon.store.maintenance import PruneSummary, prune_market_data
-
-if TYPE_CHECKING:
-    from daemon.store.sqlite import SqliteStore
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -594,13 +591,14 @@ def _check_range(from_id: int, to_id: int) -> None:
 
 
 class MarketDataStore:
-    """Market data access of one :class:`~daemon.store.sqlite.SqliteStore` (``store.market``).
+    """Market data access through a store owner (:class:`~daemon.store.base.StoreOwner`);
+    the SQLite owner builds one as ``store.market``.
 
     Every method is one or more calls on the store's lane; bulk writes are one
     call per chunk, so other store work (dead letters, orders) interleaves.
     """
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: StoreOwner[sqlite3.Connection]) -> None:
         self._store = store
 
     # -------------------------------------------------------------- bulk writes

@@ -31,10 +31,12 @@ failed write transaction is rolled back; nothing committed before is touched,
 and the next write after the condition clears simply works. :meth:`SqliteStore.check`
 reports the state to the health model.
 
-Table access lives in :mod:`~daemon.store.marketdata` (``store.market``) and
-:mod:`~daemon.store.deadletters` (``store.dead_letters``); other tables (the
-order outbox) use :meth:`SqliteStore.write` / :meth:`SqliteStore.read` the
-same way.
+Table access lives in one module per concern, each depending on the owner
+interface (:class:`~daemon.store.base.StoreOwner`), not on this class:
+:mod:`~daemon.store.marketdata` (``store.market``),
+:mod:`~daemon.store.deadletters` (``store.dead_letters``),
+:mod:`~daemon.store.orders` (:class:`~daemon.store.orders.OrderStore`, built by
+the orders service over the open store) and :mod:`~daemon.store.maintenance`.
 """
 
 from __future__ import annotations

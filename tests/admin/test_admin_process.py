@@ -13,8 +13,8 @@ import httpx2
 import pytest
 import trio
 
-from tests.admin.demo_process import Demo, running_demo
-from tests.admin.test_hostile_admin import hold_half_open
+from tests.helpers.admin import hold_half_open
+from tests.helpers.demo import Demo, running_demo
 
 pytestmark = pytest.mark.slow
 

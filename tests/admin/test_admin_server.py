@@ -14,8 +14,8 @@ import pytest
 import trio
 
 from daemon.admin.server import ADMIN_BUSY_MESSAGE, ADMIN_SERVER_NAME
-from tests.admin.test_hostile_admin import admin_server, one_request, request
-from tests.http_server.test_server import raw_connection
+from tests.helpers.admin import admin_server, one_request, request
+from tests.helpers.raw_http import raw_connection
 
 TIMEOUT_S = 20
 

@@ -8,11 +8,8 @@ without a running pipeline, which is exactly when an operator needs them.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,79 +19,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daemon.admin.api import AdminAPI, operations
-from daemon.admin.server import serve_admin_http
 from daemon.http import HostCheck, HTTPError, Request
 from daemon.secrets import RedactingFilter, redact_document, redact_url, redact_urls_in_text
-from tests.admin.test_orders_api import TOKEN, Host, idle_service
-from tests.fuzzing import deep_json, fuzz_settings, hostile_text, huge_int_text
-from tests.http_server.test_server import raw_connection
-from tests.orders.harness import limit_request, running_pipeline
-from tests.venues.conftest import running_sim, sim_config
+from tests.helpers.admin import (
+    HALF_OPEN,
+    TOKEN,
+    Host,
+    admin_server,
+    hold_half_open,
+    idle_service,
+    one_request,
+    request,
+)
+from tests.helpers.fuzzing import deep_json, fuzz_settings, hostile_text, huge_int_text
+from tests.helpers.orders import limit_request, running_pipeline
+from tests.helpers.raw_http import raw_connection
+from tests.helpers.sim import running_sim, sim_config
 
 TIMEOUT_S = 20
-#: A request head that never ends (no blank line): the connection holds a slot.
-HALF_OPEN = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
-
-
-@asynccontextmanager
-async def admin_server(
-    host: Host | None = None, **overrides: Any
-) -> AsyncIterator[tuple[tuple[str, int], AdminAPI]]:
-    """The admin API served with the daemon's connection policy; yields ``(address, api)``."""
-    api = AdminAPI(host or Host(orders=idle_service()))
-    options: dict[str, Any] = {
-        "max_connections": 8,
-        "reserved_connections": 2,
-        "head_timeout_s": 0.5,
-        "reject_log_interval_s": 10.0,
-        "priority": api.is_priority,
-        "evict_waiting": True,
-        "host_names": ("127.0.0.1", "localhost", "::1"),
-        **overrides,
-    }
-    async with trio.open_nursery() as nursery:
-        address = await nursery.start(
-            functools.partial(serve_admin_http, api.handle, "127.0.0.1", 0, **options)
-        )
-        try:
-            yield address, api
-        finally:
-            nursery.cancel_scope.cancel()
-
-
-def request(
-    method: str, target: str, address: tuple[str, int], *, body: bytes = b"", token: bool = False
-) -> bytes:
-    head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{address[1]}\r\n"
-    if token:
-        head += f"Authorization: Bearer {TOKEN}\r\n"
-    if body:
-        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    return head.encode() + b"\r\n" + body
-
-
-async def one_request(address: tuple[str, int], data: bytes) -> Any:
-    async with raw_connection(address) as c:
-        await c.send(data)
-        return await c.read_response()
-
-
-async def hold_half_open(address: tuple[str, int], opened: list[int]) -> None:
-    """One attacker slot: a head that never ends, re-opened whenever the server closes it."""
-    while True:
-        try:
-            stream = await trio.open_tcp_stream(*address)
-        except OSError:
-            await trio.sleep(0.01)
-            continue
-        async with stream:
-            try:
-                await stream.send_all(HALF_OPEN)
-                opened[0] += 1
-                while await stream.receive_some(4096):
-                    pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
 
 
 # --------------------------------------------------------------------------- finding 4

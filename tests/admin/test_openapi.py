@@ -31,8 +31,8 @@ from schemathesis.checks import (
 
 from daemon.admin.api import AdminAPI
 from daemon.http import serve_http
-from tests.admin.demo_process import running_demo
-from tests.admin.test_orders_api import Host, idle_service
+from tests.helpers.admin import Host, idle_service
+from tests.helpers.demo import running_demo
 
 #: Generated cases per operation (15 operations: well under a minute in all).
 EXAMPLES_PER_OPERATION = 25

@@ -1,7 +1,7 @@
 """The order routes of the admin API, over the real HTTP server on 127.0.0.1 port 0.
 
 Behind the routes runs the real order pipeline (real store, real Binance
-client, real simulator; :mod:`tests.orders.harness`), so every status code
+client, real simulator; :mod:`tests.helpers.orders`), so every status code
 here is what a client of the daemon would see. The host object is a small
 real stand-in for :class:`daemon.app.Daemon`: the attributes
 :class:`~daemon.admin.api.AdminHost` names, with a real health model and
@@ -16,26 +16,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import attrs
 import httpx2
 import trio
 
 from daemon.admin.api import MAX_ORDER_BODY_BYTES, AdminAPI
-from daemon.health import HealthModel
 from daemon.http import serve_http
-from daemon.metrics import Registry
 from daemon.orders.control import NO_ACCOUNTS
-from daemon.orders.service import OrdersService
 from daemon.orders.state import OrderState
 from daemon.risk.limits import LimitTable, RiskLimits
-from daemon.secrets import Secret
-from tests.orders.harness import FAST, limit_request, market_request, running_pipeline, wait_state
-from tests.venues.conftest import running_sim, secret, sim_config
+from tests.helpers.admin import TOKEN, Host, idle_service
+from tests.helpers.orders import FAST, limit_request, market_request, running_pipeline, wait_state
+from tests.helpers.sim import running_sim, sim_config
 
 TIMEOUT_S = 30
-TOKEN = "s3cret-admin-token-value"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 S = OrderState
 
@@ -52,23 +47,6 @@ ORDER_ROUTES = [
 ]
 
 
-@attrs.define
-class Host:
-    """What :class:`AdminAPI` reads from the daemon, and nothing else."""
-
-    orders: OrdersService | None
-    admin_token: Secret | None = attrs.field(factory=lambda: secret(TOKEN, "ADMIN_TOKEN"))
-    state: str = "running"
-    health: HealthModel = attrs.field(factory=HealthModel)
-    metrics: Registry = attrs.field(factory=Registry)
-
-    def status(self) -> dict[str, Any]:
-        return {"state": self.state, "positions": "guarded"}
-
-    def status_summary(self) -> dict[str, Any]:
-        return {"state": self.state}
-
-
 @asynccontextmanager
 async def serving(host: Host) -> AsyncIterator[httpx2.AsyncClient]:
     """The admin API of ``host`` on a free port; yields a client (no auth header by default)."""
@@ -80,21 +58,6 @@ async def serving(host: Host) -> AsyncIterator[httpx2.AsyncClient]:
                 yield client
         finally:
             nursery.cancel_scope.cancel()
-
-
-def idle_service() -> OrdersService:
-    """A real service whose pipeline is not running (as while it starts or restarts)."""
-
-    async def open_store() -> Any:
-        raise AssertionError("never run")
-
-    return OrdersService(
-        FAST,
-        {"main": "sim"},
-        LimitTable(default=RiskLimits(max_orders_per_window=None)),
-        venues=None,
-        open_store=open_store,
-    )
 
 
 # --------------------------------------------------------------------------- auth, config

@@ -21,8 +21,7 @@ from daemon.health import HealthLevel
 from daemon.metrics import MetricFamily
 from daemon.model.marketdata import Trade
 from daemon.store import GapState
-
-from .fakes import (
+from tests.helpers.marketdata_fakes import (
     VENUE,
     FakeClient,
     FakeExchange,

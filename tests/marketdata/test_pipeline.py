@@ -20,8 +20,7 @@ from daemon.marketdata import MarketDataService
 from daemon.model.marketdata import Trade
 from daemon.store import GapState, StoreFullError, StoreReadOnlyError
 from daemon.store.marketdata import WriteSummary
-
-from .fakes import (
+from tests.helpers.marketdata_fakes import (
     VENUE,
     FakeClient,
     FakeExchange,

@@ -13,8 +13,7 @@ from daemon.config import MarketDataConfig
 from daemon.errors import ConfigError
 from daemon.marketdata import MarketDataService
 from daemon.metrics import Registry
-
-from .fakes import StaticLink
+from tests.helpers.marketdata_fakes import StaticLink
 
 _HEAD = """\
 [venues.sim]

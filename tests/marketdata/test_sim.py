@@ -34,8 +34,7 @@ from daemon.venues.sim.config import (
     SimConfig,
 )
 from daemon.venues.sim.server import SimServer
-
-from .fakes import StaticLink, wait_for
+from tests.helpers.marketdata_fakes import StaticLink, wait_for
 
 S = "BTCUSDT"
 VENUE = "sim"

@@ -16,8 +16,8 @@ from daemon.orders.executor import SendSignals
 from daemon.orders.service import Pipeline
 from daemon.orders.state import OrderState
 from daemon.resilience.ratelimit import SlidingWindowLimiter
-from tests.orders.harness import FAST, Running, limit_request, running_pipeline, wait_state
-from tests.venues.conftest import running_sim, sim_config
+from tests.helpers.orders import FAST, Running, limit_request, running_pipeline, wait_state
+from tests.helpers.sim import running_sim, sim_config
 
 S = OrderState
 

@@ -30,11 +30,11 @@ from daemon.orders.control import (
 from daemon.orders.gateway import EntrySaturatedError, EntryUnavailableError, UnknownOrderError
 from daemon.orders.service import OrdersService
 from daemon.orders.state import TERMINAL_STATES, OrderState
-from daemon.orders.store import OrderStore
 from daemon.risk.checks import RiskReason
 from daemon.risk.limits import LimitTable, RiskLimits
-from tests.orders.harness import FAST, limit_request, market_request, running_pipeline, wait_state
-from tests.venues.conftest import running_sim, sim_config
+from daemon.store.orders import OrderStore
+from tests.helpers.orders import FAST, limit_request, market_request, running_pipeline, wait_state
+from tests.helpers.sim import running_sim, sim_config
 
 S = OrderState
 TIMEOUT_S = 30

@@ -14,12 +14,12 @@ from daemon.orders.gateway import IntentConflictError
 from daemon.orders.intent import IntentValidationError, OrderIntent
 from daemon.orders.records import IntentRecord
 from daemon.orders.state import OrderState, transition
-from daemon.orders.store import OrderStore
 from daemon.risk.limits import LimitTable, RiskLimits
 from daemon.risk.state import TradingState
+from daemon.store.orders import OrderStore
 from daemon.store.sqlite import SqliteStore
-from tests.orders.harness import limit_request, market_request, running_pipeline, wait_state
-from tests.venues.conftest import rest_client, running_sim, sim_config
+from tests.helpers.orders import limit_request, market_request, running_pipeline, wait_state
+from tests.helpers.sim import rest_client, running_sim, sim_config
 
 S = OrderState
 

@@ -3,7 +3,7 @@
 A hypothesis ``RuleBasedStateMachine`` drives the real
 :class:`~daemon.orders.service.OrdersService` (entry, dispatcher, executor,
 ledger, reconciler, store) over a real SQLite file and a
-:class:`~tests.orders.model_venue.ModelVenue`. Its rules submit intents
+:class:`~tests.helpers.model_venue.ModelVenue`. Its rules submit intents
 (new and repeated message ids, concurrently), arm venue faults (reject, 5xx
 before and after processing, timeout after processing, slow and lagging
 orders, failing and slow queries and cancels) and store faults (a slow disk),
@@ -49,7 +49,7 @@ can only reach by luck (see their docstrings).
 
 A kill is a ``kill -9``: the incarnation is marked dead, every venue call
 and store transaction it makes from then on raises
-:class:`~tests.orders.model_venue.ProcessKilledError` (a ``BaseException``
+:class:`~tests.helpers.model_venue.ProcessKilledError` (a ``BaseException``
 that nothing in the pipeline may catch), every call in flight is cut, and
 its tasks are cancelled. Requests already on the wire still reach the venue.
 """
@@ -99,11 +99,11 @@ from daemon.orders.ledger import OrderVenue
 from daemon.orders.records import HistoryRow, IntentRecord
 from daemon.orders.service import OrdersService, Pipeline
 from daemon.orders.state import TERMINAL_STATES, TRANSITIONS, OrderState, from_order_report
-from daemon.orders.store import fills_for, history, list_intents, positions
 from daemon.risk.limits import LimitTable, RiskLimits
+from daemon.store.orders import fills_for, history, list_intents, positions
 from daemon.store.sqlite import SqliteStore
 from daemon.supervise import ChildContext
-from tests.orders.model_venue import (
+from tests.helpers.model_venue import (
     EPOCH_MS,
     Call,
     Fault,

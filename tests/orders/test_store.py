@@ -31,7 +31,10 @@ from daemon.orders.state import (
     path_to_venue_state,
     transition,
 )
-from daemon.orders.store import (
+from daemon.risk.state import TradingState
+from daemon.store import SqliteStore, StoreDataError, inline_runner
+from daemon.store.migrations import LATEST_VERSION, migrate
+from daemon.store.orders import (
     GLOBAL_SCOPE,
     DuplicateIntentError,
     OrderStore,
@@ -42,27 +45,12 @@ from daemon.orders.store import (
     insert_fills,
     positions,
 )
-from daemon.risk.state import TradingState
-from daemon.store import SqliteStore, StoreDataError, inline_runner
-from daemon.store.migrations import LATEST_VERSION, migrate
+from tests.helpers.store import WallClock
 
 S = OrderState
 VENUE = "binance"
 EPOCH_S = 1_700_000_000.0
 
-
-class WallClock:
-    """A settable wall clock (epoch seconds)."""
-
-    def __init__(self, now: float = EPOCH_S) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    @property
-    def ms(self) -> int:
-        return int(self.now * 1000)
 
 
 def record(

@@ -10,27 +10,7 @@ from daemon.errors import PermanentError
 from daemon.resilience import (
     DeadLetter,
 )
-
-
-class WallClock:
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def letter(source: str = "intents", key: str | None = None, at: float = 1000.0) -> DeadLetter:
-    return DeadLetter(
-        source=source,
-        payload={"symbol": "BTCUSDT", "qty": "0.1"},
-        error_type="daemon.errors.PermanentError",
-        error_message="rejected",
-        attempts=1,
-        first_failed_at=at,
-        last_failed_at=at,
-        key=key,
-    )
+from tests.helpers.store import WallClock, letter
 
 
 def test_from_error_records_type_message_source_and_times() -> None:

@@ -24,7 +24,7 @@ from daemon.resilience import (
     parse_retry_after,
     retry_after_s,
 )
-from tests.fuzzing import fuzz_settings, hostile_text
+from tests.helpers.fuzzing import fuzz_settings, hostile_text
 
 NOW = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
 classify = HttpClassifier(now=lambda: NOW)

@@ -21,8 +21,7 @@ from daemon.risk import (
     TradingStates,
     check_start,
 )
-
-from .helpers import BTC, D, order, request
+from tests.helpers.risk import BTC, D, order, request
 
 NOT_TRADING = attrs.evolve(BTC, status="BREAK")
 LIMIT_ONLY = attrs.evolve(BTC, order_types=frozenset({"LIMIT"}))

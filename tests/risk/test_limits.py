@@ -24,8 +24,7 @@ from daemon.risk import (
     TradingStates,
 )
 from daemon.risk.limits import TRANSITIONS
-
-from .helpers import BTC, D, FakeClock, request
+from tests.helpers.risk import BTC, D, FakeClock, request
 
 UNLIMITED = RiskLimits(max_orders_per_window=None, max_open_orders=None)
 

@@ -24,8 +24,7 @@ from daemon.risk import (
     TradingState,
     TradingStates,
 )
-
-from .helpers import BTC, D, FakeClock, request
+from tests.helpers.risk import BTC, D, FakeClock, request
 
 ETH = attrs.evolve(BTC, symbol="ETHUSDT")
 SYMBOLS = {"BTCUSDT": BTC, "ETHUSDT": ETH}

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from daemon.store import SqliteStore
-
-from .helpers import WallClock, open_store
+from tests.helpers.store import WallClock, open_store
 
 
 @pytest.fixture

@@ -22,31 +22,10 @@ from daemon.resilience import (
     ReplayStatus,
 )
 from daemon.store import SqliteDeadLetterStore, SqliteStore, StoreClosedError
-
-from .helpers import open_store, raw
+from tests.helpers.store import WallClock, letter, open_store, raw
 
 Factory = Callable[..., DeadLetterStore]
 
-
-class WallClock:
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def letter(source: str = "intents", key: str | None = None, at: float = 1000.0) -> DeadLetter:
-    return DeadLetter(
-        source=source,
-        payload={"symbol": "BTCUSDT", "qty": "0.1"},
-        error_type="daemon.errors.PermanentError",
-        error_message="rejected",
-        attempts=1,
-        first_failed_at=at,
-        last_failed_at=at,
-        key=key,
-    )
 
 
 def count(store: DeadLetterStore) -> Callable[[], Awaitable[int]]:

@@ -19,8 +19,7 @@ from daemon.store import (
     integrity_check,
     run_retention,
 )
-
-from .helpers import SYMBOL, VENUE, open_store, raw, snapshot, trade
+from tests.helpers.store import SYMBOL, VENUE, open_store, raw, snapshot, trade
 
 CP = (VENUE, SYMBOL, "trades")
 

@@ -23,8 +23,7 @@ from daemon.store import (
     SqliteStore,
     StoreDataError,
 )
-
-from .helpers import SYMBOL, VENUE, WallClock, open_store, snapshot, trade
+from tests.helpers.store import SYMBOL, VENUE, WallClock, open_store, snapshot, trade
 
 CP = (VENUE, SYMBOL, "trades")
 

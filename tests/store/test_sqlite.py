@@ -45,8 +45,7 @@ from daemon.store import (
     integrity_check,
 )
 from daemon.store.migrations import APPLICATION_ID
-
-from .helpers import SYMBOL, VENUE, WallClock, open_store, page_count, raw, trade
+from tests.helpers.store import SYMBOL, VENUE, WallClock, open_store, page_count, raw, trade
 
 
 def digest(path: Path) -> str:

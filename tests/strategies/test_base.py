@@ -19,8 +19,7 @@ from daemon.strategies.base import (
     PriceSource,
     StrategyContext,
 )
-
-from .fakes import RecordingGateway, StaticPrices, book_view
+from tests.helpers.strategy_fakes import RecordingGateway, StaticPrices, book_view
 
 
 def make_ctx(name: str = "quote", **fields: Any) -> StrategyContext:

@@ -17,8 +17,7 @@ from daemon.orders.gateway import EntrySaturatedError, EntryUnavailableError
 from daemon.orders.intent import IntentProblem, IntentValidationError, ProblemCode
 from daemon.risk.checks import RiskReason
 from daemon.strategies import QuoteOptions, QuoteStrategy, StrategyContext, StrategyOptionsError
-
-from .fakes import RecordingGateway, StaticPrices, book_view, symbol_info
+from tests.helpers.strategy_fakes import RecordingGateway, StaticPrices, book_view, symbol_info
 
 SYMBOL = "BTCUSDT"
 ACCOUNT = "main"

@@ -13,9 +13,9 @@ from daemon.health import HealthLevel, supervisor_check
 from daemon.strategies import StrategiesService, StrategyLoadError, StrategySpec
 from daemon.strategies.loader import LoadProblemKind
 from daemon.supervise import EventKind, SupervisorEvent, SupervisorState
+from tests.helpers.strategy_fakes import RecordingGateway, StaticPrices, book_view, symbol_info
 
 from . import sample_strategies
-from .fakes import RecordingGateway, StaticPrices, book_view, symbol_info
 from .sample_strategies import Trace
 
 SAMPLES = sample_strategies.__name__

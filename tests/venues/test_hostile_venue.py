@@ -13,7 +13,7 @@ property pinned here, for every parser of data that comes *from the venue*
 * headers: ignored (or treated as absent) when they cannot be read.
 
 Unit cases pin the regressions; hypothesis fuzzes every parser with the shared
-hostile strategies (``tests.fuzzing``) and with structurally valid documents
+hostile strategies (``tests.helpers.fuzzing``) and with structurally valid documents
 whose fields are replaced by hostile values. The stream client and the
 simulator's ``ws_malformed`` variants are then run over real sockets.
 """
@@ -64,7 +64,8 @@ from daemon.venues.sim.faults import (
     hostile_frame,
     parse_fault_flag,
 )
-from tests.fuzzing import (
+from tests.helpers.binance_stream import running, stream_config, take, ws_server
+from tests.helpers.fuzzing import (
     deep_json,
     fuzz_settings,
     hostile_bytes,
@@ -73,12 +74,9 @@ from tests.fuzzing import (
     huge_int_text,
     json_values,
 )
+from tests.helpers.sim import SYMBOL, client_config, rest_client, running_sim
 
 from .binance import payloads as P
-from .binance.test_stream import config, loopback_clock, running, take, ws_server
-from .conftest import SYMBOL, client_config, rest_client, running_sim
-
-__all__ = ["loopback_clock"]  # a fixture, imported to be used here
 
 INT64 = (codec.INT64_MIN, codec.INT64_MAX)
 DEEP_ARRAY = "[" * DEEP_FRAME_LEVELS + "]" * DEEP_FRAME_LEVELS
@@ -477,7 +475,7 @@ async def test_a_deep_frame_is_dead_lettered_and_the_stream_goes_on(
 
     with trio.fail_after(100):
         async with ws_server(handler) as (port, _):
-            stream = BinanceStream(config(port), ["btcusdt@trade"])
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"])
             async with running(stream) as events:
                 _, *bad, good = await take(events, 5)
     assert [type(e) for e in bad] == [MalformedFrame] * 3
@@ -508,7 +506,7 @@ async def test_an_unexpected_decoding_error_costs_one_frame(
 
     with trio.fail_after(100):
         async with ws_server(handler) as (port, _):
-            stream = BinanceStream(config(port), ["btcusdt@trade"])
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"])
             async with running(stream) as events:
                 _, bad, good = await take(events, 3)
     assert isinstance(bad, MalformedFrame) and "KeyError" in bad.error and bad.raw == "boom"
@@ -527,7 +525,7 @@ async def test_an_oversized_frame_is_a_clean_reconnect(
 
     with trio.fail_after(100):
         async with ws_server(handler) as (port, _):
-            stream = BinanceStream(config(port), ["btcusdt@trade"], rng=random.Random(3))
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"], rng=random.Random(3))
             async with running(stream) as events:
                 first, gone, second, good = await take(events, 4)
     assert isinstance(first, StreamConnected) and isinstance(gone, StreamDisconnected)
@@ -594,7 +592,7 @@ async def raw_ws_server(frames: list[bytes]) -> AsyncIterator[int]:
 async def test_a_binary_frame_is_dead_lettered(loopback_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(100):
         async with raw_ws_server([_frame(0x2, b"\xff\xfe\x00binary")]) as port:
-            stream = BinanceStream(config(port), ["btcusdt@trade"])
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"])
             async with running(stream) as events:
                 _, bad, good = await take(events, 3)
     assert isinstance(bad, MalformedFrame) and bad.raw == b"\xff\xfe\x00binary"
@@ -606,7 +604,7 @@ async def test_a_text_frame_that_is_not_utf8_is_a_clean_reconnect(
 ) -> None:
     with trio.fail_after(100):
         async with raw_ws_server([_frame(0x1, b'{"e":"\xff\xfe"}')]) as port:
-            stream = BinanceStream(config(port), ["btcusdt@trade"], rng=random.Random(3))
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"], rng=random.Random(3))
             async with running(stream) as events:
                 got: list[StreamEvent] = []
                 while not (got and isinstance(got[-1], Trade)):

@@ -91,8 +91,7 @@ from daemon.venues.sim.config import (
     RateLimitConfig,
     StreamsConfig,
 )
-
-from .conftest import (
+from tests.helpers.sim import (
     SYMBOL,
     SimHarness,
     client_config,

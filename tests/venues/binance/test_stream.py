@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any
 
 import pytest
 import trio
@@ -24,7 +20,6 @@ from daemon.model import DepthUpdate, Trade
 from daemon.resilience import Jitter, RetryPolicy
 from daemon.venues.base import StreamKind, Subscription
 from daemon.venues.binance import (
-    BinanceConfig,
     BinanceStream,
     BinanceVenue,
     DisconnectReason,
@@ -33,19 +28,13 @@ from daemon.venues.binance import (
     StreamDisconnected,
     StreamEvent,
 )
+from tests.helpers.binance_stream import running, stream_config, take, ws_server
 
 from . import payloads as P
 
 SEED = 3
 VIRTUAL_LIMIT_S = 1000.0
 
-Handler = Callable[[trio_websocket.WebSocketRequest, int], Awaitable[None]]
-
-
-@pytest.fixture
-def loopback_clock() -> trio.testing.MockClock:
-    """Virtual time that never jumps while loopback I/O is in flight."""
-    return trio.testing.MockClock(autojump_threshold=0.25)
 
 
 def trade(trade_id: int, symbol: str = "BTCUSDT") -> str:
@@ -58,54 +47,6 @@ def backoff_delays(n: int, initial_s: float = 1.0, max_s: float = 8.0) -> list[f
         base_delay_s=initial_s, max_delay_s=max_s, jitter=Jitter.EQUAL, rng=random.Random(SEED)
     )
     return [policy.next_delay_s(i) for i in range(1, n + 1)]
-
-
-@asynccontextmanager
-async def ws_server(handler: Handler) -> AsyncIterator[tuple[int, list[str]]]:
-    """Serve ``handler(request, connection_number)``; yields (port, requested paths)."""
-    paths: list[str] = []
-
-    async def serve(request: trio_websocket.WebSocketRequest) -> None:
-        paths.append(request.path)
-        try:
-            await handler(request, len(paths))
-        except trio_websocket.ConnectionClosed:
-            pass  # the client left: normal for these tests
-
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(trio_websocket.serve_websocket, serve, "127.0.0.1", 0, None)
-        )
-        yield server.port, paths
-        nursery.cancel_scope.cancel()
-
-
-def config(port: int, **overrides: Any) -> BinanceConfig:
-    fields: dict[str, Any] = {
-        "rest_url": "http://127.0.0.1:1",
-        "ws_url": f"ws://127.0.0.1:{port}",
-        "stale_after_s": 30.0,
-        "reconnect_initial_s": 1.0,
-        "reconnect_max_s": 8.0,
-        "connect_timeout_s": 5.0,
-    }
-    fields.update(overrides)
-    return BinanceConfig(**fields)
-
-
-@asynccontextmanager
-async def running(
-    stream: BinanceStream, capacity: int = 100
-) -> AsyncIterator[trio.MemoryReceiveChannel[StreamEvent]]:
-    send, receive = trio.open_memory_channel[StreamEvent](capacity)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(stream.run, send)
-        yield receive
-        nursery.cancel_scope.cancel()
-
-
-async def take(receive: trio.MemoryReceiveChannel[StreamEvent], n: int) -> list[StreamEvent]:
-    return [await receive.receive() for _ in range(n)]
 
 
 # =========================================================================== delivery
@@ -126,7 +67,7 @@ async def test_raw_stream_delivers_trades_and_sends_nothing(
 
     with trio.fail_after(VIRTUAL_LIMIT_S):
         async with ws_server(handler) as (port, paths):
-            stream = BinanceStream(config(port), ["btcusdt@trade"], rng=random.Random(SEED))
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"], rng=random.Random(SEED))
             async with running(stream) as events:
                 connected, first, second = await take(events, 3)
                 await trio.sleep(25)
@@ -149,7 +90,7 @@ async def test_combined_stream_unwraps_envelopes(loopback_clock: trio.testing.Mo
 
     with trio.fail_after(VIRTUAL_LIMIT_S):
         async with ws_server(handler) as (port, paths):
-            venue = BinanceVenue(config(port))
+            venue = BinanceVenue(stream_config(port))
             stream = venue.market_stream(
                 [
                     Subscription(StreamKind.TRADES, "BTCUSDT"),
@@ -179,7 +120,7 @@ async def test_pings_are_answered(loopback_clock: trio.testing.MockClock) -> Non
 
     with trio.fail_after(VIRTUAL_LIMIT_S):
         async with ws_server(handler) as (port, _):
-            stream = BinanceStream(config(port), ["btcusdt@trade"])
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"])
             async with running(stream) as events:
                 _, got = await take(events, 2)
     assert isinstance(got, Trade)
@@ -198,7 +139,7 @@ async def test_malformed_frames_are_surfaced_and_not_fatal(
 
     with trio.fail_after(VIRTUAL_LIMIT_S):
         async with ws_server(handler) as (port, _):
-            stream = BinanceStream(config(port), ["btcusdt@trade"])
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"])
             async with running(stream) as events:
                 _, bad1, bad2, good = await take(events, 4)
     assert isinstance(bad1, MalformedFrame) and bad1.raw == b"\x00garbage"
@@ -220,7 +161,7 @@ async def test_a_silent_stream_is_replaced(loopback_clock: trio.testing.MockCloc
 
     with trio.fail_after(VIRTUAL_LIMIT_S):
         async with ws_server(handler) as (port, _):
-            stream = BinanceStream(config(port), ["btcusdt@trade"], rng=random.Random(SEED))
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"], rng=random.Random(SEED))
             async with running(stream) as events:
                 first = await take(events, 2)
                 lost = await events.receive()
@@ -251,7 +192,7 @@ async def test_server_shutdown_reconnects_at_once(loopback_clock: trio.testing.M
 
     with trio.fail_after(VIRTUAL_LIMIT_S):
         async with ws_server(handler) as (port, _):
-            stream = BinanceStream(config(port), ["btcusdt@trade"])
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"])
             async with running(stream) as events:
                 _, lost, back = await take(events, 3)
                 back_at = trio.current_time()
@@ -274,7 +215,9 @@ async def test_connections_are_retired_before_the_24h_cutoff(
 
     with trio.fail_after(VIRTUAL_LIMIT_S):
         async with ws_server(handler) as (port, _):
-            stream = BinanceStream(config(port, max_connection_age_s=100.0), ["btcusdt@trade"])
+            stream = BinanceStream(
+                stream_config(port, max_connection_age_s=100.0), ["btcusdt@trade"]
+            )
             async with running(stream) as events:
                 seen: list[StreamEvent] = []
                 while not any(isinstance(e, StreamConnected) and e.reconnect for e in seen):
@@ -302,7 +245,7 @@ async def test_a_closed_connection_is_reported_and_replaced(
 
     with trio.fail_after(VIRTUAL_LIMIT_S):
         async with ws_server(handler) as (port, _):
-            stream = BinanceStream(config(port), ["btcusdt@trade"], rng=random.Random(SEED))
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"], rng=random.Random(SEED))
             async with running(stream) as events:
                 _, _, lost, back, got = await take(events, 5)
                 back_at = trio.current_time()
@@ -328,7 +271,7 @@ async def test_connect_failures_back_off_exponentially_with_jitter(
 
     with trio.fail_after(VIRTUAL_LIMIT_S):
         async with ws_server(handler) as (port, paths):
-            stream = BinanceStream(config(port), ["btcusdt@trade"], rng=random.Random(SEED))
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"], rng=random.Random(SEED))
             async with running(stream) as events:  # `start` returns once connected
                 connected_at = trio.current_time()
                 first, got = await take(events, 2)
@@ -356,7 +299,7 @@ async def test_connections_without_data_keep_backing_off(
 
     with trio.fail_after(VIRTUAL_LIMIT_S):
         async with ws_server(handler) as (port, _):
-            stream = BinanceStream(config(port), ["btcusdt@trade"], rng=random.Random(SEED))
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"], rng=random.Random(SEED))
             async with running(stream) as events:
                 seen = await take(events, 6)
                 done_at = trio.current_time()
@@ -384,7 +327,7 @@ async def test_the_stream_stops_when_the_consumer_leaves(
 
     with trio.fail_after(VIRTUAL_LIMIT_S):
         async with ws_server(handler) as (port, _):
-            stream = BinanceStream(config(port), ["btcusdt@trade"])
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"])
             send, receive = trio.open_memory_channel[StreamEvent](0)
             async with trio.open_nursery() as nursery:
                 await nursery.start(stream.run, send)

@@ -20,8 +20,14 @@ from daemon.venues.sim import auth
 from daemon.venues.sim.accounts import Ledger
 from daemon.venues.sim.config import DOCS_API_KEY, DOCS_SECRET_KEY
 from daemon.venues.sim.protocol import ApiError
-
-from .conftest import TIMEOUT_S, ManualClock, api_for, hmac_hex, make_config, running_sim
+from tests.helpers.sim_api import (
+    TIMEOUT_S,
+    ManualClock,
+    api_for,
+    hmac_hex,
+    make_config,
+    running_sim_server,
+)
 
 DOCS_QUERY = (
     "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1"
@@ -124,7 +130,7 @@ async def test_docs_examples_accepted_over_http() -> None:
     form = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
     with trio.fail_after(TIMEOUT_S):
         async with (
-            running_sim(make_config(), wall_clock=clock) as sim,
+            running_sim_server(make_config(), wall_clock=clock) as sim,
             httpx2.AsyncClient(base_url=sim.rest_url or "") as http,
         ):
             # An empty book, so that the documented BUY at 0.1 rests instead of taking.
@@ -164,7 +170,7 @@ async def test_signed_endpoint_errors_over_http() -> None:
     clock = ManualClock()
     with trio.fail_after(TIMEOUT_S):
         async with (
-            running_sim(make_config(), wall_clock=clock) as sim,
+            running_sim_server(make_config(), wall_clock=clock) as sim,
             api_for(sim, clock=clock) as api,
         ):
             ok = await api.signed("GET", "/api/v3/account")

@@ -18,8 +18,14 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from daemon.venues.sim.config import LimitsConfig, MarketConfig
 from daemon.venues.sim.faults import FaultInjector, FaultSpec, parse_fault_flag
-
-from .conftest import TIMEOUT_S, Api, ManualClock, api_for, make_config, running_sim
+from tests.helpers.sim_api import (
+    TIMEOUT_S,
+    Api,
+    ManualClock,
+    api_for,
+    make_config,
+    running_sim_server,
+)
 
 ORDER: dict[str, Any] = {
     "symbol": "BTCUSDT",
@@ -91,7 +97,7 @@ def test_injector_counts_matches_and_expiry() -> None:
 
 async def test_control_endpoint_formats() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             assert await api.control("GET", "/sim/faults") == {"faults": []}
             armed = await api.control(
                 "POST",
@@ -133,7 +139,7 @@ async def test_control_endpoint_formats() -> None:
 
 async def test_rest_error_before_processing_creates_nothing() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             await _arm(api, kind="rest_error", method="POST", path="/api/v3/order", count=1)
             r = await api.order(**ORDER, newClientOrderId="before-1")
             assert r.status_code == 503
@@ -151,7 +157,7 @@ async def test_rest_error_before_processing_creates_nothing() -> None:
 
 async def test_rest_error_after_processing_order_exists() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             await _arm(
                 api, kind="rest_error", phase="after", method="POST", path="/api/v3/order", count=2
             )
@@ -178,7 +184,7 @@ async def test_rest_error_after_processing_order_exists() -> None:
 
 async def test_rest_error_custom_body_and_status() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             await _arm(
                 api,
                 kind="rest_error",
@@ -198,7 +204,7 @@ async def test_rest_error_custom_body_and_status() -> None:
 
 async def test_rest_unknown_is_minus_1007_after_processing() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             await _arm(api, kind="rest_unknown", phase="after", method="POST", count=1)
             r = await api.order(**ORDER, newClientOrderId="unknown-1")
             assert r.status_code == 408
@@ -217,7 +223,7 @@ async def test_rest_unknown_is_minus_1007_after_processing() -> None:
 @pytest.mark.parametrize(("phase", "exists"), [("before", False), ("after", True)])
 async def test_rest_timeout(phase: str, exists: bool) -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             await _arm(api, kind="rest_timeout", phase=phase, delay_s=0.6, method="POST", count=1)
             short = httpx2.AsyncClient(base_url=sim.rest_url or "", timeout=0.2)
             async with short:
@@ -236,7 +242,10 @@ async def test_rate_limit_burst_then_ban() -> None:
     clock = ManualClock()
     config = make_config(limits=LimitsConfig(ban_after_violations=2, ban_s=60))
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim(config, wall_clock=clock) as sim, api_for(sim, clock=clock) as api:
+        async with (
+            running_sim_server(config, wall_clock=clock) as sim,
+            api_for(sim, clock=clock) as api,
+        ):
             await _arm(api, kind="rate_limit_burst", retry_after_s=5, count=1)
             r = await api.get("/api/v3/ping")
             assert (r.status_code, r.json()["code"], r.headers["Retry-After"]) == (429, -1003, "5")
@@ -255,7 +264,7 @@ async def test_rate_limit_burst_then_ban() -> None:
 async def test_order_invisible_for_a_while() -> None:
     clock = ManualClock()
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim(wall_clock=clock) as sim, api_for(sim, clock=clock) as api:
+        async with running_sim_server(wall_clock=clock) as sim, api_for(sim, clock=clock) as api:
             await api.control("POST", "/sim/market/clear", {"symbol": "BTCUSDT"})
             await _arm(api, kind="order_invisible", delay_s=2.0, count=1)
             placed = await api.order(**ORDER, newClientOrderId="ghost-1")
@@ -286,7 +295,7 @@ async def test_config_visibility_delay() -> None:
     clock = ManualClock()
     with trio.fail_after(TIMEOUT_S):
         async with (
-            running_sim(make_config(order_visibility_delay_s=0.5), wall_clock=clock) as sim,
+            running_sim_server(make_config(order_visibility_delay_s=0.5), wall_clock=clock) as sim,
             api_for(sim, clock=clock) as api,
         ):
             await api.order(**ORDER, newClientOrderId="lag-1")
@@ -308,7 +317,7 @@ LIVE = MarketConfig(events_per_s=400, trade_probability=0.5)
 
 async def test_ws_malformed_every_n() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim(make_config(market=LIVE)) as sim, api_for(sim) as api:
+        async with running_sim_server(make_config(market=LIVE)) as sim, api_for(sim) as api:
             await _arm(api, kind="ws_malformed", every_n=3, stream="btcusdt@trade")
             async with open_websocket_url(f"{sim.ws_url}/ws/btcusdt@trade") as ws:
                 frames = [await ws.get_message() for _ in range(12)]
@@ -325,7 +334,7 @@ async def test_ws_malformed_every_n() -> None:
 
 async def test_ws_malformed_replace_and_drop_probability() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim(make_config(market=LIVE)) as sim, api_for(sim) as api:
+        async with running_sim_server(make_config(market=LIVE)) as sim, api_for(sim) as api:
             await _arm(api, kind="ws_malformed", every_n=2, replace=True)
             async with open_websocket_url(f"{sim.ws_url}/ws/btcusdt@trade") as ws:
                 frames = [await ws.get_message() for _ in range(10)]
@@ -350,7 +359,7 @@ async def test_ws_malformed_replace_and_drop_probability() -> None:
 
 async def test_ws_delay() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim(make_config(market=LIVE)) as sim, api_for(sim) as api:
+        async with running_sim_server(make_config(market=LIVE)) as sim, api_for(sim) as api:
             await _arm(api, kind="ws_delay", delay_s=0.3)
             async with open_websocket_url(f"{sim.ws_url}/ws/btcusdt@depth@100ms") as ws:
                 event = json.loads(await ws.get_message())

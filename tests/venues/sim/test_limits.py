@@ -8,15 +8,14 @@ import trio
 from daemon.venues.sim.config import LimitsConfig, RateLimitConfig
 from daemon.venues.sim.limits import RateLimiter
 from daemon.venues.sim.protocol import ApiError
-
-from .conftest import (
+from tests.helpers.sim_api import (
     OTHER_KEY,
     OTHER_SECRET,
     TIMEOUT_S,
     ManualClock,
     api_for,
     make_config,
-    running_sim,
+    running_sim_server,
 )
 
 MINUTE_MS = 60_000
@@ -118,7 +117,10 @@ async def test_weight_429_and_418_over_http() -> None:
         limits=LimitsConfig(ban_after_violations=3, ban_s=120),
     )
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim(config, wall_clock=clock) as sim, api_for(sim, clock=clock) as api:
+        async with (
+            running_sim_server(config, wall_clock=clock) as sim,
+            api_for(sim, clock=clock) as api,
+        ):
             info = await api.get("/api/v3/exchangeInfo")
             assert info.headers["X-MBX-USED-WEIGHT-1M"] == "20"
             depth = await api.get("/api/v3/depth", symbol="BTCUSDT", limit=5)

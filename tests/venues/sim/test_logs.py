@@ -10,8 +10,7 @@ import trio
 from daemon.venues.sim.audit import AuditLog
 from daemon.venues.sim.market import DepthBatcher, TradeLog
 from daemon.venues.sim.matching import BookChange, Trade
-
-from .conftest import TIMEOUT_S, api_for, running_sim
+from tests.helpers.sim_api import TIMEOUT_S, api_for, running_sim_server
 
 
 def _trade(trade_id: int) -> Trade:
@@ -92,7 +91,7 @@ def test_audit_log_filters_and_bound() -> None:
 
 async def test_audit_endpoint_lists_exactly_the_accepted_orders() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             await api.control("POST", "/sim/market/clear", {"symbol": "BTCUSDT"})
             base = {
                 "symbol": "BTCUSDT",

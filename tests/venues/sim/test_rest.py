@@ -13,8 +13,15 @@ import pytest
 import trio
 
 from daemon.venues.sim.config import MarketConfig
-
-from .conftest import OTHER_KEY, OTHER_SECRET, TIMEOUT_S, Api, api_for, make_config, running_sim
+from tests.helpers.sim_api import (
+    OTHER_KEY,
+    OTHER_SECRET,
+    TIMEOUT_S,
+    Api,
+    api_for,
+    make_config,
+    running_sim_server,
+)
 
 
 def _d(text: str) -> Decimal:
@@ -44,7 +51,7 @@ async def _liquidity(api: Api, side: str, price: str, qty: str, symbol: str = "B
 
 async def test_ping_time_exchange_info() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             ping = await api.get("/api/v3/ping")
             assert (ping.status_code, ping.json()) == (200, {})
             assert ping.headers["X-MBX-USED-WEIGHT-1M"] == "1"
@@ -108,7 +115,7 @@ async def test_ping_time_exchange_info() -> None:
 
 async def test_depth_and_trades() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             depth = await api.get("/api/v3/depth", symbol="BTCUSDT", limit=5)
             body = depth.json()
             assert depth.headers["X-MBX-USED-WEIGHT-1M"] == "5"
@@ -169,7 +176,7 @@ DOCUMENTED_SECURITY = {
 
 async def test_every_endpoint_has_its_documented_security_type() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim:
+        async with running_sim_server() as sim:
             endpoints = sim.rest._endpoints
     assert set(endpoints) == set(DOCUMENTED_SECURITY)
     for key, documented in DOCUMENTED_SECURITY.items():
@@ -179,7 +186,7 @@ async def test_every_endpoint_has_its_documented_security_type() -> None:
 
 async def test_historical_trades_needs_no_key_and_honours_from_id() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             for _ in range(5):
                 await api.control(
                     "POST",
@@ -217,7 +224,7 @@ async def test_historical_trades_needs_no_key_and_honours_from_id() -> None:
 async def test_historical_trades_older_than_retention_start_at_oldest_kept() -> None:
     config = make_config(market=MarketConfig(paused=True, trade_retention=3))
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim(config) as sim, api_for(sim) as api:
+        async with running_sim_server(config) as sim, api_for(sim) as api:
             for _ in range(6):
                 await api.control(
                     "POST",
@@ -239,7 +246,7 @@ async def test_historical_trades_older_than_retention_start_at_oldest_kept() -> 
 
 async def test_new_order_response_types_and_headers() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             await _empty_book(api)
             ack = await api.order(
                 symbol="BTCUSDT",
@@ -355,7 +362,7 @@ async def test_new_order_rejections(params: dict[str, Any], code: int, msg: str)
     base.update(params)
     request = {k: v for k, v in base.items() if v is not None}
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             r = await api.order(**request)
             assert r.status_code == 400, r.text
             assert r.json()["code"] == code
@@ -365,7 +372,7 @@ async def test_new_order_rejections(params: dict[str, Any], code: int, msg: str)
 
 async def test_market_order_parameter_rules() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             base = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET"}
             neither = await api.order(**base)
             assert neither.json()["code"] == -1102
@@ -391,7 +398,7 @@ async def test_market_order_parameter_rules() -> None:
 
 async def test_matching_limit_rests_and_fills_when_market_crosses() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             await _empty_book(api)
             before = await _balances(api)
             placed = await api.order(
@@ -465,7 +472,7 @@ async def test_matching_limit_rests_and_fills_when_market_crosses() -> None:
 
 async def test_market_orders_walk_the_book() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             await _empty_book(api)
             await _liquidity(api, "SELL", "30000", "0.01")
             await _liquidity(api, "SELL", "30001", "0.01")
@@ -495,7 +502,7 @@ async def test_market_orders_walk_the_book() -> None:
 
 async def test_limit_maker_ioc_fok() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             await _empty_book(api)
             await _liquidity(api, "SELL", "30000", "0.01")
             take = await api.order(
@@ -526,7 +533,7 @@ async def test_limit_maker_ioc_fok() -> None:
 
 async def test_query_cancel_open_orders_and_errors() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             await _empty_book(api)
             a = await api.order(
                 symbol="BTCUSDT",
@@ -631,7 +638,7 @@ async def test_query_cancel_open_orders_and_errors() -> None:
 
 async def test_client_order_id_unique_only_among_open_orders() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             await _empty_book(api)
             params = {
                 "symbol": "BTCUSDT",
@@ -686,7 +693,7 @@ async def test_client_order_id_unique_only_among_open_orders() -> None:
 
 async def test_account_endpoint() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim, api_for(sim) as api:
+        async with running_sim_server() as sim, api_for(sim) as api:
             r = await api.signed("GET", "/api/v3/account")
             body = r.json()
             assert r.headers["X-MBX-USED-WEIGHT-1M"] == "20"

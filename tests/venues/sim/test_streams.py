@@ -18,8 +18,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 
 from daemon.venues.sim import serve_sim
 from daemon.venues.sim.config import MarketConfig, StreamsConfig
-
-from .conftest import TIMEOUT_S, Api, api_for, make_config, running_sim
+from tests.helpers.sim_api import TIMEOUT_S, Api, api_for, make_config, running_sim_server
 
 LIVE = MarketConfig(events_per_s=400, trade_probability=0.5)
 
@@ -39,7 +38,7 @@ async def _messages(ws: trio_websocket.WebSocketConnection, n: int) -> list[Any]
 
 async def test_raw_trade_stream_matches_published_trades() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim(make_config(market=LIVE)) as sim, api_for(sim) as api:
+        async with running_sim_server(make_config(market=LIVE)) as sim, api_for(sim) as api:
             async with open_websocket_url(f"{sim.ws_url}/ws/btcusdt@trade") as ws:
                 trades = await _messages(ws, 25)
             assert {t["e"] for t in trades} == {"trade"}
@@ -62,7 +61,7 @@ async def test_raw_trade_stream_matches_published_trades() -> None:
 
 async def test_combined_stream_envelopes() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim(make_config(market=LIVE)) as sim:
+        async with running_sim_server(make_config(market=LIVE)) as sim:
             url = f"{sim.ws_url}/stream?streams=btcusdt@trade/ltcbtc@depth@100ms"
             async with open_websocket_url(url) as ws:
                 seen: dict[str, dict[str, Any]] = {}
@@ -89,7 +88,7 @@ def _apply(book: dict[str, dict[Decimal, Decimal]], event: dict[str, Any]) -> No
 async def test_depth_stream_chains_with_the_rest_snapshot() -> None:
     """Binance's local order book recipe, run against the simulator, must reproduce its book."""
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim(make_config(market=LIVE)) as sim, api_for(sim) as api:
+        async with running_sim_server(make_config(market=LIVE)) as sim, api_for(sim) as api:
             async with open_websocket_url(f"{sim.ws_url}/ws/btcusdt@depth@100ms") as ws:
                 buffered = [json.loads(await ws.get_message())]
                 snapshot = (await api.get("/api/v3/depth", symbol="BTCUSDT", limit=5000)).json()
@@ -125,7 +124,7 @@ async def test_depth_stream_chains_with_the_rest_snapshot() -> None:
 
 async def test_live_subscription_requests() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim(make_config(market=LIVE)) as sim:
+        async with running_sim_server(make_config(market=LIVE)) as sim:
             async with open_websocket_url(f"{sim.ws_url}/ws") as ws:
                 await ws.send_message(
                     json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1})
@@ -163,7 +162,7 @@ async def test_live_subscription_requests() -> None:
 
 async def test_bad_stream_urls_are_refused() -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim() as sim:
+        async with running_sim_server() as sim:
             for path, status in (
                 ("/ws/btcusdt@nope", 400),
                 ("/ws/BTCUSDT@trade", 400),  # stream names are lower case
@@ -179,7 +178,7 @@ async def test_bad_stream_urls_are_refused() -> None:
 async def test_server_shutdown_event_then_close() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with (
-            running_sim() as sim,
+            running_sim_server() as sim,
             api_for(sim) as api,
             open_websocket_url(f"{sim.ws_url}/ws/btcusdt@trade") as raw,
             open_websocket_url(f"{sim.ws_url}/stream?streams=btcusdt@trade") as combined,
@@ -201,7 +200,7 @@ async def test_server_shutdown_event_then_close() -> None:
 async def test_control_drop_aborts_connections() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with (
-            running_sim() as sim,
+            running_sim_server() as sim,
             api_for(sim) as api,
             open_websocket_url(f"{sim.ws_url}/ws/btcusdt@trade") as ws,
         ):
@@ -215,7 +214,7 @@ async def test_control_drop_aborts_connections() -> None:
 async def test_client_that_ignores_pings_is_dropped() -> None:
     config = make_config(streams=StreamsConfig(ping_interval_s=0.05, pong_timeout_s=0.1))
     with trio.fail_after(TIMEOUT_S):
-        async with running_sim(config) as sim:
+        async with running_sim_server(config) as sim:
             assert sim.ws_url is not None
             host, port = sim.ws_url.removeprefix("ws://").split(":")
             # A hand-made handshake, and then never a pong.

@@ -22,8 +22,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_st
 from daemon.venues.sim.config import MarketConfig, StreamsConfig
 from daemon.venues.sim.faults import FaultSpec
 from daemon.venues.sim.server import SimServer, trio_clock_ms
-
-from .conftest import make_config
+from tests.helpers.sim_api import make_config
 
 EPOCH_MS = 1_700_000_000_000
 

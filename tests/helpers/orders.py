@@ -29,7 +29,7 @@ from daemon.risk.limits import LimitTable, RiskLimits
 from daemon.store.sqlite import SqliteStore
 from daemon.supervise import ChildSpec, Supervisor, SupervisorPolicy
 from daemon.venues.binance import BinanceVenue
-from tests.venues.conftest import SYMBOL, SimHarness, client_config
+from tests.helpers.sim import SYMBOL, SimHarness, client_config
 
 __all__ = ["Running", "StaticVenues", "running_pipeline", "wait_state"]
 

@@ -1,4 +1,4 @@
-"""Shared builders for the store tests."""
+"""Builders of the store tests: a wall clock, trades, snapshots, dead letters, a store."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.model.marketdata import Trade
+from daemon.resilience import DeadLetter
 from daemon.store import BookSnapshotRecord, SqliteStore, inline_runner
 
 VENUE = "binance"
@@ -24,6 +25,10 @@ class WallClock:
 
     def __call__(self) -> float:
         return self.now
+
+    @property
+    def ms(self) -> int:
+        return int(self.now * 1000)
 
 
 def trade(
@@ -82,3 +87,17 @@ def raw(path: Path) -> sqlite3.Connection:
 
 async def page_count(store: SqliteStore) -> int:
     return int(await store.call(lambda c: c.execute("PRAGMA page_count").fetchone()[0]))
+
+
+def letter(source: str = "intents", key: str | None = None, at: float = 1000.0) -> DeadLetter:
+    """A dead letter of ``source`` (a permanently rejected intent), failed at ``at``."""
+    return DeadLetter(
+        source=source,
+        payload={"symbol": "BTCUSDT", "qty": "0.1"},
+        error_type="daemon.errors.PermanentError",
+        error_message="rejected",
+        attempts=1,
+        first_failed_at=at,
+        last_failed_at=at,
+        key=key,
+    )

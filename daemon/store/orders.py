@@ -21,11 +21,13 @@ write is a ``synchronous=FULL`` transaction
   order, and an old one must not undo a newer one.
 
 Two layers, as elsewhere in the store: pure synchronous functions taking a
-:class:`sqlite3.Connection`, to be called inside
-:meth:`~daemon.store.sqlite.SqliteStore.write` / ``read`` (so a caller can
+:class:`sqlite3.Connection`, to be called inside the owner's
+:meth:`~daemon.store.base.StoreOwner.write` / ``read`` (so a caller can
 compose several in one transaction — the group-commit writer records a whole
 batch of intents in one commit), and :class:`OrderStore`,
-the async facade where every method is one transaction.
+the async facade where every method is one transaction. Like every table
+module it depends on the owner interface (:class:`~daemon.store.base.StoreOwner`),
+not on the SQLite owner.
 
 Decimals are stored as ``TEXT`` exactly as ``format(d, "f")`` prints them (the
 venue's spelling: ``"0.00100000"`` stays as written) and read back with
@@ -48,7 +50,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 
@@ -62,17 +64,16 @@ from daemon.orders.state import (
     OrderState,
     Transition,
 )
+from daemon.resilience.deadletter import DeadLetterStore
 from daemon.risk.state import TradingState
-from daemon.store.base import Durability
-
-if TYPE_CHECKING:
-    from daemon.store.sqlite import SqliteStore
+from daemon.store.base import Durability, StoreOwner
 
 __all__ = [
     "GLOBAL_SCOPE",
     "INTENT_RECORDED_REASON",
     "DuplicateIntentError",
     "OrderStore",
+    "OrdersBackend",
     "StaleStateError",
     "UnknownIntentError",
     "VenueOrderIdConflictError",
@@ -959,6 +960,19 @@ def load_trading_states(conn: sqlite3.Connection) -> list[tuple[str, str, str, i
 # ----------------------------------------------------------------------------- facade
 
 
+class OrdersBackend(StoreOwner[sqlite3.Connection], Protocol):
+    """What the orders service needs of the open store (its ``open_store`` returns one).
+
+    The owner the order tables run on (:class:`OrderStore` is built over it)
+    and its durable dead letters; :class:`~daemon.store.sqlite.SqliteStore` is one.
+    """
+
+    @property
+    def dead_letters(self) -> DeadLetterStore:
+        """Where an order the pipeline cannot settle is parked for the operator."""
+        ...
+
+
 class OrderStore:
     """The async face of the order tables: every method is one transaction.
 
@@ -972,7 +986,9 @@ class OrderStore:
         wall_clock: Epoch seconds; every ``*_at_ms`` written comes from it.
     """
 
-    def __init__(self, store: SqliteStore, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: StoreOwner[sqlite3.Connection], *, wall_clock: Callable[[], float] = time.time
+    ) -> None:
         self._store = store
         self._wall_clock = wall_clock
 

@@ -1,9 +1,12 @@
-"""Shared helpers for the simulator tests.
+"""A raw Binance REST caller against the in-process simulator (the simulator's own tests).
 
 The tests talk to the simulator the way any client would: httpx2 for REST,
 trio-websocket for streams, and a signing helper written here from Binance's
 documentation (not the simulator's own code, and not the client's), so a
 signature bug on the server side cannot hide behind the same bug in the test.
+:func:`running_sim_server` yields the bare :class:`~daemon.venues.sim.server.SimServer`
+(two symbols, two accounts by default: :func:`make_config`); :func:`api_for` a
+signing client of it.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def make_config(**overrides: Any) -> SimConfig:
 
 
 @asynccontextmanager
-async def running_sim(
+async def running_sim_server(
     config: SimConfig | None = None, *, wall_clock: Callable[[], int] | None = None
 ) -> AsyncIterator[SimServer]:
     """A simulator on 127.0.0.1 (ports 0) for the duration of the block."""

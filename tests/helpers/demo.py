@@ -1,4 +1,4 @@
-"""A real ``tradingd demo`` process for the admin API's process-level tests.
+"""A real ``tradingd demo`` process, for the process-level tests of the demo and the admin API.
 
 The demo runs the whole daemon (supervision tree, order pipeline, strategy)
 against an in-process exchange simulator, with the admin API on a free port
@@ -8,7 +8,6 @@ attacker on the host would talk to.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -20,13 +19,15 @@ from pathlib import Path
 import attrs
 import trio
 
-from tests.test_process import HOSTILE_ENV, WAIT_S, wait_until
+from tests.helpers.process import WAIT_S, child_env, wait_until
 
 _BANNER = re.compile(r"status: +(http://127\.0\.0\.1:(\d+))/status")
 
 
 @attrs.frozen
 class Demo:
+    """A running demo: its admin API's base URL and port, the token, its stderr."""
+
     base: str
     port: int
     token: str
@@ -42,16 +43,27 @@ class Demo:
 
 
 @asynccontextmanager
-async def running_demo(tmp_path: Path) -> AsyncIterator[Demo]:
-    """Start ``tradingd demo --admin-port 0`` in ``tmp_path``; stop it (SIGINT, then kill)."""
+async def running_demo(
+    tmp_path: Path, *, state_dir: Path | None = None, umask: int | None = None
+) -> AsyncIterator[Demo]:
+    """Start ``tradingd demo --admin-port 0`` in ``tmp_path``; stop it (SIGINT, then kill).
+
+    The state goes to ``tmp_path/var`` (the demo's default) or to ``state_dir``
+    (``--state-dir``); with ``umask``, the demo starts under that umask.
+    """
     stderr_path = tmp_path / "demo.stderr"
-    env = {k: v for k, v in os.environ.items() if k not in HOSTILE_ENV}
-    state_dir = tmp_path / "var"
+    command = [sys.executable, "-m", "daemon", "demo", "--admin-port", "0"]
+    if state_dir is not None:
+        command += ["--state-dir", str(state_dir)]
+    if umask is not None:
+        command = ["sh", "-c", f'umask {umask:03o}; exec "$@"', "sh", *command]
+    state_dir = state_dir or tmp_path / "var"
     with stderr_path.open("wb") as stderr:
         proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "daemon", "demo", "--admin-port", "0"],
+            command,
             cwd=tmp_path,
-            env=env,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )

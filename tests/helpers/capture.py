@@ -1,239 +1,47 @@
-"""Helpers of the market-data capture process tests (``tests/test_capture_process.py``).
+"""The market-data capture process tests' witnesses and configuration.
 
-Three independent witnesses, so that the daemon under test is never asked to
-vouch for itself:
+Independent witnesses, so that the daemon under test is never asked to vouch
+for itself:
 
-* :class:`SimProcess` — ``tradingd sim`` as a subprocess and a plain HTTP
-  client of its control API (``/sim/trades`` is the venue's own record of
-  what it published, ``/sim/faults`` arms stream faults and counts their hits);
+* :class:`~tests.helpers.sim.SimProcess` — ``tradingd sim`` as a subprocess and
+  a plain HTTP client of its control API (``/sim/trades`` is the venue's own
+  record of what it published, ``/sim/faults`` arms stream faults and counts
+  their hits);
 * :class:`StoreReader` — the daemon's SQLite file opened **read-only** with the
   standard library (``mode=ro``), independent of :mod:`daemon.store`;
 * :func:`rss_bytes` — the kernel's view of the daemon's memory
   (``/proc/PID/status``).
 
-The daemon side (notify socket, READY, log, config file) is the harness of
-``tests/test_process.py``; :func:`capture_config` adds the ``[store]``,
-``[marketdata]`` and ``[venues.sim]`` sections to its base configuration.
+The daemon side (notify socket, READY, log, config file) is
+:class:`tests.helpers.process.Harness`; :func:`capture_config` adds the
+``[store]``, ``[marketdata]`` and ``[venues.sim]`` sections to its base
+configuration.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import attrs
-import httpx2
-import trio
-from test_process import HOSTILE_ENV, config_text, wait_until
 
-from daemon.venues.sim.config import DOCS_API_KEY, DOCS_SECRET_KEY
-
-__all__ = [
-    "VENUE",
-    "PublishedTrade",
-    "SimProcess",
-    "StoreReader",
-    "StoredTrade",
-    "capture_config",
-    "capture_status",
-    "missing_ids",
-    "rss_bytes",
-    "start_sim",
-]
+from tests.helpers.process import Harness
+from tests.helpers.sim import SimProcess, sim_key_files
 
 #: The ``[venues.NAME]`` the daemon captures from (and the ``venue`` of every stored trade).
 VENUE = "sim"
-#: Bound of one control-API request (the sim answers in microseconds when healthy).
-SIM_REQUEST_TIMEOUT_S = 10.0
-#: The sim's CLI prints this line once it listens.
-SIM_URLS_RE = re.compile(r"tradingd sim: REST (http://\S+)\s+streams (ws://\S+)")
-#: Largest page ``GET /sim/trades`` serves.
-SIM_TRADES_PAGE = 100_000
-
-
-def sim_env() -> dict[str, str]:
-    """The test's environment minus what would make a child think it runs under systemd."""
-    env = {k: v for k, v in os.environ.items() if k not in HOSTILE_ENV}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-# --------------------------------------------------------------------------- the simulator
-
-
-@attrs.frozen
-class PublishedTrade:
-    """One trade as the simulator published it (``GET /sim/trades``)."""
-
-    trade_id: int
-    price: Decimal
-    quantity: Decimal
-    buyer_is_maker: bool
-    trade_time_ms: int
-
-
-@attrs.define
-class SimProcess:
-    """A running ``tradingd sim`` subprocess and a client of its control API."""
-
-    proc: trio.Process
-    rest_url: str
-    ws_url: str
-    http: httpx2.AsyncClient
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    async def control(self, method: str, path: str, body: Any = None) -> Any:
-        with trio.fail_after(SIM_REQUEST_TIMEOUT_S):
-            response = await self.http.request(method, path, json=body)
-        assert response.status_code < 300, (
-            f"{method} {path}: {response.status_code} {response.text}"
-        )
-        return response.json()
-
-    async def arm(self, **spec: Any) -> dict[str, Any]:
-        """Arm one fault (``POST /sim/faults``); returns it as the sim shows it."""
-        answer = await self.control("POST", "/sim/faults", spec)
-        armed: dict[str, Any] = answer["armed"][0]
-        return armed
-
-    async def faults(self) -> list[dict[str, Any]]:
-        faults: list[dict[str, Any]] = (await self.control("GET", "/sim/faults"))["faults"]
-        return faults
-
-    async def clear_faults(self) -> None:
-        await self.control("DELETE", "/sim/faults")
-
-    async def set_market(self, *, paused: bool | None = None, steps: int = 0) -> dict[str, Any]:
-        body: dict[str, Any] = {"steps": steps}
-        if paused is not None:
-            body["paused"] = paused
-        state: dict[str, Any] = await self.control("POST", "/sim/market", body)
-        return state
-
-    async def drop_streams(self, mode: str = "close") -> None:
-        """Drop every stream connection now (``POST /sim/streams/drop``)."""
-        await self.control("POST", "/sim/streams/drop", {"mode": mode})
-
-    async def status(self) -> dict[str, Any]:
-        status: dict[str, Any] = await self.control("GET", "/sim/status")
-        return status
-
-    async def last_ids(self, symbols: Sequence[str]) -> dict[str, int]:
-        """Each symbol's last published trade id (0: none yet)."""
-        market = await self.control("GET", "/sim/market")
-        return {s: int(market["symbols"][s]["lastTradeId"] or 0) for s in symbols}
-
-    async def published(self, symbol: str, from_id: int, to_id: int) -> list[PublishedTrade]:
-        """The published trades ``from_id..to_id`` (what the sim's audit log still holds)."""
-        out: list[PublishedTrade] = []
-        next_id = from_id
-        while next_id <= to_id:
-            limit = min(SIM_TRADES_PAGE, to_id - next_id + 1)
-            answer = await self.control(
-                "GET", f"/sim/trades?symbol={symbol}&fromId={next_id}&limit={limit}"
-            )
-            page = [t for t in answer["trades"] if next_id <= int(t["id"]) <= to_id]
-            if not page:
-                break
-            out.extend(
-                PublishedTrade(
-                    trade_id=int(t["id"]),
-                    price=Decimal(t["price"]),
-                    quantity=Decimal(t["qty"]),
-                    buyer_is_maker=bool(t["isBuyerMaker"]),
-                    trade_time_ms=int(t["time"]),
-                )
-                for t in page
-            )
-            next_id = out[-1].trade_id + 1
-        return out
-
-    async def aclose(self) -> None:
-        """Stop the simulator (SIGKILL: its exit status is not under test)."""
-        with trio.CancelScope(shield=True):
-            await self.http.aclose()
-            if self.proc.returncode is None:
-                self.proc.kill()
-                with trio.move_on_after(10):
-                    await self.proc.wait()
-
-
-async def start_sim(tmp_path: Path, *args: str, timeout_s: float = 20.0) -> SimProcess:
-    """Start ``python -m daemon sim --rest-port 0 --ws-port 0 ARGS`` and wait for its URLs.
-
-    The caller owns the result and must :meth:`SimProcess.aclose` it (in a
-    ``finally``); a sim that fails to start is killed here.
-    """
-    log_path = tmp_path / "sim.log"
-    with open(log_path, "wb") as out:  # noqa: ASYNC230 - a local file, opened once
-        proc = await trio.lowlevel.open_process(
-            [
-                sys.executable,
-                "-m",
-                "daemon",
-                "sim",
-                "--rest-port",
-                "0",
-                "--ws-port",
-                "0",
-                "--log-level",
-                "warning",
-                *args,
-            ],
-            env=sim_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    try:
-
-        def urls() -> re.Match[str] | None:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"tradingd sim exited with {proc.returncode}:\n{log_path.read_text()}"
-                )
-            return SIM_URLS_RE.search(log_path.read_text(encoding="utf-8", errors="replace"))
-
-        match = await wait_until(
-            urls,
-            what="tradingd sim to print its URLs",
-            timeout_s=timeout_s,
-            poll_s=0.05,
-            diag=log_path.read_text,
-        )
-    except BaseException:
-        with trio.CancelScope(shield=True):
-            proc.kill()
-            with trio.move_on_after(10):
-                await proc.wait()
-        raise
-    http = httpx2.AsyncClient(
-        base_url=match.group(1), timeout=SIM_REQUEST_TIMEOUT_S, trust_env=False
-    )
-    return SimProcess(proc, match.group(1), match.group(2), http, log_path)
 
 
 # --------------------------------------------------------------------------- daemon config
 
 
 def capture_config(
+    h: Harness,
     *,
-    state_dir: Path,
-    control_socket: Path,
-    token_file: Path,
-    secrets_dir: Path,
     sim: SimProcess,
     symbols: Sequence[str],
     chunk_size: int,
@@ -249,7 +57,7 @@ def capture_config(
     tail_check_interval_s: float | None = None,
     api_key: bool = True,
 ) -> str:
-    """The base test configuration of ``test_process`` plus capture from ``sim``.
+    """``h``'s base test configuration plus capture from ``sim``.
 
     The venue's key and secret are the simulator's default account (the
     example key of Binance's docs), given as ``{ file = ... }`` references;
@@ -257,11 +65,7 @@ def capture_config(
     ``historicalTrades``, the backfill, is security type NONE, as on Binance).
     ``tail_check_interval_s`` is left to its default unless given.
     """
-    secrets_dir.mkdir(parents=True, exist_ok=True)
-    key_file = secrets_dir / "sim-api-key"
-    secret_file = secrets_dir / "sim-api-secret"
-    key_file.write_text(DOCS_API_KEY + "\n")
-    secret_file.write_text(DOCS_SECRET_KEY + "\n")
+    key_file, secret_file = sim_key_files(h.tmp_path / "secrets")
     q = json.dumps  # a JSON string is a valid TOML basic string for these values
     keys = (
         f"api_key = {{ file = {q(str(key_file))} }}\n"
@@ -274,13 +78,7 @@ def capture_config(
         if tail_check_interval_s is not None
         else ""
     )
-    base = config_text(
-        state_dir=state_dir,
-        control_socket=control_socket,
-        token_file=token_file,
-        level=level,
-        shutdown_timeout_s=shutdown_timeout_s,
-    )
+    base = h.config_text(level=level, shutdown_timeout_s=shutdown_timeout_s)
     return (
         base
         + f"""

@@ -1,4 +1,4 @@
-"""Helpers of the order pipeline's process-level crash test (``tests/test_orders_process.py``).
+"""The order pipeline's process-level tests: witnesses and configuration.
 
 The daemon under test never vouches for itself here. Four witnesses:
 
@@ -15,7 +15,7 @@ The daemon under test never vouches for itself here. Four witnesses:
   the intent is durable.
 
 :func:`orders_config` writes the daemon's configuration: the base of
-``tests/test_process.py`` plus a store, the simulator as ``[venues.sim]`` (the
+:class:`tests.helpers.process.Harness` plus a store, the simulator as ``[venues.sim]`` (the
 example key of Binance's docs, the sim's default account) and one
 ``[accounts.main]`` trading on it, with short ``[orders]`` timeouts so that
 ambiguous outcomes resolve in seconds.
@@ -37,10 +37,10 @@ from typing import Any
 import attrs
 import httpx2
 import trio
-from capture_helpers import SimProcess
-from test_process import config_text
 
 from daemon.venues.sim.config import DOCS_API_KEY, DOCS_SECRET_KEY
+from tests.helpers.process import Harness
+from tests.helpers.sim import SimProcess, sim_key_files
 
 __all__ = [
     "ACCOUNT",
@@ -72,11 +72,8 @@ AUDIT_PAGE = 1000
 
 
 def orders_config(
+    h: Harness,
     *,
-    state_dir: Path,
-    control_socket: Path,
-    token_file: Path,
-    secrets_dir: Path,
     sim: SimProcess,
     orders: Mapping[str, float | int | str],
     recv_window_ms: int,
@@ -91,20 +88,10 @@ def orders_config(
     0``): the test is about the outbox and the executor, and a risk reject
     would only make fewer intents durable.
     """
-    secrets_dir.mkdir(parents=True, exist_ok=True)
-    key_file = secrets_dir / "sim-api-key"
-    secret_file = secrets_dir / "sim-api-secret"
-    key_file.write_text(DOCS_API_KEY + "\n")
-    secret_file.write_text(DOCS_SECRET_KEY + "\n")
+    key_file, secret_file = sim_key_files(h.tmp_path / "secrets")
     q = json.dumps  # a JSON string (or number) is valid TOML for these values
     orders_table = "\n".join(f"{key} = {q(value)}" for key, value in orders.items())
-    base = config_text(
-        state_dir=state_dir,
-        control_socket=control_socket,
-        token_file=token_file,
-        level=level,
-        shutdown_timeout_s=shutdown_timeout_s,
-    )
+    base = h.config_text(level=level, shutdown_timeout_s=shutdown_timeout_s)
     return (
         base
         + f"""

@@ -1,0 +1,153 @@
+"""The store's seams: all SQL under ``daemon/store/``, table modules on the owner interface.
+
+A second backend (PostgreSQL) must be one owner plus one module per concern,
+not a hunt through the tree. So, read from the source (AST, not grep, so a
+docstring that mentions ``execute(`` does not count):
+
+* no module under ``daemon/`` outside ``daemon/store/`` runs SQL (calls
+  ``.execute`` / ``.executemany`` / ``.executescript``) or imports
+  :mod:`sqlite3`. ``daemon/bench/`` is the one exception: its raw baseline
+  measures SQLite *without* tradingd on purpose;
+* inside ``daemon/store/`` only the owner (``sqlite.py``) and the read-only
+  integrity check (``maintenance.py``) open connections;
+* no store module imports the SQLite owner (:mod:`daemon.store.sqlite`, even
+  under ``TYPE_CHECKING``) except the ones that select it: the child that
+  opens it (``service.py``) and the package's re-exports (``__init__.py``);
+  the table facades take a :class:`~daemon.store.base.StoreOwner`.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import daemon
+from daemon.store.deadletters import SqliteDeadLetterStore
+from daemon.store.maintenance import prune_market_data, run_retention
+from daemon.store.marketdata import MarketDataStore
+from daemon.store.orders import OrderStore
+
+ROOT = Path(daemon.__file__).parent
+STORE = ROOT / "store"
+#: Runs raw SQLite on purpose (the baseline the orders benchmark compares with).
+EXEMPT = (ROOT / "bench",)
+SQL_METHODS = frozenset({"execute", "executemany", "executescript"})
+#: Store modules allowed to import the SQLite owner: the child that opens it, the re-exports.
+OWNER_SELECTORS = frozenset({"sqlite.py", "service.py", "__init__.py"})
+#: Modules allowed to open a connection: the owner, and the read-only integrity check.
+CONNECTORS = frozenset({STORE / "sqlite.py", STORE / "maintenance.py"})
+
+
+def modules(under: Path) -> Iterator[tuple[Path, ast.Module]]:
+    for path in sorted(under.rglob("*.py")):
+        yield path, ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def imported_names(tree: ast.Module) -> set[str]:
+    """Every module imported (``import a.b``, ``from a.b import c`` → ``a.b`` and ``a.b.c``)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def sql_calls(tree: ast.Module) -> list[int]:
+    """Lines that call a method named like a DB-API statement runner."""
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in SQL_METHODS
+    ]
+
+
+def connects(tree: ast.Module) -> list[int]:
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "connect"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "sqlite3"
+    ]
+
+
+def where(path: Path, lines: list[int]) -> str:
+    return ", ".join(f"{path.relative_to(ROOT.parent)}:{line}" for line in lines)
+
+
+def test_the_walk_sees_the_store_and_its_sql() -> None:
+    # The guards below are only as good as the walk: it must find the SQL that exists.
+    found = {path.name: sql_calls(tree) for path, tree in modules(STORE)}
+    assert found["orders.py"] and found["marketdata.py"] and found["sqlite.py"]
+    assert "sqlite3" in imported_names(ast.parse("import sqlite3"))
+    assert "daemon.store.sqlite.SqliteStore" in imported_names(
+        ast.parse("if TYPE_CHECKING:\n    from daemon.store.sqlite import SqliteStore\n")
+    )
+
+
+def test_no_sql_outside_the_store() -> None:
+    offenders = []
+    for path, tree in modules(ROOT):
+        if path.is_relative_to(STORE) or any(path.is_relative_to(e) for e in EXEMPT):
+            continue
+        if lines := sql_calls(tree):
+            offenders.append(f"runs SQL at {where(path, lines)}")
+        if "sqlite3" in imported_names(tree):
+            offenders.append(f"{path.relative_to(ROOT.parent)} imports sqlite3")
+    assert offenders == [], "SQL belongs in daemon/store/ (one module per concern)"
+
+
+def test_no_shim_left_at_the_old_order_store() -> None:
+    assert importlib.util.find_spec("daemon.orders.store") is None
+
+
+def test_only_the_owner_and_the_integrity_check_open_connections() -> None:
+    offenders = [
+        where(path, lines)
+        for path, tree in modules(ROOT)
+        if path not in CONNECTORS
+        and not any(path.is_relative_to(e) for e in EXEMPT)
+        and (lines := connects(tree))
+    ]
+    assert offenders == []
+
+
+def test_store_modules_do_not_import_the_sqlite_owner() -> None:
+    offenders = [
+        str(path.relative_to(ROOT.parent))
+        for path, tree in modules(STORE)
+        if path.name not in OWNER_SELECTORS
+        and any(
+            name == "daemon.store.sqlite" or name.startswith("daemon.store.sqlite.")
+            for name in imported_names(tree)
+        )
+    ]
+    assert offenders == [], "table modules depend on daemon.store.base.StoreOwner"
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        MarketDataStore.__init__,
+        SqliteDeadLetterStore.__init__,
+        OrderStore.__init__,
+        prune_market_data,
+        run_retention,
+    ],
+    ids=lambda f: f.__qualname__,
+)
+def test_table_modules_take_the_owner_interface(function: object) -> None:
+    annotation = inspect.signature(function).parameters["store"].annotation  # type: ignore[arg-type]
+    assert annotation == "StoreOwner[sqlite3.Connection]"
