@@ -56,6 +56,7 @@ from daemon.risk.limits import (
     RiskLimits,
 )
 from daemon.secrets import SECRET_KINDS, SecretRef, credential_path, resolve
+from daemon.supervise import DEFAULT_MAX_RESTARTS, DEFAULT_PERIOD_S
 
 Reload = Literal["live", "restart"]
 
@@ -195,9 +196,14 @@ class SupervisionConfig:
     """Restart policy of the supervision tree (Erlang/OTP style)."""
 
     max_restarts: int = opt(
-        5, ge=0, le=10_000, help="More restarts than this within period_s escalates."
+        DEFAULT_MAX_RESTARTS,
+        ge=0,
+        le=10_000,
+        help="More restarts than this within period_s escalates.",
     )
-    period_s: float = opt(30.0, gt=0, le=86_400, help="Window of the restart intensity.")
+    period_s: float = opt(
+        DEFAULT_PERIOD_S, gt=0, le=86_400, help="Window of the restart intensity."
+    )
     backoff_initial_s: float = opt(0.5, ge=0, le=3600, help="First restart delay.")
     backoff_max_s: float = opt(30.0, ge=0, le=3600, help="Cap of the exponential restart delay.")
     child_shutdown_grace_s: float = opt(

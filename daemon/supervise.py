@@ -71,6 +71,8 @@ from daemon.errors import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_RESTARTS",
+    "DEFAULT_PERIOD_S",
     "NESTED_START_TIMEOUT_S",
     "STUCK_RELOG_INTERVAL_S",
     "ChildContext",
@@ -99,6 +101,11 @@ log = logging.getLogger("tradingd.supervise")
 STUCK_RELOG_INTERVAL_S = 60.0
 #: Default start deadline of a nested supervisor (it starts a whole subtree).
 NESTED_START_TIMEOUT_S = 60.0
+#: Default restart intensity of a :class:`SupervisorPolicy`: more than this many
+#: restarts within ``DEFAULT_PERIOD_S`` seconds escalates. ``[supervision]``
+#: defaults to the same two constants (each number is written once).
+DEFAULT_MAX_RESTARTS = 5
+DEFAULT_PERIOD_S = 30.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,8 +240,8 @@ class SupervisorPolicy:
     """
 
     strategy: Strategy = Strategy.ONE_FOR_ONE
-    max_restarts: int = attrs.field(default=5, validator=attrs.validators.ge(0))
-    period_s: float = attrs.field(default=30.0, validator=_positive)
+    max_restarts: int = attrs.field(default=DEFAULT_MAX_RESTARTS, validator=attrs.validators.ge(0))
+    period_s: float = attrs.field(default=DEFAULT_PERIOD_S, validator=_positive)
     backoff_initial_s: float = attrs.field(default=0.1, validator=_non_negative)
     backoff_max_s: float = attrs.field(default=10.0, validator=_non_negative)
     backoff_multiplier: float = attrs.field(default=2.0, validator=attrs.validators.ge(1.0))

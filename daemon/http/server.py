@@ -86,18 +86,25 @@ RESERVE_MAX_BODY_BYTES = 4096
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class _Limits:
+    """The checked limits of one server.
+
+    No field has a default: :func:`serve_http` passes every one (its keyword
+    arguments hold the server's defaults; the admin API passes its limits
+    from ``[admin]``).
+    """
+
     max_connections: int
     request_timeout_s: float
     idle_timeout_s: float
     max_body_bytes: int
     max_header_bytes: int
     head_timeout_s: float
-    max_connections_per_client: int = 0
-    reserved_connections: int = 0
-    evict_waiting: bool = False
-    reject_log_interval_s: float = 10.0
+    max_connections_per_client: int
+    reserved_connections: int
+    evict_waiting: bool
+    reject_log_interval_s: float
 
     def __attrs_post_init__(self) -> None:
         if self.max_connections < 1:

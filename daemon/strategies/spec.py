@@ -1,9 +1,10 @@
 """How one strategy is configured and supervised: :class:`StrategySpec`.
 
-The config loader owns the TOML side (``[strategies.NAME]``); this module
-keeps its own small value so the strategy layer does not depend on the
-config module's classes. :meth:`StrategySpec.from_config` reads the
-attributes by name from whatever the loader produced::
+The config loader owns the TOML side (``[strategies.NAME]``,
+:class:`daemon.config.StrategyConfig`): the keys, their defaults and ranges are
+declared there, once. :meth:`StrategySpec.from_config` turns one loaded table
+into this module's value, which the strategy layer works with (and which
+checks itself again, for specs built in code)::
 
     [strategies.quote]
     class = "daemon.strategies.example:QuoteStrategy"
@@ -22,28 +23,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any
 
 import attrs
 
+from daemon.config import StrategyConfig
 from daemon.errors import ConfigError
 from daemon.strategies.base import STRATEGY_NAME_PATTERN, _none_if_empty
 
-__all__ = [
-    "DEFAULT_HEARTBEAT_INTERVAL_S",
-    "DEFAULT_MAX_RESTARTS",
-    "DEFAULT_RESTART_PERIOD_S",
-    "StrategySpec",
-]
-
-#: Defaults used when the config object lacks an attribute.
-DEFAULT_HEARTBEAT_INTERVAL_S: Final = 5.0
-DEFAULT_MAX_RESTARTS: Final = 5
-DEFAULT_RESTART_PERIOD_S: Final = 60.0
-
-#: Attribute names under which the config object may carry ``class = "..."``
-#: (``class`` is a Python keyword, so a dataclass-like config needs another name).
-_CLASS_ATTRIBUTES: Final = ("class_path", "class_", "cls", "class")
+__all__ = ["StrategySpec"]
 
 
 def _frozen_options(options: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -53,6 +41,10 @@ def _frozen_options(options: Mapping[str, Any]) -> Mapping[str, Any]:
 @attrs.frozen(kw_only=True)
 class StrategySpec:
     """One ``[strategies.NAME]`` table, validated.
+
+    No field has a default (but ``options``: an empty table): the keys'
+    defaults are :class:`~daemon.config.StrategyConfig`'s, and
+    :meth:`from_config` passes every one.
 
     Attributes:
         name: Table name; logger ``tradingd.strategy.NAME``, supervisor
@@ -72,11 +64,11 @@ class StrategySpec:
 
     name: str
     class_path: str
-    enabled: bool = True
-    account: str | None = attrs.field(default=None, converter=_none_if_empty)
-    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
-    max_restarts: int = DEFAULT_MAX_RESTARTS
-    restart_period_s: float = DEFAULT_RESTART_PERIOD_S
+    enabled: bool
+    account: str | None = attrs.field(converter=_none_if_empty)
+    heartbeat_interval_s: float
+    max_restarts: int
+    restart_period_s: float
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_options)
 
     def __attrs_post_init__(self) -> None:
@@ -124,44 +116,22 @@ class StrategySpec:
         return found
 
     @classmethod
-    def from_config(cls, name: str, cfg: Any) -> StrategySpec:
-        """Build from the config loader's ``[strategies.NAME]`` object.
-
-        Reads ``class_path`` (or ``class_``/``cls``/``class``), ``enabled``,
-        ``account``, ``heartbeat_interval_s``, ``max_restarts``,
-        ``restart_period_s`` and ``options`` by attribute name (a plain mapping
-        works too); a missing attribute takes the default above, except the
-        class path, which is required.
+    def from_config(cls, name: str, cfg: StrategyConfig) -> StrategySpec:
+        """Build from the config loader's ``[strategies.NAME]`` table.
 
         Raises:
-            ConfigError: the class path is missing or a value is invalid.
+            ConfigError: a value is invalid (the name, or a section built in
+                code rather than by the loader).
         """
-
-        def read(attribute: str, default: Any) -> Any:
-            if isinstance(cfg, Mapping):
-                return cfg.get(attribute, default)
-            return getattr(cfg, attribute, default)
-
-        class_path = next(
-            (value for attribute in _CLASS_ATTRIBUTES if (value := read(attribute, None))),
-            "",
-        )
-        options = read("options", None)
-        if options is None:
-            options = {}
-        if not isinstance(options, Mapping):
-            raise ConfigError(
-                [f"strategies.{name}.options: must be a table, got {type(options).__name__}"]
-            )
         return cls(
             name=name,
-            class_path=class_path,
-            enabled=read("enabled", True),
-            account=read("account", None),
-            heartbeat_interval_s=read("heartbeat_interval_s", DEFAULT_HEARTBEAT_INTERVAL_S),
-            max_restarts=read("max_restarts", DEFAULT_MAX_RESTARTS),
-            restart_period_s=read("restart_period_s", DEFAULT_RESTART_PERIOD_S),
-            options=options,
+            class_path=cfg.class_path,
+            enabled=cfg.enabled,
+            account=cfg.account,
+            heartbeat_interval_s=cfg.heartbeat_interval_s,
+            max_restarts=cfg.max_restarts,
+            restart_period_s=cfg.restart_period_s,
+            options=cfg.options,
         )
 
 

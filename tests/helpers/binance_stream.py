@@ -18,6 +18,7 @@ import trio
 import trio_websocket
 
 from daemon.venues.binance import BinanceConfig, BinanceStream, StreamEvent
+from tests.helpers.venues import binance_config
 
 Handler = Callable[[trio_websocket.WebSocketRequest, int], Awaitable[None]]
 
@@ -53,7 +54,7 @@ def stream_config(port: int, **overrides: Any) -> BinanceConfig:
         "connect_timeout_s": 5.0,
     }
     fields.update(overrides)
-    return BinanceConfig(**fields)
+    return binance_config(**fields)
 
 
 @asynccontextmanager

@@ -44,6 +44,7 @@ from daemon.venues.sim.config import (
 from daemon.venues.sim.server import SimServer
 from tests.helpers.process import child_env, wait_until
 from tests.helpers.sim_api import running_sim_server
+from tests.helpers.venues import binance_config
 
 SYMBOL = "BTCUSDT"
 #: Polling interval of :meth:`SimHarness.wait_until` (a condition, never a guess).
@@ -198,7 +199,7 @@ def client_config(sim: SimHarness, **overrides: Any) -> BinanceConfig:
         "stale_after_s": 30.0,
     }
     fields.update(overrides)
-    return BinanceConfig(**fields)
+    return binance_config(**fields)
 
 
 @asynccontextmanager

@@ -25,7 +25,7 @@ from daemon.model.marketdata import Trade
 from daemon.secrets import Secret, SecretRef
 from daemon.store import GapState, SqliteStore
 from daemon.supervise import Supervisor, SupervisorPolicy
-from daemon.venues.binance import BinanceConfig, BinanceVenue
+from daemon.venues.binance import BinanceVenue
 from daemon.venues.sim.config import (
     DOCS_API_KEY,
     DOCS_SECRET_KEY,
@@ -35,6 +35,7 @@ from daemon.venues.sim.config import (
 )
 from daemon.venues.sim.server import SimServer
 from tests.helpers.marketdata_fakes import StaticLink, wait_for
+from tests.helpers.venues import binance_config
 
 S = "BTCUSDT"
 VENUE = "sim"
@@ -108,7 +109,7 @@ def client(sim: Sim) -> BinanceVenue:
 
     assert sim.server.rest_url is not None and sim.server.ws_url is not None
     return BinanceVenue(
-        BinanceConfig(
+        binance_config(
             name=VENUE,
             rest_url=sim.server.rest_url,
             ws_url=sim.server.ws_url,

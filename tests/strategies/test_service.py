@@ -13,6 +13,7 @@ from daemon.health import HealthLevel, supervisor_check
 from daemon.strategies import StrategiesService, StrategyLoadError, StrategySpec
 from daemon.strategies.loader import LoadProblemKind
 from daemon.supervise import EventKind, SupervisorEvent, SupervisorState
+from tests.helpers.strategies import strategy_spec
 from tests.helpers.strategy_fakes import RecordingGateway, StaticPrices, book_view, symbol_info
 
 from . import sample_strategies
@@ -23,7 +24,7 @@ SAMPLES = sample_strategies.__name__
 
 def spec(name: str, cls: str, trace: Trace, **fields: Any) -> StrategySpec:
     options = {"trace": trace, **fields.pop("options", {})}
-    return StrategySpec(name=name, class_path=f"{SAMPLES}:{cls}", options=options, **fields)
+    return strategy_spec(name, f"{SAMPLES}:{cls}", options=options, **fields)
 
 
 def service(*specs: StrategySpec, events: list[SupervisorEvent] | None = None) -> StrategiesService:
@@ -176,7 +177,7 @@ async def test_disabled_strategies_are_listed_not_run(autojump_clock: trio.abc.C
     trace: Trace = []
     svc = service(
         spec("on", "SteadyStrategy", trace),
-        StrategySpec(name="off", class_path="no.such.module:Nope", enabled=False),
+        strategy_spec("off", "no.such.module:Nope", enabled=False),
     )
     assert set(svc.classes) == {"on"}
     sup = svc.supervisor()
@@ -206,8 +207,8 @@ async def test_no_strategies_is_a_quiet_supervisor(autojump_clock: trio.abc.Cloc
 def test_load_errors_fail_construction() -> None:
     with pytest.raises(StrategyLoadError) as info:
         service(
-            StrategySpec(name="a", class_path=f"{SAMPLES}:NOT_A_CLASS"),
-            StrategySpec(name="b", class_path="tradingd_nope:X"),
+            strategy_spec("a", f"{SAMPLES}:NOT_A_CLASS"),
+            strategy_spec("b", "tradingd_nope:X"),
         )
     assert info.value.kinds == (LoadProblemKind.NOT_A_CLASS, LoadProblemKind.MODULE_NOT_FOUND)
 
@@ -223,9 +224,9 @@ async def test_the_example_strategy_runs_under_the_service(autojump_clock: trio.
     prices = StaticPrices(book_view("BTCUSDT", "100.00", "100.20"))
     svc = StrategiesService(
         [
-            StrategySpec(
-                name="quote",
-                class_path="daemon.strategies.example:QuoteStrategy",
+            strategy_spec(
+                "quote",
+                "daemon.strategies.example:QuoteStrategy",
                 account="main",
                 heartbeat_interval_s=1.0,
                 options={"symbol": "BTCUSDT", "quantity": "0.001", "interval_s": 5.0},

@@ -1,9 +1,12 @@
 """Configuration of one Binance-protocol venue (Binance, its spot testnet, or the simulator).
 
-One frozen value with one default per field, validated at construction, so a
-bad value fails when the configuration is loaded rather than at the first
-request. Credentials are :class:`~daemon.secrets.Secret` values: their
-``repr`` is redacted, and the client reveals them only to sign.
+One frozen value, validated at construction, so a bad value fails when the
+configuration is loaded rather than at the first request. The fields that are
+keys of ``[venues.NAME]`` (``recv_window_ms``, ``request_timeout_s``,
+``stale_after_s``) have no default here: their defaults are declared once, in
+:class:`daemon.config.VenueConfig`, and the caller passes them; the client's
+own tunables keep theirs. Credentials are :class:`~daemon.secrets.Secret`
+values: their ``repr`` is redacted, and the client reveals them only to sign.
 
 Endpoints:
 
@@ -121,10 +124,13 @@ class BinanceConfig:
     ws_url: str = attrs.field(default=MAINNET_WS_URL, validator=_url(("ws", "wss")))
     api_key: Secret | None = attrs.field(default=None, validator=_secret)
     api_secret: Secret | None = attrs.field(default=None, validator=_secret)
-    recv_window_ms: int = attrs.field(default=5000, validator=_positive_int)
-    request_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    # recv_window_ms, request_timeout_s and stale_after_s have no default here:
+    # they are keys of [venues.NAME], declared once in daemon.config, and the
+    # daemon passes them (daemon.venues.link.binance_config).
+    recv_window_ms: int = attrs.field(validator=_positive_int)
+    request_timeout_s: float = attrs.field(validator=_positive)
     connect_timeout_s: float = attrs.field(default=5.0, validator=_positive)
-    stale_after_s: float = attrs.field(default=30.0, validator=_positive)
+    stale_after_s: float = attrs.field(validator=_positive)
     max_connection_age_s: float = attrs.field(
         default=DEFAULT_MAX_CONNECTION_AGE_S, validator=_positive
     )

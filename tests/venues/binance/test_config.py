@@ -10,13 +10,14 @@ from daemon.secrets import Secret, SecretRef
 from daemon.venues.base import StreamKind, Subscription, Venue
 from daemon.venues.binance import BinanceConfig, BinanceVenue, stream_names
 from daemon.venues.binance.config import TESTNET_REST_URL, TESTNET_WS_URL
+from tests.helpers.venues import binance_config, venue_defaults
 
 KEY = Secret(ref=SecretRef("credential", "binance-key"), value="the-api-key-value")
 SECRET = Secret(ref=SecretRef("credential", "binance-secret"), value="the-api-secret-value")
 
 
 def test_defaults_are_binance_spot() -> None:
-    config = BinanceConfig()
+    config = binance_config()
     assert config.rest_url == "https://api.binance.com"
     assert config.ws_url == "wss://stream.binance.com:9443"
     assert config.recv_window_ms == 5000 and config.max_connection_age_s == 23.5 * 3600
@@ -24,13 +25,13 @@ def test_defaults_are_binance_spot() -> None:
 
 
 def test_testnet_preset() -> None:
-    config = BinanceConfig.spot_testnet(api_key=KEY, api_secret=SECRET)
+    config = BinanceConfig.spot_testnet(api_key=KEY, api_secret=SECRET, **venue_defaults())
     assert (config.rest_url, config.ws_url) == (TESTNET_REST_URL, TESTNET_WS_URL)
     assert config.name == "binance_testnet" and config.has_credentials
 
 
 def test_secrets_never_show_in_reprs() -> None:
-    config = BinanceConfig(api_key=KEY, api_secret=SECRET)
+    config = binance_config(api_key=KEY, api_secret=SECRET)
     text = repr(config) + str(config)
     assert "the-api-key-value" not in text and "the-api-secret-value" not in text
     assert "binance-key" in text  # the reference is fine to show
@@ -58,12 +59,12 @@ def test_secrets_never_show_in_reprs() -> None:
 )
 def test_invalid_values_are_refused(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises((ValueError, TypeError), match=message) as info:
-        BinanceConfig(**overrides)
+        binance_config(**overrides)
     assert "plain-string" not in str(info.value)
 
 
 async def test_binance_venue_is_a_venue() -> None:
-    venue = BinanceVenue(BinanceConfig(ws_url="ws://127.0.0.1:9"))
+    venue = BinanceVenue(binance_config(ws_url="ws://127.0.0.1:9"))
     assert isinstance(venue, Venue)
     subs = [Subscription(StreamKind.TRADES, "ethbtc"), Subscription(StreamKind.DEPTH, "ETHBTC")]
     assert stream_names(subs) == ["ethbtc@trade", "ethbtc@depth@100ms"]

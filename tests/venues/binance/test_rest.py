@@ -36,7 +36,8 @@ from daemon.errors import (
 from daemon.model import NewOrder, OrderType, Side, TimeInForce, VenueOrderStatus
 from daemon.resilience import BreakerConfig, CircuitBreaker
 from daemon.secrets import Secret, SecretRef
-from daemon.venues.binance import BinanceConfig, BinanceRestClient, codec
+from daemon.venues.binance import BinanceRestClient, codec
+from tests.helpers.venues import binance_config
 
 from . import payloads as P
 
@@ -132,7 +133,7 @@ def make_client(venue: FakeVenue, **overrides: Any) -> BinanceRestClient:
     }
     fields.update(overrides)
     return BinanceRestClient(
-        BinanceConfig(**fields),
+        binance_config(**fields),
         transport=httpx2.MockTransport(venue.handler),
         wall_clock_ms=venue.clock,
         rng=random.Random(7),
@@ -641,7 +642,7 @@ async def test_open_breaker_rejects_without_sending() -> None:
     venue.route("GET", "/api/v3/depth", reply(P.DEPTH))
     breaker = CircuitBreaker("venue", BreakerConfig(failure_threshold=1, open_timeout_s=30))
     client = BinanceRestClient(
-        BinanceConfig(rest_url="https://api.test"),
+        binance_config(rest_url="https://api.test"),
         transport=httpx2.MockTransport(venue.handler),
         breaker=breaker,
     )
