@@ -16,11 +16,18 @@ nesting-depth limit after it (walked iteratively, never by recursion).
 
 Hot paths (market-data frames) pass ``max_depth=None``: their schema check
 refuses nested shapes anyway, and the walk would cost on every frame.
+
+Files named by outside input (config files, secret files) are read by
+:func:`read_regular_file`: a FIFO in their place must not block a reload
+forever, and a device must not be read without end.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 import tomllib
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -28,9 +35,11 @@ from typing import Any, NoReturn
 __all__ = [
     "DEFAULT_MAX_DEPTH",
     "DecodeError",
+    "NotRegularFileError",
     "check_depth",
     "json_loads",
     "nesting_depth",
+    "read_regular_file",
     "toml_loads",
 ]
 
@@ -41,6 +50,35 @@ DEFAULT_MAX_DEPTH = 32
 
 class DecodeError(ValueError):
     """Outside data that could not be decoded (a ``ValueError``)."""
+
+
+class NotRegularFileError(OSError):
+    """A path names a FIFO, a device, a directory: anything but a regular file."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EINVAL, "not a regular file")
+
+
+def read_regular_file(path: str | os.PathLike[str], *, max_bytes: int) -> bytes:
+    """At most ``max_bytes + 1`` bytes of the regular file at ``path``.
+
+    Opened ``O_NONBLOCK`` (a FIFO must not wait for a writer) and refused
+    unless it is a regular file. A result longer than ``max_bytes`` means the
+    file is too long; the caller words that.
+
+    Raises:
+        OSError: cannot be opened or read (``FileNotFoundError``,
+            ``PermissionError``, :class:`NotRegularFileError`, …).
+        ValueError: a NUL in the path.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses directories
+            raise NotRegularFileError
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(max_bytes + 1)
+    finally:
+        os.close(fd)
 
 
 def nesting_depth(obj: Any, *, stop_above: int | None = None) -> int:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import stat
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from typing import Any, Literal
 
 import attrs
 
+from daemon.decode import NotRegularFileError, read_regular_file
 from daemon.errors import SecretError
 
 SecretKind = Literal["credential", "file", "env"]
@@ -99,13 +99,9 @@ def resolve(ref: SecretRef, environ: Mapping[str, str] | None = None) -> Secret:
     else:
         path = credential_path(ref.name, env) if ref.kind == "credential" else Path(ref.name)
         try:
-            # O_NONBLOCK: a FIFO in place of the file must not block a reload forever;
-            # only a regular file is read.
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-            with os.fdopen(fd, "rb") as fh:
-                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                    raise SecretError(f"{ref.describe()}: {path} is not a regular file")
-                raw = fh.read(_MAX_SECRET_BYTES + 1)
+            raw = read_regular_file(path, max_bytes=_MAX_SECRET_BYTES)
+        except NotRegularFileError:
+            raise SecretError(f"{ref.describe()}: {path} is not a regular file") from None
         except FileNotFoundError:
             raise SecretError(f"{ref.describe()}: {path} does not exist") from None
         except PermissionError:

@@ -97,17 +97,8 @@ def status_summary(daemon: Daemon) -> dict[str, Any]:
     venues and the rest are in :func:`full_status` (``GET /status/full`` with
     the token, and ``tradingd status``). Credentials in URLs are masked.
     """
-    report = daemon.health.evaluate()
-    stats = daemon.lag_probe.stats()
     summary = {
-        "version": __version__,
-        "pid": os.getpid(),
-        "state": daemon.state,
-        "uptime_s": round(time.time() - daemon.started_wall, 3),
-        "config": daemon.config.source,
-        "health": report.to_dict(),
-        "supervision": daemon.root.status().to_dict(),
-        "loop_lag": attrs.asdict(stats),
+        **_common(daemon),
         "queues": daemon.queues.snapshot(),
         "marketdata": _marketdata_status(daemon),
         "notify": _notify_status(daemon),
@@ -121,17 +112,8 @@ def full_status(daemon: Daemon) -> dict[str, Any]:
 
     Every URL in it has its credentials masked (:func:`daemon.secrets.redact_document`).
     """
-    report = daemon.health.evaluate()
-    stats = daemon.lag_probe.stats()
     doc = {
-        "version": __version__,
-        "pid": os.getpid(),
-        "state": daemon.state,
-        "uptime_s": round(time.time() - daemon.started_wall, 3),
-        "config": daemon.config.source,
-        "health": report.to_dict(),
-        "supervision": daemon.root.status().to_dict(),
-        "loop_lag": attrs.asdict(stats),
+        **_common(daemon),
         "slow_steps": daemon.instrument.report(),
         "queues": daemon.queues.snapshot(),
         "venues": {name: link.status() for name, link in daemon.venue_links.items()},
@@ -145,6 +127,20 @@ def full_status(daemon: Daemon) -> dict[str, Any]:
         "notify": _notify_status(daemon),
     }
     return cast(dict[str, Any], redact_document(doc))
+
+
+def _common(daemon: Daemon) -> dict[str, Any]:
+    """What both documents open with: identity, lifecycle, health, tree, lag."""
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "state": daemon.state,
+        "uptime_s": round(time.time() - daemon.started_wall, 3),
+        "config": daemon.config.source,
+        "health": daemon.health.evaluate().to_dict(),
+        "supervision": daemon.root.status().to_dict(),
+        "loop_lag": attrs.asdict(daemon.lag_probe.stats()),
+    }
 
 
 def _notify_status(daemon: Daemon) -> dict[str, Any]:

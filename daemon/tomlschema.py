@@ -44,7 +44,6 @@ import functools
 import math
 import os
 import re
-import stat
 import sys
 import types
 import typing
@@ -55,7 +54,7 @@ from typing import Any, Final, Literal, TypeVar, get_args, get_origin
 
 import attrs
 
-from daemon.decode import DEFAULT_MAX_DEPTH, DecodeError, toml_loads
+from daemon.decode import DEFAULT_MAX_DEPTH, DecodeError, read_regular_file, toml_loads
 from daemon.errors import ConfigError
 
 __all__ = [
@@ -187,21 +186,11 @@ def read_text(path: str | os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES) 
     """
     source = os.fspath(path)
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
-        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_regular_file(source, max_bytes=max_bytes)
     except FileNotFoundError:
         raise ConfigError([f"{source}: file not found"]) from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise ConfigError([f"{source}: cannot read: {_os_reason(exc)}"]) from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError([f"{source}: cannot read: not a regular file"])
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(max_bytes + 1)
-    except OSError as exc:
-        raise ConfigError([f"{source}: cannot read: {_os_reason(exc)}"]) from None
-    finally:
-        os.close(fd)
     if len(data) > max_bytes:
         raise ConfigError([f"{source}: longer than {max_bytes} bytes; not a config file?"])
     try:
