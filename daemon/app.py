@@ -19,7 +19,9 @@ it uses; :class:`Lifecycle` runs it (start, stop, signals, exit status);
 shows lives next door: :mod:`daemon.control_commands` (the control socket),
 :mod:`daemon.status` (status documents, ``STATUS=``), :mod:`daemon.app_metrics`
 (its own ``/metrics`` families) and :mod:`daemon.children` (the children that
-wire a server, a probe or the capture to it).
+wire a server, a probe or the capture to it, and the venue links' supervisor);
+what it builds for trading (the order pipeline over the venue links, the
+strategies) in :mod:`daemon.app_trading`.
 
 Lifecycle: the tree is started child by child (``nursery.start``: started
 means ready) under ``daemon.start_timeout_s``; only then ``READY=1``. A stop
@@ -45,8 +47,15 @@ import trio
 
 from daemon import __version__, app_metrics, logs
 from daemon import config as configmod
+from daemon.app_trading import build_orders, build_strategies, orders_child
 from daemon.channels import Queues
-from daemon.children import AdminChild, ControlChild, HealthChild, MarketDataChild
+from daemon.children import (
+    AdminChild,
+    ControlChild,
+    HealthChild,
+    MarketDataChild,
+    venues_supervisor,
+)
 from daemon.config import Config, DaemonConfig
 from daemon.control_commands import ControlCommands
 from daemon.errors import ConfigError, ControlError, EscalationError, SecretError
@@ -64,15 +73,12 @@ from daemon.health import (
 from daemon.housekeeping import DiskState, Housekeeping
 from daemon.marketdata.service import MarketDataService
 from daemon.metrics import Registry
-from daemon.model.instruments import SymbolInfo
 from daemon.notify import Notifier
-from daemon.orders.service import LinkVenues, OrdersService
 from daemon.resilience import DeadLetterStore
 from daemon.secrets import Secret, resolve
 from daemon.status import EventLog, describe, full_status, status_line, status_summary
 from daemon.store.service import StoreService
 from daemon.store.sqlite import SqliteStore
-from daemon.strategies import MarketDataPrices, StrategiesService, StrategySpec
 from daemon.supervise import (
     ChildSpec,
     Strategy,
@@ -187,8 +193,12 @@ class Daemon:
             queues=self.queues,
             on_event=self._on_event,
         )
-        self.orders = self._build_orders(config)
-        self.strategies = self._build_strategies(config)
+        self.orders = build_orders(
+            config, self.venue_links, self.store_service.wait_store, self.capture.reference_price
+        )
+        self.strategies = build_strategies(
+            config, self.orders, self.venue_links, self.capture.books, self._on_event
+        )
         self.admin_address: tuple[str, int] | None = None
         self.admin_token: Secret | None = None
         self.reloader = Reloader(
@@ -237,45 +247,10 @@ class Daemon:
 
     # ------------------------------------------------------------------ components
 
-    def _build_orders(self, config: Config) -> OrdersService | None:
-        """The order pipeline, when ``[accounts]`` are configured."""
-        if not config.accounts:
-            return None
-        return OrdersService(
-            config.orders,
-            {name: account.venue for name, account in config.accounts.items()},
-            config.limit_table(),
-            LinkVenues(self.venue_links),
-            self.store_service.wait_store,
-            reference_price=self.capture.reference_price,
-        )
-
-    def _build_strategies(self, config: Config) -> StrategiesService | None:
-        """Enabled strategies; their classes are imported here (a typo fails the start)."""
-        specs = [StrategySpec.from_config(name, s) for name, s in config.strategies.items()]
-        if not any(spec.enabled for spec in specs):
-            return None
-        if self.orders is None:
-            raise ConfigError("strategies need at least one [accounts.NAME] to trade on")
-        return StrategiesService(
-            specs,
-            gateway=self.orders,
-            prices=MarketDataPrices(self.capture.books),
-            symbol_info=self._symbol_info,
-            on_event=self._on_event,
-        )
-
     @property
     def marketdata(self) -> tuple[MarketDataService, Supervisor] | None:
         """The capture's current service and nested supervisor, if it has started."""
         return self.capture.current
-
-    def _symbol_info(self, symbol: str) -> SymbolInfo | None:
-        for link in self.venue_links.values():
-            info = link.exchange_info
-            if info is not None and symbol in info.symbols:
-                return info.symbols[symbol]
-        return None
 
     def _dead_letters(self) -> DeadLetterStore | None:
         store = self.store_service.store
@@ -316,15 +291,7 @@ class Daemon:
             admin = AdminChild(self, lambda: self.config.admin, self._admin_bound)
             children.append(ChildSpec("admin", admin.run, shutdown_grace_s=grace, critical=False))
         if self.venue_links:
-            venues = Supervisor(
-                "venues",
-                [
-                    ChildSpec(f"link:{name}", link.run, shutdown_grace_s=grace, critical=False)
-                    for name, link in self.venue_links.items()
-                ],
-                policy_from(cfg),
-                on_event=self._on_event,
-            )
+            venues = venues_supervisor(self.venue_links, policy_from(cfg), grace, self._on_event)
             children.append(venues.as_child(critical=False))
         data = Supervisor(
             "data",
@@ -346,15 +313,7 @@ class Daemon:
         if self.orders is not None:
             # After the store (rest_for_one: a store restart restarts the pipeline over
             # the new store), before market data (a capture restart leaves orders alone).
-            s = self.orders.settings
-            children.append(
-                ChildSpec(
-                    "orders",
-                    self.orders.run,
-                    start_timeout_s=s.startup_reconcile_timeout_s + 10.0,
-                    shutdown_grace_s=grace + s.drain_timeout_s + s.section_deadline_s,
-                )
-            )
+            children.append(orders_child(self.orders, grace))
         if self.config.marketdata.venue:
             settings = self.config.marketdata
             children.append(

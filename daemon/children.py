@@ -19,6 +19,9 @@ explicitly:
   now, under its own nested supervisor, with its health checks, metrics and
   queues registered while it runs; the captured books and reference prices
   are read from it.
+* :func:`venues_supervisor` — ``venues``: one
+  :class:`~daemon.venues.link.VenueLink` child per ``[venues.NAME]``, none
+  critical (a venue down degrades health, it does not stop the daemon).
 
 Each one's ``run`` is a :class:`~daemon.supervise.ChildFn`: ready
 (``task_status.started()``) once it serves (its server listens, its nested
@@ -31,7 +34,6 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import attrs
 import trio
@@ -41,16 +43,23 @@ from daemon.admin.api import AdminAPI, AdminHost
 from daemon.admin.server import serve_admin_http
 from daemon.channels import Queues
 from daemon.config import AdminConfig
-from daemon.control import serve_control
+from daemon.control import Handler, serve_control
 from daemon.health import HealthModel, LagProbe, WatchdogStats, run_watchdog, supervisor_check
 from daemon.marketdata.book import LocalBook
 from daemon.marketdata.service import MarketDataService
 from daemon.metrics import Registry
 from daemon.notify import Notifier
 from daemon.store.sqlite import SqliteStore
-from daemon.supervise import ChildContext, Supervisor, SupervisorEvent, SupervisorPolicy
+from daemon.supervise import (
+    ChildContext,
+    ChildSpec,
+    Supervisor,
+    SupervisorEvent,
+    SupervisorPolicy,
+)
+from daemon.venues.link import VenueLink
 
-__all__ = ["AdminChild", "ControlChild", "HealthChild", "MarketDataChild"]
+__all__ = ["AdminChild", "ControlChild", "HealthChild", "MarketDataChild", "venues_supervisor"]
 
 # The daemon's logger: these lines read as they did when the children were
 # methods of the daemon.
@@ -94,7 +103,7 @@ class ControlChild:
     """``control``: the Unix control socket (the path is read at each start)."""
 
     socket_path: Callable[[], Path]
-    handler: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+    handler: Handler
 
     async def run(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -234,3 +243,21 @@ class MarketDataChild:
             return None
         view = service.books[symbol].latest.value
         return view.mid if view.in_sync else None
+
+
+def venues_supervisor(
+    links: Mapping[str, VenueLink],
+    policy: SupervisorPolicy,
+    grace_s: float,
+    on_event: Callable[[SupervisorEvent], None],
+) -> Supervisor:
+    """``venues``: a supervisor over one non-critical child per venue link."""
+    return Supervisor(
+        "venues",
+        [
+            ChildSpec(f"link:{name}", link.run, shutdown_grace_s=grace_s, critical=False)
+            for name, link in links.items()
+        ],
+        policy,
+        on_event=on_event,
+    )

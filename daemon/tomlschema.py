@@ -9,8 +9,9 @@ the attrs classes; this module walks them and the parsed TOML together:
 * wrong types are errors (``"5"`` is not an integer; ``5`` is accepted for a
   float; a :class:`~decimal.Decimal` is written as a string or an integer,
   never as a float, which has already lost digits);
-* ranges come from field metadata (``ge``, ``gt``, ``le``), required keys are
-  the fields without a default, ``Literal[...]`` lists the choices;
+* ranges come from field metadata (``ge``, ``gt``, ``le``; a key declared
+  with :func:`opt` has them), required keys are the fields without a
+  default, ``Literal[...]`` lists the choices;
 * every problem is reported at once as ``FILE:LINE: dotted.key: message``, the
   line found by one shared line scanner (:func:`locate_keys`).
 
@@ -74,6 +75,7 @@ __all__ = [
     "from_mapping_hook",
     "line_for",
     "locate_keys",
+    "opt",
     "parse",
     "read_text",
     "toml_key",
@@ -94,6 +96,25 @@ INTERNAL: Final = "internal"
 #: Field metadata key: the field's TOML key when it differs from the attribute name
 #: (a Python keyword such as ``class`` cannot be an attribute).
 TOML_KEY: Final = "toml_key"
+
+
+def opt(
+    default: Any,
+    *,
+    help: str,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    **metadata: object,
+) -> Any:
+    """Declare a key: its default, one line of help and its range.
+
+    The range (``ge``, ``gt``, ``le``) is checked by :class:`Schema`;
+    ``metadata`` adds a user's own entries (the daemon's reload kind).
+    """
+    return attrs.field(
+        default=default, metadata={"help": help, "ge": ge, "gt": gt, "le": le, **metadata}
+    )
 
 
 def toml_key(field: attrs.Attribute[Any]) -> str:

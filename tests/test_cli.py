@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from daemon import cli, logs
+from daemon.cli import client as cli_client
+from daemon.cli import render as cli_render
+from daemon.cli import run as cli_run
 from daemon.config import Config
 from daemon.errors import ConfigError
 from daemon.notify import Notifier
@@ -27,13 +30,13 @@ def test_socket_found_from_an_invalid_config(
     monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
     cfg = tmp_path / "t.toml"
     cfg.write_text('[daemon]\nstate_dir = "st"\nbogus = 1\n')
-    assert cli._socket_of(_args(cfg)) == tmp_path / "st" / "control.sock"
+    assert cli_client._socket_of(_args(cfg)) == tmp_path / "st" / "control.sock"
     cfg.write_text('[daemon]\ncontrol_socket = "/x/c.sock"\ntypo_key = 1\n')
-    assert cli._socket_of(_args(cfg)) == Path("/x/c.sock")
+    assert cli_client._socket_of(_args(cfg)) == Path("/x/c.sock")
     cfg.write_text("[daemon\n")  # not even TOML: the defaults apply
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
-    assert cli._socket_of(_args(cfg)) == tmp_path / "run" / "control.sock"
-    assert cli._socket_of(_args(cfg, socket="/given.sock")) == Path("/given.sock")
+    assert cli_client._socket_of(_args(cfg)) == tmp_path / "run" / "control.sock"
+    assert cli_client._socket_of(_args(cfg, socket="/given.sock")) == Path("/given.sock")
 
 
 def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,7 +60,7 @@ def test_unreachable_daemon_exit_code(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_render_status_shows_tree_health_and_queues() -> None:
-    text = cli.render_status(
+    text = cli_render.render_status(
         {
             "version": "0.1.0",
             "pid": 7,
@@ -164,11 +167,11 @@ def test_a_config_error_at_start_is_logged_one_line_a_problem(
     def refuse(*args: object, **kwargs: object) -> None:
         raise ConfigError(["a.toml:3: strategies.x.class: cannot import", "a.toml:9: other"])
 
-    monkeypatch.setattr(cli, "Daemon", refuse)
+    monkeypatch.setattr(cli_run, "Daemon", refuse)
     logger = logging.getLogger(logs.ROOT_LOGGER)
     saved = (list(logger.handlers), logger.level, logger.propagate)
-    try:  # _run_daemon installs the daemon's handler on the stream capsys replaced
-        code = cli._run_daemon(Config(), Notifier(None))
+    try:  # run_daemon installs the daemon's handler on the stream capsys replaced
+        code = cli_run.run_daemon(Config(), Notifier(None))
     finally:
         logger.handlers[:] = saved[0]
         logger.setLevel(saved[1])

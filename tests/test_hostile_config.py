@@ -27,6 +27,9 @@ from hypothesis import strategies as st
 from daemon import app, cli, tomlschema
 from daemon import config as c
 from daemon.app import Daemon, _load_checked
+from daemon.cli import client as cli_client
+from daemon.cli import demo as cli_demo
+from daemon.config import environment
 from daemon.errors import ConfigError
 from daemon.housekeeping import prepare_state_dir
 from daemon.notify import Notifier
@@ -219,7 +222,7 @@ def test_reload_client_finds_the_socket_of_a_hostile_file(
     args = cli.build_parser().parse_args(["reload", "--config", str(path)])
     # The state_dir line parses on its own; a file that is not UTF-8 gives the defaults.
     expected = tmp_path if body != "\udcff" else c.defaults().daemon.state_dir
-    assert cli._socket_of(args) == expected / "control.sock"
+    assert cli_client._socket_of(args) == expected / "control.sock"
 
 
 # --------------------------------------------------------------------------- check-config, one pass
@@ -286,7 +289,7 @@ def test_store_and_socket_directories_are_checked_too(tmp_path: Path) -> None:
 def test_mount_type_of_a_path_is_found() -> None:
     if not Path("/proc/self/mounts").exists():  # pragma: no cover - not Linux
         pytest.skip("no /proc/self/mounts")
-    assert c._mount_type(Path("/proc/self")) == "proc"
+    assert environment._mount_type(Path("/proc/self")) == "proc"
 
 
 # --------------------------------------------------------------------------- fuzzing
@@ -518,11 +521,11 @@ async def test_existing_shared_database_is_kept_with_a_warning(
 
 @pytest.mark.usefixtures("permissive_umask")
 def test_demo_token_and_its_directory_are_private(tmp_path: Path) -> None:
-    token = cli.demo_token_path(tmp_path / "var")
-    cli._write_demo_token(token)
+    token = cli_demo.demo_token_path(tmp_path / "var")
+    cli_demo._write_demo_token(token)
     assert (mode_of(token.parent), mode_of(token)) == (0o700, 0o600)
     os.chmod(token, 0o644)  # an old token file, rewritten: private again
-    cli._write_demo_token(token)
+    cli_demo._write_demo_token(token)
     assert mode_of(token) == 0o600
 
 

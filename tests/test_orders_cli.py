@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from daemon import cli
+from daemon.cli import client as cli_client
 from daemon.control import serve_control
 from daemon.errors import RiskRejectedError
 from daemon.orders.control import NO_ACCOUNTS, handle_orders_command
@@ -211,7 +212,7 @@ async def test_usage_errors_and_unreachable_daemon(
 
 
 def test_failure_rendering_lists_problems_and_reasons(capsys: pytest.CaptureFixture[str]) -> None:
-    cli._print_failure(
+    cli_client._print_failure(
         {
             "ok": False,
             "error": "rejected by pre-trade risk",

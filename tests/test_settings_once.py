@@ -29,15 +29,21 @@ from daemon.orders.service import OrdersService
 MIRROR_FIELDS = 2
 
 
+def _in_config(cls: type[Any]) -> bool:
+    """``cls`` is defined in the ``daemon.config`` package (any of its modules)."""
+    package = configmod.__name__
+    return cls.__module__ == package or cls.__module__.startswith(package + ".")
+
+
 def _sections(cls: type[Any] = Config, path: str = "") -> Iterator[tuple[str, type[Any]]]:
     """Every table class of the schema with its TOML path (named entries as ``NAME``)."""
     yield path or "<top>", cls
     for field in attrs.fields(cls):
         tp = field.type
-        if isinstance(tp, type) and attrs.has(tp) and tp.__module__ == configmod.__name__:
+        if isinstance(tp, type) and attrs.has(tp) and _in_config(tp):
             yield from _sections(tp, f"{path}.{field.name}".lstrip("."))
         for arg in typing.get_args(tp):
-            if isinstance(arg, type) and attrs.has(arg) and arg.__module__ == configmod.__name__:
+            if isinstance(arg, type) and attrs.has(arg) and _in_config(arg):
                 yield from _sections(arg, f"{path}.{field.name}.NAME".lstrip("."))
 
 
@@ -84,7 +90,7 @@ def _daemon_classes() -> Iterator[type[Any]]:
 #: a mirror: remove its line once it no longer is.
 KNOWN_MIRRORS: dict[str, str] = {
     "daemon.risk.limits.RiskLimits": "risk",
-    "daemon.supervise.SupervisorPolicy": "supervision",
+    "daemon.supervise.policy.SupervisorPolicy": "supervision",
 }
 
 
@@ -97,7 +103,7 @@ def mirrors(classes: Iterator[type[Any]] | None = None) -> dict[str, list[str]]:
     sections = {path: _key_defaults(cls) for path, cls in _sections()}
     found: dict[str, list[str]] = {}
     for cls in _daemon_classes() if classes is None else classes:
-        if cls.__module__ == configmod.__name__:
+        if _in_config(cls):
             continue
         mine = {k: v for k, v in _literal_defaults(cls).items() if v is not None}
         for path, keys in sections.items():
@@ -119,15 +125,16 @@ def test_no_class_outside_the_config_repeats_a_section_with_its_defaults() -> No
 
 
 def test_the_known_mirrors_share_their_modules_constants() -> None:
-    # A known mirror is allowed only because both sides name one constant:
-    # daemon.config imports it from the class's module (ruff refuses an unused
-    # import), so the number is written once.
+    # A known mirror is allowed only because both sides name one constant: the
+    # section's module imports it from the class's module (ruff refuses an
+    # unused import), so the number is written once.
     sections = dict(_sections())
     for qualified, path in KNOWN_MIRRORS.items():
         module_name, _, class_name = qualified.rpartition(".")
         module = importlib.import_module(module_name)
         cls = getattr(module, class_name)
         assert path in sections, qualified
+        section_module = importlib.import_module(sections[path].__module__)
         for key in mirrors(iter([cls]))[f"{qualified} [{path}]"]:
             default = _literal_defaults(cls)[key]
             shared = [
@@ -136,7 +143,7 @@ def test_the_known_mirrors_share_their_modules_constants() -> None:
                 if name.startswith("DEFAULT_")
                 and type(value) is type(default)
                 and value == default
-                and vars(configmod).get(name) is value
+                and vars(section_module).get(name) is value
             ]
             assert shared, f"{qualified}.{key}: no DEFAULT_* constant shared with daemon.config"
 

@@ -1,7 +1,9 @@
 """What the benchmarks share: process start-up, CPU accounting, machine facts, formatting.
 
 * **Process start-up**: :class:`SimProcess` starts ``python -m daemon sim`` on
-  a given configuration and reads the URLs it prints; :func:`kill` reaps a
+  a given configuration and reads the URLs it prints;
+  :func:`open_module_process` starts ``python -m MODULE`` with its output in a
+  log file (the simulator, the load generator); :func:`kill` reaps a
   subprocess for sure; :func:`write_private` writes a file only this user can
   read; :func:`read_line` reads one line of a line-framed pipe.
 * **CPU accounting**: :func:`self_cpu_s` (this process, all threads),
@@ -20,6 +22,7 @@ import resource
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,6 +44,7 @@ __all__ = [
     "load_average",
     "machine_facts",
     "ms",
+    "open_module_process",
     "process_cpu_s",
     "quantiles",
     "ratio",
@@ -195,6 +199,31 @@ async def read_line(stream: trio.abc.ReceiveStream, buffer: bytearray) -> bytes 
         buffer += chunk
 
 
+async def open_module_process(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    cwd: Path,
+    pipes: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> trio.Process:
+    """``python -m ARGV`` in ``cwd`` (this interpreter), its stderr written to ``log_path``.
+
+    With ``pipes``, its stdin and stdout are pipes (a line-framed command
+    channel, see :func:`read_line`); without, stdin is ``/dev/null`` and stdout
+    goes to ``log_path`` as well. ``env`` replaces the environment (default: inherited).
+    """
+    with log_path.open("wb") as log:
+        return await trio.lowlevel.open_process(
+            [sys.executable, "-m", *argv],
+            stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if pipes else log,
+            stderr=log,
+            cwd=cwd,
+            env=env,
+        )
+
+
 async def kill(proc: trio.Process) -> None:
     """SIGKILL ``proc`` and reap it (bounded; shielded from cancellation)."""
     with trio.CancelScope(shield=True):
@@ -220,28 +249,23 @@ class SimProcess:
         """
         config_path = write_private(workdir / "sim.toml", config)
         log_path = workdir / "sim.log"
-        with log_path.open("wb") as out:
-            proc = await trio.lowlevel.open_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "daemon",
-                    "sim",
-                    "--config",
-                    str(config_path),
-                    "--rest-port",
-                    "0",
-                    "--ws-port",
-                    "0",
-                    "--log-level",
-                    "warning",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+        proc = await open_module_process(
+            [
+                "daemon",
+                "sim",
+                "--config",
+                str(config_path),
+                "--rest-port",
+                "0",
+                "--ws-port",
+                "0",
+                "--log-level",
+                "warning",
+            ],
+            log_path=log_path,
+            cwd=workdir,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         try:
             with trio.fail_after(START_TIMEOUT_S):
                 while True:

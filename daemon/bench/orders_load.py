@@ -21,7 +21,6 @@ import hmac
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -33,7 +32,13 @@ from typing import Any, Final
 import httpx2
 import trio
 
-from daemon.bench.common import BenchError, quantiles, read_line, self_cpu_s
+from daemon.bench.common import (
+    BenchError,
+    open_module_process,
+    quantiles,
+    read_line,
+    self_cpu_s,
+)
 from daemon.orders.ledger import LatencyLog
 
 __all__ = [
@@ -376,22 +381,12 @@ class LoadGeneratorProcess:
     @classmethod
     async def start(cls, admin_url: str, token_file: Path, workdir: Path) -> LoadGeneratorProcess:
         stderr_path = workdir / "loadgen.log"
-        with stderr_path.open("wb") as err:
-            proc = await trio.lowlevel.open_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "daemon.bench.orders",
-                    "--load-generator",
-                    admin_url,
-                    "--token-file",
-                    str(token_file),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                cwd=workdir,
-            )
+        proc = await open_module_process(
+            ["daemon.bench.orders", "--load-generator", admin_url, "--token-file", str(token_file)],
+            log_path=stderr_path,
+            cwd=workdir,
+            pipes=True,
+        )
         return cls(proc, stderr_path)
 
     async def call(self, command: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,10 @@ event loop.
 * :mod:`daemon.http.messages` — the values: :class:`Request`,
   :class:`Response`, :class:`HTTPError`, :func:`error_response`;
 * :mod:`daemon.http.routing` — :class:`Router`, dispatch on method and path;
-* :mod:`daemon.http.server` — :func:`serve_http` (sockets, limits,
-  keep-alive, the connection reserve);
+* :mod:`daemon.http.server` — :func:`serve_http` (sockets, keep-alive, the
+  connection lifecycle), with :mod:`daemon.http.admission` (the limits, the
+  connection pool and its reserve), :mod:`daemon.http.reading` (one request
+  in, under its deadlines) and :mod:`daemon.http.writing` (one response out);
 * :mod:`daemon.http.hostcheck` — :class:`HostCheck`, the ``Host`` header check.
 
 Its users: :mod:`daemon.admin` (the operator's API, served by
@@ -31,7 +33,8 @@ from daemon.http.messages import (
     error_response,
 )
 from daemon.http.routing import Router
-from daemon.http.server import SERVER_NAME, serve_http
+from daemon.http.server import serve_http
+from daemon.http.writing import SERVER_NAME
 
 __all__ = [
     "MAX_JSON_DEPTH",

@@ -40,247 +40,51 @@ Layers, bottom up: :class:`~daemon.http.Request` / :class:`~daemon.http.Response
 (values, :mod:`daemon.http.messages`) → :class:`~daemon.http.Router` (a
 :data:`~daemon.http.Handler` that dispatches on method and path,
 :mod:`daemon.http.routing`) → :func:`serve_http` (sockets, limits, keep-alive).
+This module is the connection lifecycle and :func:`serve_http`; who gets a
+connection is :mod:`daemon.http.admission`, reading a request
+:mod:`daemon.http.reading`, writing a response :mod:`daemon.http.writing`.
 """
 
 from __future__ import annotations
 
-import email.utils
-import http
 import logging
-import math
-import urllib.parse
 from collections.abc import Callable, Collection
 
-import attrs
 import h11
 import trio
 
+from daemon.http.admission import ConnectionPool, RejectLog, ServerLimits, Slot, flush_pressure
 from daemon.http.hostcheck import HostCheck
 from daemon.http.messages import Handler, HTTPError, Request, Response, error_response
+from daemon.http.reading import RECEIVE_BYTES, Reply, build_request, peer, receive_request
+from daemon.http.writing import render
 
-__all__ = ["DEFAULT_BUSY_MESSAGE", "DEFAULT_NAME", "SERVER_NAME", "serve_http"]
+__all__ = ["DEFAULT_BUSY_MESSAGE", "DEFAULT_NAME", "serve_http"]
 
 log = logging.getLogger("tradingd.http")
 
-#: Value of the ``Server`` header.
-SERVER_NAME = "tradingd"
 #: How the server names itself in its log lines unless told otherwise.
 DEFAULT_NAME = "HTTP"
 #: The answer to a non-priority request on a reserve slot, unless told otherwise.
 DEFAULT_BUSY_MESSAGE = "server busy: only priority requests are served right now"
-
-#: Bytes asked of the socket per receive.
-RECEIVE_BYTES = 65_536
-#: Longest we keep reading (and discarding) from a client after answering with
-#: ``Connection: close``, so that the kernel does not reset the connection (and
-#: destroy our answer) because of unread request bytes.
-LINGER_S = 1.0
-#: Most bytes discarded during that lingering close.
+#: Most bytes discarded while lingering before a close (for at most
+#: :data:`~daemon.http.admission.LINGER_S`).
 LINGER_MAX_BYTES = 1_048_576
-#: Most ``name=value`` pairs accepted in a query string.
-MAX_QUERY_FIELDS = 100
-#: Largest request body accepted on a reserve slot (a priority request, such as a
-#: trading switch, is a few bytes).
-RESERVE_MAX_BODY_BYTES = 4096
-
-_NO_BODY_STATUSES = frozenset({204, 304})
-
-
-@attrs.frozen(kw_only=True)
-class _Limits:
-    """The checked limits of one server.
-
-    No field has a default: :func:`serve_http` passes every one (its keyword
-    arguments hold the server's defaults; the admin API passes its limits
-    from ``[admin]``).
-    """
-
-    max_connections: int
-    request_timeout_s: float
-    idle_timeout_s: float
-    max_body_bytes: int
-    max_header_bytes: int
-    head_timeout_s: float
-    max_connections_per_client: int
-    reserved_connections: int
-    evict_waiting: bool
-    reject_log_interval_s: float
-
-    def __attrs_post_init__(self) -> None:
-        if self.max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {self.max_connections}")
-        for name in (
-            "request_timeout_s",
-            "idle_timeout_s",
-            "head_timeout_s",
-            "reject_log_interval_s",
-        ):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a positive number of seconds, got {value}")
-        if self.max_body_bytes < 0:
-            raise ValueError(f"max_body_bytes must be >= 0, got {self.max_body_bytes}")
-        if self.max_header_bytes < 256:
-            raise ValueError(f"max_header_bytes must be >= 256, got {self.max_header_bytes}")
-        for name in ("max_connections_per_client", "reserved_connections"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-
-    @property
-    def linger_s(self) -> float:
-        return min(LINGER_S, self.request_timeout_s)
-
-    @property
-    def head_s(self) -> float:
-        """The deadline for a request head: never longer than the whole request's."""
-        return min(self.head_timeout_s, self.request_timeout_s)
-
-
-@attrs.define(eq=False)
-class _Slot:
-    """One admitted connection: which pool it is in, and whether it may be evicted now.
-
-    ``waiting_since`` is set while the connection waits for (or reads) a
-    request head — a new connection, a kept-alive one between requests, or a
-    reserve connection until its whole request is in — and ``None`` while a
-    request is being served. Only waiting connections are ever evicted.
-    """
-
-    host: str
-    reserve: bool
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    waiting_since: float | None = None
-    released: bool = False
-
-
-class _RejectLog:
-    """Counts refused and evicted connections; one summary line per interval, not one each."""
-
-    def __init__(self, interval_s: float, max_connections: int, name: str = DEFAULT_NAME) -> None:
-        self.interval_s = interval_s
-        self.name = name
-        self.max_connections = max_connections
-        self.refused = 0
-        self.evicted = 0
-        self.reserved = 0
-        self._since: float | None = None
-
-    def count(self, kind: str) -> None:
-        setattr(self, kind, getattr(self, kind) + 1)
-        now = trio.current_time()
-        if self._since is None:
-            self._since = now
-        elif now - self._since >= self.interval_s:
-            self.flush()
-
-    def flush(self) -> None:
-        """Log the counts since the last line, if any (called by the count and a timer)."""
-        if not (self.refused or self.evicted or self.reserved):
-            self._since = None
-            return
-        span = trio.current_time() - (self._since or trio.current_time())
-        log.warning(
-            "%s under connection pressure in the last %.1f s (max_connections=%d): "
-            "%d connection(s) refused with 503, %d waiting connection(s) evicted, "
-            "%d non-priority request(s) refused from the reserve",
-            self.name,
-            span,
-            self.max_connections,
-            self.refused,
-            self.evicted,
-            self.reserved,
-        )
-        self.refused = self.evicted = self.reserved = 0
-        self._since = None
-
-
-class _Reply(Exception):
-    """Internal: answer with ``response`` and then close the connection.
-
-    ``head_only`` is set when the request being refused was a ``HEAD`` (h11
-    then forbids a body, even on an error).
-    """
-
-    def __init__(self, response: Response, request: h11.Request | None = None) -> None:
-        super().__init__(response.status)
-        self.response = response
-        self.head_only = request is not None and request.method == b"HEAD"
-
-
-def _http_date() -> str:
-    return email.utils.formatdate(usegmt=True)
-
-
-def _head_size(event: h11.Request) -> int:
-    """Roughly the size of the request head on the wire (h11 only bounds incomplete heads)."""
-    size = len(event.method) + len(event.target) + 13  # spaces, "HTTP/1.1", CRLF
-    return size + sum(len(name) + len(value) + 4 for name, value in event.headers) + 2
-
-
-def _peer(stream: trio.SocketStream) -> tuple[str, int] | None:
-    try:
-        address = stream.socket.getpeername()
-    except OSError:
-        return None
-    if isinstance(address, tuple) and len(address) >= 2:
-        return str(address[0]), int(address[1])
-    return None
-
-
-def _build_request(event: h11.Request, body: bytes, client: tuple[str, int] | None) -> Request:
-    """Turn h11's request event into a :class:`Request` (raises ``HTTPError(400)``)."""
-    target = event.target.decode("ascii", errors="replace")
-    authority: str | None = None
-    if target.startswith("/"):
-        path, _, query_string = target.partition("?")
-        path = path.partition("#")[0]
-    elif "://" in target:  # absolute-form, as sent to proxies
-        try:
-            parts = urllib.parse.urlsplit(target)
-        except ValueError:
-            raise HTTPError(400, "request target is not a valid URL") from None
-        path, query_string, authority = parts.path or "/", parts.query, parts.netloc
-    else:  # "*" or authority-form: no route can match
-        path, query_string = target, ""
-    try:
-        parsed = urllib.parse.parse_qs(
-            query_string, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS
-        )
-    except ValueError:
-        raise HTTPError(400, f"query string has more than {MAX_QUERY_FIELDS} fields") from None
-    headers: dict[str, str] = {}
-    for name, value in event.headers:
-        key = name.decode("latin-1")
-        text = value.decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    return Request(
-        method=event.method.decode("ascii", errors="replace"),
-        path=path,
-        query={k: tuple(v) for k, v in parsed.items()},
-        headers=headers,
-        body=body,
-        client=client,
-        raw_query=query_string,
-        absolute_authority=authority,
-    )
 
 
 class _Server:
-    """Per-``serve_http`` state: the handler, the limits and the connection counts.
+    """Per-``serve_http`` state: the handler, the limits and the connection pool.
 
-    Admission, in order: the general pool (``max_connections``, at most
-    ``max_connections_per_client`` per peer address when set); when it is full
-    and ``evict_waiting`` is on, the connection that has waited longest for a
-    request head is evicted to make room; else the reserve
-    (``reserved_connections``, with the same eviction), where only
-    ``priority`` requests are served and the whole request must arrive within
-    the head deadline; else ``503`` without parsing.
+    Each accepted connection is admitted to the pool
+    (:class:`~daemon.http.admission.ConnectionPool`: the general pool, else the
+    reserve, else ``503`` without parsing), then served: requests one after
+    another on a general slot, one priority request on a reserve slot.
     """
 
     def __init__(
         self,
         handler: Handler,
-        limits: _Limits,
+        limits: ServerLimits,
         *,
         priority: Callable[[str, str], bool] | None = None,
         host_check: Callable[[Request, bytes], None] | None = None,
@@ -293,70 +97,16 @@ class _Server:
         self._limits = limits
         self._priority = priority
         self._host_check = host_check
-        self._slots: set[_Slot] = set()
-        self._general = 0
-        self._reserve = 0
-        self._per_client: dict[str, int] = {}
+        self.pool = ConnectionPool(
+            limits, RejectLog(limits.reject_log_interval_s, limits.max_connections, name)
+        )
         self._rejecting = 0
-        self.pressure = _RejectLog(limits.reject_log_interval_s, limits.max_connections, name)
-
-    # -- admission ---------------------------------------------------------------
-
-    def _admit(self, host: str) -> _Slot | None:
-        limits = self._limits
-        per_client = limits.max_connections_per_client
-        within_client = not per_client or self._per_client.get(host, 0) < per_client
-        if within_client and (self._general < limits.max_connections or self._evict(reserve=False)):
-            return self._take(host, reserve=False)
-        if self._reserve < limits.reserved_connections or (
-            limits.reserved_connections and self._evict(reserve=True)
-        ):
-            return self._take(host, reserve=True)
-        return None
-
-    def _take(self, host: str, *, reserve: bool) -> _Slot:
-        slot = _Slot(host, reserve, waiting_since=trio.current_time())
-        self._slots.add(slot)
-        if reserve:
-            self._reserve += 1
-        else:
-            self._general += 1
-            self._per_client[host] = self._per_client.get(host, 0) + 1
-        return slot
-
-    def _release(self, slot: _Slot) -> None:
-        if slot.released:
-            return
-        slot.released = True
-        self._slots.discard(slot)
-        if slot.reserve:
-            self._reserve -= 1
-        else:
-            self._general -= 1
-            left = self._per_client[slot.host] - 1
-            if left:
-                self._per_client[slot.host] = left
-            else:
-                del self._per_client[slot.host]
-
-    def _evict(self, *, reserve: bool) -> bool:
-        """Close the longest-waiting connection of a pool; ``False`` if none is waiting."""
-        if not self._limits.evict_waiting:
-            return False
-        waiting = [s for s in self._slots if s.reserve == reserve and s.waiting_since is not None]
-        if not waiting:
-            return False
-        victim = min(waiting, key=lambda s: s.waiting_since or 0.0)
-        victim.scope.cancel()
-        self._release(victim)  # its place is taken now, before the task notices
-        self.pressure.count("evicted")
-        return True
 
     # -- connection lifecycle ----------------------------------------------------
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
-        client = _peer(stream)
-        slot = self._admit(client[0] if client else "")
+        client = peer(stream)
+        slot = self.pool.admit(client[0] if client else "")
         if slot is None:
             await self._reject(stream)
             return
@@ -373,17 +123,17 @@ class _Server:
             # nursery (that would take the whole server down with it).
             log.exception("%s connection from %s failed", self._name, client)
         finally:
-            self._release(slot)
+            self.pool.release(slot)
             await trio.aclose_forcefully(stream)
 
     async def _reject(self, stream: trio.SocketStream) -> None:
         """Answer ``503`` without parsing anything, then close (bounded in time and count)."""
-        self.pressure.count("refused")
+        self.pool.pressure.count("refused")
         if self._rejecting >= self._limits.max_connections:
             await trio.aclose_forcefully(stream)
             return
         self._rejecting += 1
-        log.debug("%s: rejecting %s (no connection slot free)", self._name, _peer(stream))
+        log.debug("%s: rejecting %s (no connection slot free)", self._name, peer(stream))
         try:
             conn = h11.Connection(h11.SERVER)
             response = error_response(503, "too many connections", (("Retry-After", "1"),))
@@ -397,14 +147,14 @@ class _Server:
             await trio.aclose_forcefully(stream)
 
     async def _serve_reserved(
-        self, stream: trio.SocketStream, slot: _Slot, client: tuple[str, int] | None
+        self, stream: trio.SocketStream, slot: Slot, client: tuple[str, int] | None
     ) -> None:
         """One request on a reserve slot: served only if it is a priority request, then close."""
         limits = self._limits
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         try:
-            received = await self._receive(conn, stream, slot, first=True, reserve=True)
-        except _Reply as reply:
+            received = await receive_request(conn, stream, slot, limits, first=True, reserve=True)
+        except Reply as reply:
             await self._send_and_close(conn, stream, reply.response, head_only=reply.head_only)
             return
         if received is None:
@@ -414,7 +164,7 @@ class _Server:
         method = event.method.decode("ascii", "replace")
         path = event.target.decode("ascii", "replace").partition("?")[0]
         if self._priority is None or not self._priority(method, path):
-            self.pressure.count("reserved")
+            self.pool.pressure.count("reserved")
             busy = error_response(503, self._busy_message, (("Retry-After", "1"),))
             await self._send_and_close(conn, stream, busy, head_only=head_only)
             return
@@ -433,7 +183,7 @@ class _Server:
                 discarded += len(data)
 
     async def _serve_connection(
-        self, stream: trio.SocketStream, slot: _Slot, client: tuple[str, int] | None
+        self, stream: trio.SocketStream, slot: Slot, client: tuple[str, int] | None
     ) -> None:
         limits = self._limits
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
@@ -441,8 +191,8 @@ class _Server:
         while True:
             # 1. Receive one complete request.
             try:
-                received = await self._receive(conn, stream, slot, first=first)
-            except _Reply as reply:
+                received = await receive_request(conn, stream, slot, limits, first=first)
+            except Reply as reply:
                 log.debug("%s: refusing request from %s: %s", self._name, client, reply)
                 await self._send_and_close(conn, stream, reply.response, head_only=reply.head_only)
                 return
@@ -478,106 +228,13 @@ class _Server:
                 return
             conn.start_next_cycle()
 
-    async def _receive(
-        self,
-        conn: h11.Connection,
-        stream: trio.SocketStream,
-        slot: _Slot,
-        *,
-        first: bool,
-        reserve: bool = False,
-    ) -> tuple[h11.Request, bytes] | None:
-        """Read one request, head and body; ``None`` when the client closed or idled out.
-
-        Deadlines: a new connection must deliver its request head within
-        ``head_s`` of the accept, a kept-alive one within ``head_s`` of its first
-        byte (it may idle ``idle_timeout_s`` before that); the body must be in
-        within ``request_timeout_s`` of the same start. On a reserve slot the
-        whole request must arrive within ``head_s``. While the head is awaited
-        the slot is marked waiting (evictable).
-
-        Raises:
-            _Reply: the request cannot be served: not HTTP/1.1 (400), too slow
-                (408), body or head too large (413, 431).
-        """
-        limits = self._limits
-        max_body = (
-            min(limits.max_body_bytes, RESERVE_MAX_BODY_BYTES)
-            if reserve
-            else (limits.max_body_bytes)
-        )
-        body_s = limits.head_s if reserve else limits.request_timeout_s
-        # A new connection is expected to send its request now; a kept-alive one
-        # may idle, but once a request has begun it must complete in time.
-        started = bool(conn.trailing_data[0])
-        on_request_clock = first or started
-        now = trio.current_time()
-        slot.waiting_since = now
-        clock_start = now
-        timeout_s = limits.head_s if on_request_clock else limits.idle_timeout_s
-        request: h11.Request | None = None
-        body = bytearray()
-        try:
-            with trio.move_on_after(timeout_s) as scope:
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        if conn.they_are_waiting_for_100_continue:
-                            await stream.send_all(
-                                conn.send(h11.InformationalResponse(status_code=100, headers=[]))
-                                or b""
-                            )
-                        data = await stream.receive_some(RECEIVE_BYTES)
-                        if data and not started:
-                            started = True
-                            if not on_request_clock:
-                                on_request_clock = True
-                                clock_start = trio.current_time()
-                                scope.deadline = clock_start + limits.head_s
-                        conn.receive_data(data)
-                    elif isinstance(event, h11.Request):
-                        request = event
-                        if not reserve:
-                            slot.waiting_since = None  # a request is being served now
-                        scope.deadline = clock_start + body_s
-                        if _head_size(event) > limits.max_header_bytes:
-                            raise _Reply(
-                                error_response(431, "request header fields too large"), event
-                            )
-                        declared = _content_length(event)
-                        if declared is not None and declared > max_body:
-                            raise _Reply(_too_large(max_body), request)
-                    elif isinstance(event, h11.Data):
-                        body += event.data
-                        if len(body) > max_body:
-                            raise _Reply(_too_large(max_body), request)
-                    elif isinstance(event, h11.EndOfMessage):
-                        assert request is not None
-                        slot.waiting_since = None
-                        return request, bytes(body)
-                    elif isinstance(event, h11.ConnectionClosed):
-                        return None
-                    else:  # PAUSED cannot happen: we never read past a request's end.
-                        raise RuntimeError(f"unexpected h11 event {event!r}")
-        except h11.RemoteProtocolError as exc:
-            slot.waiting_since = None
-            message = f"bad request: {exc}"
-            if exc.error_status_hint == 431:
-                message = "request header fields too large"
-            raise _Reply(error_response(exc.error_status_hint, message), request) from None
-        # Timed out.
-        slot.waiting_since = None
-        if started:
-            raise _Reply(error_response(408, "request timeout"), request)
-        return None
-
     async def _respond(
         self, event: h11.Request, body: bytes, client: tuple[str, int] | None
     ) -> tuple[Response, bool]:
         """Run the handler under the request deadline; returns ``(response, close)``."""
         method = event.method.decode("ascii", "replace")
         try:
-            request = _build_request(event, body, client)
+            request = build_request(event, body, client)
             if self._host_check is not None:
                 self._host_check(request, event.http_version)
             with trio.move_on_after(self._limits.request_timeout_s) as scope:
@@ -610,17 +267,7 @@ class _Server:
     def _render(
         self, conn: h11.Connection, response: Response, *, head_only: bool, close: bool
     ) -> bytes:
-        """Serialize ``response`` with h11; a response h11 refuses becomes a ``500``."""
-        try:
-            return _serialize(conn, response, head_only=head_only, close=close)
-        except Exception:
-            log.exception(
-                "%s: handler returned an invalid response (%d)", self._name, response.status
-            )
-            if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-                raise  # h11 already committed: nothing sane left to send
-            fallback = error_response(500, "internal server error")
-            return _serialize(conn, fallback, head_only=head_only, close=close)
+        return render(conn, response, head_only=head_only, close=close, name=self._name)
 
     async def _send_and_close(
         self,
@@ -640,51 +287,6 @@ class _Server:
             await self._linger(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-
-
-def _content_length(event: h11.Request) -> int | None:
-    for name, value in event.headers:
-        if name == b"content-length":
-            return int(value)  # h11 has validated it
-    return None
-
-
-def _too_large(max_body_bytes: int) -> Response:
-    return error_response(413, f"request body larger than {max_body_bytes} bytes")
-
-
-def _serialize(conn: h11.Connection, response: Response, *, head_only: bool, close: bool) -> bytes:
-    status = response.status
-    body = b"" if status in _NO_BODY_STATUSES else response.body
-    headers: list[tuple[bytes, bytes]] = []
-    names: set[str] = set()
-    for name, value in response.headers:
-        lower = name.lower()
-        if lower in ("content-length", "transfer-encoding"):
-            continue
-        if lower == "connection":
-            close = close or "close" in value.lower()
-            continue
-        names.add(lower)
-        headers.append((name.encode("ascii"), value.encode("latin-1")))
-    if "date" not in names:
-        headers.append((b"Date", _http_date().encode("ascii")))
-    if "server" not in names:
-        headers.append((b"Server", SERVER_NAME.encode("ascii")))
-    if status not in _NO_BODY_STATUSES:
-        headers.append((b"Content-Length", str(len(body)).encode("ascii")))
-    if close:
-        headers.append((b"Connection", b"close"))
-    try:
-        reason = http.HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        reason = b""
-    event = h11.Response(status_code=status, headers=headers, reason=reason)
-    out = [conn.send(event) or b""]
-    if body and not head_only:
-        out.append(conn.send(h11.Data(data=body)) or b"")
-    out.append(conn.send(h11.EndOfMessage()) or b"")
-    return b"".join(out)
 
 
 async def serve_http(
@@ -757,7 +359,7 @@ async def serve_http(
         OSError: the address cannot be bound (before ``started`` is reported).
         ValueError: a limit is out of range.
     """
-    limits = _Limits(
+    limits = ServerLimits(
         max_connections=max_connections,
         request_timeout_s=request_timeout_s,
         idle_timeout_s=idle_timeout_s,
@@ -784,19 +386,12 @@ async def serve_http(
         )
         log.info("HTTP server listening on %s", _format_address(bound))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_flush_pressure, server.pressure)
+            nursery.start_soon(flush_pressure, server.pool.pressure)
             task_status.started(bound)
             await trio.serve_listeners(server.handle_stream, listeners)
     finally:
         for listener in listeners:
             await trio.aclose_forcefully(listener)
-
-
-async def _flush_pressure(pressure: _RejectLog) -> None:
-    """Log the last counts of a burst of refusals even when no new one comes."""
-    while True:
-        await trio.sleep(pressure.interval_s)
-        pressure.flush()
 
 
 def _format_address(address: tuple[str, int]) -> str:

@@ -14,13 +14,17 @@ Modules:
 
 * :mod:`.book` — :class:`LocalBook` (Binance's sync procedure, pure),
   :class:`BookView`, :class:`DepthConflator`, :func:`merge_updates`;
-* :mod:`.feed` — :class:`Feed`: stream routing, gap detection and backfill,
-  malformed frames to dead letters, book resync;
+* :mod:`.feed` — :class:`Feed`: the child; stream routing, resume points; its parts:
+  :mod:`.feed_io` (venue and store calls with retries, the trades queue),
+  :mod:`.backfill` (catch-up and gap backfill), :mod:`.repair` (repair of open
+  gaps, tail checks), :mod:`.depth_sync` (books and REST depth snapshots),
+  :mod:`.malformed` (malformed frames to dead letters);
 * :mod:`.ingest` — :class:`IngestWriter`: chunked, checkpointed, retrying writes;
   :class:`GapRecord`;
 * :mod:`.snapshots` — :class:`Snapshotter`: periodic top-N book snapshots;
 * :mod:`.service` — :class:`MarketDataService`: the children, health, status, metrics;
-* :mod:`.interfaces` — the protocols capture needs from venue and store;
+* :mod:`.interfaces` — what capture needs from venue and store (protocols; the
+  store's :class:`~daemon.store.marketdata.MarketDataStore` facade);
 * :mod:`.stats` — shared counters and the lag window.
 """
 

@@ -50,7 +50,7 @@ from daemon.store.errors import (
     StoreDataError,
     StoreError,
 )
-from daemon.store.marketdata import GapState, WriteSummary
+from daemon.store.marketdata_values import GapState, WriteSummary
 from daemon.supervise import ChildContext
 
 __all__ = ["CHECKPOINT_STREAM", "GapRecord", "IngestWriter", "Item", "wall_clock_ms"]

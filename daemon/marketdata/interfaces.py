@@ -4,20 +4,22 @@ Capture programs against these rather than the concrete classes so the lead
 can wire the real ones (:class:`~daemon.venues.link.VenueLink`,
 :class:`~daemon.venues.binance.BinanceVenue`,
 :class:`~daemon.store.SqliteStore`) and tests can wrap them (a store that
-sleeps, a store that fails N times, a scripted venue).
+sleeps, a store that fails N times, a scripted venue). The market-data
+tables themselves are the store's facade (:data:`MarketStore`), whose
+signatures are declared once, in :mod:`daemon.store.marketdata`.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import trio
 
 from daemon.model.marketdata import DepthSnapshot, Trade
 from daemon.resilience import Jitter, RetryPolicy
-from daemon.store.marketdata import BookSnapshotRecord, Gap, GapState, OnConflict, WriteSummary
+from daemon.store.marketdata import MarketDataStore
 from daemon.supervise import ChildContext
 from daemon.venues.base import Subscription
 
@@ -72,71 +74,11 @@ class VenueLinkLike(Protocol):
     async def wait_up(self) -> VenueClient: ...
 
 
-class MarketStore(Protocol):
-    """The market-data tables (:class:`~daemon.store.MarketDataStore`, ``store.market``)."""
-
-    async def insert_trades(
-        self,
-        trades: Sequence[Trade],
-        *,
-        chunk_size: int = ...,
-        on_conflict: OnConflict = ...,
-        checkpoint: tuple[str, str, str] | None = ...,
-    ) -> WriteSummary: ...
-
-    async def last_trade_id(self, venue: str, symbol: str) -> int | None: ...
-
-    async def record_gap(
-        self,
-        venue: str,
-        symbol: str,
-        stream: str,
-        from_id: int,
-        to_id: int,
-        *,
-        reason: str = ...,
-        detected_at_ms: int | None = ...,
-    ) -> Gap: ...
-
-    async def record_resolved_gap(
-        self,
-        venue: str,
-        symbol: str,
-        stream: str,
-        from_id: int,
-        to_id: int,
-        *,
-        state: GapState,
-        reason: str = ...,
-        resolution: str | None = ...,
-        at_ms: int | None = ...,
-    ) -> Gap: ...
-
-    async def resolve_gap(
-        self,
-        gap_id: int,
-        state: GapState,
-        *,
-        resolution: str | None = ...,
-        resolved_at_ms: int | None = ...,
-    ) -> Gap | None: ...
-
-    async def gaps(
-        self,
-        *,
-        venue: str | None = ...,
-        symbol: str | None = ...,
-        stream: str | None = ...,
-        state: GapState | None = ...,
-    ) -> list[Gap]: ...
-
-    async def insert_book_snapshots(
-        self,
-        snapshots: Sequence[BookSnapshotRecord],
-        *,
-        chunk_size: int = ...,
-        on_conflict: OnConflict = ...,
-    ) -> WriteSummary: ...
+#: The market-data tables capture writes to: the store's own facade
+#: (:class:`~daemon.store.marketdata.MarketDataStore`, ``store.market``), named
+#: here rather than restated as a protocol, so its signatures have one home.
+#: Tests wrap it by duck typing (a store that sleeps, one that fails N times).
+MarketStore: TypeAlias = MarketDataStore
 
 
 class StoreLike(Protocol):

@@ -24,7 +24,7 @@ from daemon.marketdata.book import LocalBook
 from daemon.marketdata.interfaces import MarketStore
 from daemon.marketdata.stats import SnapshotStats
 from daemon.store.errors import StoreClosedError, StoreError
-from daemon.store.marketdata import BookSnapshotRecord
+from daemon.store.marketdata_values import BookSnapshotRecord
 from daemon.supervise import ChildContext
 
 __all__ = ["Snapshotter"]

@@ -3,7 +3,8 @@
 Prices and quantities are :class:`~decimal.Decimal` everywhere (strings on the
 wire), never floats. Modules: :mod:`.marketdata` (trades, depth, sequence
 checks), :mod:`.orders` (commands and venue reports), :mod:`.instruments`
-(symbol filters, rate-limit rules, exchange info).
+(symbol filters, rate-limit rules, exchange info), :mod:`.weights` (request
+weights that depend on the request, shared by the client and the simulator).
 """
 
 from __future__ import annotations

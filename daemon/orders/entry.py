@@ -72,7 +72,7 @@ from daemon.orders.intent import IntentProblem, IntentValidationError, OrderInte
 from daemon.orders.ledger import OrderLedger, VenueAccess
 from daemon.orders.records import IntentRecord
 from daemon.risk.checks import RiskRequest
-from daemon.risk.limits import Reservation
+from daemon.risk.reservation import Reservation
 
 __all__ = ["Entry", "EntryStats"]
 

@@ -40,7 +40,7 @@ from daemon.orders.state import (
 )
 from daemon.resilience.deadletter import DeadLetter, DeadLetterStore, JsonValue
 from daemon.risk.checks import RiskRequest
-from daemon.risk.limits import PreTradeRisk
+from daemon.risk.pretrade import PreTradeRisk
 from daemon.store.orders import OrderStore
 
 __all__ = ["DEAD_LETTER_SOURCE", "OrderLedger", "OrderVenue", "VenueAccess"]

@@ -40,49 +40,24 @@ from daemon.config import OrdersConfig
 from daemon.errors import StoreError
 from daemon.health import HealthLevel
 from daemon.metrics import MetricFamily
-from daemon.model.instruments import ExchangeInfo
 from daemon.orders.dispatch import Dispatcher, DispatchMode, WorkItem
 from daemon.orders.entry import Entry
 from daemon.orders.executor import OPEN_STATES, Executor
 from daemon.orders.gateway import EntryUnavailableError, SubmitResult, UnknownOrderError
-from daemon.orders.ledger import OrderLedger, OrderVenue, VenueAccess
+from daemon.orders.ledger import OrderLedger, VenueAccess
 from daemon.orders.reconcile import Reconciler
 from daemon.orders.records import IntentRecord
 from daemon.resilience.deadletter import DeadLetterStore
-from daemon.risk.limits import LimitTable, PreTradeRisk, RiskBook
+from daemon.risk.book import RiskBook
+from daemon.risk.limits import LimitTable
+from daemon.risk.pretrade import PreTradeRisk
 from daemon.risk.state import TradingState, TradingStates
 from daemon.store.orders import OrdersBackend, OrderStore
 from daemon.supervise import ChildContext
 
-__all__ = ["LinkVenues", "OrdersService", "Pipeline"]
+__all__ = ["OrdersService", "Pipeline"]
 
 log = logging.getLogger("tradingd.orders")
-
-
-class LinkVenues:
-    """:class:`~daemon.orders.ledger.VenueAccess` over the daemon's venue links."""
-
-    def __init__(self, links: Mapping[str, Any]) -> None:
-        self.links = links
-
-    def client(self, venue: str) -> OrderVenue | None:
-        link = self.links.get(venue)
-        if link is None or link.state.value != "up":
-            return None
-        client: OrderVenue | None = link.client
-        return client
-
-    async def wait_client(self, venue: str) -> OrderVenue:
-        client: OrderVenue = await self.links[venue].wait_up()
-        return client
-
-    def exchange_info(self, venue: str) -> ExchangeInfo | None:
-        link = self.links.get(venue)
-        return None if link is None else link.exchange_info
-
-    def recv_window_ms(self, venue: str) -> int:
-        link = self.links.get(venue)
-        return int(link.config.recv_window_ms) if link is not None else 5000
 
 
 @attrs.define
@@ -104,7 +79,7 @@ class OrdersService:
         settings: ``[orders]``.
         accounts: Account name → venue name.
         limits: Risk limits (``[risk]`` and ``[accounts.NAME.risk]``).
-        venues: Venue access (:class:`LinkVenues` in the daemon).
+        venues: Venue access (:class:`~daemon.app_trading.LinkVenues` in the daemon).
         open_store: Waits for the store of the current data incarnation.
         reference_price: ``(venue, symbol) -> Decimal | None`` for MARKET orders.
     """

@@ -49,6 +49,7 @@ import attrs
 import trio
 
 from daemon.errors import CircuitRejectedError, PermanentError
+from daemon.resilience.validators import finite_positive, optional_positive_int, positive_int, ratio
 
 __all__ = [
     "TRANSITIONS",
@@ -87,26 +88,6 @@ class InvalidBreakerTransition(RuntimeError):
     """An illegal state transition was attempted (a bug in the breaker)."""
 
 
-def _optional_positive_int(_: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1 or None, got {value}")
-
-
-def _positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1, got {value}")
-
-
-def _finite_positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{attribute.name} must be finite and > 0, got {value}")
-
-
-def _ratio(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not 0 < value <= 1:
-        raise ValueError(f"{attribute.name} must be in (0, 1] or None, got {value}")
-
-
 @attrs.frozen(kw_only=True)
 class BreakerConfig:
     """When a breaker opens, how long it stays open, and how it probes.
@@ -127,13 +108,13 @@ class BreakerConfig:
         is_failure: A predicate replacing ``failure_on``/``ignore``.
     """
 
-    failure_threshold: int | None = attrs.field(default=5, validator=_optional_positive_int)
-    failure_ratio: float | None = attrs.field(default=None, validator=_ratio)
-    window_s: float = attrs.field(default=60.0, validator=_finite_positive)
-    min_calls: int = attrs.field(default=10, validator=_positive_int)
-    open_timeout_s: float = attrs.field(default=30.0, validator=_finite_positive)
-    half_open_max_calls: int = attrs.field(default=1, validator=_positive_int)
-    success_threshold: int = attrs.field(default=1, validator=_positive_int)
+    failure_threshold: int | None = attrs.field(default=5, validator=optional_positive_int)
+    failure_ratio: float | None = attrs.field(default=None, validator=ratio)
+    window_s: float = attrs.field(default=60.0, validator=finite_positive)
+    min_calls: int = attrs.field(default=10, validator=positive_int)
+    open_timeout_s: float = attrs.field(default=30.0, validator=finite_positive)
+    half_open_max_calls: int = attrs.field(default=1, validator=positive_int)
+    success_threshold: int = attrs.field(default=1, validator=positive_int)
     failure_on: tuple[type[BaseException], ...] = (Exception,)
     ignore: tuple[type[BaseException], ...] = (PermanentError,)
     is_failure: Callable[[BaseException], bool] | None = attrs.field(default=None, eq=False)

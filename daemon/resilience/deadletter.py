@@ -31,7 +31,7 @@ import enum
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Protocol, TypeAlias, TypedDict, Unpack, runtime_checkable
 
 import attrs
 import trio
@@ -41,6 +41,7 @@ __all__ = [
     "DeadLetterStore",
     "InMemoryDeadLetterStore",
     "JsonValue",
+    "PurgeFilters",
     "ReplayResult",
     "ReplayStatus",
 ]
@@ -138,6 +139,17 @@ class DeadLetter:
             key=key,
         )
 
+    def failed_again(self, error: BaseException, *, at: float) -> DeadLetter:
+        """This letter after one more failed attempt (a replay that raised ``error`` at
+        ``at``): the new error, ``attempts + 1``, ``last_failed_at`` never moving back."""
+        return attrs.evolve(
+            self,
+            error_type=_error_type(error),
+            error_message=_error_message(error),
+            attempts=self.attempts + 1,
+            last_failed_at=max(self.last_failed_at, at),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (bytes payloads as ``{"base64": ...}``), for the CLI."""
         payload: Any = self.payload
@@ -180,6 +192,22 @@ class ReplayResult:
 ReplayHandler = Callable[[DeadLetter], Awaitable[None]]
 
 
+class PurgeFilters(TypedDict, total=False):
+    """Which letters :meth:`DeadLetterStore.purge` deletes: those matching *all* the
+    filters given (absent or ``None``: no filter on that).
+
+    Attributes:
+        letter_ids: Only these ids.
+        source: Only letters of this source.
+        failed_before: Only letters whose ``last_failed_at`` is before this
+            (epoch seconds).
+    """
+
+    letter_ids: Sequence[int] | None
+    source: str | None
+    failed_before: float | None
+
+
 @runtime_checkable
 class DeadLetterStore(Protocol):
     """Where dead letters are kept. All methods are async (the durable store
@@ -204,15 +232,9 @@ class DeadLetterStore(Protocol):
         """Hand a letter to ``handler``; remove it on success, update it on failure."""
         ...
 
-    async def purge(
-        self,
-        *,
-        letter_ids: Sequence[int] | None = None,
-        source: str | None = None,
-        failed_before: float | None = None,
-    ) -> int:
+    async def purge(self, **which: Unpack[PurgeFilters]) -> int:
         """Delete letters matching *all* given filters (all letters when none
-        is given); return how many were deleted."""
+        is given), except those being replayed; return how many were deleted."""
         ...
 
 
@@ -290,13 +312,7 @@ class InMemoryDeadLetterStore:
             await handler(letter)
         except Exception as exc:
             current = self._letters.get(letter_id, letter)
-            updated = attrs.evolve(
-                current,
-                error_type=_error_type(exc),
-                error_message=_error_message(exc),
-                attempts=current.attempts + 1,
-                last_failed_at=max(current.last_failed_at, self._now()),
-            )
+            updated = current.failed_again(exc, at=self._now())
             if letter_id in self._letters:
                 self._letters[letter_id] = updated
             return ReplayResult(ReplayStatus.FAILED, updated, f"{type(exc).__name__}: {exc}")
@@ -305,14 +321,11 @@ class InMemoryDeadLetterStore:
         self._letters.pop(letter_id, None)
         return ReplayResult(ReplayStatus.REPLAYED)
 
-    async def purge(
-        self,
-        *,
-        letter_ids: Sequence[int] | None = None,
-        source: str | None = None,
-        failed_before: float | None = None,
-    ) -> int:
+    async def purge(self, **which: Unpack[PurgeFilters]) -> int:
         await trio.lowlevel.checkpoint()
+        letter_ids = which.get("letter_ids")
+        source = which.get("source")
+        failed_before = which.get("failed_before")
         ids = set(letter_ids) if letter_ids is not None else None
         doomed = [
             letter_id

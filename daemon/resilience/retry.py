@@ -68,6 +68,7 @@ from daemon.errors import (
     TransientError,
 )
 from daemon.resilience.outcomes import Outcome
+from daemon.resilience.validators import finite_non_negative, finite_positive, positive_int
 
 __all__ = [
     "Attempt",
@@ -283,21 +284,6 @@ class RetryEvent:
 RetryHook = Callable[[RetryEvent], Awaitable[None] | None]
 
 
-def _positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1, got {value}")
-
-
-def _finite_positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{attribute.name} must be finite and > 0, got {value}")
-
-
-def _finite_non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{attribute.name} must be finite and >= 0, got {value}")
-
-
 def _short_repr(value: object) -> str:
     text = repr(value)
     return text if len(text) <= _REPR_LIMIT else text[: _REPR_LIMIT - 1] + "…"
@@ -334,12 +320,12 @@ class RetryPolicy:
     """
 
     name: str = "retry"
-    max_attempts: int = attrs.field(default=5, validator=_positive_int)
-    max_elapsed_s: float = attrs.field(default=30.0, validator=_finite_positive)
+    max_attempts: int = attrs.field(default=5, validator=positive_int)
+    max_elapsed_s: float = attrs.field(default=30.0, validator=finite_positive)
     backoff: Backoff = Backoff.EXPONENTIAL
-    base_delay_s: float = attrs.field(default=0.1, validator=_finite_non_negative)
-    max_delay_s: float = attrs.field(default=10.0, validator=_finite_non_negative)
-    multiplier: float = attrs.field(default=2.0, validator=_finite_positive)
+    base_delay_s: float = attrs.field(default=0.1, validator=finite_non_negative)
+    max_delay_s: float = attrs.field(default=10.0, validator=finite_non_negative)
+    multiplier: float = attrs.field(default=2.0, validator=finite_positive)
     jitter: Jitter = Jitter.FULL
     classifier: Classifier = attrs.field(default=classify_by_taxonomy, eq=False)
     on_retry: RetryHook | None = attrs.field(default=None, eq=False)

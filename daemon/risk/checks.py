@@ -56,6 +56,7 @@ __all__ = [
     "REDUCE_ONLY_VIOLATION",
     "TRADING_HALTED",
     "UNKNOWN_SYMBOL",
+    "WIDE",
     "Exposure",
     "RiskDecision",
     "RiskReason",
@@ -70,7 +71,7 @@ ACCOUNT_HALTED = "ACCOUNT_HALTED"
 REDUCE_ONLY_VIOLATION = "REDUCE_ONLY_VIOLATION"
 
 #: Wide arithmetic for quantities and notionals: exchange decimals never round here.
-_WIDE = decimal.Context(prec=80)
+WIDE = decimal.Context(prec=80)
 
 
 @attrs.frozen
@@ -204,7 +205,7 @@ class RiskRequest:
         if self.order.quantity is not None:
             return self.order.quantity
         if self.order.quote_order_qty is not None and self.reference_price is not None:
-            return _WIDE.divide(self.order.quote_order_qty, self.reference_price)
+            return WIDE.divide(self.order.quote_order_qty, self.reference_price)
         return None
 
     @property
@@ -226,7 +227,7 @@ class RiskRequest:
             price = max(known) if known else None
         if price is None:
             return None
-        return _WIDE.multiply(order.quantity, price)
+        return WIDE.multiply(order.quantity, price)
 
 
 @attrs.frozen
@@ -245,8 +246,8 @@ class Exposure:
     def worst_case(self, side: Side, quantity: Decimal) -> Decimal:
         """The signed position if every open order on ``side`` and ``quantity`` more filled."""
         if side is Side.BUY:
-            return _WIDE.add(_WIDE.add(self.position, self.open_buy_qty), quantity)
-        return _WIDE.subtract(_WIDE.subtract(self.position, self.open_sell_qty), quantity)
+            return WIDE.add(WIDE.add(self.position, self.open_buy_qty), quantity)
+        return WIDE.subtract(WIDE.subtract(self.position, self.open_sell_qty), quantity)
 
     def reduces(self, side: Side, quantity: Decimal) -> bool:
         """Whether the order only reduces the position and cannot flip it.
@@ -329,7 +330,7 @@ def check_start(
             the venue does not list it: ``UNKNOWN_SYMBOL``).
         states: The operator's switches; only consulted, never changed.
         exposure: The account's position and open orders in the symbol
-            (:meth:`daemon.risk.limits.RiskBook.exposure`), needed to tell
+            (:meth:`daemon.risk.book.RiskBook.exposure`), needed to tell
             whether an order reduces under ``REDUCING``; flat when ``None``.
 
     Returns:

@@ -25,13 +25,12 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import attrs
+from typing import Any, Unpack
 
 from daemon.resilience.deadletter import (
     DeadLetter,
     JsonValue,
+    PurgeFilters,
     ReplayHandler,
     ReplayResult,
     ReplayStatus,
@@ -187,15 +186,9 @@ class SqliteDeadLetterStore:
             try:
                 await handler(letter)
             except Exception as exc:
-                failure = DeadLetter.from_error(
-                    letter.payload, exc, source=letter.source, now=self._now
-                )
-                args = (
-                    failure.error_type,
-                    failure.error_message,
-                    failure.last_failed_at,
-                    letter_id,
-                )
+                at = self._now()
+                failed = letter.failed_again(exc, at=at)
+                args = (failed.error_type, failed.error_message, at, letter_id)
 
                 def record(conn: sqlite3.Connection) -> DeadLetter | None:
                     row = conn.execute(_FAILED_REPLAY, args).fetchone()
@@ -204,13 +197,7 @@ class SqliteDeadLetterStore:
                 stored = await self._store.write(
                     record, durability=Durability.CRITICAL, action="recording a failed replay"
                 )
-                updated = stored or attrs.evolve(
-                    letter,
-                    error_type=failure.error_type,
-                    error_message=failure.error_message,
-                    attempts=letter.attempts + 1,
-                    last_failed_at=max(letter.last_failed_at, failure.last_failed_at),
-                )
+                updated = stored or failed
                 return ReplayResult(ReplayStatus.FAILED, updated, f"{type(exc).__name__}: {exc}")
 
             def remove(conn: sqlite3.Connection) -> None:
@@ -223,15 +210,12 @@ class SqliteDeadLetterStore:
         finally:
             self._replaying.discard(letter_id)
 
-    async def purge(
-        self,
-        *,
-        letter_ids: Sequence[int] | None = None,
-        source: str | None = None,
-        failed_before: float | None = None,
-    ) -> int:
+    async def purge(self, **which: Unpack[PurgeFilters]) -> int:
         """Delete letters matching *all* given filters (all when none is given),
         except those being replayed; return how many were deleted."""
+        letter_ids = which.get("letter_ids")
+        source = which.get("source")
+        failed_before = which.get("failed_before")
         clauses = ["letter_id NOT IN (SELECT value FROM json_each(?))"]
         args: list[Any] = [json.dumps(sorted(self._replaying))]
         if letter_ids is not None:

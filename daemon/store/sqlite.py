@@ -47,6 +47,7 @@ import sqlite3
 import stat
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -66,15 +67,14 @@ from daemon.store.base import (
 from daemon.store.deadletters import SqliteDeadLetterStore
 from daemon.store.errors import (
     StoreClosedError,
-    StoreCorruptError,
     StoreError,
     StoreOpenError,
-    StoreUnavailableError,
     translate_error,
 )
 from daemon.store.maintenance import integrity_check
 from daemon.store.marketdata import MarketDataStore
 from daemon.store.migrations import MIGRATIONS, Migration, check_file, migrate, schema_version
+from daemon.store.owner_health import CallKind, HealthTracker
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_S", "SqliteStore"]
 
@@ -93,7 +93,6 @@ DEFAULT_JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 #: Bound on the shielded close at shutdown.
 CLOSE_TIMEOUT_S = 30.0
 
-_CallKind = Literal["read", "write", "call"]
 _SYNC_NAMES = {level: name for name, level in SYNCHRONOUS_LEVELS.items()}
 
 
@@ -133,8 +132,57 @@ def _create_private(path: str) -> None:
         os.close(fd)
 
 
-def _iso(epoch_s: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
+def _connect(
+    path: str,
+    *,
+    busy_timeout_s: float,
+    pragmas: Sequence[str],
+    migrations: Sequence[Migration],
+    wall_clock: Callable[[], float],
+) -> tuple[sqlite3.Connection, list[int], int]:
+    """Create (0600) and open the database, check it, switch it to WAL, set ``pragmas``
+    and migrate it: the connection, the versions applied and the schema version.
+
+    Runs on the owner's lane; the connection is closed again when anything fails.
+    """
+    try:
+        _create_private(path)
+    except OSError as exc:
+        raise StoreOpenError(
+            f"store {path}: cannot create: {exc.strerror or exc}", path=path
+        ) from exc
+    try:
+        conn = sqlite3.connect(
+            path,
+            timeout=busy_timeout_s,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # the lane serialises all use
+            cached_statements=256,
+        )
+    except sqlite3.Error as exc:
+        raise _translated(exc, path, "opening") from exc
+    try:
+        # Read-only checks first: a file we must not touch stays untouched.
+        check_file(conn, path, migrations=migrations)
+        mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        if mode.lower() != "wal":
+            raise StoreOpenError(
+                f"store {path}: cannot enable WAL mode (journal_mode is {mode!r})",
+                path=path,
+            )
+        conn.execute("PRAGMA foreign_keys = ON")
+        for pragma in pragmas:
+            conn.execute(pragma)
+        applied = migrate(conn, path, now_ms=int(wall_clock() * 1000), migrations=migrations)
+        version = schema_version(conn)
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, Exception):
+            translated = translate_error(exc, path, action="opening")
+            if translated is not None and translated is not exc:
+                raise translated from exc
+        raise
+    return conn, applied, version
 
 
 class SqliteStore:
@@ -196,14 +244,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._closing = False
         self._sync_level: int | None = None  # touched only inside lane calls
-        # Health state (event-loop side only).
-        self._write_failure: StoreError | None = None
-        self._read_failure: StoreError | None = None
-        self._corruption: StoreError | None = None
-        self._failing_since: float | None = None
-        self._consecutive_write_failures = 0
-        self._last_error: StoreError | None = None
-        self._last_error_at: float | None = None
+        self._health = HealthTracker(self._path_str, self.stats, wall_clock)
         self.market = MarketDataStore(self)
         self.dead_letters = SqliteDeadLetterStore(self)
 
@@ -278,52 +319,21 @@ class SqliteStore:
 
     async def _open(self, migrations: Sequence[Migration]) -> None:
         path = self._path_str
-
-        def job() -> tuple[sqlite3.Connection, list[int], int]:
-            try:
-                _create_private(path)
-            except OSError as exc:
-                raise StoreOpenError(
-                    f"store {path}: cannot create: {exc.strerror or exc}", path=path
-                ) from exc
-            try:
-                conn = sqlite3.connect(
-                    path,
-                    timeout=self.busy_timeout_s,
-                    isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                    check_same_thread=False,  # the lane serialises all use
-                    cached_statements=256,
-                )
-            except sqlite3.Error as exc:
-                raise _translated(exc, path, "opening") from exc
-            try:
-                # Read-only checks first: a file we must not touch stays untouched.
-                check_file(conn, path, migrations=migrations)
-                mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-                if mode.lower() != "wal":
-                    raise StoreOpenError(
-                        f"store {path}: cannot enable WAL mode (journal_mode is {mode!r})",
-                        path=path,
-                    )
-                conn.execute("PRAGMA foreign_keys = ON")
-                conn.execute(f"PRAGMA cache_size = -{int(self._cache_size_kib)}")
-                conn.execute(f"PRAGMA wal_autocheckpoint = {int(self._wal_autocheckpoint_pages)}")
-                conn.execute(f"PRAGMA journal_size_limit = {int(self._journal_size_limit_bytes)}")
-                self._apply_synchronous(conn, SYNCHRONOUS_LEVELS["FULL"])
-                applied = migrate(
-                    conn, path, now_ms=int(self.wall_clock() * 1000), migrations=migrations
-                )
-                version = schema_version(conn)
-            except BaseException as exc:
-                conn.close()
-                if isinstance(exc, Exception):
-                    translated = translate_error(exc, path, action="opening")
-                    if translated is not None and translated is not exc:
-                        raise translated from exc
-                raise
-            return conn, applied, version
-
-        conn, applied, version = await self._runner(job)
+        connect = partial(
+            _connect,
+            path,
+            busy_timeout_s=self.busy_timeout_s,
+            pragmas=(
+                f"PRAGMA cache_size = -{int(self._cache_size_kib)}",
+                f"PRAGMA wal_autocheckpoint = {int(self._wal_autocheckpoint_pages)}",
+                f"PRAGMA journal_size_limit = {int(self._journal_size_limit_bytes)}",
+                f"PRAGMA synchronous = {_SYNC_NAMES[SYNCHRONOUS_LEVELS['FULL']]}",
+            ),
+            migrations=migrations,
+            wall_clock=self.wall_clock,
+        )
+        conn, applied, version = await self._runner(connect)
+        self._sync_level = SYNCHRONOUS_LEVELS["FULL"]
         self._conn = conn
         self.schema_version = version
         self.migrations_applied = tuple(applied)
@@ -468,7 +478,7 @@ class SqliteStore:
             self._sync_level = level
 
     async def _submit(
-        self, fn: Callable[[sqlite3.Connection], T], *, action: str, kind: _CallKind
+        self, fn: Callable[[sqlite3.Connection], T], *, action: str, kind: CallKind
     ) -> T:
         conn = self._conn
         if conn is None or self._closing:
@@ -487,82 +497,19 @@ class SqliteStore:
         try:
             result = await self._runner(job)
         except StoreError as exc:
-            self._record_failure(exc, kind)
+            self._health.failed(exc, kind)
             raise
         if kind == "write":
-            self._record_write_ok()
+            self._health.write_ok()
         elif kind == "read":
-            self._read_failure = None
+            self._health.read_ok()
         return result
 
     # ------------------------------------------------------------------ health
 
-    def _record_failure(self, exc: StoreError, kind: _CallKind) -> None:
-        now = self.wall_clock()
-        name = type(exc).__name__
-        self.stats.errors_by_type[name] = self.stats.errors_by_type.get(name, 0) + 1
-        self._last_error = exc
-        self._last_error_at = now
-        if isinstance(exc, StoreCorruptError):
-            if self._corruption is None:
-                log.error("store %s: corruption detected: %s", self._path_str, exc)
-            self._corruption = exc
-        if kind == "write":
-            self.stats.write_errors += 1
-        elif kind == "read":
-            self.stats.read_errors += 1
-        if not isinstance(exc, StoreUnavailableError | StoreCorruptError):
-            return  # data errors and bugs say nothing about the store's health
-        if kind == "write":
-            if self._write_failure is None:
-                self._failing_since = now
-                log.error("store %s: writes failing: %s", self._path_str, exc)
-            else:
-                log.debug("store %s: write failed again: %s", self._path_str, exc)
-            self._write_failure = exc
-            self._consecutive_write_failures += 1
-        elif kind == "read":
-            self._read_failure = exc
-
-    def _record_write_ok(self) -> None:
-        if self._write_failure is not None:
-            log.warning(
-                "store %s: writes work again after %d failed write(s) since %s",
-                self._path_str,
-                self._consecutive_write_failures,
-                _iso(self._failing_since or 0.0),
-            )
-        self._write_failure = None
-        self._read_failure = None
-        self._failing_since = None
-        self._consecutive_write_failures = 0
-
     def health(self) -> StoreHealth:
         """The store's state: level, reason (naming the file), last error."""
-        last = self._last_error
-        common: dict[str, Any] = {
-            "last_error": str(last) if last is not None else None,
-            "last_error_type": type(last).__name__ if last is not None else None,
-            "last_error_at": self._last_error_at,
-            "failing_since": self._failing_since,
-            "consecutive_write_failures": self._consecutive_write_failures,
-        }
-        if self._corruption is not None:
-            reason = f"{self._corruption}; run an integrity check and restore from a backup"
-            return StoreHealth(HealthLevel.UNHEALTHY, reason, **common)
-        if self.closed:
-            return StoreHealth(HealthLevel.UNHEALTHY, f"store {self._path_str}: closed", **common)
-        if self._write_failure is not None:
-            reason = (
-                f"{self._write_failure} (writes failing since {_iso(self._failing_since or 0.0)}, "
-                f"{self._consecutive_write_failures} failed)"
-            )
-            return StoreHealth(HealthLevel.UNHEALTHY, reason, **common)
-        if self._read_failure is not None:
-            return StoreHealth(
-                HealthLevel.DEGRADED, f"reads failing: {self._read_failure}", **common
-            )
-        return StoreHealth(HealthLevel.HEALTHY, None, **common)
+        return self._health.health(closed=self.closed)
 
     def check(self) -> tuple[HealthLevel, str | None]:
         """The health-model hook: ``health_model.add_check("store", store.check)``."""

@@ -23,7 +23,7 @@ import pytest
 
 from daemon import config as configmod
 from daemon.bench import orders as bench
-from daemon.bench import orders_load
+from daemon.bench import orders_load, orders_report, orders_setup
 from daemon.venues.sim import auth as simauth
 from daemon.venues.sim import config as simconfig
 
@@ -134,7 +134,7 @@ def test_bench_runs_with_tiny_counts_and_reports_every_key(tmp_path: Path) -> No
         assert phase["commits"] >= 1
 
     # The table renders from the same report; the state directory is gone.
-    table = bench.render(report)
+    table = orders_report.render(report)
     for heading in ("1. latency", "2. durable intents", "3. durable intents", "ratio tradingd"):
         assert heading in table
     assert list(tmp_path.iterdir()) == []
@@ -160,18 +160,20 @@ def test_baseline_signature_verifies_with_the_simulators_own_check() -> None:
 
 
 def test_sim_config_passes_the_simulators_strict_loader() -> None:
-    text = bench.sim_config(("benchKey1", "secret-1"), ("baseKey2", "secret-2"))
+    text = orders_setup.sim_config(("benchKey1", "secret-1"), ("baseKey2", "secret-2"))
     config = simconfig.loads(text, source="bench-sim.toml")
     assert config.market.paused
     assert [s.symbol for s in config.symbols] == [orders_load.SYMBOL]
     assert [a.api_key for a in config.accounts] == ["benchKey1", "baseKey2"]
-    assert all(r.limit == bench.UNLIMITED for r in config.rate_limits)
+    assert all(r.limit == orders_setup.UNLIMITED for r in config.rate_limits)
 
 
 def test_daemon_config_passes_the_strict_loader_with_risk_off(tmp_path: Path) -> None:
-    options = bench.BenchOptions(entry_orders=5000, http_orders=10, accounts=3)
+    options = orders_setup.BenchOptions(entry_orders=5000, http_orders=10, accounts=3)
     files = {name: tmp_path / name for name in ("token", "api_key", "api_secret")}
-    text = bench.daemon_config(tmp_path, "http://127.0.0.1:1", "ws://127.0.0.1:2", options, files)
+    text = orders_setup.daemon_config(
+        tmp_path, "http://127.0.0.1:1", "ws://127.0.0.1:2", options, files
+    )
     config = configmod.loads(text, source="bench.toml")
     assert sorted(config.accounts) == ["acct1", "acct2", "main"]
     assert config.orders.account_queue_capacity >= 5000

@@ -19,7 +19,7 @@ from daemon.health import HealthLevel
 from daemon.marketdata import MarketDataService
 from daemon.model.marketdata import Trade
 from daemon.store import GapState, StoreFullError, StoreReadOnlyError
-from daemon.store.marketdata import WriteSummary
+from daemon.store.marketdata_values import WriteSummary
 from tests.helpers.marketdata_fakes import (
     VENUE,
     FakeClient,

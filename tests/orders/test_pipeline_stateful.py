@@ -100,7 +100,8 @@ from daemon.orders.records import HistoryRow, IntentRecord
 from daemon.orders.service import OrdersService, Pipeline
 from daemon.orders.state import TERMINAL_STATES, TRANSITIONS, OrderState, from_order_report
 from daemon.risk.limits import LimitTable, RiskLimits
-from daemon.store.orders import fills_for, history, list_intents, positions
+from daemon.store.orders_fills import fills_for, positions
+from daemon.store.orders_queries import history, list_intents
 from daemon.store.sqlite import SqliteStore
 from daemon.supervise import ChildContext
 from tests.helpers.model_venue import (

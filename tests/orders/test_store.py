@@ -34,17 +34,16 @@ from daemon.orders.state import (
 from daemon.risk.state import TradingState
 from daemon.store import SqliteStore, StoreDataError, inline_runner
 from daemon.store.migrations import LATEST_VERSION, migrate
-from daemon.store.orders import (
+from daemon.store.orders import OrderStore
+from daemon.store.orders_fills import insert_fills, positions
+from daemon.store.orders_rules import (
     GLOBAL_SCOPE,
     DuplicateIntentError,
-    OrderStore,
     StaleStateError,
     UnknownIntentError,
     VenueOrderIdConflictError,
-    apply_transition,
-    insert_fills,
-    positions,
 )
+from daemon.store.orders_transitions import apply_transition
 from tests.helpers.store import WallClock
 
 S = OrderState

@@ -23,7 +23,7 @@ from daemon.risk import (
     RiskRequest,
     TradingStates,
 )
-from daemon.risk.limits import TRANSITIONS
+from daemon.risk.reservation import TRANSITIONS
 from tests.helpers.risk import BTC, D, FakeClock, request
 
 UNLIMITED = RiskLimits(max_orders_per_window=None, max_open_orders=None)

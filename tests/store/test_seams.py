@@ -39,6 +39,8 @@ EXEMPT = (ROOT / "bench",)
 SQL_METHODS = frozenset({"execute", "executemany", "executescript"})
 #: Store modules allowed to import the SQLite owner: the child that opens it, the re-exports.
 OWNER_SELECTORS = frozenset({"sqlite.py", "service.py", "__init__.py"})
+#: Store modules with no SQL and no sqlite3: what a second backend reuses as it is.
+BACKEND_NEUTRAL = ("rows.py", "orders_rules.py", "marketdata_values.py", "marketdata_chunks.py")
 #: Modules allowed to open a connection: the owner, and the read-only integrity check.
 CONNECTORS = frozenset({STORE / "sqlite.py", STORE / "maintenance.py"})
 
@@ -90,7 +92,7 @@ def where(path: Path, lines: list[int]) -> str:
 def test_the_walk_sees_the_store_and_its_sql() -> None:
     # The guards below are only as good as the walk: it must find the SQL that exists.
     found = {path.name: sql_calls(tree) for path, tree in modules(STORE)}
-    assert found["orders.py"] and found["marketdata.py"] and found["sqlite.py"]
+    assert found["orders_transitions.py"] and found["marketdata_trades.py"] and found["sqlite.py"]
     assert "sqlite3" in imported_names(ast.parse("import sqlite3"))
     assert "daemon.store.sqlite.SqliteStore" in imported_names(
         ast.parse("if TYPE_CHECKING:\n    from daemon.store.sqlite import SqliteStore\n")
@@ -107,6 +109,15 @@ def test_no_sql_outside_the_store() -> None:
         if "sqlite3" in imported_names(tree):
             offenders.append(f"{path.relative_to(ROOT.parent)} imports sqlite3")
     assert offenders == [], "SQL belongs in daemon/store/ (one module per concern)"
+
+
+def test_the_modules_a_second_backend_shares_hold_no_sql() -> None:
+    # The rules, values and the chunk loop are backend-neutral; SQL lives in
+    # the table modules of one concern each.
+    for name in BACKEND_NEUTRAL:
+        tree = ast.parse((STORE / name).read_text(encoding="utf-8"), filename=name)
+        assert sql_calls(tree) == [], name
+        assert "sqlite3" not in imported_names(tree), name
 
 
 def test_no_shim_left_at_the_old_order_store() -> None:

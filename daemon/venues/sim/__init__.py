@@ -6,19 +6,25 @@ streams — over a seeded, deterministic market, so the demo, the tests and a
 real testnet all run the same client code. It is an *independent* reading of
 the protocol: it shares no protocol code with the client in
 :mod:`daemon.venues.binance`, only protocol-neutral infrastructure
-(:mod:`daemon.http`, :mod:`daemon.decode`, :mod:`daemon.tomlschema`).
+(:mod:`daemon.http`, :mod:`daemon.decode`, :mod:`daemon.tomlschema`) and one
+figure from the docs (:mod:`daemon.model.weights`).
 
 Layers, from the wire inwards::
 
     server.py   serve_sim / SimServer: REST + streams + market as one Trio service
-    rest.py     /api/v3 routes (weights, faults, auth, params) and the /sim control API
+    rest.py     /api/v3 over HTTP: routing, query and form parameters, REST faults, encoding
+    api.py      the operations, transport-neutral: weights, admission, auth, handlers
+    params.py   typed parameter reading and validation (-1100 … -1130)
+    answers.py  the JSON shapes of the answers
+    control.py  the /sim control API (faults, accounts, audit, market)
     streams.py  /ws/<stream>, /stream?streams=…, pings, serverShutdown, stream faults
     auth.py     API keys, HMAC-SHA256 signatures, timestamp/recvWindow
     limits.py   request weight and order count windows, 429/418
     faults.py   fault specs and the injector
     audit.py    every accepted order
     market.py   seeded market generator, trade log, depth batches
-    matching.py order books, filters, matching, commissions
+    matching.py the matching engine: place, cancel, match, commissions
+    orderbook.py order and trade values, book sides, filters
     accounts.py double-entry balances per API key
     protocol.py error codes, decimal formats, weights
     config.py   SimConfig and strict TOML loading

@@ -15,9 +15,9 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 import trio
@@ -86,6 +86,144 @@ def _decimal(text: str) -> str:
     return text
 
 
+@attrs.frozen
+class _Flag:
+    """One flag of a ``tradingd sim`` group: what ``add_argument`` is given."""
+
+    name: str
+    help: str
+    type: Callable[[str], object] | None = None
+    metavar: str | None = None
+    #: ``store`` (a value), ``append`` (repeatable) or ``store_true`` (unset: ``None``).
+    action: Literal["store", "append", "store_true"] = "store"
+
+    def add_to(self, group: argparse._ArgumentGroup) -> None:
+        if self.action == "store_true":
+            group.add_argument(self.name, action=self.action, default=None, help=self.help)
+        elif self.type is None:
+            group.add_argument(self.name, action=self.action, metavar=self.metavar, help=self.help)
+        else:
+            group.add_argument(
+                self.name, action=self.action, type=self.type, metavar=self.metavar, help=self.help
+            )
+
+
+#: The flags that set config keys, by group, in ``--help`` order (defaults in parentheses).
+_GROUPS: Final[tuple[tuple[str, tuple[_Flag, ...]], ...]] = (
+    (
+        "listening",
+        (
+            _Flag("--host", "address to bind (default 127.0.0.1)"),
+            _Flag("--rest-port", "REST port, 0 = any (8900)", int, "PORT"),
+            _Flag("--ws-port", "WebSocket port, 0 = any (8901)", int, "PORT"),
+            _Flag(
+                "--rest-request-timeout-s",
+                "bound on one REST request; longer stalls become 503 (60)",
+                float,
+                "S",
+            ),
+            _Flag("--rest-max-connections", "REST connections at once (256)", int, "N"),
+        ),
+    ),
+    (
+        "market",
+        (
+            _Flag(
+                "--symbols",
+                f"comma-separated presets ({', '.join(SYMBOL_PRESETS)}); default BTCUSDT,ETHUSDT",
+                metavar="LIST",
+            ),
+            _Flag("--seed", "market random seed (1)", int),
+            _Flag(
+                "--events-per-s",
+                "market events per second; 0 = as fast as possible (20)",
+                float,
+                "N",
+            ),
+            _Flag("--trade-probability", "share of events that trade (0.3)", float, "P"),
+            _Flag("--depth-levels", "synthetic levels per book side (20)", int, "N"),
+            _Flag("--max-lots", "largest synthetic order, in lots (10)", int, "N"),
+            _Flag("--paused", "start with the market paused", action="store_true"),
+            _Flag("--batch", "events between checkpoints when --events-per-s is 0 (256)", int, "N"),
+            _Flag("--first-trade-id", "first trade id of every symbol (1)", int, "ID"),
+            _Flag("--first-update-id", "first order book update id of every symbol (1)", int, "ID"),
+            _Flag(
+                "--trade-retention", "trades kept for /api/v3/historicalTrades (10000)", int, "N"
+            ),
+        ),
+    ),
+    (
+        "trading",
+        (
+            _Flag(
+                "--account",
+                "API key and secret (repeatable; replaces the config's accounts)",
+                metavar="KEY:SECRET",
+                action="append",
+            ),
+            _Flag("--maker-commission", "maker fee rate (0.001)", _decimal, "RATE"),
+            _Flag("--taker-commission", "taker fee rate (0.001)", _decimal, "RATE"),
+            _Flag(
+                "--order-visibility-delay-s",
+                "new orders invisible to queries for S seconds (0)",
+                float,
+                "S",
+            ),
+            _Flag("--audit-retention", "accepted orders kept for /sim/audit (100000)", int, "N"),
+            _Flag(
+                "--audit-trade-retention",
+                "published trades kept per symbol for /sim/trades (1000000)",
+                int,
+                "N",
+            ),
+        ),
+    ),
+    (
+        "rate limits",
+        (
+            _Flag("--weight-limit-1m", "REQUEST_WEIGHT per minute per IP (6000)", int, "N"),
+            _Flag("--orders-limit-10s", "ORDERS per 10 s per account (50)", int, "N"),
+            _Flag("--orders-limit-1d", "ORDERS per day per account (160000)", int, "N"),
+            _Flag("--raw-requests-limit-5m", "RAW_REQUESTS per 5 minutes per IP (61000)", int, "N"),
+            _Flag(
+                "--ban-after-violations",
+                "requests sent while limited before a 418 ban (3)",
+                int,
+                "N",
+            ),
+            _Flag("--ban-s", "first ban length, doubling for repeat offenders (120)", float, "S"),
+            _Flag("--ban-max-s", "longest ban (259200 = 3 days)", float, "S"),
+        ),
+    ),
+    (
+        "streams",
+        (
+            _Flag("--ping-interval-s", "server ping interval (20)", float, "S"),
+            _Flag("--pong-timeout-s", "drop a connection whose pong is this late (60)", float, "S"),
+            _Flag("--max-connection-s", "connection lifetime (86400)", float, "S"),
+            _Flag("--max-streams", "streams per connection (1024)", int, "N"),
+            _Flag(
+                "--send-queue",
+                "messages queued per connection before it is dropped (10000)",
+                int,
+                "N",
+            ),
+        ),
+    ),
+    (
+        "faults",
+        (
+            _Flag(
+                "--fault",
+                "arm a fault at start: key=value,... or JSON (repeatable; see below)",
+                metavar="SPEC",
+                action="append",
+            ),
+        ),
+    ),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add every ``tradingd sim`` flag to ``parser`` (and its description and epilog)."""
     parser.description = DESCRIPTION
@@ -101,161 +239,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="default info",
     )
 
-    net = parser.add_argument_group("listening")
-    net.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    net.add_argument("--rest-port", type=int, metavar="PORT", help="REST port, 0 = any (8900)")
-    net.add_argument("--ws-port", type=int, metavar="PORT", help="WebSocket port, 0 = any (8901)")
-    net.add_argument(
-        "--rest-request-timeout-s",
-        type=float,
-        metavar="S",
-        help="bound on one REST request; longer stalls become 503 (60)",
-    )
-    net.add_argument(
-        "--rest-max-connections", type=int, metavar="N", help="REST connections at once (256)"
-    )
-
-    market = parser.add_argument_group("market")
-    market.add_argument(
-        "--symbols",
-        metavar="LIST",
-        help=f"comma-separated presets ({', '.join(SYMBOL_PRESETS)}); default BTCUSDT,ETHUSDT",
-    )
-    market.add_argument("--seed", type=int, help="market random seed (1)")
-    market.add_argument(
-        "--events-per-s",
-        type=float,
-        metavar="N",
-        help="market events per second; 0 = as fast as possible (20)",
-    )
-    market.add_argument(
-        "--trade-probability", type=float, metavar="P", help="share of events that trade (0.3)"
-    )
-    market.add_argument(
-        "--depth-levels", type=int, metavar="N", help="synthetic levels per book side (20)"
-    )
-    market.add_argument(
-        "--max-lots", type=int, metavar="N", help="largest synthetic order, in lots (10)"
-    )
-    market.add_argument(
-        "--paused", action="store_true", default=None, help="start with the market paused"
-    )
-    market.add_argument(
-        "--batch",
-        type=int,
-        metavar="N",
-        help="events between checkpoints when --events-per-s is 0 (256)",
-    )
-    market.add_argument(
-        "--first-trade-id", type=int, metavar="ID", help="first trade id of every symbol (1)"
-    )
-    market.add_argument(
-        "--first-update-id",
-        type=int,
-        metavar="ID",
-        help="first order book update id of every symbol (1)",
-    )
-    market.add_argument(
-        "--trade-retention",
-        type=int,
-        metavar="N",
-        help="trades kept for /api/v3/historicalTrades (10000)",
-    )
-
-    trading = parser.add_argument_group("trading")
-    trading.add_argument(
-        "--account",
-        action="append",
-        metavar="KEY:SECRET",
-        help="API key and secret (repeatable; replaces the config's accounts)",
-    )
-    trading.add_argument(
-        "--maker-commission", type=_decimal, metavar="RATE", help="maker fee rate (0.001)"
-    )
-    trading.add_argument(
-        "--taker-commission", type=_decimal, metavar="RATE", help="taker fee rate (0.001)"
-    )
-    trading.add_argument(
-        "--order-visibility-delay-s",
-        type=float,
-        metavar="S",
-        help="new orders invisible to queries for S seconds (0)",
-    )
-    trading.add_argument(
-        "--audit-retention",
-        type=int,
-        metavar="N",
-        help="accepted orders kept for /sim/audit (100000)",
-    )
-    trading.add_argument(
-        "--audit-trade-retention",
-        type=int,
-        metavar="N",
-        help="published trades kept per symbol for /sim/trades (1000000)",
-    )
-
-    limits = parser.add_argument_group("rate limits")
-    limits.add_argument(
-        "--weight-limit-1m", type=int, metavar="N", help="REQUEST_WEIGHT per minute per IP (6000)"
-    )
-    limits.add_argument(
-        "--orders-limit-10s", type=int, metavar="N", help="ORDERS per 10 s per account (50)"
-    )
-    limits.add_argument(
-        "--orders-limit-1d", type=int, metavar="N", help="ORDERS per day per account (160000)"
-    )
-    limits.add_argument(
-        "--raw-requests-limit-5m",
-        type=int,
-        metavar="N",
-        help="RAW_REQUESTS per 5 minutes per IP (61000)",
-    )
-    limits.add_argument(
-        "--ban-after-violations",
-        type=int,
-        metavar="N",
-        help="requests sent while limited before a 418 ban (3)",
-    )
-    limits.add_argument(
-        "--ban-s",
-        type=float,
-        metavar="S",
-        help="first ban length, doubling for repeat offenders (120)",
-    )
-    limits.add_argument(
-        "--ban-max-s", type=float, metavar="S", help="longest ban (259200 = 3 days)"
-    )
-
-    streams = parser.add_argument_group("streams")
-    streams.add_argument(
-        "--ping-interval-s", type=float, metavar="S", help="server ping interval (20)"
-    )
-    streams.add_argument(
-        "--pong-timeout-s",
-        type=float,
-        metavar="S",
-        help="drop a connection whose pong is this late (60)",
-    )
-    streams.add_argument(
-        "--max-connection-s", type=float, metavar="S", help="connection lifetime (86400)"
-    )
-    streams.add_argument(
-        "--max-streams", type=int, metavar="N", help="streams per connection (1024)"
-    )
-    streams.add_argument(
-        "--send-queue",
-        type=int,
-        metavar="N",
-        help="messages queued per connection before it is dropped (10000)",
-    )
-
-    faults = parser.add_argument_group("faults")
-    faults.add_argument(
-        "--fault",
-        action="append",
-        metavar="SPEC",
-        help="arm a fault at start: key=value,... or JSON (repeatable; see below)",
-    )
+    for title, flags in _GROUPS:
+        group = parser.add_argument_group(title)
+        for flag in flags:
+            flag.add_to(group)
 
 
 _TOP: Final = {

@@ -61,6 +61,7 @@ import attrs
 
 from daemon import tomlschema
 from daemon.errors import ConfigError
+from daemon.tomlschema import opt
 from daemon.venues.sim.faults import FaultSpec
 
 __all__ = [
@@ -89,18 +90,6 @@ _ASSET_RE: Final = re.compile(r"^[A-Z0-9]{1,20}$")
 _API_KEY_RE: Final = re.compile(r"^[A-Za-z0-9]{1,100}$")
 #: Most decimals a price, quantity or balance may carry (Binance's asset precision).
 MAX_DECIMALS: Final = 8
-
-
-def opt(
-    default: Any,
-    *,
-    help: str,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-) -> Any:
-    """Declare a config key: its default, one line of help and its range."""
-    return attrs.field(default=default, metadata={"help": help, "ge": ge, "gt": gt, "le": le})
 
 
 def _decimal_places(value: Decimal) -> int:

@@ -63,7 +63,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar, get_args
 
 import attrs
 
@@ -92,18 +92,7 @@ FaultKind = Literal[
     "ws_stall",
     "ws_shutdown",
 ]
-FAULT_KINDS: Final[tuple[str, ...]] = (
-    "rest_error",
-    "rest_timeout",
-    "rest_unknown",
-    "rate_limit_burst",
-    "order_invisible",
-    "ws_drop",
-    "ws_malformed",
-    "ws_delay",
-    "ws_stall",
-    "ws_shutdown",
-)
+FAULT_KINDS: Final[tuple[str, ...]] = get_args(FaultKind)
 REST_KINDS: Final = frozenset(
     {"rest_error", "rest_timeout", "rest_unknown", "rate_limit_burst", "order_invisible"}
 )
@@ -114,18 +103,16 @@ DropMode = Literal["abort", "close"]
 MalformedVariant = Literal[
     "truncated", "deep", "huge_int", "big_int", "huge_exponent", "nested", "binary", "nan"
 ]
-MALFORMED_VARIANTS: Final[tuple[str, ...]] = (
-    "truncated",
-    "deep",
-    "huge_int",
-    "big_int",
-    "huge_exponent",
-    "nested",
-    "binary",
-    "nan",
-)
+MALFORMED_VARIANTS: Final[tuple[str, ...]] = get_args(MalformedVariant)
 #: Nesting depth of the ``deep`` variant.
 DEEP_FRAME_LEVELS: Final = 100_000
+
+T = TypeVar("T")
+
+
+def _opt(default: T, help_text: str) -> T:
+    """A :class:`FaultSpec` field: its default and one line of help."""
+    return attrs.field(default=default, metadata={"help": help_text})
 
 
 def _positive_or_none(name: str, value: float | None) -> None:
@@ -142,63 +129,26 @@ class FaultSpec:
     """
 
     kind: FaultKind = attrs.field(metadata={"help": "what to break, see the module docstring"})
-    method: str | None = attrs.field(
-        default=None, metadata={"help": "REST: only this HTTP method (e.g. POST)"}
-    )
-    path: str | None = attrs.field(
-        default=None, metadata={"help": "REST: only this path (e.g. /api/v3/order)"}
-    )
-    stream: str | None = attrs.field(
-        default=None, metadata={"help": "streams: only connections subscribed to this stream"}
-    )
-    phase: Phase = attrs.field(
-        default="before", metadata={"help": "REST: 'before' or 'after' processing"}
-    )
-    count: int | None = attrs.field(
-        default=None, metadata={"help": "hit at most this many requests/messages (unset: no limit)"}
-    )
-    probability: float = attrs.field(
-        default=1.0, metadata={"help": "chance that a matching request/message is hit"}
-    )
-    every_n: int | None = attrs.field(
-        default=None, metadata={"help": "ws_malformed: every N-th message"}
-    )
-    every_s: float | None = attrs.field(
-        default=None, metadata={"help": "ws_drop/ws_shutdown: seconds after connect (or arming)"}
-    )
-    delay_s: float | None = attrs.field(
-        default=None, metadata={"help": "rest_timeout/ws_delay/order_invisible: seconds"}
-    )
-    duration_s: float | None = attrs.field(
-        default=None, metadata={"help": "disarm this long after arming (ws_stall: stall length)"}
-    )
-    status: int | None = attrs.field(
-        default=None, metadata={"help": "rest_error/rest_unknown: HTTP status to answer"}
-    )
-    code: int | None = attrs.field(
-        default=None, metadata={"help": "rest_error: Binance error code in the JSON body"}
-    )
-    msg: str | None = attrs.field(
-        default=None, metadata={"help": "rest_error: message in the JSON body"}
-    )
-    body: str | None = attrs.field(
-        default=None, metadata={"help": "rest_error: raw body instead of JSON (e.g. HTML)"}
-    )
-    retry_after_s: int | None = attrs.field(
-        default=None, metadata={"help": "rate_limit_burst: Retry-After seconds"}
-    )
-    mode: DropMode = attrs.field(
-        default="abort", metadata={"help": "ws_drop: 'abort' (TCP reset) or 'close' (close frame)"}
-    )
-    replace: bool = attrs.field(
-        default=False, metadata={"help": "ws_malformed: send the garbage instead of the message"}
-    )
-    grace_s: float = attrs.field(
-        default=0.0, metadata={"help": "ws_shutdown: seconds between the event and the close"}
-    )
-    variant: MalformedVariant = attrs.field(
-        default="truncated",
-        metadata={"help": "ws_malformed: which hostile frame ('truncated', 'deep', ...)"},
+    method: str | None = _opt(None, "REST: only this HTTP method (e.g. POST)")
+    path: str | None = _opt(None, "REST: only this path (e.g. /api/v3/order)")
+    stream: str | None = _opt(None, "streams: only connections subscribed to this stream")
+    phase: Phase = _opt("before", "REST: 'before' or 'after' processing")
+    count: int | None = _opt(None, "hit at most this many requests/messages (unset: no limit)")
+    probability: float = _opt(1.0, "chance that a matching request/message is hit")
+    every_n: int | None = _opt(None, "ws_malformed: every N-th message")
+    every_s: float | None = _opt(None, "ws_drop/ws_shutdown: seconds after connect (or arming)")
+    delay_s: float | None = _opt(None, "rest_timeout/ws_delay/order_invisible: seconds")
+    duration_s: float | None = _opt(None, "disarm this long after arming (ws_stall: stall length)")
+    status: int | None = _opt(None, "rest_error/rest_unknown: HTTP status to answer")
+    code: int | None = _opt(None, "rest_error: Binance error code in the JSON body")
+    msg: str | None = _opt(None, "rest_error: message in the JSON body")
+    body: str | None = _opt(None, "rest_error: raw body instead of JSON (e.g. HTML)")
+    retry_after_s: int | None = _opt(None, "rate_limit_burst: Retry-After seconds")
+    mode: DropMode = _opt("abort", "ws_drop: 'abort' (TCP reset) or 'close' (close frame)")
+    replace: bool = _opt(False, "ws_malformed: send the garbage instead of the message")
+    grace_s: float = _opt(0.0, "ws_shutdown: seconds between the event and the close")
+    variant: MalformedVariant = _opt(
+        "truncated", "ws_malformed: which hostile frame ('truncated', 'deep', ...)"
     )
 
     def __attrs_post_init__(self) -> None:

@@ -35,7 +35,8 @@ from typing import Any, Final
 import trio
 
 from daemon.venues.sim.config import MarketConfig, SymbolConfig
-from daemon.venues.sim.matching import BookChange, MatchingEngine, Side, Trade
+from daemon.venues.sim.matching import MatchingEngine
+from daemon.venues.sim.orderbook import BookChange, Side, Trade
 from daemon.venues.sim.protocol import fmt
 
 __all__ = ["DepthBatcher", "MarketGenerator", "TradeLog", "WallClock"]

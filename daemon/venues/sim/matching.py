@@ -26,299 +26,50 @@ What it models, as Binance documents it:
 
 Listeners (``trade_listeners``, ``book_listeners``) are called synchronously
 as trades happen and when an operation's book changes are committed.
+
+Layout: :class:`MatchingEngine` is the API (lookups, placing, cancelling) and
+owns the state; :class:`Matcher` runs one operation on one book (funds
+locked, the taker matched, trades settled with commissions, what is left
+released, the book's changes committed). Orders, trades, book sides and the
+filters are in :mod:`daemon.venues.sim.orderbook`.
 """
 
 from __future__ import annotations
 
-import bisect
 import decimal
 import random
 import string
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from decimal import ROUND_DOWN, Decimal
-from typing import Final, Literal
-
-import attrs
+from typing import Final
 
 from daemon.venues.sim import protocol as p
 from daemon.venues.sim.accounts import FEES_ACCOUNT, MARKET_ACCOUNT, Ledger
 from daemon.venues.sim.config import SymbolConfig
+from daemon.venues.sim.orderbook import (
+    DECIMAL_CONTEXT,
+    ZERO,
+    AccountTrade,
+    BookChange,
+    Fill,
+    NewOrder,
+    Order,
+    OrderStatus,
+    Side,
+    SymbolBook,
+    TimeInForce,
+    Trade,
+    check_filters,
+    crosses,
+    mul,
+    sym_asset,
+)
 from daemon.venues.sim.protocol import ApiError
 
-__all__ = [
-    "AccountTrade",
-    "BookChange",
-    "Fill",
-    "MatchingEngine",
-    "NewOrder",
-    "Order",
-    "Trade",
-    "check_filters",
-]
+__all__ = ["Matcher", "MatchingEngine"]
 
-Side = Literal["BUY", "SELL"]
-OrderType = Literal["LIMIT", "MARKET", "LIMIT_MAKER"]
-TimeInForce = Literal["GTC", "IOC", "FOK"]
-OrderStatus = Literal["NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED"]
-
-ZERO: Final = Decimal(0)
 COMMISSION_QUANTUM: Final = Decimal("0.00000001")
-#: Exact arithmetic for price x quantity (default precision 28 is too close for comfort).
-_CONTEXT: Final = decimal.Context(prec=60)
 _ID_ALPHABET: Final = string.ascii_letters + string.digits
-
-
-@attrs.frozen
-class NewOrder:
-    """A validated ``POST /api/v3/order`` request, as the engine sees it."""
-
-    symbol: str
-    side: Side
-    type: OrderType
-    quantity: Decimal | None = None
-    quote_order_qty: Decimal | None = None
-    price: Decimal | None = None
-    time_in_force: TimeInForce | None = None
-    client_order_id: str | None = None
-
-
-@attrs.frozen
-class Fill:
-    """One fill of an order, as listed in a ``FULL`` order response."""
-
-    price: Decimal
-    qty: Decimal
-    commission: Decimal
-    commission_asset: str
-    trade_id: int
-
-
-@attrs.define
-class Order:
-    """An order the engine accepted (open, or closed and kept for queries)."""
-
-    symbol: str
-    order_id: int
-    client_order_id: str
-    account: str
-    side: Side
-    type: OrderType
-    time_in_force: TimeInForce
-    price: Decimal
-    orig_qty: Decimal
-    time_ms: int
-    orig_quote_order_qty: Decimal = ZERO
-    executed_qty: Decimal = ZERO
-    cumm_quote_qty: Decimal = ZERO
-    status: OrderStatus = "NEW"
-    update_time_ms: int = 0
-    #: Funds this order holds locked (quote for BUY, base for SELL).
-    locked: Decimal = ZERO
-    #: Queries do not see the order before this wall-clock instant (fault injection).
-    visible_at_ms: int = 0
-    fills: list[Fill] = attrs.field(factory=list)
-
-    @property
-    def remaining(self) -> Decimal:
-        return self.orig_qty - self.executed_qty
-
-    @property
-    def is_open(self) -> bool:
-        return self.status in ("NEW", "PARTIALLY_FILLED")
-
-    def visible(self, now_ms: int) -> bool:
-        return now_ms >= self.visible_at_ms
-
-
-@attrs.frozen
-class Trade:
-    """One public trade (a taker order matched one maker order)."""
-
-    symbol: str
-    id: int
-    price: Decimal
-    qty: Decimal
-    quote_qty: Decimal
-    time_ms: int
-    buyer_is_maker: bool
-
-
-@attrs.frozen
-class AccountTrade:
-    """One side of a trade, as ``GET /api/v3/myTrades`` lists it."""
-
-    symbol: str
-    id: int
-    order_id: int
-    price: Decimal
-    qty: Decimal
-    quote_qty: Decimal
-    commission: Decimal
-    commission_asset: str
-    time_ms: int
-    is_buyer: bool
-    is_maker: bool
-
-
-@attrs.frozen
-class BookChange:
-    """The levels one engine operation changed (new total quantity; zero = level gone)."""
-
-    symbol: str
-    update_id: int
-    bids: tuple[tuple[Decimal, Decimal], ...]
-    asks: tuple[tuple[Decimal, Decimal], ...]
-
-
-class _Side:
-    """One side of a book: FIFO queues per price and a sorted list of prices."""
-
-    def __init__(self, *, descending: bool) -> None:
-        self.descending = descending
-        self.prices: list[Decimal] = []  # ascending
-        self.levels: dict[Decimal, deque[Order]] = {}
-        self.totals: dict[Decimal, Decimal] = {}
-
-    def best(self) -> Decimal | None:
-        if not self.prices:
-            return None
-        return self.prices[-1] if self.descending else self.prices[0]
-
-    def add(self, order: Order) -> None:
-        level = self.levels.get(order.price)
-        if level is None:
-            bisect.insort(self.prices, order.price)
-            level = self.levels[order.price] = deque()
-            self.totals[order.price] = ZERO
-        level.append(order)
-        self.totals[order.price] += order.remaining
-
-    def reduce(self, price: Decimal, qty: Decimal) -> None:
-        self.totals[price] -= qty
-
-    def remove(self, order: Order) -> None:
-        level = self.levels[order.price]
-        level.remove(order)
-        self.totals[order.price] -= order.remaining
-        if not level:
-            self._drop_level(order.price)
-
-    def pop_front(self, price: Decimal) -> None:
-        level = self.levels[price]
-        level.popleft()
-        if not level:
-            self._drop_level(price)
-
-    def _drop_level(self, price: Decimal) -> None:
-        del self.levels[price]
-        del self.totals[price]
-        index = bisect.bisect_left(self.prices, price)
-        del self.prices[index]
-
-    def top(self, limit: int) -> list[tuple[Decimal, Decimal]]:
-        prices = reversed(self.prices) if self.descending else iter(self.prices)
-        out: list[tuple[Decimal, Decimal]] = []
-        for price in prices:
-            if len(out) >= limit:
-                break
-            out.append((price, self.totals[price]))
-        return out
-
-    def walk(self) -> Iterator[tuple[Decimal, deque[Order]]]:
-        """Levels from best to worst."""
-        prices = list(reversed(self.prices)) if self.descending else list(self.prices)
-        for price in prices:
-            yield price, self.levels[price]
-
-
-class _Book:
-    def __init__(self, config: SymbolConfig, first_trade_id: int, first_update_id: int) -> None:
-        self.config = config
-        self.bids = _Side(descending=True)
-        self.asks = _Side(descending=False)
-        self.next_trade_id = first_trade_id
-        self.update_id = first_update_id - 1
-        self.next_order_id = 1
-        self.last_price: Decimal | None = None
-        self.pending_bids: dict[Decimal, Decimal] = {}
-        self.pending_asks: dict[Decimal, Decimal] = {}
-
-    def side(self, side: Side) -> _Side:
-        return self.bids if side == "BUY" else self.asks
-
-    def opposite(self, side: Side) -> _Side:
-        return self.asks if side == "BUY" else self.bids
-
-    def touch(self, side: Side, price: Decimal) -> None:
-        book_side = self.side(side)
-        pending = self.pending_bids if side == "BUY" else self.pending_asks
-        pending[price] = book_side.totals.get(price, ZERO)
-
-    def reference_price(self) -> Decimal:
-        if self.last_price is not None:
-            return self.last_price
-        bid, ask = self.bids.best(), self.asks.best()
-        if bid is not None and ask is not None:
-            return (bid + ask) / 2
-        return self.config.start_price
-
-
-def _crosses(side: Side, limit: Decimal | None, level_price: Decimal) -> bool:
-    if limit is None:
-        return True
-    return level_price <= limit if side == "BUY" else level_price >= limit
-
-
-def _mul(a: Decimal, b: Decimal) -> Decimal:
-    return _CONTEXT.multiply(a, b)
-
-
-def check_filters(sym: SymbolConfig, order: NewOrder, reference_price: Decimal) -> None:
-    """Binance's symbol filters, in its documented order.
-
-    PRICE_FILTER, PERCENT_PRICE_BY_SIDE, LOT_SIZE, NOTIONAL: the first that
-    fails is the one named in the error, as on the venue.
-
-    ``reference_price`` stands in for Binance's average price: the notional
-    of a MARKET order is judged at it, and the price bands are centred on it
-    (bands apply only to orders with a price; bounds are inclusive).
-
-    Raises:
-        ApiError: ``-1013 Filter failure: <FILTER>``.
-    """
-    price = order.price
-    if price is not None and (
-        price < sym.min_price
-        or price > sym.max_price
-        or (price - sym.min_price) % sym.tick_size != 0
-    ):
-        raise p.filter_failure("PRICE_FILTER")
-    if price is not None:
-        down, up = sym.percent_price_by_side.band(order.side)
-        if (up is not None and price > _mul(reference_price, up)) or (
-            down is not None and price < _mul(reference_price, down)
-        ):
-            raise p.filter_failure("PERCENT_PRICE_BY_SIDE")
-    qty = order.quantity
-    if qty is not None and (
-        qty < sym.min_qty or qty > sym.max_qty or (qty - sym.min_qty) % sym.step_size != 0
-    ):
-        raise p.filter_failure("LOT_SIZE")
-    if order.type == "MARKET":
-        notional = (
-            order.quote_order_qty
-            if order.quote_order_qty is not None
-            else _mul(reference_price, qty or ZERO)
-        )
-        if sym.apply_min_to_market and notional < sym.min_notional:
-            raise p.filter_failure("NOTIONAL")
-        if sym.apply_max_to_market and notional > sym.max_notional:
-            raise p.filter_failure("NOTIONAL")
-    elif price is not None and qty is not None:
-        notional = _mul(price, qty)
-        if notional < sym.min_notional or notional > sym.max_notional:
-            raise p.filter_failure("NOTIONAL")
 
 
 class MatchingEngine:
@@ -336,9 +87,7 @@ class MatchingEngine:
         seed: int = 0,
     ) -> None:
         self.ledger = ledger
-        self.maker_rate = maker_rate
-        self.taker_rate = taker_rate
-        self._books = {s.symbol: _Book(s, first_trade_id, first_update_id) for s in symbols}
+        self._books = {s.symbol: SymbolBook(s, first_trade_id, first_update_id) for s in symbols}
         # (symbol, order_id) -> order: every real order, and synthetic ones while open.
         self._orders: dict[tuple[str, int], Order] = {}
         # (account, symbol, client id) -> orders with that id, oldest first.
@@ -347,6 +96,16 @@ class MatchingEngine:
         self._rng = random.Random(f"engine:{seed}")
         self.trade_listeners: list[Callable[[Trade], None]] = []
         self.book_listeners: list[Callable[[BookChange], None]] = []
+        self._matcher = Matcher(
+            ledger,
+            self._books,
+            self._orders,
+            self._account_trades,
+            maker_rate=maker_rate,
+            taker_rate=taker_rate,
+            trade_listeners=self.trade_listeners,
+            book_listeners=self.book_listeners,
+        )
 
     # -- lookups -----------------------------------------------------------------
 
@@ -365,7 +124,7 @@ class MatchingEngine:
             raise ApiError(p.BAD_SYMBOL, p.MSG_INVALID_SYMBOL)
         return book.config
 
-    def _book(self, symbol: str) -> _Book:
+    def _book(self, symbol: str) -> SymbolBook:
         self.symbol_config(symbol)
         return self._books[symbol]
 
@@ -472,7 +231,7 @@ class MatchingEngine:
             ApiError: -1121 bad symbol, -1013 filter failure, -2010 duplicate /
                 insufficient balance / would take (LIMIT_MAKER).
         """
-        with decimal.localcontext(_CONTEXT):
+        with decimal.localcontext(DECIMAL_CONTEXT):
             book = self._book(request.symbol)
             sym = book.config
             check_filters(sym, request, book.reference_price())
@@ -483,16 +242,16 @@ class MatchingEngine:
             if request.type == "LIMIT_MAKER":
                 assert request.price is not None
                 best = book.opposite(request.side).best()
-                if best is not None and _crosses(request.side, request.price, best):
+                if best is not None and crosses(request.side, request.price, best):
                     raise p.order_rejected(p.MSG_WOULD_TAKE)
-            lock_asset, lock_amount = self._funds_needed(book, account, request)
+            lock_asset, lock_amount = self._matcher.funds_needed(book, account, request)
             if not self.ledger.can_lock(account, lock_asset, lock_amount):
                 raise p.order_rejected(p.MSG_INSUFFICIENT_BALANCE)
-            order = self._new_order(book, account, request, client_id, now_ms)
+            order = self._matcher.new_order(book, account, request, client_id, now_ms)
             order.visible_at_ms = visible_at_ms
             self._orders[(order.symbol, order.order_id)] = order
             self._by_client_id.setdefault(key, []).append(order)
-            self._execute(
+            self._matcher.match(
                 book,
                 order,
                 lock_asset=lock_asset,
@@ -500,7 +259,7 @@ class MatchingEngine:
                 request=request,
                 now_ms=now_ms,
             )
-            self._commit(book)
+            self._matcher.commit(book)
             return order
 
     def place_synthetic(
@@ -517,7 +276,7 @@ class MatchingEngine:
 
         ``price=None`` is a MARKET order; otherwise a LIMIT order with ``time_in_force``.
         """
-        with decimal.localcontext(_CONTEXT):
+        with decimal.localcontext(DECIMAL_CONTEXT):
             book = self._book(symbol)
             request = NewOrder(
                 symbol=symbol,
@@ -528,16 +287,16 @@ class MatchingEngine:
                 time_in_force=time_in_force if price is not None else None,
             )
             client_id = f"sim{book.next_order_id}"
-            order = self._new_order(book, MARKET_ACCOUNT, request, client_id, now_ms)
+            order = self._matcher.new_order(book, MARKET_ACCOUNT, request, client_id, now_ms)
             self._orders[(symbol, order.order_id)] = order
             asset = sym_asset(book.config, side)
-            amount = _mul(price, qty) if (price is not None and side == "BUY") else qty
+            amount = mul(price, qty) if (price is not None and side == "BUY") else qty
             if price is None and side == "BUY":
-                amount = self._simulate(book, side, qty=qty, limit=None)[1]
-            self._execute(
+                amount = self._matcher.simulate(book, side, qty=qty, limit=None)[1]
+            self._matcher.match(
                 book, order, lock_asset=asset, lock_amount=amount, request=request, now_ms=now_ms
             )
-            self._commit(book)
+            self._matcher.commit(book)
             return order
 
     def cancel(
@@ -554,7 +313,7 @@ class MatchingEngine:
         Raises:
             ApiError: -2011 Unknown order sent.
         """
-        with decimal.localcontext(_CONTEXT):
+        with decimal.localcontext(DECIMAL_CONTEXT):
             book = self._book(symbol)
             unknown = ApiError(p.CANCEL_REJECTED, p.MSG_UNKNOWN_ORDER)
             order: Order | None = None
@@ -571,28 +330,58 @@ class MatchingEngine:
                 order = next((o for o in reversed(candidates) if o.is_open), None)
             if order is None or not order.is_open:
                 raise unknown
-            self._close(book, order, "CANCELED", now_ms)
-            self._commit(book)
+            self._matcher.close(book, order, "CANCELED", now_ms)
+            self._matcher.commit(book)
             return order
 
     def cancel_synthetic(self, symbol: str, order_id: int, *, now_ms: int) -> None:
         """Withdraw an open synthetic order (the market thinning its book)."""
-        with decimal.localcontext(_CONTEXT):
+        with decimal.localcontext(DECIMAL_CONTEXT):
             book = self._book(symbol)
             order = self._orders.get((symbol, order_id))
             if order is None or order.account != MARKET_ACCOUNT or not order.is_open:
                 return
-            self._close(book, order, "CANCELED", now_ms)
-            self._commit(book)
+            self._matcher.close(book, order, "CANCELED", now_ms)
+            self._matcher.commit(book)
 
     # -- internals ---------------------------------------------------------------
 
     def _generate_client_id(self) -> str:
         return "".join(self._rng.choice(_ID_ALPHABET) for _ in range(22))
 
-    def _new_order(
-        self, book: _Book, account: str, request: NewOrder, client_id: str, now_ms: int
+
+class Matcher:
+    """Runs one operation of the engine on one book, against the ledger.
+
+    Shares the engine's state (the books, the order index, the account
+    trades, the listeners); callers hold :data:`DECIMAL_CONTEXT`.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        books: dict[str, SymbolBook],
+        orders: dict[tuple[str, int], Order],
+        account_trades: dict[tuple[str, str], list[AccountTrade]],
+        *,
+        maker_rate: Decimal,
+        taker_rate: Decimal,
+        trade_listeners: list[Callable[[Trade], None]],
+        book_listeners: list[Callable[[BookChange], None]],
+    ) -> None:
+        self.ledger = ledger
+        self.maker_rate = maker_rate
+        self.taker_rate = taker_rate
+        self._books = books
+        self._orders = orders
+        self._account_trades = account_trades
+        self.trade_listeners = trade_listeners
+        self.book_listeners = book_listeners
+
+    def new_order(
+        self, book: SymbolBook, account: str, request: NewOrder, client_id: str, now_ms: int
     ) -> Order:
+        """A new order on ``book``, with the book's next order id (not yet indexed or matched)."""
         order_id = book.next_order_id
         book.next_order_id += 1
         return Order(
@@ -610,26 +399,28 @@ class MatchingEngine:
             update_time_ms=now_ms,
         )
 
-    def _funds_needed(self, book: _Book, account: str, request: NewOrder) -> tuple[str, Decimal]:
+    def funds_needed(
+        self, book: SymbolBook, account: str, request: NewOrder
+    ) -> tuple[str, Decimal]:
         """The asset and amount an order must lock before it may match."""
         sym = book.config
         if request.side == "BUY":
             if request.type != "MARKET":
                 assert request.price is not None and request.quantity is not None
-                return sym.quote_asset, _mul(request.price, request.quantity)
+                return sym.quote_asset, mul(request.price, request.quantity)
             if request.quote_order_qty is not None:
                 return sym.quote_asset, request.quote_order_qty
             assert request.quantity is not None
-            return sym.quote_asset, self._simulate(book, "BUY", qty=request.quantity, limit=None)[1]
+            return sym.quote_asset, self.simulate(book, "BUY", qty=request.quantity, limit=None)[1]
         if request.type == "MARKET" and request.quote_order_qty is not None:
-            base, _quote = self._simulate(book, "SELL", quote=request.quote_order_qty, limit=None)
+            base, _quote = self.simulate(book, "SELL", quote=request.quote_order_qty, limit=None)
             return sym.base_asset, base
         assert request.quantity is not None
         return sym.base_asset, request.quantity
 
-    def _simulate(
+    def simulate(
         self,
-        book: _Book,
+        book: SymbolBook,
         side: Side,
         *,
         qty: Decimal | None = None,
@@ -641,7 +432,7 @@ class MatchingEngine:
         filled = ZERO
         spent = ZERO
         for price, _level in book.opposite(side).walk():
-            if not _crosses(side, limit, price):
+            if not crosses(side, limit, price):
                 break
             available = book.opposite(side).totals[price]
             if qty is not None:
@@ -652,12 +443,12 @@ class MatchingEngine:
             if take <= 0:
                 break
             filled += take
-            spent += _mul(price, take)
+            spent += mul(price, take)
         return filled, spent
 
-    def _execute(
+    def match(
         self,
-        book: _Book,
+        book: SymbolBook,
         order: Order,
         *,
         lock_asset: str,
@@ -665,9 +456,13 @@ class MatchingEngine:
         request: NewOrder,
         now_ms: int,
     ) -> None:
+        """Lock ``order``'s funds and match it: it rests (GTC LIMIT) or is done (lock released).
+
+        A FOK order that cannot fill entirely expires untouched.
+        """
         ledger = self.ledger
         if request.time_in_force == "FOK":
-            filled, _ = self._simulate(book, order.side, qty=order.orig_qty, limit=request.price)
+            filled, _ = self.simulate(book, order.side, qty=order.orig_qty, limit=request.price)
             if filled < order.orig_qty:
                 order.status = "EXPIRED"
                 return
@@ -694,13 +489,15 @@ class MatchingEngine:
         if order.account == MARKET_ACCOUNT:
             self._orders.pop((order.symbol, order.order_id), None)
 
-    def _match(self, book: _Book, taker: Order, quote_budget: Decimal | None, now_ms: int) -> None:
+    def _match(
+        self, book: SymbolBook, taker: Order, quote_budget: Decimal | None, now_ms: int
+    ) -> None:
         step = book.config.step_size
         opposite = book.opposite(taker.side)
         limit = taker.price if taker.type != "MARKET" else None
         while True:
             best = opposite.best()
-            if best is None or not _crosses(taker.side, limit, best):
+            if best is None or not crosses(taker.side, limit, best):
                 return
             if quote_budget is not None:
                 left = quote_budget - taker.cumm_quote_qty
@@ -716,10 +513,17 @@ class MatchingEngine:
             self._trade(book, maker, taker, price=best, qty=qty, now_ms=now_ms)
 
     def _trade(
-        self, book: _Book, maker: Order, taker: Order, *, price: Decimal, qty: Decimal, now_ms: int
+        self,
+        book: SymbolBook,
+        maker: Order,
+        taker: Order,
+        *,
+        price: Decimal,
+        qty: Decimal,
+        now_ms: int,
     ) -> None:
         sym = book.config
-        quote = _mul(price, qty)
+        quote = mul(price, qty)
         trade_id = book.next_trade_id
         book.next_trade_id += 1
         book.last_price = price
@@ -763,7 +567,7 @@ class MatchingEngine:
                 )
         # A BUY taker locked at its limit (or an estimate); give back what the better price saved.
         if taker.side == "BUY" and taker.type != "MARKET":
-            excess = taker.locked - _mul(taker.price, taker.remaining)
+            excess = taker.locked - mul(taker.price, taker.remaining)
             if excess > 0:
                 ledger.unlock(taker.account, sym.quote_asset, excess)
                 taker.locked -= excess
@@ -795,7 +599,7 @@ class MatchingEngine:
         if order.account == MARKET_ACCOUNT:
             return ZERO
         rate = self.maker_rate if is_maker else self.taker_rate
-        return _mul(amount, rate).quantize(COMMISSION_QUANTUM, rounding=ROUND_DOWN)
+        return mul(amount, rate).quantize(COMMISSION_QUANTUM, rounding=ROUND_DOWN)
 
     def _release(self, order: Order) -> None:
         """Give back whatever an order that is done still holds locked."""
@@ -804,7 +608,8 @@ class MatchingEngine:
             self.ledger.unlock(order.account, sym_asset(sym, order.side), order.locked)
             order.locked = ZERO
 
-    def _close(self, book: _Book, order: Order, status: OrderStatus, now_ms: int) -> None:
+    def close(self, book: SymbolBook, order: Order, status: OrderStatus, now_ms: int) -> None:
+        """Take a resting ``order`` off the book with ``status``; release what it holds."""
         book.side(order.side).remove(order)
         book.touch(order.side, order.price)
         order.status = status
@@ -813,7 +618,7 @@ class MatchingEngine:
         if order.account == MARKET_ACCOUNT:
             self._orders.pop((order.symbol, order.order_id), None)
 
-    def _commit(self, book: _Book) -> None:
+    def commit(self, book: SymbolBook) -> None:
         """Close one operation: bump the update id if the book changed and tell listeners."""
         if not book.pending_bids and not book.pending_asks:
             return
@@ -828,8 +633,3 @@ class MatchingEngine:
         book.pending_asks = {}
         for listener in self.book_listeners:
             listener(change)
-
-
-def sym_asset(sym: SymbolConfig, side: Side) -> str:
-    """The asset an order on ``side`` pays with (quote for BUY, base for SELL)."""
-    return sym.quote_asset if side == "BUY" else sym.base_asset

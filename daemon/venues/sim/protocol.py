@@ -8,7 +8,10 @@ REST and stream shells): the point of the simulator is to prove the client
 against the *protocol*, and a shared helper would let a misunderstanding on
 one side cancel out on the other. What the simulator does share with the
 daemon is protocol-neutral: the HTTP server (:mod:`daemon.http`), the JSON
-decoder (:mod:`daemon.decode`) and the TOML schema (:mod:`daemon.tomlschema`).
+decoder (:mod:`daemon.decode`) and the TOML schema (:mod:`daemon.tomlschema`),
+plus one documented number table, the depth weight by ``limit``
+(:func:`daemon.model.weights.depth_weight`, re-exported here), which is a
+figure of the docs rather than a reading of the wire rules.
 
 What lives here: the error codes and messages (``{"code": -2010, "msg": ...}``
 with the HTTP status Binance uses for each), decimal parsing and formatting
@@ -21,6 +24,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
+
+from daemon.model.weights import depth_weight
 
 __all__ = [
     "DECIMAL_RE",
@@ -217,17 +222,6 @@ OPEN_ORDERS_WEIGHT: Final = (6, 80)
 MY_TRADES_WEIGHT: Final = (20, 5)
 #: Most levels ``GET /api/v3/depth`` returns; larger limits are truncated.
 MAX_DEPTH_LIMIT: Final = 5000
-
-
-def depth_weight(limit: int) -> int:
-    """Weight of ``GET /api/v3/depth`` for ``limit`` levels (1-100: 5 … 1001-5000: 250)."""
-    if limit <= 100:
-        return 5
-    if limit <= 500:
-        return 25
-    if limit <= 1000:
-        return 50
-    return 250
 
 
 #: Interval names of ``rateLimits`` and the letter used in ``X-MBX-*`` header names.

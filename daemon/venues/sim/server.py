@@ -31,7 +31,8 @@ from daemon.venues.sim.config import SimConfig
 from daemon.venues.sim.faults import FaultInjector
 from daemon.venues.sim.limits import RateLimiter
 from daemon.venues.sim.market import DepthBatcher, MarketGenerator, TradeLog, WallClock
-from daemon.venues.sim.matching import BookChange, MatchingEngine, Trade
+from daemon.venues.sim.matching import MatchingEngine
+from daemon.venues.sim.orderbook import BookChange, Trade
 from daemon.venues.sim.protocol import fmt
 from daemon.venues.sim.rest import RestApi
 from daemon.venues.sim.streams import StreamHub

@@ -9,7 +9,7 @@ import trio
 
 from daemon.venues.sim.audit import AuditLog
 from daemon.venues.sim.market import DepthBatcher, TradeLog
-from daemon.venues.sim.matching import BookChange, Trade
+from daemon.venues.sim.orderbook import BookChange, Trade
 from tests.helpers.sim_api import TIMEOUT_S, api_for, running_sim_server
 
 

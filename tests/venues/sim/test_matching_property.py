@@ -22,7 +22,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from daemon.venues.sim.accounts import FEES_ACCOUNT, MARKET_ACCOUNT, Ledger
 from daemon.venues.sim.config import SymbolConfig
-from daemon.venues.sim.matching import BookChange, MatchingEngine, NewOrder, Trade
+from daemon.venues.sim.matching import MatchingEngine
+from daemon.venues.sim.orderbook import BookChange, NewOrder, Trade
 from daemon.venues.sim.protocol import ApiError
 
 SYMBOL = SymbolConfig(

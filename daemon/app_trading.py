@@ -1,0 +1,120 @@
+"""The daemon's trading side: the order pipeline over the venue links, the strategies over it.
+
+:class:`~daemon.app.Daemon` calls these while it composes itself; each gets
+what it uses, explicitly:
+
+* :class:`LinkVenues` — the pipeline's
+  :class:`~daemon.orders.ledger.VenueAccess` over the daemon's
+  :class:`~daemon.venues.link.VenueLink` objects (a venue's client only while
+  its link is up).
+* :func:`build_orders` — the :class:`~daemon.orders.service.OrdersService`,
+  when ``[accounts]`` are configured; :func:`orders_child` — its child in the
+  ``data`` supervisor, with the start and stop budgets its settings imply.
+* :func:`build_strategies` — the enabled strategies (their classes imported
+  now: a typo fails the start), trading through the order service, priced by
+  the captured books, sized by the venues' symbol filters
+  (:func:`find_symbol`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+
+from daemon.config import Config
+from daemon.errors import ConfigError
+from daemon.marketdata.book import LocalBook
+from daemon.model.instruments import ExchangeInfo, SymbolInfo
+from daemon.orders.ledger import OrderVenue
+from daemon.orders.service import OrdersService
+from daemon.store.orders import OrdersBackend
+from daemon.strategies import MarketDataPrices, StrategiesService, StrategySpec
+from daemon.supervise import ChildSpec, SupervisorEvent
+from daemon.venues.link import VenueLink
+
+__all__ = ["LinkVenues", "build_orders", "build_strategies", "find_symbol", "orders_child"]
+
+
+class LinkVenues:
+    """:class:`~daemon.orders.ledger.VenueAccess` over the daemon's venue links."""
+
+    def __init__(self, links: Mapping[str, VenueLink]) -> None:
+        self.links = links
+
+    def client(self, venue: str) -> OrderVenue | None:
+        link = self.links.get(venue)
+        if link is None or link.state.value != "up":
+            return None
+        return link.client
+
+    async def wait_client(self, venue: str) -> OrderVenue:
+        return await self.links[venue].wait_up()
+
+    def exchange_info(self, venue: str) -> ExchangeInfo | None:
+        link = self.links.get(venue)
+        return None if link is None else link.exchange_info
+
+    def recv_window_ms(self, venue: str) -> int:
+        link = self.links.get(venue)
+        return link.config.recv_window_ms if link is not None else 5000
+
+
+def find_symbol(links: Mapping[str, VenueLink], symbol: str) -> SymbolInfo | None:
+    """``symbol``'s filters from the first venue whose exchangeInfo lists it."""
+    for link in links.values():
+        info = link.exchange_info
+        if info is not None and symbol in info.symbols:
+            return info.symbols[symbol]
+    return None
+
+
+def build_orders(
+    config: Config,
+    links: Mapping[str, VenueLink],
+    open_store: Callable[[], Awaitable[OrdersBackend]],
+    reference_price: Callable[[str, str], Decimal | None],
+) -> OrdersService | None:
+    """The order pipeline, when ``[accounts]`` are configured."""
+    if not config.accounts:
+        return None
+    return OrdersService(
+        config.orders,
+        {name: account.venue for name, account in config.accounts.items()},
+        config.limit_table(),
+        LinkVenues(links),
+        open_store,
+        reference_price=reference_price,
+    )
+
+
+def orders_child(orders: OrdersService, grace_s: float) -> ChildSpec:
+    """``data/orders``: started once start-up reconciliation is done, stopped after its drain."""
+    s = orders.settings
+    return ChildSpec(
+        "orders",
+        orders.run,
+        start_timeout_s=s.startup_reconcile_timeout_s + 10.0,
+        shutdown_grace_s=grace_s + s.drain_timeout_s + s.section_deadline_s,
+    )
+
+
+def build_strategies(
+    config: Config,
+    orders: OrdersService | None,
+    links: Mapping[str, VenueLink],
+    books: Callable[[], Mapping[str, LocalBook] | None],
+    on_event: Callable[[SupervisorEvent], None],
+) -> StrategiesService | None:
+    """Enabled strategies; their classes are imported here (a typo fails the start)."""
+    specs = [StrategySpec.from_config(name, s) for name, s in config.strategies.items()]
+    if not any(spec.enabled for spec in specs):
+        return None
+    if orders is None:
+        raise ConfigError("strategies need at least one [accounts.NAME] to trade on")
+    return StrategiesService(
+        specs,
+        gateway=orders,
+        prices=MarketDataPrices(books),
+        symbol_info=lambda symbol: find_symbol(links, symbol),
+        on_event=on_event,
+    )

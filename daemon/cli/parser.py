@@ -1,0 +1,186 @@
+"""The ``tradingd`` argument parser: every subcommand and its options.
+
+:func:`build_parser` declares them all. The ``sim`` and ``bench`` subcommands
+take their options from the tool module itself (:class:`_LazyParser`), which
+is imported only when that subcommand's arguments are parsed, so building the
+parser (and ``tradingd run``) imports no simulator and no benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+from daemon import __version__, control
+from daemon.cli.common import DEFAULT_CONFIG
+from daemon.faults import FAULT_KINDS
+from daemon.orders.ids import validate_client_order_id
+
+DEMO_ADMIN_PORT = 8787
+
+
+class _LazyParser(argparse.ArgumentParser):
+    """A subcommand's parser whose options a tool module declares, imported on first use.
+
+    ``arguments="package.module:function"`` names the function that adds the
+    options (``function(parser)``); the module is imported only when this
+    subcommand's arguments are parsed (its ``--help`` included), so that
+    ``tradingd run`` never imports the simulator or a benchmark.
+    """
+
+    def __init__(self, *args: Any, arguments: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._arguments = arguments
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        if self._arguments is not None:
+            module, _, function = self._arguments.partition(":")
+            self._arguments = None
+            getattr(importlib.import_module(module), function)(self)
+        return super().parse_known_args(*args, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tradingd",
+        description="A Trio trading daemon: supervised market data and exactly-once orders.",
+    )
+    parser.add_argument("--version", action="version", version=f"tradingd {__version__}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_LazyParser
+    )
+
+    p = sub.add_parser("run", help="run the daemon")
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("path")
+
+    p = sub.add_parser("demo", help="run on an embedded configuration until Ctrl-C")
+    p.add_argument("--state-dir", default="./var", help="default ./var")
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        default=DEMO_ADMIN_PORT,
+        help=f"admin API port on 127.0.0.1 (default {DEMO_ADMIN_PORT}; 0 picks a free one)",
+    )
+
+    for name, text in (
+        ("status", "show a running daemon's status"),
+        ("reload", "reload a running daemon's configuration and wait for the result"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _add_target(p)
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    p = sub.add_parser(
+        "dead-letters",
+        help="list, show or purge a running daemon's dead letters",
+        description="Dead letters are messages that could not be processed (malformed "
+        "frames, rows the store refused), kept durably with the error and raw payload.",
+    )
+    dl = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = dl.add_parser("list", help="list dead letters (oldest first)")
+    q.add_argument("--source", help="only this source, e.g. marketdata.sim.stream")
+    q.add_argument("--after", type=int, dest="after_id", help="page: ids after this one")
+    q.add_argument("--limit", type=int, default=100)
+    q.add_argument("--json", action="store_true", help="print the raw JSON")
+    _add_target(q)
+    q = dl.add_parser("show", help="one dead letter, with its payload")
+    q.add_argument("id", type=int)
+    _add_target(q)
+    q = dl.add_parser("purge", help="delete dead letters (all given filters must match)")
+    q.add_argument("--id", type=int, action="append", dest="ids", help="repeatable")
+    q.add_argument("--source")
+    q.add_argument("--older-than-days", type=float, help="last failure older than this")
+    q.add_argument("--all", action="store_true", help="required to purge without a filter")
+    _add_target(q)
+
+    _add_order_commands(sub)
+
+    p = sub.add_parser(
+        "integrity-check",
+        help="check the store's database file (SQLite integrity_check); safe while running",
+    )
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    p.add_argument("--db", help="the database file (overrides the config's store path)")
+
+    p = sub.add_parser(
+        "sim",
+        help="run the Binance-protocol exchange simulator",
+        description="Serve the Binance Spot REST and WebSocket API subset tradingd uses, "
+        "with a seeded market, matching, rate limits and fault injection.",
+        arguments="daemon.venues.sim.cli:add_arguments",
+    )
+
+    p = sub.add_parser("bench", help="benchmarks (not tests): ratios against a raw baseline")
+    benches = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    benches.add_parser(
+        "orders",
+        help="order pipeline: latency vs a raw baseline, durable intents/s",
+        arguments="daemon.bench.orders:add_arguments",
+    )
+
+    p = sub.add_parser(
+        "debug-fault",
+        help="inject a fault into a running daemon (test configurations only)",
+    )
+    p.add_argument("kind", choices=FAULT_KINDS)
+    p.add_argument("--seconds", type=float, default=30.0, help="block-loop duration")
+    _add_target(p)
+    return parser
+
+
+def _add_order_commands(sub: argparse._SubParsersAction[_LazyParser]) -> None:
+    """``halt``/``reduce-only``/``resume``, ``trading`` and ``orders`` (control-socket clients)."""
+    for name, text in (
+        ("halt", "refuse new orders, of one account or all (accepted orders still proceed)"),
+        ("reduce-only", "accept only orders that reduce a position, of one account or all"),
+        ("resume", "accept new orders again (a global resume keeps per-account halts)"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--account", help="one account (default: the switch over all accounts)")
+        p.add_argument("--reason", help="why; kept with the switch, logged and persisted")
+        p.add_argument("--json", action="store_true", help="print the raw JSON")
+        _add_target(p)
+    p = sub.add_parser("trading", help="show the trading switches and each account's state")
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    _add_target(p)
+
+    p = sub.add_parser("orders", help="list, show or cancel a running daemon's orders")
+    od = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = od.add_parser("list", help="orders, newest first")
+    q.add_argument("--account", help="only this account")
+    q.add_argument(
+        "--state",
+        action="append",
+        dest="states",
+        help="a state (FILLED, ...) or 'open' for every unfinished one; repeatable or a,b",
+    )
+    q.add_argument("--limit", type=int, default=50, help="default 50")
+    q.add_argument("--json", action="store_true", help="print the raw JSON")
+    _add_target(q)
+    for action, text in (
+        ("show", "one order with its state history and fills"),
+        ("cancel", "request the cancel of an open order (idempotent)"),
+    ):
+        q = od.add_parser(action, help=text)
+        q.add_argument("client_order_id", type=_client_order_id_arg)
+        q.add_argument("--json", action="store_true", help="print the raw JSON")
+        _add_target(q)
+
+
+def _client_order_id_arg(text: str) -> str:
+    """Check the id's format before asking the daemon (a typo is a usage error: exit 2)."""
+    try:
+        return validate_client_order_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    p.add_argument("--socket", help="control socket path (overrides the config's)")
+    p.add_argument("--timeout", type=float, default=control.CLIENT_TIMEOUT_S, help="seconds")

@@ -1,0 +1,149 @@
+"""State transitions of stored intents in SQLite: compare-and-set, one history row per step.
+
+**Every state change is a history row in the same transaction.** The row's
+state must be the transition's source
+(:class:`~daemon.store.orders_rules.StaleStateError` otherwise), so two
+writers that both read PENDING cannot both mark SENDING; the table of
+:mod:`daemon.orders.state` is checked again, so a forged
+:class:`~daemon.orders.state.Transition` cannot slip past it. **Cumulative
+quantities never move backwards**: venue reports arrive out of order, and an
+old one must not undo a newer one. The rules are
+:func:`~daemon.store.orders_rules.advance`; this module reads the row and
+writes the result.
+
+Pure functions of a :class:`sqlite3.Connection`, run inside the owner's
+transaction (see :mod:`daemon.store.orders`). The keyword fields are
+:class:`~daemon.store.orders_rules.ReportFields`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Final, Unpack
+
+from daemon.orders.records import IntentRecord
+from daemon.orders.state import Transition
+from daemon.store.orders_rows import require_intent, save_intent
+from daemon.store.orders_rules import ProgressFields, ReportFields, advance, cancel_marked
+
+__all__ = ["apply_transition", "apply_transitions", "request_cancel", "update_progress"]
+
+_INSERT_HISTORY: Final = (
+    "INSERT INTO order_history (client_order_id, seq, from_state, to_state, reason, at_ms) "
+    "VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM order_history WHERE client_order_id = ?), "
+    "?, ?, ?, ?)"
+)
+
+
+def apply_transitions(
+    conn: sqlite3.Connection,
+    client_order_id: str,
+    ts: Sequence[Transition],
+    now_ms: int,
+    **fields: Unpack[ReportFields],
+) -> IntentRecord:
+    """Apply consecutive transitions (a :func:`~daemon.orders.state.path_to_venue_state`
+    path) and the given fields, with one history row per step.
+
+    The first step must start from the stored state and each next one from the
+    previous step's target. The fields are merged once, with the last step
+    (``executed_qty`` and ``cum_quote_qty`` never decrease). Every step into
+    SENDING sets ``sent_at_ms = now_ms`` and counts a send attempt. With no
+    steps the fields are merged as by :func:`update_progress`.
+
+    Returns:
+        The intent as stored afterwards.
+
+    Raises:
+        UnknownIntentError: no such intent.
+        StaleStateError: the stored state is not the first step's source.
+        InvalidStateTransitionError: a step the table forbids (a forged
+            :class:`~daemon.orders.state.Transition`).
+        ValueError: the steps do not chain, or a quantity is negative.
+        VenueOrderIdConflictError: ``venue_order_id`` differs from the stored one.
+
+    Nothing is written when it raises (and the caller's transaction rolls back).
+    """
+    current = require_intent(conn, client_order_id)
+    record = advance(current, ts, now_ms, fields)
+    if record is None:
+        return current
+    save_intent(conn, record)
+    for step in ts:
+        conn.execute(
+            _INSERT_HISTORY,
+            (
+                client_order_id,
+                client_order_id,
+                step.source.value,
+                step.target.value,
+                step.reason,
+                now_ms,
+            ),
+        )
+    return record
+
+
+def apply_transition(
+    conn: sqlite3.Connection,
+    client_order_id: str,
+    t: Transition,
+    now_ms: int,
+    **fields: Unpack[ReportFields],
+) -> IntentRecord:
+    """Move an intent by one transition and record it in the history.
+
+    ``t.source`` must be the stored state. Into SENDING, ``sent_at_ms`` becomes
+    ``now_ms`` and ``send_attempts`` grows by one (the durable mark
+    :func:`~daemon.orders.state.classify_not_found` measures from). Given
+    fields are stored too; ``executed_qty`` and ``cum_quote_qty`` never decrease.
+
+    Returns:
+        The intent as stored afterwards.
+
+    Raises:
+        UnknownIntentError: no such intent.
+        StaleStateError: the stored state is not ``t.source``.
+        InvalidStateTransitionError: the table forbids ``t`` (a forged transition).
+        VenueOrderIdConflictError: ``venue_order_id`` differs from the stored one.
+        ValueError: a quantity is negative or not finite.
+    """
+    return apply_transitions(conn, client_order_id, (t,), now_ms, **fields)
+
+
+def update_progress(
+    conn: sqlite3.Connection,
+    client_order_id: str,
+    now_ms: int,
+    **fields: Unpack[ProgressFields],
+) -> IntentRecord:
+    """Store news that does not change the state (a further partial fill, the venue id).
+
+    No history row: the state did not change. ``executed_qty`` and
+    ``cum_quote_qty`` never move backwards (an old report arriving late is
+    ignored for them); ``updated_at_ms`` moves only when something changed.
+
+    Raises:
+        UnknownIntentError: no such intent.
+        VenueOrderIdConflictError: ``venue_order_id`` differs from the stored one.
+        ValueError: a quantity is negative or not finite.
+    """
+    return apply_transitions(conn, client_order_id, (), now_ms, **fields)
+
+
+def request_cancel(conn: sqlite3.Connection, client_order_id: str, now_ms: int) -> IntentRecord:
+    """Durably mark that a cancel was requested (idempotent: the first mark stays).
+
+    A terminal intent is left as it is (there is nothing left to cancel); the
+    returned record shows its state, so the caller can tell.
+
+    Raises:
+        UnknownIntentError: no such intent.
+    """
+    current = require_intent(conn, client_order_id)
+    record = cancel_marked(current, now_ms)
+    if record is None:
+        return current
+    save_intent(conn, record)
+    return record
