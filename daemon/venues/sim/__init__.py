@@ -2,7 +2,8 @@
 
 It speaks the public Binance Spot protocol — REST ``/api/v3`` with HMAC
 signatures, rate-limit headers and error codes, WebSocket trade and diff-depth
-streams — over a seeded, deterministic market, so the demo, the tests and a
+streams, the WebSocket API ``/ws-api/v3`` (the same operations, and the user
+data stream of executionReport events) — over a seeded, deterministic market, so the demo, the tests and a
 real testnet all run the same client code. It is an *independent* reading of
 the protocol: it shares no protocol code with the client in
 :mod:`daemon.venues.binance`, only protocol-neutral infrastructure
@@ -18,6 +19,10 @@ Layers, from the wire inwards::
     answers.py  the JSON shapes of the answers
     control.py  the /sim control API (faults, accounts, audit, market)
     streams.py  /ws/<stream>, /stream?streams=…, pings, serverShutdown, stream faults
+    wsapi.py    /ws-api/v3: the WebSocket API endpoint, sessions, user data stream methods
+    wsframes.py WebSocket API frames sans I/O: requests, answers, rateLimits, signature payload
+    userstream.py user data stream: subscriptions, event payloads, delivery, slow subscribers
+    orderchanges.py what the engine tells the user data stream (ChangeFeed)
     auth.py     API keys, HMAC-SHA256 signatures, timestamp/recvWindow
     limits.py   request weight and order count windows, 429/418
     faults.py   fault specs and the injector

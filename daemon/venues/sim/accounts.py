@@ -12,6 +12,10 @@ special accounts make that possible:
 
 Amounts are :class:`~decimal.Decimal`; nothing is ever rounded here (the
 matching engine rounds commissions before it moves them).
+
+The ledger remembers which assets of which real accounts moved since
+:meth:`Ledger.take_touched` was last called, so the matching engine can tell
+the user data stream (``outboundAccountPosition``) after each operation.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Ledger:
     def __init__(self) -> None:
         self._balances: dict[str, dict[str, Balance]] = {MARKET_ACCOUNT: {}, FEES_ACCOUNT: {}}
         self._secrets: dict[str, bytes] = {}
+        # real account -> assets whose balance moved since take_touched()
+        self._touched: dict[str, set[str]] = {}
 
     # -- accounts ----------------------------------------------------------------
 
@@ -111,6 +117,17 @@ class Ledger:
                 out[asset] = out.get(asset, ZERO) + b.total
         return out
 
+    def take_touched(self) -> dict[str, set[str]]:
+        """The real accounts and assets that moved since the last call (then forgotten)."""
+        touched = self._touched
+        if touched:
+            self._touched = {}
+        return touched
+
+    def _touch(self, account: str, asset: str) -> None:
+        if account in self._secrets:
+            self._touched.setdefault(account, set()).add(asset)
+
     def can_lock(self, account: str, asset: str, amount: Decimal) -> bool:
         """Whether ``amount`` of ``asset`` is free in ``account``."""
         return self.unlimited(account) or self.balance(account, asset).free >= amount
@@ -126,6 +143,7 @@ class Ledger:
             raise InsufficientBalance(f"{asset}: free {b.free} < {amount}")
         b.free -= amount
         b.locked += amount
+        self._touch(account, asset)
 
     def unlock(self, account: str, asset: str, amount: Decimal) -> None:
         """Move ``amount`` from locked back to free."""
@@ -134,6 +152,7 @@ class Ledger:
             raise AssertionError(f"unlocking {amount} {asset} but only {b.locked} locked")
         b.locked -= amount
         b.free += amount
+        self._touch(account, asset)
 
     def transfer(
         self, src: str, dst: str, asset: str, amount: Decimal, *, from_locked: bool = False
@@ -153,3 +172,5 @@ class Ledger:
                 raise InsufficientBalance(f"{asset}: free {b.free} < {amount}")
             b.free -= amount
         self.balance(dst, asset).free += amount
+        self._touch(src, asset)
+        self._touch(dst, asset)

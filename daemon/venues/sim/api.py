@@ -50,6 +50,7 @@ from daemon.venues.sim.faults import FaultInjector
 from daemon.venues.sim.limits import RateLimiter
 from daemon.venues.sim.market import TradeLog, WallClock
 from daemon.venues.sim.matching import MatchingEngine
+from daemon.venues.sim.orderchanges import cancel_request_id
 from daemon.venues.sim.params import SIGNED, Params, order_ref, parse_new_order
 from daemon.venues.sim.protocol import ApiError, fmt
 
@@ -406,6 +407,7 @@ class Trading:
             client_order_id=order.client_order_id,
             status=order.status,
             params=params.values,
+            transport=params.transport,
         )
         return Answer(new_order_json(order, resp_type, now), counts)
 
@@ -442,11 +444,16 @@ class Trading:
             raise p.illegal_chars("newClientOrderId", p.CLIENT_ORDER_ID_RE.pattern)
         now = self._clock()
         order = self._engine.cancel(
-            account, symbol, order_id=order_id, client_order_id=client_id, now_ms=now
+            account,
+            symbol,
+            order_id=order_id,
+            client_order_id=client_id,
+            now_ms=now,
+            cancel_client_order_id=cancel_id,
         )
         body = order_json(order, cancel=True)
         body["origClientOrderId"] = order.client_order_id
-        body["clientOrderId"] = cancel_id or f"cancel{order.order_id}"
+        body["clientOrderId"] = cancel_request_id(order, cancel_id)
         body["transactTime"] = now
         return Answer(body)
 

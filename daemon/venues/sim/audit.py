@@ -8,6 +8,8 @@ after processing). ``GET /sim/audit`` serves this log.
 
 Rejected requests are not orders and are not recorded. The log is bounded
 (``audit_retention``); ``seq`` numbers keep growing so a reader can page.
+Each record says how the order came (``transport``: ``"rest"`` for
+``POST /api/v3/order``, ``"ws-api"`` for the WebSocket API's ``order.place``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class AuditRecord:
     client_order_id: str
     status: str
     params: Mapping[str, str]
+    transport: str = "rest"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +50,7 @@ class AuditRecord:
             "clientOrderId": self.client_order_id,
             "status": self.status,
             "params": dict(self.params),
+            "transport": self.transport,
         }
 
 
@@ -70,8 +74,9 @@ class AuditLog:
         client_order_id: str,
         status: str,
         params: Mapping[str, str],
+        transport: str = "rest",
     ) -> AuditRecord:
-        """Append one accepted order (``params`` without the signature)."""
+        """Append one accepted order (``params`` without the signature), sent over ``transport``."""
         entry = AuditRecord(
             seq=self._next_seq,
             time_ms=time_ms,
@@ -81,6 +86,7 @@ class AuditLog:
             client_order_id=client_order_id,
             status=status,
             params={k: v for k, v in params.items() if k != "signature"},
+            transport=transport,
         )
         self._next_seq += 1
         self._records.append(entry)

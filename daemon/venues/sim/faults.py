@@ -54,6 +54,30 @@ Stream faults (``stream`` selects connections subscribed to that stream):
 ``nan``             a trade with ``NaN`` and ``Infinity`` numbers
 =================== ================================================================
 
+WebSocket API faults (``/ws-api/v3``; ``method`` selects the requests by their
+WebSocket API method, e.g. ``order.place``; ``count`` and ``probability`` as above):
+
+======================== ===========================================================
+``wsapi_drop``           end the connection: per request (``phase="before"``: not
+                         processed; ``"after"``: processed, no answer), or every
+                         ``every_s`` seconds after it opened (or after arming);
+                         ``mode="abort"`` (TCP reset, default) or ``"close"``
+``wsapi_delay``          hold the answer ``delay_s`` (other answers overtake it)
+``wsapi_no_answer``      never answer: ``phase="before"`` not processed, ``"after"``
+                         processed (the ambiguous case: the order may exist)
+``wsapi_error``          answer ``status`` (default 503) with ``code``/``msg``,
+                         ``phase="before"`` (not processed) or ``"after"`` (processed)
+``userstream_stall``     hold every user data stream event while armed (``duration_s``,
+                         forever when unset), then deliver them in order
+``userstream_terminate`` send ``eventStreamTerminated`` and end the subscription:
+                         every ``every_s`` seconds after it started (or after arming),
+                         or at its next event (that event and any queued are lost)
+======================== ===========================================================
+
+``order_invisible`` applies to the WebSocket API's ``order.status``,
+``openOrders.status`` and ``myTrades`` as to REST (it hides orders, whatever
+the transport that placed or queries them).
+
 ``duration_s`` on any fault disarms it that long after it was armed.
 Randomness comes from one seeded :class:`random.Random`, so a run is repeatable.
 """
@@ -91,12 +115,20 @@ FaultKind = Literal[
     "ws_delay",
     "ws_stall",
     "ws_shutdown",
+    "wsapi_drop",
+    "wsapi_delay",
+    "wsapi_no_answer",
+    "wsapi_error",
+    "userstream_stall",
+    "userstream_terminate",
 ]
 FAULT_KINDS: Final[tuple[str, ...]] = get_args(FaultKind)
 REST_KINDS: Final = frozenset(
     {"rest_error", "rest_timeout", "rest_unknown", "rate_limit_burst", "order_invisible"}
 )
 STREAM_KINDS: Final = frozenset({"ws_drop", "ws_malformed", "ws_delay", "ws_stall", "ws_shutdown"})
+WSAPI_KINDS: Final = frozenset({"wsapi_drop", "wsapi_delay", "wsapi_no_answer", "wsapi_error"})
+USERSTREAM_KINDS: Final = frozenset({"userstream_stall", "userstream_terminate"})
 
 Phase = Literal["before", "after"]
 DropMode = Literal["abort", "close"]
@@ -129,14 +161,18 @@ class FaultSpec:
     """
 
     kind: FaultKind = attrs.field(metadata={"help": "what to break, see the module docstring"})
-    method: str | None = _opt(None, "REST: only this HTTP method (e.g. POST)")
+    method: str | None = _opt(
+        None, "REST: only this HTTP method (e.g. POST); wsapi_*: this method (order.place)"
+    )
     path: str | None = _opt(None, "REST: only this path (e.g. /api/v3/order)")
     stream: str | None = _opt(None, "streams: only connections subscribed to this stream")
     phase: Phase = _opt("before", "REST: 'before' or 'after' processing")
     count: int | None = _opt(None, "hit at most this many requests/messages (unset: no limit)")
     probability: float = _opt(1.0, "chance that a matching request/message is hit")
     every_n: int | None = _opt(None, "ws_malformed: every N-th message")
-    every_s: float | None = _opt(None, "ws_drop/ws_shutdown: seconds after connect (or arming)")
+    every_s: float | None = _opt(
+        None, "ws_drop/ws_shutdown/wsapi_drop/userstream_terminate: seconds after connect"
+    )
     delay_s: float | None = _opt(None, "rest_timeout/ws_delay/order_invisible: seconds")
     duration_s: float | None = _opt(None, "disarm this long after arming (ws_stall: stall length)")
     status: int | None = _opt(None, "rest_error/rest_unknown: HTTP status to answer")
@@ -171,7 +207,10 @@ class FaultSpec:
             raise ValueError(f"status must be a 4xx or 5xx HTTP status, got {self.status}")
         if self.retry_after_s is not None and self.retry_after_s < 0:
             raise ValueError(f"retry_after_s must be >= 0, got {self.retry_after_s}")
-        if self.method is not None and self.method != self.method.upper():
+        if self.kind in WSAPI_KINDS:
+            if self.method is not None and not self.method:
+                raise ValueError("method must not be empty")
+        elif self.method is not None and self.method != self.method.upper():
             raise ValueError(f"method must be upper case, got {self.method!r}")
         if self.path is not None and not self.path.startswith("/"):
             raise ValueError(f"path must start with '/', got {self.path!r}")
@@ -198,7 +237,11 @@ class FaultSpec:
             raise ValueError("ws_malformed takes every_n or probability, not both")
         if self.kind == "ws_shutdown" and self.every_s is None:
             raise ValueError("ws_shutdown needs every_s")
-        if self.kind in ("rest_timeout", "ws_delay", "order_invisible") and self.delay_s is None:
+        if self.kind == "wsapi_drop" and self.every_s is not None and self.method is not None:
+            raise ValueError("wsapi_drop takes every_s or method, not both")
+        if self.kind in ("rest_timeout", "ws_delay", "order_invisible", "wsapi_delay") and (
+            self.delay_s is None
+        ):
             raise ValueError(f"{self.kind} needs delay_s")
         if self.kind == "rest_unknown" and self.phase != "after":
             raise ValueError("rest_unknown is an answer after processing (phase 'after')")
@@ -236,6 +279,7 @@ class FaultSpec:
 
 _COMMON_REST = {"method", "path", "count", "probability", "duration_s"}
 _COMMON_WS = {"stream", "count", "probability", "duration_s"}
+_COMMON_WSAPI = {"method", "count", "probability", "duration_s"}
 _ALLOWED: Final[dict[str, set[str]]] = {
     "rest_error": _COMMON_REST | {"phase", "status", "code", "msg", "body"},
     "rest_timeout": _COMMON_REST | {"phase", "delay_s"},
@@ -247,6 +291,12 @@ _ALLOWED: Final[dict[str, set[str]]] = {
     "ws_delay": _COMMON_WS | {"delay_s"},
     "ws_stall": {"stream", "duration_s"},
     "ws_shutdown": {"stream", "every_s", "grace_s", "duration_s"},
+    "wsapi_drop": _COMMON_WSAPI | {"phase", "every_s", "mode"},
+    "wsapi_delay": _COMMON_WSAPI | {"delay_s"},
+    "wsapi_no_answer": _COMMON_WSAPI | {"phase"},
+    "wsapi_error": _COMMON_WSAPI | {"phase", "status", "code", "msg"},
+    "userstream_stall": {"duration_s"},
+    "userstream_terminate": {"every_s", "count", "probability", "duration_s"},
 }
 
 _INT_FIELDS: Final = frozenset({"count", "every_n", "status", "code", "retry_after_s"})
@@ -510,6 +560,82 @@ class FaultInjector:
                 if fault.spec.count is not None and fault.hits >= fault.spec.count:
                     self.version += 1
                 return
+
+    # -- WebSocket API and user data stream -----------------------------------------
+
+    def take_wsapi(self, phase: Phase, method: str, now: float) -> FaultSpec | None:
+        """The ``wsapi_drop``/``wsapi_no_answer``/``wsapi_error`` hitting one request in ``phase``.
+
+        Timed ``wsapi_drop`` faults (``every_s``) are :meth:`wsapi_deadline`'s.
+        The first matching fault (in arming order) wins; the hit is counted.
+        """
+        for fault in self.active(now):
+            spec = fault.spec
+            if spec.kind not in WSAPI_KINDS or spec.kind == "wsapi_delay":
+                continue
+            if spec.every_s is not None or spec.phase != phase:
+                continue
+            if spec.method is not None and spec.method != method:
+                continue
+            if not self._chance(spec.probability):
+                continue
+            fault.hits += 1
+            return spec
+        return None
+
+    def take_wsapi_delay(self, method: str, now: float) -> float:
+        """Seconds to hold the answer to one ``method`` request (0 when no ``wsapi_delay``)."""
+        delay_s = 0.0
+        for fault in self.active(now):
+            spec = fault.spec
+            if spec.kind != "wsapi_delay" or spec.method not in (None, method):
+                continue
+            if self._chance(spec.probability):
+                fault.hits += 1
+                delay_s = max(delay_s, spec.delay_s or 0.0)
+        return delay_s
+
+    def wsapi_deadline(self, opened_at: float, now: float) -> tuple[float, FaultSpec] | None:
+        """The next timed ``wsapi_drop`` (``every_s``) of a connection opened at ``opened_at``."""
+        return self._next_timed("wsapi_drop", opened_at, now)
+
+    def userstream_deadline(self, started_at: float, now: float) -> tuple[float, FaultSpec] | None:
+        """The next timed ``userstream_terminate`` of a subscription started at ``started_at``."""
+        return self._next_timed("userstream_terminate", started_at, now)
+
+    def userstream_stalled_until(self, now: float) -> float | None:
+        """While a ``userstream_stall`` is armed: when it ends (``math.inf``: when disarmed)."""
+        until: float | None = None
+        for fault in self.active(now):
+            spec = fault.spec
+            if spec.kind == "userstream_stall":
+                end = math.inf if spec.duration_s is None else fault.armed_at + spec.duration_s
+                until = end if until is None else max(until, end)
+        return until
+
+    def take_userstream_terminate(self, now: float) -> bool:
+        """Whether an untimed ``userstream_terminate`` ends a subscription at this event."""
+        for fault in self.active(now):
+            spec = fault.spec
+            if spec.kind != "userstream_terminate" or spec.every_s is not None:
+                continue
+            if self._chance(spec.probability):
+                fault.hits += 1
+                return True
+        return False
+
+    def _next_timed(
+        self, kind: FaultKind, since: float, now: float
+    ) -> tuple[float, FaultSpec] | None:
+        best: tuple[float, FaultSpec] | None = None
+        for fault in self.active(now):
+            spec = fault.spec
+            if spec.kind != kind or spec.every_s is None:
+                continue
+            at = max(since, fault.armed_at) + spec.every_s
+            if best is None or at < best[0]:
+                best = (at, spec)
+        return best
 
     def snapshot(self, now: float) -> list[dict[str, Any]]:
         """JSON-able list of the faults in force."""

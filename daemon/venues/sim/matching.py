@@ -25,7 +25,10 @@ What it models, as Binance documents it:
   ``lastUpdateId`` are made of).
 
 Listeners (``trade_listeners``, ``book_listeners``) are called synchronously
-as trades happen and when an operation's book changes are committed.
+as trades happen and when an operation's book changes are committed; the
+changes of real accounts' orders and balances go to ``changes``
+(:class:`~daemon.venues.sim.orderchanges.ChangeFeed`, the user data stream's
+source).
 
 Layout: :class:`MatchingEngine` is the API (lookups, placing, cancelling) and
 owns the state; :class:`Matcher` runs one operation on one book (funds
@@ -64,6 +67,7 @@ from daemon.venues.sim.orderbook import (
     mul,
     sym_asset,
 )
+from daemon.venues.sim.orderchanges import ChangeFeed, cancel_request_id
 from daemon.venues.sim.protocol import ApiError
 
 __all__ = ["Matcher", "MatchingEngine"]
@@ -96,6 +100,8 @@ class MatchingEngine:
         self._rng = random.Random(f"engine:{seed}")
         self.trade_listeners: list[Callable[[Trade], None]] = []
         self.book_listeners: list[Callable[[BookChange], None]] = []
+        #: Order and balance changes of real accounts (the user data stream's source).
+        self.changes = ChangeFeed(ledger)
         self._matcher = Matcher(
             ledger,
             self._books,
@@ -105,6 +111,7 @@ class MatchingEngine:
             taker_rate=taker_rate,
             trade_listeners=self.trade_listeners,
             book_listeners=self.book_listeners,
+            changes=self.changes,
         )
 
     # -- lookups -----------------------------------------------------------------
@@ -243,9 +250,13 @@ class MatchingEngine:
                 assert request.price is not None
                 best = book.opposite(request.side).best()
                 if best is not None and crosses(request.side, request.price, best):
+                    self.changes.rejected(
+                        account, request, client_id, "WOULD_MATCH_IMMEDIATELY", now_ms
+                    )
                     raise p.order_rejected(p.MSG_WOULD_TAKE)
             lock_asset, lock_amount = self._matcher.funds_needed(book, account, request)
             if not self.ledger.can_lock(account, lock_asset, lock_amount):
+                self.changes.rejected(account, request, client_id, "INSUFFICIENT_BALANCES", now_ms)
                 raise p.order_rejected(p.MSG_INSUFFICIENT_BALANCE)
             order = self._matcher.new_order(book, account, request, client_id, now_ms)
             order.visible_at_ms = visible_at_ms
@@ -260,6 +271,7 @@ class MatchingEngine:
                 now_ms=now_ms,
             )
             self._matcher.commit(book)
+            self.changes.balances(now_ms)
             return order
 
     def place_synthetic(
@@ -297,6 +309,7 @@ class MatchingEngine:
                 book, order, lock_asset=asset, lock_amount=amount, request=request, now_ms=now_ms
             )
             self._matcher.commit(book)
+            self.changes.balances(now_ms)
             return order
 
     def cancel(
@@ -307,8 +320,12 @@ class MatchingEngine:
         order_id: int | None = None,
         client_order_id: str | None = None,
         now_ms: int,
+        cancel_client_order_id: str | None = None,
     ) -> Order:
         """Cancel an open order (by id, or the open order with that client id).
+
+        ``cancel_client_order_id`` is the cancel request's own client order id
+        (see :func:`~daemon.venues.sim.orderchanges.cancel_request_id`).
 
         Raises:
             ApiError: -2011 Unknown order sent.
@@ -331,7 +348,9 @@ class MatchingEngine:
             if order is None or not order.is_open:
                 raise unknown
             self._matcher.close(book, order, "CANCELED", now_ms)
+            self.changes.canceled(order, cancel_request_id(order, cancel_client_order_id), now_ms)
             self._matcher.commit(book)
+            self.changes.balances(now_ms)
             return order
 
     def cancel_synthetic(self, symbol: str, order_id: int, *, now_ms: int) -> None:
@@ -368,8 +387,10 @@ class Matcher:
         taker_rate: Decimal,
         trade_listeners: list[Callable[[Trade], None]],
         book_listeners: list[Callable[[BookChange], None]],
+        changes: ChangeFeed,
     ) -> None:
         self.ledger = ledger
+        self.changes = changes
         self.maker_rate = maker_rate
         self.taker_rate = taker_rate
         self._books = books
@@ -461,10 +482,12 @@ class Matcher:
         A FOK order that cannot fill entirely expires untouched.
         """
         ledger = self.ledger
+        self.changes.new(order, now_ms)
         if request.time_in_force == "FOK":
             filled, _ = self.simulate(book, order.side, qty=order.orig_qty, limit=request.price)
             if filled < order.orig_qty:
                 order.status = "EXPIRED"
+                self.changes.taker_done(order, now_ms)
                 return
         ledger.lock(order.account, lock_asset, lock_amount)
         order.locked = lock_amount
@@ -475,6 +498,7 @@ class Matcher:
             book.side(order.side).add(order)
             book.touch(order.side, order.price)
             order.status = "PARTIALLY_FILLED" if order.executed_qty > 0 else "NEW"
+            self.changes.taker_done(order, now_ms)
             return
         if quote_budget is not None:
             # A quoteOrderQty order has no quantity until it ran (``_match`` grew
@@ -486,6 +510,7 @@ class Matcher:
         else:
             order.status = "EXPIRED"
         self._release(order)
+        self.changes.taker_done(order, now_ms)
         if order.account == MARKET_ACCOUNT:
             self._orders.pop((order.symbol, order.order_id), None)
 
@@ -582,6 +607,10 @@ class Matcher:
                 self._orders.pop((maker.symbol, maker.order_id), None)
         else:
             maker.status = "PARTIALLY_FILLED"
+        maker_fee, maker_asset = (
+            (buyer_fee, sym.base_asset) if maker is buyer else (seller_fee, sym.quote_asset)
+        )
+        self.changes.maker_trade(maker, Fill(price, qty, maker_fee, maker_asset, trade_id), now_ms)
         book.touch(maker.side, price)
         trade = Trade(
             symbol=sym.symbol,

@@ -42,11 +42,14 @@ class Params:
     """The parameters of one request, read the way Binance validates them.
 
     REST merges the query string and the form body (the query wins); the
-    values are strings, as on the wire.
+    WebSocket API turns its JSON ``params`` into the same strings. The values
+    are strings, as on the wire. ``transport`` (``"rest"`` or ``"ws-api"``)
+    says how the request came, for the audit log.
     """
 
-    def __init__(self, values: Mapping[str, str]) -> None:
+    def __init__(self, values: Mapping[str, str], *, transport: str = "rest") -> None:
         self.values = dict(values)
+        self.transport = transport
 
     def get(self, name: str) -> str | None:
         return self.values.get(name)

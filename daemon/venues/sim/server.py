@@ -1,10 +1,11 @@
-"""Wiring: one simulator = engine + market + REST + streams, started as one Trio service.
+"""Wiring: one simulator = engine + market + REST + streams + WebSocket API, one Trio service.
 
 ``serve_sim(config, task_status=...)`` binds both listeners on
 ``config.host`` (loopback), seeds the books, starts the market, and only then
 reports ``(rest_url, ws_url)``, e.g. ``("http://127.0.0.1:8900",
 "ws://127.0.0.1:8901")``; a client appends ``/api/v3/...`` to the first and
-``/ws/<stream>`` or ``/stream?streams=...`` to the second. Cancelling it stops
+``/ws/<stream>``, ``/stream?streams=...`` or, for the WebSocket API and its
+user data stream, ``/ws-api/v3`` to the second. Cancelling it stops
 everything.
 
 Time has two sources, on purpose: Trio time paces the market, the depth
@@ -36,6 +37,9 @@ from daemon.venues.sim.orderbook import BookChange, Trade
 from daemon.venues.sim.protocol import fmt
 from daemon.venues.sim.rest import RestApi
 from daemon.venues.sim.streams import StreamHub
+from daemon.venues.sim.userstream import UserStreamHub
+from daemon.venues.sim.wsapi import PATH as WS_API_PATH
+from daemon.venues.sim.wsapi import WsApi
 
 __all__ = ["SimServer", "serve_sim", "system_clock_ms", "trio_clock_ms"]
 
@@ -115,6 +119,19 @@ class SimServer:
             hub=self.hub,
             clock=self.clock,
         )
+        self.users = UserStreamHub(self.ledger, self.clock)
+        self.engine.changes.order_listeners.append(self.users.on_order)
+        self.engine.changes.balance_listeners.append(self.users.on_balances)
+        self.ws_api = WsApi(
+            api=self.rest.api,
+            limiter=self.limiter,
+            faults=self.faults,
+            users=self.users,
+            streams=config.streams,
+            rate_limits=config.rate_limits,
+            clock=self.clock,
+        )
+        self.hub.mount(WS_API_PATH, self.ws_api.open)
         self.rest_url: str | None = None
         self.ws_url: str | None = None
 

@@ -18,6 +18,10 @@
 * A client too slow to drain its queue (``send_queue`` messages) is
   disconnected, as Binance does with slow consumers.
 
+Other WebSocket services share the listener: :meth:`StreamHub.mount` hands
+the handshakes for one path (the WebSocket API's ``/ws-api/v3``) to their
+owner, which accepts or refuses them and runs the connection.
+
 Every connection consults the :class:`~daemon.venues.sim.faults.FaultInjector`
 per message and for its timers, so faults armed at run time hit live
 connections. The hub owns the TCP listener (rather than using
@@ -31,18 +35,23 @@ import json
 import logging
 import re
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    wrap_server_stream,
+)
 
 from daemon.decode import DecodeError, json_loads
 from daemon.venues.sim.config import StreamsConfig
 from daemon.venues.sim.faults import DropMode, FaultInjector, FaultSpec, hostile_frame
 from daemon.venues.sim.market import WallClock
 
-__all__ = ["StreamHub"]
+__all__ = ["Mount", "StreamHub"]
 
 log = logging.getLogger("tradingd.sim.streams")
 
@@ -56,6 +65,14 @@ _STREAM_SUFFIXES: Final = ("@trade", "@depth", "@depth@100ms")
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9]{1,36}$")
 #: Longest client request (``SUBSCRIBE`` of every stream is a few KB).
 MAX_REQUEST_BYTES: Final = 64 * 1024
+
+
+#: The owner of a mounted path: given a handshake (not yet answered) and its TCP
+#: stream, it accepts or refuses it (within the handshake timeout) and returns
+#: the connection to run, or ``None`` when refused.
+Mount = Callable[
+    [WebSocketRequest, trio.abc.Stream], Awaitable[Callable[[], Awaitable[None]] | None]
+]
 
 
 def _dumps(obj: Any) -> str:
@@ -242,7 +259,12 @@ class StreamHub:
         )
         self._subscribers: dict[str, set[_Connection]] = {}
         self._connections: set[_Connection] = set()
+        self._mounts: dict[str, Mount] = {}
         self.published = 0
+
+    def mount(self, path: str, owner: Mount) -> None:
+        """Serve the WebSocket handshakes for ``path`` (any query) with ``owner``."""
+        self._mounts[path] = owner
 
     # -- publishing -------------------------------------------------------------------
 
@@ -379,24 +401,41 @@ class StreamHub:
             return True, [s for s in values[0].split("/") if s]
         return None
 
+    async def _accept(
+        self, request: WebSocketRequest
+    ) -> tuple[WebSocketConnection, bool, list[str]] | None:
+        """Accept a market stream handshake: ``(ws, combined, streams)``, or refuse it."""
+        target = self.parse_target(request.path)
+        if target is None:
+            await request.reject(404, body=b"Not found")
+            return None
+        combined, streams = target
+        bad = [s for s in streams if s not in self.valid_streams]
+        if bad or len(streams) > self.config.max_streams:
+            body = f"Invalid request: unknown or too many streams {bad}"
+            await request.reject(400, body=body.encode())
+            return None
+        return await request.accept(), combined, streams
+
     async def handle_tcp(self, tcp: trio.abc.Stream) -> None:
         """Serve one TCP connection: handshake, then the stream session."""
         try:
             async with trio.open_nursery() as nursery:
                 accepted: tuple[WebSocketConnection, bool, list[str]] | None = None
+                mounted: Callable[[], Awaitable[None]] | None = None
                 with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
                     request = await wrap_server_stream(nursery, tcp)
-                    target = self.parse_target(request.path)
-                    if target is None:
-                        await request.reject(404, body=b"Not found")
+                    owner = self._mounts.get(request.path.partition("?")[0])
+                    if owner is not None:
+                        mounted = await owner(request, tcp)
                     else:
-                        combined, streams = target
-                        bad = [s for s in streams if s not in self.valid_streams]
-                        if bad or len(streams) > self.config.max_streams:
-                            body = f"Invalid request: unknown or too many streams {bad}"
-                            await request.reject(400, body=body.encode())
-                        else:
-                            accepted = (await request.accept(), combined, streams)
+                        accepted = await self._accept(request)
+                if mounted is not None:
+                    try:
+                        await mounted()
+                    finally:
+                        nursery.cancel_scope.cancel()
+                    return
                 if accepted is None:
                     nursery.cancel_scope.cancel()
                     return
