@@ -23,8 +23,8 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
     │   ├── RateLimitedError        told to wait (429/418/-1003/-1015); carries retry_after_s
     │   ├── EntrySaturatedError     orders.gateway: no more submissions now (503, Retry-After)
     │   ├── EntryUnavailableError   orders.gateway: no pipeline, or the store cannot commit (503)
-    │   ├── QueueFullError          orders.dispatch: the account's queue has no free slot
-    │   ├── TooManyQueuesError      orders.dispatch: dynamic mode, max_account_queues live queues
+    │   ├── QueueFullError          orders.dispatch_queues: the account's queue has no free slot
+    │   ├── TooManyQueuesError      orders.dispatch_queues: dynamic mode, max_account_queues live
     │   └── DispatcherClosedError   orders.dispatch: draining or stopped, takes no new work
     ├── AmbiguousOutcomeError       the request may have taken effect (timeout after send, 5xx on
     │                               an order, -1006/-1007): query, never resend blindly

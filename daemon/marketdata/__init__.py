@@ -20,9 +20,10 @@ Modules:
   gaps, tail checks), :mod:`.depth_sync` (books and REST depth snapshots),
   :mod:`.malformed` (malformed frames to dead letters);
 * :mod:`.ingest` — :class:`IngestWriter`: chunked, checkpointed, retrying writes;
-  :class:`GapRecord`;
+  one store write (trades or a gap record) in :mod:`.ingest_commit` (:class:`GapRecord`);
 * :mod:`.snapshots` — :class:`Snapshotter`: periodic top-N book snapshots;
-* :mod:`.service` — :class:`MarketDataService`: the children, health, status, metrics;
+* :mod:`.service` — :class:`MarketDataService`: the queues and the children; its health,
+  status and metrics in :mod:`.report`;
 * :mod:`.interfaces` — what capture needs from venue and store (protocols; the
   store's :class:`~daemon.store.marketdata.MarketDataStore` facade);
 * :mod:`.stats` — shared counters and the lag window.

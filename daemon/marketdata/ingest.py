@@ -24,6 +24,12 @@ the feed, consumer this writer, ``Overflow.BLOCK``) and commits what it takes:
 * **Lag.** For every committed trade with a venue event time, the consumer lag
   (event time → commit time, wall clock) feeds the symbol's
   :class:`~daemon.marketdata.stats.LagWindow`.
+
+Here: the :class:`IngestWriter` (taking items from the queue into a batch,
+committing the batch with retries, the periodic summary). One store write of a
+symbol's trades or of a gap record, with its dead letters and counters, is the
+:class:`~daemon.marketdata.ingest_commit.IngestCommitter`'s; :class:`GapRecord`,
+:data:`Item` and :data:`CHECKPOINT_STREAM` are defined there and re-exported here.
 """
 
 from __future__ import annotations
@@ -32,31 +38,22 @@ import collections
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-import attrs
 import trio
 
 from daemon.channels import Queue
 from daemon.config import MarketDataConfig
+from daemon.marketdata.ingest_commit import CHECKPOINT_STREAM, GapRecord, IngestCommitter, Item
 from daemon.marketdata.interfaces import Backoff, MarketStore, sleep_with_heartbeat
 from daemon.marketdata.stats import SymbolStats, WriterStats
 from daemon.model.marketdata import Trade
-from daemon.resilience import DeadLetter, DeadLetterStore
-from daemon.store.errors import (
-    GapTransitionError,
-    StoreClosedError,
-    StoreDataError,
-    StoreError,
-)
-from daemon.store.marketdata_values import GapState, WriteSummary
+from daemon.resilience import DeadLetterStore
+from daemon.store.errors import StoreClosedError, StoreError
 from daemon.supervise import ChildContext
 
 __all__ = ["CHECKPOINT_STREAM", "GapRecord", "IngestWriter", "Item", "wall_clock_ms"]
-
-#: The ``stream`` part of the ingest checkpoint key ``(venue, symbol, stream)``.
-CHECKPOINT_STREAM = "trades"
 
 log = logging.getLogger("tradingd.marketdata.ingest")
 
@@ -67,57 +64,6 @@ SUMMARY_LOG_INTERVAL_S = 60.0
 def wall_clock_ms() -> int:
     """The wall clock in epoch milliseconds (the default of every capture component)."""
     return time.time_ns() // 1_000_000
-
-
-@attrs.frozen
-class GapRecord:
-    """The outcome of a trade-id gap, to be recorded in the store's gaps table.
-
-    The feed puts it into the trades queue *after* the trades it concerns; the
-    writer records it once everything before it committed.
-
-    Attributes:
-        venue: Venue name.
-        symbol: The venue's symbol.
-        from_id: First missing trade id (inclusive).
-        to_id: Last missing trade id (inclusive).
-        state: ``BACKFILLED`` (fetched through REST and queued before this
-            record) or ``UNRECOVERABLE`` (the venue no longer has them), or
-            ``OPEN`` (detected, could not be filled: an operator's job).
-        reason: Why it was detected (``"reconnect"``, ``"restart"``,
-            ``"sequence jump"``, …).
-        resolution: What resolved it, in words.
-    """
-
-    venue: str
-    symbol: str
-    from_id: int
-    to_id: int
-    state: GapState
-    reason: str
-    resolution: str = ""
-
-    def __attrs_post_init__(self) -> None:
-        if self.from_id > self.to_id:
-            raise ValueError(f"gap from_id {self.from_id} > to_id {self.to_id}")
-
-
-#: What travels through the trades queue.
-Item = Trade | GapRecord
-
-
-def _trade_json(trade: Trade) -> dict[str, Any]:
-    return {
-        "venue": trade.venue,
-        "symbol": trade.symbol,
-        "trade_id": trade.trade_id,
-        "price": str(trade.price),
-        "quantity": str(trade.quantity),
-        "quote_quantity": str(trade.quote_quantity),
-        "buyer_is_maker": trade.buyer_is_maker,
-        "trade_time_ms": trade.trade_time_ms,
-        "event_time_ms": trade.event_time_ms,
-    }
 
 
 class IngestWriter:
@@ -152,14 +98,20 @@ class IngestWriter:
         rng: random.Random | None = None,
     ) -> None:
         self.venue = venue
-        self._market = market
         self._queue = queue
-        self._dead_letters = dead_letters
         self._settings = settings
         self._symbols = symbols
         self.stats = stats
         self._enqueued_at = enqueued_at
-        self._wall_clock_ms = wall_clock_ms
+        self._commit = IngestCommitter(
+            venue,
+            market,
+            dead_letters,
+            settings,
+            symbols=symbols,
+            stats=stats,
+            wall_clock_ms=wall_clock_ms,
+        )
         self._backoff = Backoff(
             f"marketdata.{venue}.ingest",
             settings.retry_initial_s,
@@ -308,7 +260,7 @@ class IngestWriter:
             while items:
                 head = items[0]
                 if isinstance(head, GapRecord):
-                    await self._write_gap(head)
+                    await self._commit.write_gap(head)
                     items.popleft()
                     self._done(symbol, 1)
                     continue
@@ -317,157 +269,18 @@ class IngestWriter:
                     if not isinstance(item, Trade):
                         break
                     trades.append(item)
-                await self._write_trades(symbol, trades, items)
-
-    async def _write_trades(
-        self, symbol: str, trades: list[Trade], items: collections.deque[Item]
-    ) -> None:
-        started = trio.current_time()
-        summary = await self._market.insert_trades(
-            trades,
-            chunk_size=self._settings.chunk_size,
-            checkpoint=(self.venue, symbol, CHECKPOINT_STREAM),
-        )
-        self.stats.last_commit_s = trio.current_time() - started
-        env = [f for f in summary.failed_chunks if not isinstance(f.error, StoreDataError)]
-        refused = [f for f in summary.failed_chunks if isinstance(f.error, StoreDataError)]
-        cut = min(f.start for f in env) if env else len(trades)
-        refused_rows: set[int] = set()
-        for failure in refused:
-            if failure.start >= cut:
-                continue
-            rows = trades[failure.start : failure.start + failure.rows]
-            await self._dead_letter(symbol, rows, failure.error)
-            refused_rows.update(range(failure.start, failure.start + failure.rows))
-        committed = [t for i, t in enumerate(trades[:cut]) if i not in refused_rows]
-        self._record_commit(symbol, summary, committed, dead_lettered=len(refused_rows))
-        for _ in range(cut):
-            items.popleft()
-        self._pending_trades -= cut
-        self._done(symbol, cut)
-        if env:
-            raise env[0].error
-
-    def _record_commit(
-        self, symbol: str, summary: WriteSummary, committed: Sequence[Trade], *, dead_lettered: int
-    ) -> None:
-        st = self.stats
-        st.rows_attempted += summary.attempted
-        st.rows_inserted += summary.inserted
-        st.rows_skipped += summary.skipped
-        st.rows_failed += summary.failed
-        st.chunks_committed += summary.chunks - len(summary.failed_chunks)
-        st.chunks_failed += len(summary.failed_chunks)
-        st.rows_dead_lettered += dead_lettered
-        log.debug(
-            "ingest %s %s: attempted %d, inserted %d, skipped %d, failed %d",
-            self.venue,
-            symbol,
-            summary.attempted,
-            summary.inserted,
-            summary.skipped,
-            summary.failed,
-        )
-        stats = self._symbols.get(symbol)
-        if stats is None or not committed:
-            return
-        now_ms = self._wall_clock_ms()
-        stats.inserted += summary.inserted
-        stats.skipped += summary.skipped
-        top = max(t.trade_id for t in committed)
-        if stats.last_committed_id is None or top > stats.last_committed_id:
-            stats.last_committed_id = top
-        stats.last_commit_at = now_ms / 1000
-        # Exchange time -> commit time. Backfilled trades have no stream event
-        # time; their trade time stands in, so a backlog served from REST still
-        # shows as lag instead of freezing the figure.
-        stats.lag.extend(
-            [
-                now_ms - (t.event_time_ms if t.event_time_ms is not None else t.trade_time_ms)
-                for t in committed
-            ]
-        )
+                cut, error = await self._commit.write_trades(symbol, trades)
+                for _ in range(cut):
+                    items.popleft()
+                self._pending_trades -= cut
+                self._done(symbol, cut)
+                if error is not None:
+                    raise error
 
     def _done(self, symbol: str, count: int) -> None:
         stats = self._symbols.get(symbol)
         if stats is not None:
             stats.pending -= count
-
-    async def _write_gap(self, record: GapRecord) -> None:
-        if record.state is GapState.OPEN:
-            await self._market.record_gap(
-                record.venue,
-                record.symbol,
-                CHECKPOINT_STREAM,
-                record.from_id,
-                record.to_id,
-                reason=record.reason,
-            )
-        else:
-            # One transaction: a crash cannot leave a filled range recorded as open.
-            try:
-                await self._market.record_resolved_gap(
-                    record.venue,
-                    record.symbol,
-                    CHECKPOINT_STREAM,
-                    record.from_id,
-                    record.to_id,
-                    state=record.state,
-                    reason=record.reason,
-                    resolution=record.resolution,
-                )
-            except GapTransitionError as exc:
-                # Already resolved the other way (a repair repeated after a
-                # restart while the venue's history expired): keep the first
-                # outcome; retrying could never succeed.
-                log.warning(
-                    "ingest %s %s: gap record kept as is: %s", self.venue, record.symbol, exc
-                )
-        stats = self._symbols.get(record.symbol)
-        if stats is not None:
-            stats.gap_records_committed += 1
-            if record.state is GapState.BACKFILLED:
-                stats.gaps_backfilled += 1
-            elif record.state is GapState.UNRECOVERABLE:
-                stats.gaps_unrecoverable += 1
-            else:
-                stats.gaps_left_open += 1
-            # An open gap stays in health/status/metrics until its resolution
-            # (a record with its bounds) is committed.
-            if record.state is GapState.OPEN:
-                stats.open_gaps[(record.from_id, record.to_id)] = record.reason
-            else:
-                stats.open_gaps.pop((record.from_id, record.to_id), None)
-        level = logging.WARNING if record.state is not GapState.BACKFILLED else logging.INFO
-        log.log(
-            level,
-            "ingest %s %s: gap [%d, %d] (%s) recorded as %s: %s",
-            self.venue,
-            record.symbol,
-            record.from_id,
-            record.to_id,
-            record.reason,
-            record.state.value,
-            record.resolution,
-        )
-
-    async def _dead_letter(self, symbol: str, trades: Sequence[Trade], error: StoreError) -> None:
-        first, last = trades[0].trade_id, trades[-1].trade_id
-        letter = DeadLetter.from_error(
-            [_trade_json(t) for t in trades],
-            error,
-            source=f"marketdata.{self.venue}.ingest",
-            key=f"{symbol}:{first}-{last}",
-        )
-        await self._dead_letters.add(letter)
-        log.error(
-            "ingest %s %s: the store refused trades %d..%d (%s); dead-lettered",
-            self.venue,
-            symbol,
-            first,
-            last,
-            error,
-        )
 
     def _maybe_log_summary(self) -> None:
         now = trio.current_time()

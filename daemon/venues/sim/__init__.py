@@ -3,9 +3,9 @@
 It speaks the public Binance Spot protocol — REST ``/api/v3`` with HMAC
 signatures, rate-limit headers and error codes, WebSocket trade and diff-depth
 streams, the WebSocket API ``/ws-api/v3`` (the same operations, and the user
-data stream of executionReport events) — over a seeded, deterministic market, so the demo, the tests and a
-real testnet all run the same client code. It is an *independent* reading of
-the protocol: it shares no protocol code with the client in
+data stream of executionReport events) — over a seeded, deterministic market,
+so the demo, the tests and a real testnet all run the same client code. It is
+an *independent* reading of the protocol: it shares no protocol code with the client in
 :mod:`daemon.venues.binance`, only protocol-neutral infrastructure
 (:mod:`daemon.http`, :mod:`daemon.decode`, :mod:`daemon.tomlschema`) and one
 figure from the docs (:mod:`daemon.model.weights`).
