@@ -17,7 +17,7 @@ MAX_MODULE_LINES = 800
 MAX_CLASS_LINES = 300
 #: Classes not yet at the class limit, with the ceiling they may not pass.
 LARGE_CLASSES: dict[str, int] = {
-    "daemon/venues/binance/rest.py:BinanceRestClient": 600,
+    "daemon/venues/binance/rest.py:BinanceRestClient": 462,
     "daemon/orders/entry.py:Entry": 345,
     "daemon/orders/service.py:OrdersService": 340,
     "daemon/orders/reconcile.py:Reconciler": 325,

@@ -236,6 +236,8 @@ def _cross_checks(config: Config, report: Report) -> None:
     for name, venue in config.venues.items():
         _check_url(("venues", name, "rest_url"), venue.rest_url, ("http", "https"), report)
         _check_url(("venues", name, "ws_url"), venue.ws_url, ("ws", "wss"), report)
+        if venue.ws_api_url:
+            _check_url(("venues", name, "ws_api_url"), venue.ws_api_url, ("ws", "wss"), report)
         if (venue.api_key is None) != (venue.api_secret is None):
             report(("venues", name), "api_key and api_secret go together: set both or neither")
     _check_orders(config, report)

@@ -312,6 +312,12 @@ class VenueConfig:
         help='Base URL of the WebSocket streams, e.g. "wss://stream.testnet.binance.vision" '
         'or the simulator\'s "ws://127.0.0.1:PORT".'
     )
+    ws_api_url: str = opt(
+        "",
+        help="WebSocket API endpoint (orders and the user data stream), path included. "
+        '"": derived from ws_url (Binance and its testnet: their documented '
+        'ws-api URLs; otherwise ws_url + "/ws-api/v3", as the simulator serves it).',
+    )
     protocol: Literal["binance"] = opt(
         "binance", help="Wire protocol: the Binance Spot API (also spoken by `tradingd sim`)."
     )

@@ -31,7 +31,7 @@ from daemon.model.instruments import ExchangeInfo
 from daemon.secrets import Secret, resolve
 from daemon.supervise import ChildContext
 from daemon.venues.binance import BinanceVenue
-from daemon.venues.binance.config import BinanceConfig
+from daemon.venues.binance.config import BinanceConfig, derive_ws_api_url
 
 log = logging.getLogger("tradingd.venues")
 
@@ -48,10 +48,13 @@ def binance_config(
     """The client configuration of ``[venues.NAME]`` with its secrets resolved (blocking)."""
     key: Secret | None = resolve(venue.api_key, environ) if venue.api_key else None
     secret: Secret | None = resolve(venue.api_secret, environ) if venue.api_secret else None
+    ws_url = venue.ws_url.rstrip("/")
     return BinanceConfig(
         name=name,
         rest_url=venue.rest_url.rstrip("/"),
-        ws_url=venue.ws_url.rstrip("/"),
+        ws_url=ws_url,
+        # "" means derived from ws_url (BinanceConfig's docstring says how).
+        ws_api_url=venue.ws_api_url.rstrip("/") or derive_ws_api_url(ws_url),
         api_key=key,
         api_secret=secret,
         recv_window_ms=venue.recv_window_ms,

@@ -5,13 +5,26 @@ Layers, inside out:
 * :mod:`.codec` — sans-IO: request building and signing, answers, errors,
   stream frames (pure functions, shared by the two shells below; the
   simulator follows the same documented rules with code of its own);
-* :mod:`.rest` — :class:`BinanceRestClient`, the REST shell over httpx2;
+* :mod:`.clock` — :class:`~.clock.VenueClock`, the server clock offset
+  signed requests use, and :mod:`.admission` —
+  :class:`~.admission.VenueLimits`, the rate-limit windows every request is
+  admitted by: both shared by the REST and the WebSocket API shells;
+* :mod:`.rest` — :class:`BinanceRestClient`, the REST shell over httpx2
+  (it owns the venue's clock and limits and measures the clock);
 * :mod:`.stream` — :class:`BinanceStream`, the WebSocket shell over
   trio-websocket;
+* :mod:`.wssession` — one WebSocket API connection (``/ws-api/v3``):
+  requests matched to answers by id, shared limiter and clock;
+* :mod:`.wsapi` — :class:`BinanceWsApiOrders`, the REST order calls over
+  the WebSocket API;
+* :mod:`.userstream` — :class:`UserDataStream`, the account's events
+  (``userDataStream.subscribe.signature``), kept subscribed;
 * :mod:`.config` — :class:`BinanceConfig`.
 
-:class:`BinanceVenue` joins the two shells into a
-:class:`daemon.venues.base.Venue`.
+:class:`BinanceVenue` joins the shells into a
+:class:`daemon.venues.base.Venue`; its :meth:`~BinanceVenue.ws_api_orders`
+and :meth:`~BinanceVenue.user_data_stream` build the WebSocket API clients
+that share its clock offset and rate limiter.
 """
 
 from __future__ import annotations
@@ -33,17 +46,21 @@ from daemon.venues.binance.stream import (
     StreamDisconnected,
     StreamEvent,
 )
+from daemon.venues.binance.userstream import UserDataStream
+from daemon.venues.binance.wsapi import BinanceWsApiOrders
 
 __all__ = [
     "BinanceConfig",
     "BinanceRestClient",
     "BinanceStream",
     "BinanceVenue",
+    "BinanceWsApiOrders",
     "DisconnectReason",
     "MalformedFrame",
     "StreamConnected",
     "StreamDisconnected",
     "StreamEvent",
+    "UserDataStream",
     "stream_names",
 ]
 
@@ -60,11 +77,14 @@ def stream_names(subscriptions: Sequence[Subscription]) -> list[str]:
 
 
 class BinanceVenue(BinanceRestClient):
-    """A Binance-protocol venue: the REST client plus a stream factory.
+    """A Binance-protocol venue: the REST client plus stream and WebSocket API factories.
 
     Implements :class:`daemon.venues.base.Venue`. The REST methods are
     :class:`BinanceRestClient`'s; :meth:`market_stream` builds a
-    :class:`BinanceStream` for venue-neutral subscriptions.
+    :class:`BinanceStream` for venue-neutral subscriptions;
+    :meth:`ws_api_orders` and :meth:`user_data_stream` build WebSocket API
+    clients that share this client's clock offset and rate limiter (Binance
+    counts weight per IP and orders per account, whatever the transport).
     """
 
     def __init__(
@@ -84,3 +104,11 @@ class BinanceVenue(BinanceRestClient):
         return BinanceStream(
             self.config, stream_names(subscriptions), combined=combined, rng=self._stream_rng
         )
+
+    def ws_api_orders(self) -> BinanceWsApiOrders:
+        """The order calls over the WebSocket API (not yet connected; run its ``run``)."""
+        return BinanceWsApiOrders(self, rng=self._stream_rng)
+
+    def user_data_stream(self) -> UserDataStream:
+        """This account's user data stream (not yet running; start it with ``run``)."""
+        return UserDataStream(self, rng=self._stream_rng)

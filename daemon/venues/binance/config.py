@@ -20,6 +20,14 @@ simulator              ``http://127.0.0.1:<port>``           ``ws://127.0.0.1:<p
 
 ``ws_url`` is the base: streams are reached at ``<ws_url>/ws/<stream>`` and
 ``<ws_url>/stream?streams=<a>/<b>``.
+
+``ws_api_url`` is the WebSocket API endpoint, path included (orders and the
+user data stream, :mod:`.wsapi`). When not given it is derived from
+``ws_url`` (:func:`derive_ws_api_url`): Binance's and the testnet's stream
+hosts map to their documented WebSocket API URLs
+(``wss://ws-api.binance.com:443/ws-api/v3``,
+``wss://ws-api.testnet.binance.vision/ws-api/v3``); any other base (the
+simulator, a proxy) serves it at ``<ws_url>/ws-api/v3``.
 """
 
 from __future__ import annotations
@@ -35,16 +43,29 @@ from daemon.secrets import Secret
 __all__ = [
     "DEFAULT_MAX_CONNECTION_AGE_S",
     "MAINNET_REST_URL",
+    "MAINNET_WS_API_URL",
     "MAINNET_WS_URL",
     "TESTNET_REST_URL",
+    "TESTNET_WS_API_URL",
     "TESTNET_WS_URL",
+    "WS_API_PATH",
     "BinanceConfig",
+    "derive_ws_api_url",
 ]
 
 MAINNET_REST_URL = "https://api.binance.com"
 MAINNET_WS_URL = "wss://stream.binance.com:9443"
 TESTNET_REST_URL = "https://testnet.binance.vision"
 TESTNET_WS_URL = "wss://stream.testnet.binance.vision"
+MAINNET_WS_API_URL = "wss://ws-api.binance.com:443/ws-api/v3"
+TESTNET_WS_API_URL = "wss://ws-api.testnet.binance.vision/ws-api/v3"
+#: Where a Binance-protocol server that is not Binance serves its WebSocket API.
+WS_API_PATH = "/ws-api/v3"
+#: Binance's stream hosts and the WebSocket API of the same venue.
+_WS_API_BY_STREAM_HOST = {
+    "stream.binance.com": MAINNET_WS_API_URL,
+    "stream.testnet.binance.vision": TESTNET_WS_API_URL,
+}
 
 #: Binance closes every stream connection after 24 hours; reconnect before that.
 SERVER_CONNECTION_LIMIT_S = 24 * 3600.0
@@ -65,6 +86,28 @@ def _url(schemes: tuple[str, ...]) -> Any:
             )
 
     return check
+
+
+def derive_ws_api_url(ws_url: str) -> str:
+    """The WebSocket API URL of the venue whose streams are at ``ws_url``.
+
+    Binance (``stream.binance.com``, any port) → :data:`MAINNET_WS_API_URL`;
+    its testnet → :data:`TESTNET_WS_API_URL`; anything else (the simulator,
+    a proxy) → ``<ws_url>/ws-api/v3``.
+    """
+    host = (urlsplit(ws_url).hostname or "").lower()
+    known = _WS_API_BY_STREAM_HOST.get(host)
+    return known if known is not None else ws_url.rstrip("/") + WS_API_PATH
+
+
+def _endpoint_url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ValueError(f"{attribute.name} must be a ws/wss URL, got {value!r}")
+    if parts.query or parts.fragment or value.endswith("/"):
+        raise ValueError(
+            f"{attribute.name} must be a URL without query, fragment or trailing '/', got {value!r}"
+        )
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -91,6 +134,8 @@ class BinanceConfig:
         name: Venue name used in the model (``Trade.venue``), errors and logs.
         rest_url: REST base URL (no trailing slash).
         ws_url: WebSocket streams base URL (no trailing slash, no ``/ws``).
+        ws_api_url: WebSocket API endpoint, path included (default: derived
+            from ``ws_url``, :func:`derive_ws_api_url`).
         api_key: API key (header ``X-MBX-APIKEY``); needed for account and
             order endpoints only.
         api_secret: HMAC-SHA256 secret that signs those requests.
@@ -117,11 +162,19 @@ class BinanceConfig:
         time_resync_interval_s: Re-measure the server clock offset when the
             last measurement is older than this.
         stream_queue_size: Messages trio-websocket may buffer per connection.
+        ws_api_ping_interval_s: A WebSocket API connection sends a ping this
+            often; no pong within ``request_timeout_s`` means the connection
+            is dead (the user data stream has no traffic of its own to go
+            stale on: an account without orders is silent for hours).
     """
 
     name: str = "binance"
     rest_url: str = attrs.field(default=MAINNET_REST_URL, validator=_url(("http", "https")))
     ws_url: str = attrs.field(default=MAINNET_WS_URL, validator=_url(("ws", "wss")))
+    ws_api_url: str = attrs.field(
+        default=attrs.Factory(lambda self: derive_ws_api_url(self.ws_url), takes_self=True),
+        validator=_endpoint_url,
+    )
     api_key: Secret | None = attrs.field(default=None, validator=_secret)
     api_secret: Secret | None = attrs.field(default=None, validator=_secret)
     # recv_window_ms, request_timeout_s and stale_after_s have no default here:
@@ -143,6 +196,7 @@ class BinanceConfig:
     limiter_max_wait_s: float = attrs.field(default=30.0, validator=_positive)
     time_resync_interval_s: float = attrs.field(default=600.0, validator=_positive)
     stream_queue_size: int = attrs.field(default=1024, validator=_positive_int)
+    ws_api_ping_interval_s: float = attrs.field(default=15.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
@@ -175,6 +229,7 @@ class BinanceConfig:
             "name": "binance_testnet",
             "rest_url": TESTNET_REST_URL,
             "ws_url": TESTNET_WS_URL,
+            "ws_api_url": TESTNET_WS_API_URL,
         }
         fields.update(overrides)
         return cls(**fields)

@@ -5,21 +5,27 @@ Per request, in this order::
     time sync (signed only)  →  rate limiter  →  [circuit breaker]  →  HTTP (bounded)
         →  usage headers → limiter correction  →  error mapping  →  model
 
-* **Clock.** Signed requests carry ``timestamp = local wall clock + offset``;
-  the offset is measured with ``GET /api/v3/time`` (server time minus the
-  midpoint of the round trip), lazily before the first signed request, again
-  when older than ``time_resync_interval_s``, and at once after a ``-1021``
-  answer — after which the request is re-signed and sent **once** more (a
-  ``-1021`` is refused before processing, so resending cannot duplicate).
-* **Rate limits.** One sliding window per ``exchangeInfo.rateLimits`` rule
-  (Binance's documented defaults until :meth:`exchange_info` is called). Each
-  request acquires its endpoint weight (``REQUEST_WEIGHT``), 1
-  (``RAW_REQUESTS``) and, for a new order, 1 per ``ORDERS`` window *before* it
-  is sent; the ``X-MBX-USED-WEIGHT-*``/``X-MBX-ORDER-COUNT-*`` headers of
-  every answer correct the windows upwards; a 429/418 ``Retry-After``
-  freezes the limiter. A request that cannot be admitted within
-  ``limiter_max_wait_s`` fails with :class:`~daemon.errors.VenueRateLimitedError`
-  (``http_status is None``) *without being sent*.
+* **Clock** (:class:`~.clock.VenueClock`, :attr:`BinanceRestClient.clock`).
+  Signed requests carry ``timestamp = local wall clock + offset``; the offset
+  is measured with ``GET /api/v3/time`` (server time minus the midpoint of the
+  round trip), lazily before the first signed request, again when older than
+  ``time_resync_interval_s``, and at once after a ``-1021`` answer — after
+  which the request is re-signed and sent **once** more (a ``-1021`` is
+  refused before processing, so resending cannot duplicate).
+* **Rate limits** (:class:`~.admission.VenueLimits`,
+  :attr:`BinanceRestClient.limits`). One sliding window per
+  ``exchangeInfo.rateLimits`` rule (Binance's documented defaults until
+  :meth:`exchange_info` is called). Each request acquires its endpoint weight
+  (``REQUEST_WEIGHT``), 1 (``RAW_REQUESTS``) and, for a new order, 1 per
+  ``ORDERS`` window *before* it is sent; the
+  ``X-MBX-USED-WEIGHT-*``/``X-MBX-ORDER-COUNT-*`` headers of every answer
+  correct the windows upwards; a 429/418 ``Retry-After`` freezes the limiter.
+  A request that cannot be admitted within ``limiter_max_wait_s`` fails with
+  :class:`~daemon.errors.VenueRateLimitedError` (``http_status is None``)
+  *without being sent*.
+
+The clock and the limits are shared with the WebSocket API clients
+(:mod:`.wssession`), which take them from this client.
 * **Retries.** Only queries (GET) are retried, by a bounded
   :class:`~daemon.resilience.RetryPolicy` following the error taxonomy
   (transport errors are first judged by
@@ -47,7 +53,6 @@ import contextlib
 import logging
 import random
 import re
-import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -57,7 +62,6 @@ import httpx2
 import trio
 
 from daemon.errors import (
-    RetryExhaustedError,
     TimestampOutOfWindowError,
     VenueDecodeError,
     VenueError,
@@ -66,7 +70,7 @@ from daemon.errors import (
     VenueRequestError,
     VenueUnavailableError,
 )
-from daemon.model.instruments import ExchangeInfo, RateLimitRule, RateLimitType
+from daemon.model.instruments import ExchangeInfo, RateLimitRule
 from daemon.model.marketdata import DepthSnapshot, Trade
 from daemon.model.orders import AccountInfo, FillReport, NewOrder, OrderReport, OrderResponseType
 from daemon.resilience import (
@@ -77,10 +81,11 @@ from daemon.resilience import (
     RetryPolicy,
     SlidingWindowLimiter,
     Verdict,
-    Window,
     classify_by_taxonomy,
 )
 from daemon.venues.binance import codec
+from daemon.venues.binance.admission import VenueLimits
+from daemon.venues.binance.clock import VenueClock, local_wall_clock_ms
 from daemon.venues.binance.config import BinanceConfig
 
 __all__ = ["BinanceRestClient", "classify_rest_outcome"]
@@ -114,10 +119,6 @@ def _install_httpx_log_filter() -> None:
         logger.addFilter(_HTTPX_LOG_FILTER)
 
 
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def classify_rest_outcome(outcome: Outcome[Any]) -> Decision:
     """The retry classifier of REST queries: the error taxonomy, minus two waits.
 
@@ -144,16 +145,6 @@ class _Answer:
     oversized: bool = False
 
 
-def _windows(rules: Sequence[RateLimitRule]) -> list[Window]:
-    by_name: dict[str, Window] = {}
-    for rule in rules:
-        window = Window(rule.window_name, float(rule.limit), rule.period_s)
-        known = by_name.get(window.name)
-        if known is None or window.limit < known.limit:
-            by_name[window.name] = window
-    return list(by_name.values())
-
-
 class BinanceRestClient:
     """Async client of the Binance Spot REST API subset tradingd uses.
 
@@ -175,14 +166,14 @@ class BinanceRestClient:
         config: BinanceConfig,
         *,
         transport: httpx2.AsyncBaseTransport | None = None,
-        wall_clock_ms: Callable[[], int] = _wall_clock_ms,
+        wall_clock_ms: Callable[[], int] = local_wall_clock_ms,
         rng: random.Random | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
         _install_httpx_log_filter()
         self._config = config
         self.name = config.name
-        self._wall_clock_ms = wall_clock_ms
+        self._wall_clock_ms = wall_clock_ms  # stamps each exchange (sent, received)
         self._breaker = breaker
         self._http = httpx2.AsyncClient(
             base_url=config.rest_url,
@@ -200,9 +191,13 @@ class BinanceRestClient:
         self._url_prefix = base if base.endswith("/") else base + "/"
         self._base_headers = tuple(self._http.headers.multi_items())
         self._extensions: dict[str, Any] = {"timeout": self._http.timeout.as_dict()}
-        self._rules: tuple[RateLimitRule, ...] = ()
-        self._limiter: SlidingWindowLimiter | None = None
-        self.install_rate_limits(codec.DEFAULT_RATE_LIMITS)
+        self._limits = VenueLimits(config.name, max_wait_s=config.limiter_max_wait_s)
+        self._clock = VenueClock(
+            config.name,
+            measure=self.server_time,
+            resync_interval_s=config.time_resync_interval_s,
+            wall_clock_ms=wall_clock_ms,
+        )
         self._retry = RetryPolicy(
             name=f"{config.name}.rest",
             max_attempts=config.retry_max_attempts,
@@ -212,11 +207,6 @@ class BinanceRestClient:
             classifier=classify_rest_outcome,
             rng=rng if rng is not None else random.Random(),
         )
-        self._offset_ms: int | None = None
-        self._synced_at: float | None = None
-        self._sync_lock = trio.Lock()
-        self._resyncs = 0
-        self._freezes = 0
 
     def __repr__(self) -> str:
         return f"BinanceRestClient({self.name!r}, {self._config.rest_url!r})"
@@ -239,19 +229,29 @@ class BinanceRestClient:
         return self._config
 
     @property
+    def clock(self) -> VenueClock:
+        """The venue clock (offset) signed requests use, shared with the WebSocket API."""
+        return self._clock
+
+    @property
+    def limits(self) -> VenueLimits:
+        """The rate-limit admission, shared with the WebSocket API."""
+        return self._limits
+
+    @property
     def limiter(self) -> SlidingWindowLimiter | None:
         """The current rate limiter (``None`` when the venue declares no limits)."""
-        return self._limiter
+        return self._limits.limiter
 
     @property
     def rate_limits(self) -> tuple[RateLimitRule, ...]:
         """The rules the limiter enforces."""
-        return self._rules
+        return self._limits.rules
 
     @property
     def time_offset_ms(self) -> int | None:
         """Server clock minus local clock, as last measured (``None`` before the first)."""
-        return self._offset_ms
+        return self._clock.offset_ms
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -260,12 +260,13 @@ class BinanceRestClient:
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-able state for ``/status``: limiter, retries, clock offset."""
+        limiter = self._limits.limiter
         return {
             "venue": self.name,
-            "time_offset_ms": self._offset_ms,
-            "time_resyncs": self._resyncs,
-            "freezes": self._freezes,
-            "limiter": self._limiter.snapshot() if self._limiter is not None else None,
+            "time_offset_ms": self._clock.offset_ms,
+            "time_resyncs": self._clock.resyncs,
+            "freezes": self._limits.freezes,
+            "limiter": limiter.snapshot() if limiter is not None else None,
             "retries": self._retry.stats.snapshot(),
         }
 
@@ -275,28 +276,7 @@ class BinanceRestClient:
         Usage counted so far and a running freeze carry over to windows of
         the same name; requests already waiting finish on the old limiter.
         """
-        rules = tuple(rules)
-        if rules == self._rules and (self._limiter is not None or not rules):
-            return
-        windows = _windows(rules)
-        new = SlidingWindowLimiter(windows, name=f"{self.name}.rest") if windows else None
-        old = self._limiter
-        if new is not None and old is not None:
-            known = {w.name for w in old.core.windows}
-            for window in windows:
-                if window.name in known:
-                    used = old.used(window.name)
-                    if used > 0:
-                        new.observe_usage(window.name, used)
-            if old.frozen_until is not None:
-                new.freeze_until(old.frozen_until)
-        self._rules = rules
-        self._limiter = new
-        log.info(
-            "%s: rate limits %s",
-            self.name,
-            ", ".join(f"{w.name}={w.limit:g}/{w.period_s:g}s" for w in windows) or "none",
-        )
+        self._limits.install(rules)
 
     # ------------------------------------------------------------------ public API
 
@@ -308,22 +288,12 @@ class BinanceRestClient:
         """The venue's clock (epoch ms); also refreshes the clock offset."""
         answer = await self._query(codec.server_time_request())
         server_ms = codec.parse_server_time(answer.body, venue=self.name)
-        midpoint = (answer.sent_ms + answer.received_ms) // 2
-        self._offset_ms = server_ms - midpoint
-        self._synced_at = trio.current_time()
-        log.debug(
-            "%s: server time offset %+d ms (round trip %d ms)",
-            self.name,
-            self._offset_ms,
-            answer.received_ms - answer.sent_ms,
-        )
+        self._clock.record(server_ms, answer.sent_ms, answer.received_ms)
         return server_ms
 
     async def sync_time(self) -> int:
         """Measure the server clock offset now; returns it (ms, server minus local)."""
-        await self.server_time()
-        assert self._offset_ms is not None
-        return self._offset_ms
+        return await self._clock.sync()
 
     async def exchange_info(self, symbols: Sequence[str] | None = None) -> ExchangeInfo:
         """``GET /api/v3/exchangeInfo``; also installs the venue's rate limits."""
@@ -468,9 +438,7 @@ class BinanceRestClient:
         *,
         on_sent: Callable[[], None] | None = None,
     ) -> T:
-        answer = await (
-            self._send_resyncing(spec, on_sent) if spec.mutating else self._query(spec)
-        )
+        answer = await (self._send_resyncing(spec, on_sent) if spec.mutating else self._query(spec))
         try:
             if answer.oversized:
                 raise VenueDecodeError(
@@ -506,83 +474,8 @@ class BinanceRestClient:
         except TimestampOutOfWindowError:
             if spec.security is not codec.Security.SIGNED:
                 raise
-            self._resyncs += 1
-            log.warning(
-                "%s %s: -1021 timestamp outside recvWindow; re-syncing the clock and "
-                "sending once more",
-                self.name,
-                spec.endpoint,
-            )
-            await self._sync_before_signed()
+            await self._clock.resync_after_timestamp_error(spec.endpoint)
             return await self._send(spec, on_sent)
-
-    async def _ensure_time_synced(self) -> None:
-        interval = self._config.time_resync_interval_s
-        if self._fresh(interval):
-            return
-        async with self._sync_lock:
-            if not self._fresh(interval):
-                await self._sync_before_signed()
-
-    async def _sync_before_signed(self) -> None:
-        """Sync the clock for a signed request, raising the signed call's own errors.
-
-        The implicit ``GET /api/v3/time`` is retried like any query; when it gives
-        up, the signed call (an order, a cancel) must still fail with the
-        documented venue error — rate limited, unavailable — not with the retry
-        wrapper, so callers can map it by policy class. The request itself was
-        provably not sent.
-        """
-        try:
-            await self.sync_time()
-        except RetryExhaustedError as exc:
-            if isinstance(exc.last_error, VenueError):
-                raise exc.last_error from exc
-            raise
-
-    def _fresh(self, interval_s: float) -> bool:
-        return (
-            self._offset_ms is not None
-            and self._synced_at is not None
-            and trio.current_time() - self._synced_at < interval_s
-        )
-
-    def _cost(self, spec: codec.RequestSpec) -> dict[str, float]:
-        cost: dict[str, float] = {}
-        for rule in self._rules:
-            if rule.type is RateLimitType.REQUEST_WEIGHT:
-                units = spec.weight
-            elif rule.type is RateLimitType.ORDERS:
-                units = spec.order_count
-            else:
-                units = 1
-            if units > 0:
-                name = rule.window_name
-                cost[name] = max(cost.get(name, 0.0), float(min(units, rule.limit)))
-        return cost
-
-    async def _acquire(self, spec: codec.RequestSpec) -> None:
-        limiter = self._limiter
-        if limiter is None:
-            return
-        cost = self._cost(spec)
-        if not cost or limiter.try_acquire(cost):
-            return  # admitted now: no wait, no deadline to arm
-        wait_s = self._config.limiter_max_wait_s
-        with trio.move_on_after(wait_s) as scope:
-            await limiter.acquire(cost)
-        if scope.cancelled_caught:
-            frozen_until = limiter.frozen_until
-            retry_after = (
-                max(0.0, frozen_until - trio.current_time()) if frozen_until is not None else None
-            )
-            raise VenueRateLimitedError(
-                f"{self.name} {spec.endpoint}: the local rate limiter did not admit the "
-                f"request within {wait_s:g}s; not sent",
-                retry_after_s=retry_after,
-                venue=self.name,
-                endpoint=spec.endpoint,
-            )
 
     def _prepare(self, spec: codec.RequestSpec) -> codec.PreparedRequest:
         config = self._config
@@ -596,12 +489,12 @@ class BinanceRestClient:
                 venue=self.name,
                 endpoint=spec.endpoint,
             )
-        assert self._offset_ms is not None
+        assert self._clock.offset_ms is not None
         return codec.prepare(
             spec,
             api_key=api_key,
             api_secret=config.api_secret.reveal(),
-            timestamp_ms=self._wall_clock_ms() + self._offset_ms,
+            timestamp_ms=self._clock.venue_time_ms(),
             recv_window_ms=config.recv_window_ms,
         )
 
@@ -628,8 +521,8 @@ class BinanceRestClient:
     ) -> _Answer:
         """One exchange with the venue: acquire, send, observe, map errors."""
         if spec.security is codec.Security.SIGNED:
-            await self._ensure_time_synced()
-        await self._acquire(spec)
+            await self._clock.ensure_synced()
+        await self._limits.acquire(spec.weight, spec.order_count, spec.endpoint)
         prepared = self._prepare(spec)  # after the wait: the timestamp must be fresh
         if self._breaker is not None:
             async with self._breaker.protect():
@@ -681,36 +574,19 @@ class BinanceRestClient:
                 mutating=spec.mutating,
             )
             if isinstance(error, VenueRateLimitedError) and error.retry_after_s is not None:
-                self._freeze(error.retry_after_s, error)
+                self._limits.freeze(error.retry_after_s, error)
             raise error
         return _Answer(body, status, sent_ms, received_ms, oversized)
 
-    def _freeze(self, retry_after_s: float, error: VenueError) -> None:
-        if self._limiter is None:
-            return
-        self._freezes += 1
-        log.warning(
-            "%s: HTTP %s code %s; all requests held for %.3fs (Retry-After)",
-            self.name,
-            error.http_status,
-            error.code,
-            retry_after_s,
-        )
-        self._limiter.freeze_for(retry_after_s)
-
     def _observe_usage(self, response: httpx2.Response) -> None:
-        limiter = self._limiter
-        if limiter is None:
+        if self._limits.limiter is None:
             return
-        known = {w.name for w in limiter.core.windows}
         usage = [  # only the venue's own headers are decoded and parsed
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in response.headers.raw
             if name[:6].lower() == b"x-mbx-"
         ]
-        for report in codec.parse_usage_headers(usage):
-            if report.window_name in known:
-                limiter.observe_usage(report.window_name, float(report.used))
+        self._limits.observe_usage(codec.parse_usage_headers(usage))
 
     def _transport_error(
         self, spec: codec.RequestSpec, exc: Exception, scrub: Callable[[str], str]

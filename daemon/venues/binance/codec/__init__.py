@@ -26,10 +26,10 @@ Modules, from the bottom up:
 * :mod:`.marketdata` — depth and trades answers; stream names, URLs and frames.
 * :mod:`.orders` — order, ``myTrades`` and account answers.
 
-A WebSocket API codec (``/ws-api/v3``) belongs beside these as a module of
-its own: it would sign with :mod:`.signing`, take its order parameters from
-:mod:`.requests`, read ``result`` objects with the builders of :mod:`.orders`,
-``rateLimits`` into :class:`UsageReport` and errors with :func:`error_from_code`.
+* :mod:`.wsapi` — the WebSocket API (``/ws-api/v3``): request frames signed the
+  WebSocket-API way, answers (``result``/``error``/``rateLimits``), the same
+  error map (:func:`error_from_code`) and ``result`` readers as REST;
+* :mod:`.userdata` — user data stream events → :mod:`daemon.model.userstream`.
 
 This package re-exports the public names of its modules, so
 ``from daemon.venues.binance import codec`` and ``codec.parse_order(...)``
