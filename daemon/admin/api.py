@@ -68,6 +68,7 @@ from daemon.orders.control import (
     MAX_REASON_CHARS,
     NO_ACCOUNTS,
     TRADING_ACTIONS,
+    cancel_answer,
     error_answer,
     orders_view,
     parse_client_order_id,
@@ -461,20 +462,17 @@ class AdminAPI:
         """``POST /orders/{id}/cancel``: 202 once the cancel is durably requested.
 
         An order that is already finished is returned unchanged with 200: the
-        request is idempotent, and "nothing to cancel" is not an error.
+        request is idempotent, and "nothing to cancel" is not an error. A
+        PENDING intent is canceled at once, before anything is sent: 200 with
+        ``canceled_before_sending``.
         """
         coid = parse_client_order_id(request.path_params["client_order_id"])
+        before = await service.get(coid)
         record = await service.cancel(coid)
-        requested = not record.is_terminal
-        if requested:
+        body = cancel_answer(before, record)
+        if body["cancel_requested"]:
             log.info("cancel of %s requested via the admin API", coid)
-        body = {
-            "client_order_id": record.client_order_id,
-            "state": record.state.value,
-            "cancel_requested": requested,
-            "order": record.to_json(),
-        }
-        return Response.json(body, status=202 if requested else 200)
+        return Response.json(body, status=202 if not record.is_terminal else 200)
 
     async def positions(self, request: Request, service: OrdersService) -> Response:
         """``GET /positions``: signed positions derived from fills."""

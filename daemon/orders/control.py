@@ -25,6 +25,7 @@ Control-socket messages (one JSON object; the answer always has ``"ok"``)::
      "account": "main", "states": ["open"] | "FILLED,CANCELED", "limit": 50}   (all optional)
     {"cmd": "orders", "action": "show", "client_order_id": "td1-..."}
     {"cmd": "orders", "action": "cancel", "client_order_id": "td1-..."}
+      (a PENDING intent is canceled at once, before sending: ``"canceled_before_sending"``)
 
 A failure answers ``{"ok": false, "error": "...", "status": <HTTP-equivalent
 status>, ...}`` with the same extra fields the HTTP API gives (``problems``,
@@ -396,12 +397,26 @@ async def _orders(service: OrdersService, message: Mapping[str, Any]) -> dict[st
         coid = parse_client_order_id(message.get("client_order_id"))
         if action == "show":
             return {"ok": True, **await service.details(coid)}
+        before = await service.get(coid)
         record = await service.cancel(coid)
-        return {
-            "ok": True,
-            "cancel_requested": not record.is_terminal,
-            "client_order_id": record.client_order_id,
-            "state": record.state.value,
-            "order": record.to_json(),
-        }
+        return {"ok": True, **cancel_answer(before, record)}
     raise OperatorInputError(f"unknown orders action {_shown(action)} (one of: list, show, cancel)")
+
+
+def cancel_answer(before: IntentRecord, after: IntentRecord) -> dict[str, Any]:
+    """What a cancel did, for the control socket and ``POST /orders/{id}/cancel`` alike.
+
+    ``cancel_requested``: the cancel is recorded (to be sent once the order is
+    open), or it ended the intent here; ``canceled_before_sending``: this call
+    canceled a PENDING intent before anything was sent (PENDING → CANCELED,
+    no venue order). An intent that was already finished gets both ``False``.
+    """
+    local = not before.is_terminal and after.state is OrderState.CANCELED
+    local = local and after.venue_order_id is None
+    return {
+        "cancel_requested": not after.is_terminal or local,
+        "canceled_before_sending": local,
+        "client_order_id": after.client_order_id,
+        "state": after.state.value,
+        "order": after.to_json(),
+    }

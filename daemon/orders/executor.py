@@ -18,12 +18,28 @@ means:
   its fills stored on their trade ids;
 * a definitive reject (:class:`~daemon.errors.VenueRejectedError`) →
   REJECTED with the venue's code and message, plus a dead letter;
-* anything else — timeout, connection lost, 5xx, -1006/-1007, rate limited,
-  "duplicate order" (which proves an open order with our id), even an
-  unexpected exception — → UNKNOWN: the order may exist. Never resent
-  blindly: :meth:`Executor.resolve` queries the venue by client order id and
-  only proven absence (``-2013`` after the visibility grace) sends it again,
-  with the same id.
+* a rate limit that proves the order was not executed
+  (:func:`~daemon.orders.state.not_executed`: our own limiter refused the
+  request before writing it, or the venue answered HTTP 429/418) → back to
+  PENDING, durably, with the reason in its history ("venue 429: not
+  executed (-1003); retry after 2.0 s"); the venue is then held
+  (:class:`~daemon.orders.holds.SendHolds`) for the ``Retry-After`` or a
+  backoff, and the intent (with any later one of its account) is queued
+  again when the hold ends — not UNKNOWN, not lost, not sent twice;
+* anything else — timeout, connection lost, 5xx, -1006/-1007, a rate-limit
+  code under another status, "duplicate order" (which proves an open order
+  with our id), even an unexpected exception — → UNKNOWN: the order may
+  exist. Never resent blindly: :meth:`Executor.resolve` queries the venue by
+  client order id and only proven absence (``-2013`` after the visibility
+  grace) sends it again, with the same id.
+
+**Before the section.** Under the order's lock a place item finds its intent
+still PENDING (or SENDING, marked by the entry's fast path) or does nothing
+— a cancel before sending moved it to CANCELED already. A PENDING intent
+whose cancel was requested while its outcome was unknown (then proven
+absent) is canceled here, never sent. An intent whose venue is held, or
+with an earlier intent of its account held back, is held back too (a
+fast-path SENDING mark goes back to PENDING: nothing was written).
 
 If the section's deadline passes before the answer is persisted, the row is
 still SENDING; :meth:`Executor.settle_stuck` later moves it to UNKNOWN (as
@@ -57,18 +73,23 @@ from daemon.errors import (
     DuplicateOrderError,
     OrderNotFoundError,
     TradingdError,
+    VenueRateLimitedError,
     VenueRejectedError,
 )
 from daemon.orders.dispatch import WorkItem
+from daemon.orders.holds import SendHolds
 from daemon.orders.ledger import OrderLedger, VenueAccess, venue_error_code
 from daemon.orders.records import IntentRecord
 from daemon.orders.state import (
+    HELD_BACK,
     DecisionKind,
     Found,
+    NotExecuted,
     OrderState,
     QueryFailed,
     QueryOutcome,
     classify_not_found,
+    not_executed,
     resolve_unknown,
 )
 
@@ -141,6 +162,8 @@ class Executor:
         self.in_section: set[str] = set()
         #: Intents whose submitter waits to hear that their request is written.
         self.send_signals = SendSignals()
+        #: Venues held after a rate limit, and the intents held back.
+        self.holds = SendHolds()
         self.sent = 0
         self.accepted = 0
         self.section_overruns = 0
@@ -163,9 +186,13 @@ class Executor:
 
     # ------------------------------------------------------------------ place
 
-    def ready(self, venue: str) -> bool:
-        """Whether a send to ``venue`` would start now (the entry's fast path asks)."""
-        return self.sending_enabled.is_set() and self.venues.client(venue) is not None
+    def ready(self, venue: str, account: str) -> bool:
+        """Whether a new order of ``account`` would be sent now (the entry's fast path asks)."""
+        return (
+            self.sending_enabled.is_set()
+            and self.venues.client(venue) is not None
+            and not self.holds.blocks(venue, account)
+        )
 
     async def place(self, client_order_id: str, *, premarked: bool = False) -> None:
         """Send a PENDING intent: the shielded, bounded send → persist → ack section.
@@ -197,6 +224,14 @@ class Executor:
             if record is None or record.state is not expected:
                 return
             if premarked and client_order_id in self.in_section:
+                return
+            if record.state is OrderState.PENDING and record.cancel_requested_at_ms is not None:
+                await self.ledger.cancel_unsent(
+                    record, "canceled before sending (requested earlier)"
+                )
+                return
+            if self.holds.blocks(record.venue, record.account, record.seq):
+                await hold_back(self.ledger, self.holds, record)
                 return
             self.in_section.add(client_order_id)
             try:
@@ -244,8 +279,14 @@ class Executor:
             await self.ledger.mark_rejected(sending, exc, code=code, message=message)
             self.ledger.answered(record.client_order_id)
             return
-        except Exception as exc:  # timeout, 5xx, -1006/-1007, rate limits, bugs: ambiguous
+        except VenueRateLimitedError as exc:
+            if (proof := not_executed(exc)) is not None:
+                await not_sent(self.ledger, self.holds, sending, proof)
+                return
+            error = exc  # a rate-limit code under another status: ambiguous
+        except Exception as exc:  # timeout, 5xx, -1006/-1007, bugs: ambiguous
             error = exc
+        self.holds.answered(record.venue)
         if report is not None:
             self.accepted += 1
             await self.ledger.apply_report(sending, report, reason="venue answered new order")
@@ -318,7 +359,7 @@ class Executor:
                 return 0.0
             if decision.kind is DecisionKind.ADOPT:
                 assert decision.report is not None
-                fills = await self._fills_of(record, decision.report)
+                fills = await fills_of(self.venues, record, decision.report)
                 if fills is None:
                     # Found, but its fills could not be read: recording the state
                     # without them would lose them for good. Ask again.
@@ -355,7 +396,7 @@ class Executor:
         """Apply a venue report of an open order (fetching its fills when they moved)."""
         fills: list[Any] = []
         if report.executed_qty is not None and report.executed_qty > record.executed_qty:
-            fetched = await self._fills_of(record, report)
+            fetched = await fills_of(self.venues, record, report)
             if fetched is None:
                 # The fills could not be read: record nothing (not even a closed
                 # state, after which nobody would look again); the next poll retries.
@@ -366,36 +407,6 @@ class Executor:
             if current is None:
                 return
             await self.ledger.apply_report(current, report, reason=reason, fills=fills)
-
-    async def _fills_of(self, record: IntentRecord, report: Any) -> list[Any] | None:
-        """The order's fills, or ``None`` when they cannot be read in full now.
-
-        ``None`` also when the trades returned do not add up to the report's
-        ``executed_qty`` (a venue's trade list may lag its order status): a
-        caller must then not record the report, or the missing fills (and the
-        position they make) would never be fetched again.
-        """
-        if report.executed_qty is None or report.executed_qty <= 0:
-            return []
-        client = self.venues.client(record.venue)
-        if client is None:
-            return None
-        try:
-            fills: list[Any] = await client.my_trades(
-                record.symbol, order_id=report.order_id, limit=1000
-            )
-        except TradingdError as exc:
-            log.info("order %s: fill query failed: %s", record.client_order_id, exc)
-            return None
-        mine = [f for f in fills if f.order_id == report.order_id]
-        if sum((f.quantity for f in mine), Decimal(0)) < report.executed_qty:
-            log.info(
-                "order %s: the venue lists fills for less than its executed %s; later",
-                record.client_order_id,
-                report.executed_qty,
-            )
-            return None
-        return fills
 
     # ------------------------------------------------------------------ cancel
 
@@ -427,4 +438,60 @@ class Executor:
             "stuck_sending": len(self.stuck),
             "cancels_sent": self.cancels_sent,
             "sending_enabled": self.sending_enabled.is_set(),
+            **self.holds.snapshot(),
         }
+
+
+async def fills_of(venues: VenueAccess, record: IntentRecord, report: Any) -> list[Any] | None:
+    """The order's fills, or ``None`` when they cannot be read in full now.
+
+    ``None`` also when the trades returned do not add up to the report's
+    ``executed_qty`` (a venue's trade list may lag its order status): a
+    caller must then not record the report, or the missing fills (and the
+    position they make) would never be fetched again.
+    """
+    if report.executed_qty is None or report.executed_qty <= 0:
+        return []
+    client = venues.client(record.venue)
+    if client is None:
+        return None
+    try:
+        fills: list[Any] = await client.my_trades(
+            record.symbol, order_id=report.order_id, limit=1000
+        )
+    except TradingdError as exc:
+        log.info("order %s: fill query failed: %s", record.client_order_id, exc)
+        return None
+    mine = [f for f in fills if f.order_id == report.order_id]
+    if sum((f.quantity for f in mine), Decimal(0)) < report.executed_qty:
+        log.info(
+            "order %s: the venue lists fills for less than its executed %s; later",
+            record.client_order_id,
+            report.executed_qty,
+        )
+        return None
+    return fills
+
+
+async def not_sent(
+    ledger: OrderLedger, holds: SendHolds, sending: IntentRecord, proof: NotExecuted
+) -> None:
+    """A rate limit proved the order was not executed: hold the venue, back to PENDING
+    (durable), and only then remember the intent for the tracker to queue when the
+    hold ends (caller holds the order's lock)."""
+    wait = holds.hold(sending.venue, proof)
+    pending = await ledger.mark_not_sent(sending, proof.reason(wait))
+    holds.defer(pending)
+    ledger.received_at.pop(sending.client_order_id, None)  # no answer to time
+
+
+async def hold_back(ledger: OrderLedger, holds: SendHolds, record: IntentRecord) -> None:
+    """Hold back an intent whose venue is held, or with earlier intents of its account
+    held back (caller holds the order's lock). A SENDING mark of the entry's fast path
+    goes back to PENDING: nothing was written."""
+    if record.state is OrderState.SENDING:
+        left = holds.remaining(record.venue)
+        record = await ledger.mark_not_sent(
+            record, f"{HELD_BACK}; venue {record.venue} held for {left:.1f} s more"
+        )
+    holds.defer(record)

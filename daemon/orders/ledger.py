@@ -12,6 +12,12 @@ Every state change of an order goes through :class:`OrderLedger`, which
 4. updates memory and the risk book (fills move the position; a terminal
    state releases the reservation).
 
+Two changes need no venue at all: a cancel of an intent still PENDING ends
+it here (PENDING → CANCELED with its cancel mark, :meth:`OrderLedger.cancel`;
+the order's lock proves its send section has not started), and a send a
+rate limit proved unexecuted goes back to PENDING
+(:meth:`OrderLedger.mark_not_sent`), durably, before it is queued again.
+
 Memory holds the non-terminal orders (the working set the executor, tracker
 and reconciler act on); terminal ones are dropped once recorded. The store
 is the truth; memory is rebuilt from it at every start (:meth:`load`).
@@ -221,6 +227,7 @@ class OrderLedger:
         self.rejected = 0
         self.unknown = 0
         self.resends = 0
+        self.not_sent = 0
         self.fills = 0
         self.contradictions = 0
 
@@ -278,36 +285,61 @@ class OrderLedger:
 
     # ------------------------------------------------------------------ changes
 
-    async def mark_sending(self, record: IntentRecord) -> IntentRecord:
-        """PENDING → SENDING, durably, before the request is built (caller holds the lock)."""
+    async def _move(self, record: IntentRecord, target: OrderState, reason: str) -> IntentRecord:
         new = await self.store.apply_transition(
-            record.client_order_id,
-            transition(record.state, OrderState.SENDING, reason="sending new order"),
+            record.client_order_id, transition(record.state, target, reason=reason)
         )
         self._remember(new)
         self.transitions += 1
         return new
 
+    async def mark_sending(self, record: IntentRecord) -> IntentRecord:
+        """PENDING → SENDING, durably, before the request is built (caller holds the lock)."""
+        return await self._move(record, OrderState.SENDING, "sending new order")
+
     async def mark_unknown(self, record: IntentRecord, reason: str) -> IntentRecord:
         """SENDING → UNKNOWN: the send's outcome is ambiguous (caller holds the lock)."""
-        new = await self.store.apply_transition(
-            record.client_order_id, transition(record.state, OrderState.UNKNOWN, reason=reason)
-        )
-        self._remember(new)
-        self.transitions += 1
+        new = await self._move(record, OrderState.UNKNOWN, reason)
         self.unknown += 1
         log.warning("order %s: outcome UNKNOWN (%s)", record.client_order_id, reason)
         return new
 
     async def mark_resend(self, record: IntentRecord, reason: str) -> IntentRecord:
         """UNKNOWN → PENDING after proven absence (caller holds the lock)."""
-        new = await self.store.apply_transition(
-            record.client_order_id, transition(record.state, OrderState.PENDING, reason=reason)
+        new = await self._move(record, OrderState.PENDING, reason)
+        self.resends += 1
+        log.warning("order %s: %s", record.client_order_id, reason)
+        return new
+
+    async def mark_not_sent(self, record: IntentRecord, reason: str) -> IntentRecord:
+        """SENDING → PENDING: the request provably never took effect (a rate limit; the
+        reason starts with one of :data:`~daemon.orders.state.NOT_EXECUTED_CAUSES`).
+        Durable, with its history row, before the intent may be queued again (caller
+        holds the lock)."""
+        new = await self._move(record, OrderState.PENDING, reason)
+        self.not_sent += 1
+        log.warning("order %s back to PENDING: %s", record.client_order_id, reason)
+        return new
+
+    async def cancel(self, record: IntentRecord) -> IntentRecord:
+        """The operator's or strategy's cancel (caller holds the lock): a PENDING intent
+        is canceled here and now (its send section has not started: that takes the
+        lock); anything later gets a durable cancel request the executor sends."""
+        if record.state is not OrderState.PENDING:
+            return await self.request_cancel(record)
+        return await self.cancel_unsent(record, "canceled before sending")
+
+    async def cancel_unsent(self, record: IntentRecord, reason: str) -> IntentRecord:
+        """PENDING → CANCELED without a venue request, the cancel request marked in the
+        same transaction; releases the risk reservation (caller holds the lock)."""
+        new = await self.store.cancel_unsent(
+            record.client_order_id, transition(record.state, OrderState.CANCELED, reason=reason)
         )
         self._remember(new)
         self.transitions += 1
-        self.resends += 1
-        log.warning("order %s: %s", record.client_order_id, reason)
+        self._release(new)
+        self.received_at.pop(record.client_order_id, None)
+        log.info("order %s: %s", record.client_order_id, reason)
         return new
 
     async def mark_rejected(
@@ -329,17 +361,8 @@ class OrderLedger:
         self._release(new)
         log.warning("order %s rejected: %s", record.client_order_id, reason)
         if self.dead_letters is not None:
-            request: dict[str, JsonValue] = dict(record.to_intent().to_request())
-            payload: JsonValue = {"intent": request, "venue": record.venue}
-            letter = DeadLetter.from_error(
-                payload,
-                error,
-                source=DEAD_LETTER_SOURCE,
-                key=record.client_order_id,
-                now=self.wall_clock,
-            )
             try:
-                await self.dead_letters.add(letter)
+                await self.dead_letters.add(dead_letter(record, error, self.wall_clock))
             except Exception:  # the REJECTED row is durable; the letter is a copy
                 log.exception("order %s: dead letter not stored", record.client_order_id)
         return new
@@ -451,9 +474,21 @@ class OrderLedger:
             "rejected": self.rejected,
             "unknown": self.unknown,
             "resends": self.resends,
+            "not_sent": self.not_sent,
             "fills": self.fills,
             "contradictions": self.contradictions,
         }
+
+
+def dead_letter(
+    record: IntentRecord, error: BaseException, wall_clock: Callable[[], float]
+) -> DeadLetter:
+    """The dead letter of a rejected intent: its request and venue, and the error."""
+    request: dict[str, JsonValue] = dict(record.to_intent().to_request())
+    payload: JsonValue = {"intent": request, "venue": record.venue}
+    return DeadLetter.from_error(
+        payload, error, source=DEAD_LETTER_SOURCE, key=record.client_order_id, now=wall_clock
+    )
 
 
 def _replace_venue_id(record: IntentRecord, venue_order_id: int) -> IntentRecord:

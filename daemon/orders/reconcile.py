@@ -26,7 +26,9 @@ sent until a later pass succeeds, and health says why.
 open orders of each symbol we have open orders in (one request per symbol)
 and refreshes the ones whose fills moved or that closed; it re-queries
 UNKNOWN orders when due, queues cancels that were requested, and moves
-SENDING rows whose send section overran to UNKNOWN. Every
+SENDING rows whose send section overran to UNKNOWN; and it queues again the
+intents held back after a rate limit once their venue's hold has ended
+(:mod:`daemon.orders.holds`), waking in time for it. Every
 ``reconcile_interval_s`` a full pass (3 and 4 above) runs again, and
 PENDING intents that lost their place in a queue are queued again.
 Queries go through the venue client's rate limiter and at most
@@ -46,6 +48,7 @@ import trio
 from daemon.config import OrdersConfig
 from daemon.errors import TradingdError, TransientError
 from daemon.health import HealthLevel
+from daemon.model.orders import OrderReport
 from daemon.orders.dispatch import Dispatcher, WorkItem
 from daemon.orders.executor import OPEN_STATES, Executor
 from daemon.orders.ids import is_derived_client_order_id
@@ -142,9 +145,21 @@ class Reconciler:
         """Queue every PENDING intent that is not queued yet, in submission order."""
         queued = 0
         for record in self.ledger.live([OrderState.PENDING]):
+            if self.executor.holds.is_deferred(record):
+                continue  # held back after a rate limit: queued when the hold ends
             if self.queue(WorkItem(record.account, record.client_order_id, "place")):
                 queued += 1
         return queued
+
+    def queue_released(self) -> int:
+        """Queue the intents held back after a rate limit whose venue's hold has ended,
+        each account's in submission order (the tracker calls it every round)."""
+        due = self.executor.holds.release_due(self._pending)
+        return sum(self.queue(WorkItem(account, coid, "place")) for account, coid in due)
+
+    def _pending(self, client_order_id: str) -> IntentRecord | None:
+        record = self.ledger.get(client_order_id)
+        return record if record is not None and record.state is OrderState.PENDING else None
 
     def queue(self, item: WorkItem) -> bool:
         """Queue work that is already durable; ``False`` when it cannot be queued now.
@@ -227,20 +242,7 @@ class Reconciler:
             seen.add(key)
             if key not in self.unknown_venue_orders:
                 ours = is_derived_client_order_id(coid, prefix=self.settings.id_prefix)
-                entry = {
-                    "venue": venue,
-                    "symbol": report.symbol,
-                    "order_id": report.order_id,
-                    "client_order_id": coid,
-                    "side": report.side.value if report.side else None,
-                    "price": format(report.price, "f") if report.price is not None else None,
-                    "orig_qty": format(report.orig_qty, "f")
-                    if report.orig_qty is not None
-                    else None,
-                    "status": report.status.value if report.status else None,
-                    "has_our_id_shape": ours,
-                    "first_seen_at": self.wall_clock(),
-                }
+                entry = _unknown_entry(venue, report, ours, self.wall_clock())
                 self.unknown_venue_orders[key] = entry
                 log.warning(
                     "orders: venue %s has an open order the store does not know: %s %s "
@@ -276,7 +278,9 @@ class Reconciler:
         """Poll open orders, re-query UNKNOWN ones when due, queue requested cancels."""
         task_status.started()
         while True:
-            await trio.sleep(min(self.settings.poll_interval_s, self.settings.unknown_retry_s))
+            delay = min(self.settings.poll_interval_s, self.settings.unknown_retry_s)
+            release = self.executor.holds.next_release_in()
+            await trio.sleep(delay if release is None else max(0.0, min(delay, release)))
             await self.tick()
 
     async def tick(self) -> None:
@@ -293,6 +297,7 @@ class Reconciler:
 
     async def _tick(self) -> None:
         await self.executor.settle_stuck()
+        self.queue_released()
         now = trio.current_time()
         unknown = [
             r
@@ -380,6 +385,22 @@ class Reconciler:
             "unknown_awaiting_query": len(self.due),
             "unknown_venue_orders": list(self.unknown_venue_orders.values()),
         }
+
+
+def _unknown_entry(venue: str, report: OrderReport, ours: bool, now: float) -> dict[str, Any]:
+    """How ``/status`` lists a venue open order the store does not know."""
+    return {
+        "venue": venue,
+        "symbol": report.symbol,
+        "order_id": report.order_id,
+        "client_order_id": report.client_order_id,
+        "side": report.side.value if report.side else None,
+        "price": format(report.price, "f") if report.price is not None else None,
+        "orig_qty": format(report.orig_qty, "f") if report.orig_qty is not None else None,
+        "status": report.status.value if report.status else None,
+        "has_our_id_shape": ours,
+        "first_seen_at": now,
+    }
 
 
 class _VenueDown(TradingdError):

@@ -47,6 +47,7 @@ from daemon.orders.gateway import EntryUnavailableError, SubmitResult, UnknownOr
 from daemon.orders.ledger import OrderLedger, VenueAccess
 from daemon.orders.reconcile import Reconciler
 from daemon.orders.records import IntentRecord
+from daemon.orders.state import OrderState
 from daemon.resilience.deadletter import DeadLetterStore
 from daemon.risk.book import RiskBook
 from daemon.risk.limits import LimitTable
@@ -147,7 +148,7 @@ class OrdersService:
             self.accounts,
             s,
             reference_price=self.reference_price,
-            executor_ready=lambda account: executor.ready(self.accounts[account]),
+            executor_ready=lambda account: executor.ready(self.accounts[account], account),
             stranded=executor.stuck,
             send_signals=executor.send_signals,
             wall_clock=self.wall_clock,
@@ -265,15 +266,18 @@ class OrdersService:
         }
 
     async def cancel(self, client_order_id: str) -> IntentRecord:
+        """A PENDING intent is canceled at once, without a venue request; anything
+        later gets a durable cancel request (:meth:`OrderLedger.cancel`)."""
         pipeline = self._live()
         record = await self.get(client_order_id)
-        if record.is_terminal or record.cancel_requested_at_ms is not None:
+        requested = record.cancel_requested_at_ms is not None
+        if record.is_terminal or (requested and record.state is not OrderState.PENDING):
             return record
         async with pipeline.ledger.lock(client_order_id):
             current = pipeline.ledger.get(client_order_id)
             if current is None:
                 return await self.get(client_order_id)
-            updated = await pipeline.ledger.request_cancel(current)
+            updated = await pipeline.ledger.cancel(current)
         if updated.state in OPEN_STATES:
             pipeline.reconciler.queue(WorkItem(updated.account, client_order_id, "cancel"))
         return updated

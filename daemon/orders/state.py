@@ -6,15 +6,19 @@ a :class:`Transition`, checked against :data:`TRANSITIONS` by
 anything else. The table is the contract the outbox, the executor and the
 reconciler share::
 
+    CANCELED ◄── canceled before sending
+       ▲
     PENDING ──► SENDING ──┬──► ACCEPTED ──► PARTIALLY_FILLED ──► FILLED | CANCELED | EXPIRED
-       ▲                  ├──► REJECTED
+       ▲  ▲               ├──► REJECTED
+       │  └── not sent ───┤    (our own rate limiter refused it; the venue answered 429/418)
        │                  └──► UNKNOWN ── query by client order id ──┬──► found: the venue's state
        │                                                             └──► proven absent
        └────────────────── resend with the same id ◄──────────────────────────┘
 
     from                 to
-    PENDING              SENDING
-    SENDING              ACCEPTED, REJECTED, UNKNOWN
+    PENDING              SENDING, CANCELED (canceled before its send section started)
+    SENDING              ACCEPTED, REJECTED, UNKNOWN,
+                         PENDING (only when the request provably never took effect)
     UNKNOWN              ACCEPTED, REJECTED, PENDING (only after proven absence),
                          PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED (found further along)
     ACCEPTED             PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED
@@ -23,10 +27,18 @@ reconciler share::
     CANCELED, EXPIRED
 
 * **PENDING** — the intent is durable and nothing has been sent (or a send was
-  proven never to have reached the venue). Safe to send.
+  proven never to have reached the venue, or never to have taken effect).
+  Safe to send, and safe to cancel locally: PENDING → CANCELED needs no venue
+  request, since the venue holds nothing under the id.
 * **SENDING** — durably marked *before* the request leaves. A SENDING row
   found at start-up means the process died inside send→persist: the request
   may or may not have reached the venue, so it becomes UNKNOWN, never PENDING.
+  SENDING → PENDING is legal only with a proof that the request never took
+  effect (:func:`not_executed`; the reason starts with one of
+  :data:`NOT_EXECUTED_CAUSES`, which :func:`transition` and the store check):
+  our own rate limiter refused it before anything was written, or the venue
+  answered HTTP 429 / 418, which Binance documents as a request rejected
+  before processing (unlike a 5xx, whose execution status is unknown).
 * **ACCEPTED** — the venue holds the order (its answer to the new order, or a
   query, said so).
 * **REJECTED** — the venue definitively refused it; nothing took effect.
@@ -47,6 +59,12 @@ table keeps the single step to ACCEPTED: the venue's answer to the new order
 back FILLED) is a second, separate fact — :func:`path_to_venue_state` gives
 both steps.
 
+Why SENDING → PENDING is safe for a rate limit and nothing else: Binance's
+REST documentation ("LIMITS") says a request breaking a rate limit fails with
+HTTP 429 (418 once the IP is banned): it is refused by the API layer and
+never reaches the matching engine, so no order exists. A 5xx, ``-1006`` or
+``-1007``, a timeout or a lost connection say nothing of the kind: UNKNOWN.
+
 Why UNKNOWN → PENDING is safe only after proof of absence: Binance accepts a
 reused client order id again once the first order is closed, so a "retry" of
 an order that in fact filled would double the position. :func:`resolve_unknown`
@@ -66,16 +84,19 @@ from typing import Final
 
 import attrs
 
-from daemon.errors import PermanentError
+from daemon.errors import PermanentError, VenueRateLimitedError
 from daemon.model.orders import OrderReport, VenueOrderStatus
 
 __all__ = [
+    "HELD_BACK",
+    "NOT_EXECUTED_CAUSES",
     "TERMINAL_STATES",
     "TRANSITIONS",
     "Decision",
     "DecisionKind",
     "Found",
     "InvalidStateTransitionError",
+    "NotExecuted",
     "NotFound",
     "NotFoundYet",
     "OrderState",
@@ -83,10 +104,12 @@ __all__ = [
     "QueryOutcome",
     "Transition",
     "can_transition",
+    "check_transition",
     "classify_not_found",
     "from_order_report",
     "from_venue_status",
     "is_terminal",
+    "not_executed",
     "path_to_venue_state",
     "resolve_unknown",
     "transition",
@@ -121,8 +144,8 @@ _AFTER_ACCEPT: Final = frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELED, _
 #: from the key state; terminal states map to the empty set (they absorb).
 TRANSITIONS: Final[Mapping[OrderState, frozenset[OrderState]]] = MappingProxyType(
     {
-        _S.PENDING: frozenset({_S.SENDING}),
-        _S.SENDING: frozenset({_S.ACCEPTED, _S.REJECTED, _S.UNKNOWN}),
+        _S.PENDING: frozenset({_S.SENDING, _S.CANCELED}),
+        _S.SENDING: frozenset({_S.ACCEPTED, _S.REJECTED, _S.UNKNOWN, _S.PENDING}),
         _S.UNKNOWN: frozenset({_S.ACCEPTED, _S.REJECTED, _S.PENDING}) | _AFTER_ACCEPT,
         _S.ACCEPTED: _AFTER_ACCEPT,
         _S.PARTIALLY_FILLED: _AFTER_ACCEPT,
@@ -136,6 +159,18 @@ TRANSITIONS: Final[Mapping[OrderState, frozenset[OrderState]]] = MappingProxyTyp
 #: States no transition leaves.
 TERMINAL_STATES: Final[frozenset[OrderState]] = frozenset(
     {_S.REJECTED, _S.FILLED, _S.CANCELED, _S.EXPIRED}
+)
+
+#: Held back before the send: a rate limit of the account's venue (or an earlier intent
+#: of the account waiting for one) stopped the request from starting at all.
+HELD_BACK: Final = "held back after a rate limit, not sent"
+#: The proofs that a new-order request never took effect; the reason of every
+#: SENDING → PENDING transition starts with one of them (see the module docstring).
+NOT_EXECUTED_CAUSES: Final[tuple[str, ...]] = (
+    "rate limited locally, not sent",
+    "venue 429: not executed",
+    "venue 418: not executed",
+    HELD_BACK,
 )
 
 
@@ -152,11 +187,13 @@ class InvalidStateTransitionError(PermanentError):
         reason: Why the caller wanted the change.
     """
 
-    def __init__(self, current: OrderState, target: OrderState, *, reason: str) -> None:
+    def __init__(
+        self, current: OrderState, target: OrderState, *, reason: str, why: str | None = None
+    ) -> None:
         allowed = ", ".join(sorted(s.value for s in TRANSITIONS[current])) or "none: terminal"
         super().__init__(
             f"illegal order state transition {current.value} -> {target.value} "
-            f"({reason}); allowed from {current.value}: {allowed}"
+            f"({reason}); " + (why or f"allowed from {current.value}: {allowed}")
         )
         self.current = current
         self.target = target
@@ -190,13 +227,34 @@ class Transition:
     reason: str = attrs.field(validator=_non_empty)
 
     def __attrs_post_init__(self) -> None:
-        if self.target not in TRANSITIONS[self.source]:
-            raise InvalidStateTransitionError(self.source, self.target, reason=self.reason)
+        check_transition(self.source, self.target, self.reason)
 
 
 def can_transition(current: OrderState, target: OrderState) -> bool:
-    """Whether :data:`TRANSITIONS` allows ``current -> target``."""
+    """Whether :data:`TRANSITIONS` allows ``current -> target`` (for some reason)."""
     return target in TRANSITIONS[current]
+
+
+def check_transition(source: OrderState, target: OrderState, reason: str) -> None:
+    """Check one step against :data:`TRANSITIONS` and its guard (also the store's check).
+
+    SENDING → PENDING is guarded: its reason must start with one of
+    :data:`NOT_EXECUTED_CAUSES`.
+
+    Raises:
+        InvalidStateTransitionError: the table forbids it, or the guard fails.
+    """
+    if target not in TRANSITIONS[source]:
+        raise InvalidStateTransitionError(source, target, reason=reason)
+    if source is _S.SENDING and target is _S.PENDING and not reason.startswith(NOT_EXECUTED_CAUSES):
+        causes = "; ".join(repr(cause) for cause in NOT_EXECUTED_CAUSES)
+        raise InvalidStateTransitionError(
+            source,
+            target,
+            reason=reason,
+            why=f"SENDING -> PENDING needs a proof of non-execution, a reason starting with "
+            f"one of: {causes}",
+        )
 
 
 def transition(current: OrderState, target: OrderState, *, reason: str) -> Transition:
@@ -330,6 +388,13 @@ def path_to_venue_state(
         raise ValueError(f"{observed.value} is not a state a venue reports")
     if current is observed:
         return ()
+    if current is _S.PENDING:  # PENDING -> CANCELED is ours (canceled before sending) only
+        raise InvalidStateTransitionError(
+            current,
+            observed,
+            reason=reason,
+            why="the venue reports an order we hold as PENDING (never sent, or proven absent)",
+        )
     if current is _S.SENDING and observed is not _S.REJECTED:
         first = transition(current, _S.ACCEPTED, reason=reason)
         if observed is _S.ACCEPTED:
@@ -338,6 +403,54 @@ def path_to_venue_state(
     if current in _PROGRESS and observed in _PROGRESS and _PROGRESS[observed] < _PROGRESS[current]:
         return ()
     return (transition(current, observed, reason=reason),)
+
+
+# --------------------------------------------------------------------------- not executed
+
+
+@attrs.frozen
+class NotExecuted:
+    """Proof that a new-order request never took effect: back to PENDING, send later.
+
+    Attributes:
+        cause: One of :data:`NOT_EXECUTED_CAUSES` (the history reason starts with it).
+        retry_after_s: How long the venue (``Retry-After``) or our limiter (its
+            remaining freeze) asked us to wait; ``None`` when it did not say.
+        code: The venue's error code (``-1003``, ``-1015``), if any.
+    """
+
+    cause: str
+    retry_after_s: float | None = None
+    code: int | None = None
+
+    def reason(self, wait_s: float) -> str:
+        """The history reason: ``"venue 429: not executed (-1003); retry after 2.0 s"``."""
+        code = f" ({self.code})" if self.code is not None else ""
+        return f"{self.cause}{code}; retry after {wait_s:.1f} s"
+
+
+def not_executed(error: BaseException) -> NotExecuted | None:
+    """Whether a new order's failure proves that the order was not executed.
+
+    * :class:`~daemon.errors.VenueRateLimitedError` without ``http_status``:
+      our own rate limiter did not admit the request, which was never written.
+    * :class:`~daemon.errors.VenueRateLimitedError` with HTTP 429 or 418:
+      Binance rejects a request over a rate limit before processing it.
+
+    Anything else is ``None``: a 5xx, ``-1006``/``-1007``, a timeout, a lost
+    connection, even a rate-limit *code* under another HTTP status leaves the
+    outcome unknown (UNKNOWN, resolved by query).
+    """
+    if not isinstance(error, VenueRateLimitedError):
+        return None
+    status = error.http_status
+    if status is None:
+        cause = NOT_EXECUTED_CAUSES[0]
+    elif status in (429, 418):
+        cause = f"venue {status}: not executed"
+    else:
+        return None
+    return NotExecuted(cause, error.retry_after_s, error.code)
 
 
 # --------------------------------------------------------------------------- UNKNOWN

@@ -60,7 +60,12 @@ from daemon.store.orders_queries import (
 )
 from daemon.store.orders_rows import get_intent
 from daemon.store.orders_rules import ProgressFields, ReportFields
-from daemon.store.orders_transitions import apply_transitions, request_cancel, update_progress
+from daemon.store.orders_transitions import (
+    apply_transitions,
+    cancel_unsent,
+    request_cancel,
+    update_progress,
+)
 from daemon.store.trading_states import load_trading_states, save_trading_state
 
 __all__ = ["OrderStore", "OrdersBackend"]
@@ -196,6 +201,15 @@ class OrderStore:
         return await self.run_write(
             lambda conn: request_cancel(conn, client_order_id, now),
             f"requesting cancel of order {client_order_id}",
+        )
+
+    async def cancel_unsent(self, client_order_id: str, t: Transition) -> IntentRecord:
+        """Cancel a PENDING intent locally, with its cancel mark; see
+        :func:`~daemon.store.orders_transitions.cancel_unsent`."""
+        now = self.now_ms()
+        return await self.run_write(
+            lambda conn: cancel_unsent(conn, client_order_id, t, now),
+            f"canceling unsent order {client_order_id}",
         )
 
     async def insert_fills(self, fills: Sequence[FillRecord]) -> builtins.list[FillRecord]:

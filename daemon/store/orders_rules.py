@@ -3,9 +3,10 @@
 The exactly-once proofs of :mod:`daemon.store.orders` that do not depend on
 the database: which records may be inserted (:func:`check_fresh`), how a run
 of transitions and a venue report's fields move an intent
-(:func:`advance`: compare-and-set on the state, chained steps, cumulative
-quantities that never move backwards, one venue order id per intent), how a
-cancel request is marked (:func:`cancel_marked`), how fills move positions
+(:func:`advance`: compare-and-set on the state, chained steps, the guarded
+steps SENDING → PENDING and PENDING → CANCELED, cumulative quantities that
+never move backwards, one venue order id per intent), how a cancel request is
+marked (:func:`cancel_marked`), how fills move positions
 (:func:`check_fills`, :func:`position_deltas`, :func:`add_exact`) and which
 operator switches are valid (:func:`trading_state_name`). The SQLite modules
 (``orders_outbox``, ``orders_transitions``, ``orders_fills``,
@@ -30,7 +31,12 @@ import attrs
 from daemon.errors import PermanentError
 from daemon.model.orders import Side
 from daemon.orders.records import FillRecord, IntentRecord
-from daemon.orders.state import TRANSITIONS, InvalidStateTransitionError, OrderState, Transition
+from daemon.orders.state import (
+    InvalidStateTransitionError,
+    OrderState,
+    Transition,
+    check_transition,
+)
 from daemon.risk.state import TradingState
 
 __all__ = [
@@ -262,17 +268,22 @@ def advance(
     with the last step. Every step into SENDING sets ``sent_at_ms = now_ms``
     and counts a send attempt; ``updated_at_ms`` becomes ``now_ms``.
 
+    The guarded steps are checked again here: SENDING → PENDING needs a proof
+    of non-execution in its reason (:func:`~daemon.orders.state.check_transition`),
+    and PENDING → CANCELED (canceled before sending) needs a durable cancel
+    request and nothing from the venue (no venue order id, no fill).
+
     Raises:
         StaleStateError: ``current.state`` is not the first step's source.
-        InvalidStateTransitionError: a step the table forbids (a forged
-            :class:`~daemon.orders.state.Transition`).
-        ValueError: the steps do not chain, or a quantity is negative.
+        InvalidStateTransitionError: a step the table (or its guard) forbids (a
+            forged :class:`~daemon.orders.state.Transition`).
+        ValueError: the steps do not chain, a quantity is negative, or a
+            PENDING → CANCELED step without a cancel request or with venue facts.
         VenueOrderIdConflictError: ``venue_order_id`` differs from the stored one.
     """
     record = current
     for index, step in enumerate(ts):
-        if step.target not in TRANSITIONS[step.source]:
-            raise InvalidStateTransitionError(step.source, step.target, reason=step.reason)
+        check_transition(step.source, step.target, step.reason)
         if step.source is not record.state:
             if index == 0:
                 raise StaleStateError(current.client_order_id, step, record.state)
@@ -281,6 +292,8 @@ def advance(
                 f"{step.source.value} but step {index - 1} ends in {record.state.value}; "
                 "steps must chain"
             )
+        if step.source is OrderState.PENDING and step.target is OrderState.CANCELED:
+            _check_unsent_cancel(record)
         changes: dict[str, Any] = {"state": step.target}
         if step.target is OrderState.SENDING:
             changes["sent_at_ms"] = now_ms
@@ -290,6 +303,18 @@ def advance(
     if not ts and record == current:
         return None  # nothing new: not even updated_at_ms moves
     return attrs.evolve(record, updated_at_ms=now_ms)
+
+
+def _check_unsent_cancel(record: IntentRecord) -> None:
+    if record.cancel_requested_at_ms is None or (
+        record.venue_order_id is not None or record.executed_qty != 0
+    ):
+        raise ValueError(
+            f"order {record.client_order_id}: PENDING -> CANCELED needs a recorded cancel "
+            f"request and nothing from the venue (cancel requested at "
+            f"{record.cancel_requested_at_ms}, venue order id {record.venue_order_id}, "
+            f"executed {record.executed_qty})"
+        )
 
 
 def cancel_marked(current: IntentRecord, now_ms: int) -> IntentRecord | None:

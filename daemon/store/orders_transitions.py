@@ -23,11 +23,17 @@ from collections.abc import Sequence
 from typing import Final, Unpack
 
 from daemon.orders.records import IntentRecord
-from daemon.orders.state import Transition
+from daemon.orders.state import OrderState, Transition
 from daemon.store.orders_rows import require_intent, save_intent
 from daemon.store.orders_rules import ProgressFields, ReportFields, advance, cancel_marked
 
-__all__ = ["apply_transition", "apply_transitions", "request_cancel", "update_progress"]
+__all__ = [
+    "apply_transition",
+    "apply_transitions",
+    "cancel_unsent",
+    "request_cancel",
+    "update_progress",
+]
 
 _INSERT_HISTORY: Final = (
     "INSERT INTO order_history (client_order_id, seq, from_state, to_state, reason, at_ms) "
@@ -147,3 +153,28 @@ def request_cancel(conn: sqlite3.Connection, client_order_id: str, now_ms: int) 
         return current
     save_intent(conn, record)
     return record
+
+
+def cancel_unsent(
+    conn: sqlite3.Connection, client_order_id: str, t: Transition, now_ms: int
+) -> IntentRecord:
+    """Cancel a PENDING intent locally: mark the cancel request and move it PENDING →
+    CANCELED (``t``) with its history row, in the caller's one transaction.
+
+    Nothing was sent (or the venue proved it holds nothing), so no venue request
+    is needed; the first cancel mark stays if there was one.
+
+    Raises:
+        UnknownIntentError: no such intent.
+        StaleStateError: the stored state is not PENDING (``t.source``): its send
+            section started meanwhile; nothing was changed.
+        ValueError: ``t`` is not PENDING → CANCELED, or the intent has venue facts.
+    """
+    if (t.source, t.target) != (OrderState.PENDING, OrderState.CANCELED):
+        raise ValueError(f"cancel_unsent moves PENDING -> CANCELED, not {t.source} -> {t.target}")
+    current = require_intent(conn, client_order_id)
+    if current.state is OrderState.PENDING:
+        marked = cancel_marked(current, now_ms)
+        if marked is not None:
+            save_intent(conn, marked)
+    return apply_transitions(conn, client_order_id, (t,), now_ms)

@@ -130,10 +130,22 @@ async def test_orders_commands_against_a_running_pipeline(tmp_path: Path) -> Non
             canceled = await ask(action="cancel", client_order_id=lid)
             assert canceled["ok"] is True
             assert canceled["cancel_requested"] is True
+            assert canceled["canceled_before_sending"] is False
             assert canceled["order"]["cancel_requested_at_ms"] is not None
             await wait_state(service, lid, S.CANCELED)
             again = await ask(action="cancel", client_order_id=lid)
             assert (again["cancel_requested"], again["state"]) == (False, "CANCELED")
+            assert again["canceled_before_sending"] is False
+
+            # An intent still PENDING (its venue is down) is canceled at once, unsent.
+            run.venues.down = True
+            pid = (await service.submit(limit_request("p-1"))).client_order_id
+            local = await ask(action="cancel", client_order_id=pid)
+            assert (local["cancel_requested"], local["canceled_before_sending"]) == (True, True)
+            assert local["state"] == "CANCELED"
+            assert (await ask(action="cancel", client_order_id=pid))["cancel_requested"] is False
+            run.venues.down = False
+            assert await sim.audit(pid) == []
 
             for message, status, needle in (
                 ({"action": "show", "client_order_id": "td1-none"}, 404, "no order"),

@@ -6,8 +6,12 @@ ledger, reconciler, store) over a real SQLite file and a
 :class:`~tests.helpers.model_venue.ModelVenue`. Its rules submit intents
 (new and repeated message ids, concurrently), arm venue faults (reject, 5xx
 before and after processing, timeout after processing, slow and lagging
-orders, failing and slow queries and cancels) and store faults (a slow disk),
-fill and cancel resting orders at the venue, ask the pipeline to cancel, let
+orders, failing and slow queries and cancels), rate limits of new orders (our
+own limiter refusing a request unsent; the venue's 429/418, rejected before
+processing and blocking the caller for its ``Retry-After``) and store faults
+(a slow disk), fill and cancel resting orders at the venue, ask the pipeline
+to cancel (a PENDING intent — held back by a rate limit, say — is canceled
+locally, a later one gets a cancel request), let
 virtual time pass, stop gracefully, and **kill the process** —
 between any two steps, or at a chosen venue call or store transaction
 (inside send→persist included) — then start a new incarnation over the same
@@ -22,13 +26,17 @@ Invariants, after every step:
 * the venue never holds two orders with one client order id (its audit);
 * every intent acknowledged to a caller is in the store, as submitted;
 * every venue order belongs to a recorded intent (none is sent before it is durable);
-* every state history starts at PENDING and follows :data:`TRANSITIONS`;
+* every state history starts at PENDING and follows :data:`TRANSITIONS`; a
+  SENDING → PENDING step carries a proof of non-execution (a rate limit);
+* no process sends a new order before the ``Retry-After`` of a 429/418 it got;
+* an intent canceled before sending (PENDING → CANCELED) has no venue order;
 * no unexpected error: no exception logged by the pipeline, no contradiction
   between venue reports and records, no incarnation dying of anything but a kill.
 
 At the end, with faults off and time past the visibility grace, every intent
-is ACCEPTED, PARTIALLY_FILLED or terminal (REJECTED only if it never reached
-the venue), the store agrees with the venue on every order — state, venue id,
+is ACCEPTED, PARTIALLY_FILLED or terminal (REJECTED, or CANCELED before
+sending, only if it never reached the venue): a rate-limited one was sent
+again, once. The store agrees with the venue on every order — state, venue id,
 executed quantity, fills (by trade id) and position — and the live process
 agrees with the store: its live orders, its risk book's open orders and
 position, no open venue order reported as unknown.
@@ -85,7 +93,7 @@ from hypothesis.stateful import (
 )
 
 from daemon.config import OrdersConfig
-from daemon.errors import RiskRejectedError
+from daemon.errors import RiskRejectedError, VenueRateLimitedError
 from daemon.model.instruments import ExchangeInfo, SymbolFilters, SymbolInfo
 from daemon.model.orders import FillReport, NewOrder, OrderReport, Side
 from daemon.orders.dispatch import DispatchMode
@@ -98,7 +106,13 @@ from daemon.orders.ids import derive_client_order_id
 from daemon.orders.ledger import OrderVenue
 from daemon.orders.records import HistoryRow, IntentRecord
 from daemon.orders.service import OrdersService, Pipeline
-from daemon.orders.state import TERMINAL_STATES, TRANSITIONS, OrderState, from_order_report
+from daemon.orders.state import (
+    NOT_EXECUTED_CAUSES,
+    TERMINAL_STATES,
+    TRANSITIONS,
+    OrderState,
+    from_order_report,
+)
 from daemon.risk.limits import LimitTable, RiskLimits
 from daemon.store.orders_fills import fills_for, positions
 from daemon.store.orders_queries import history, list_intents
@@ -321,6 +335,11 @@ class _ProcessClient:
     async def new_order(
         self, order: NewOrder, *, on_sent: Callable[[], None] | None = None
     ) -> OrderReport:
+        self.process.check_alive()
+        limited = self.process.world.rate_limit(self.process)
+        if limited is not None:
+            await trio.lowlevel.checkpoint()
+            raise limited  # not processed: the venue holds nothing new
         return await self.process.call(lambda: self.venue.new_order(order, on_sent=on_sent))
 
     async def get_order(
@@ -419,6 +438,12 @@ class World:
         self.acked: dict[str, dict[str, str]] = {}
         #: The armed store fault and how many store calls it still lets pass.
         self.store_fault: StoreFault | None = None
+        #: Rate limits armed for the next new-order calls.
+        self.rate_limits: list[RateLimit] = []
+        #: The venue refuses new orders (429) until then (trio time), after a 429/418 it
+        #: gave to process ``blocked_by``.
+        self.blocked_until = -math.inf
+        self.blocked_by: int | None = None
         self.token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._stop = trio.Event()
@@ -518,6 +543,31 @@ class World:
             self.kills += 1
             inc.kill()
 
+    def rate_limit(self, process: Incarnation) -> VenueRateLimitedError | None:
+        """The rate limit a new order of ``process`` meets now, if any.
+
+        While the venue's ``Retry-After`` runs it answers 429 again; a process that
+        was told so and sends anyway is a failure (the venue would ban it). An armed
+        limit is our own limiter refusing the request unsent (``status`` None), or the
+        venue's 429/418, which starts such a block.
+        """
+        now = trio.current_time()
+        if now < self.blocked_until:
+            if process.number == self.blocked_by:
+                self.failures.append(
+                    f"process {process.number} sent a new order {self.blocked_until - now:.3f}s "
+                    "before the Retry-After it was given"
+                )
+            return _limited(429, self.blocked_until - now)
+        if not self.rate_limits:
+            return None
+        limit = self.rate_limits.pop(0)
+        if limit.status is not None:
+            assert limit.retry_after_s is not None
+            self.blocked_until = now + limit.retry_after_s
+            self.blocked_by = process.number
+        return _limited(limit.status, limit.retry_after_s)
+
     def take_store_fault(self) -> StoreFault | None:
         """The store fault for this store call, if it is the one armed."""
         fault = self.store_fault
@@ -535,15 +585,19 @@ class World:
         self.mode = mode
         self._start()
 
-    async def submit(self, batch: list[tuple[int | None, str, str]], fault: Fault | None) -> None:
+    async def submit(
+        self, batch: list[tuple[int | None, str, str]], fault: Fault | RateLimit | None
+    ) -> None:
         """Submit concurrently: a new message (``None``), or the same one again (a retry).
 
         A retry sends exactly what was sent the first time, whatever was drawn.
-        ``fault`` is armed for the next new-order call.
+        ``fault`` (or rate limit) is armed for the next new-order call.
         """
         inc = self.current
         assert inc is not None
-        if fault is not None:
+        if isinstance(fault, RateLimit):
+            await self.arm_rate_limit(fault, 1)
+        elif fault is not None:
             await self.arm(Call.NEW_ORDER, fault, 1)
         async with trio.open_nursery() as nursery:
             for repeat, kind, side in batch:
@@ -618,6 +672,10 @@ class World:
     async def arm_store_fault(self, fault: StoreFault) -> None:
         self.store_fault = fault
 
+    async def arm_rate_limit(self, limit: RateLimit, times: int) -> None:
+        """Arm a rate limit for the next ``times`` new orders (a few at most waiting)."""
+        self.rate_limits += [limit] * max(0, min(times, MAX_ARMED - len(self.rate_limits)))
+
     # ------------------------------------------------------------------ checks
 
     def _read(
@@ -647,6 +705,8 @@ class World:
             )
         for coid, record in records.items():
             _check_history(coid, histories[coid], record.state)
+            if _canceled_before_sending(histories[coid]):
+                assert self._venue_order(coid) is None, f"{coid} canceled unsent, yet at the venue"
 
     def _venue_order(self, coid: str) -> VenueOrder | None:
         found = [o for o in self.venue.orders.values() if o.client_order_id == coid]
@@ -676,6 +736,7 @@ class World:
         """Faults off, time past the grace: everything resolved and in agreement."""
         self.venue.clear_faults()
         self.store_fault = None
+        self.rate_limits.clear()
         await self._settle()
         await trio.sleep(FINAL_MIN_S)
         deadline = trio.current_time() + FINAL_LIMIT_S
@@ -690,13 +751,14 @@ class World:
         self._check_agreement()
 
     def _check_agreement(self) -> None:
-        records, _, conn = self._read()
+        records, histories, conn = self._read()
         with closing(conn):
             signed = Decimal(0)
             for coid, record in records.items():
                 order = self._venue_order(coid)
                 if order is None:
-                    assert record.state is S.REJECTED, (
+                    unsent = _canceled_before_sending(histories[coid])
+                    assert record.state is S.REJECTED or unsent, (
                         f"{coid} is {record.state.value} but never reached the venue"
                     )
                     continue
@@ -741,7 +803,26 @@ def _check_history(coid: str, rows: list[HistoryRow], state: OrderState) -> None
     for before, after in itertools.pairwise(rows):
         assert after.source is before.target, f"{coid}: history does not chain: {path}"
         assert after.target in TRANSITIONS[before.target], f"{coid}: illegal step in {path}"
+        if (after.source, after.target) == (S.SENDING, S.PENDING):
+            assert after.reason.startswith(NOT_EXECUTED_CAUSES), f"{coid}: {after.reason}"
     assert rows[-1].target is state, f"{coid}: history {path} does not end in {state.value}"
+
+
+def _canceled_before_sending(rows: list[HistoryRow]) -> bool:
+    return bool(rows) and (rows[-1].source, rows[-1].target) == (S.PENDING, S.CANCELED)
+
+
+def _limited(status: int | None, retry_after_s: float | None) -> VenueRateLimitedError:
+    where = "the local rate limiter did not admit the request" if status is None else "429"
+    return VenueRateLimitedError(
+        f"{VENUE} POST /api/v3/order: {where}",
+        retry_after_s=retry_after_s,
+        banned=status == 418,
+        venue=VENUE,
+        code=None if status is None else -1003,
+        http_status=status,
+        endpoint="POST /api/v3/order",
+    )
 
 
 # ----------------------------------------------------------------------------- the machine
@@ -821,6 +902,22 @@ CANCEL_FAULTS = st.one_of(
     st.just(Fault(FaultKind.SLOW, 3.0)),
 )
 
+
+@attrs.frozen
+class RateLimit:
+    """A new order refused by a rate limit: ``status`` None is our own limiter (never
+    sent; ``retry_after_s`` its remaining freeze, if any), 429/418 the venue's answer
+    (not processed; it refuses new orders for ``retry_after_s``)."""
+
+    status: int | None
+    retry_after_s: float | None
+
+
+RATE_LIMITS = st.one_of(
+    st.builds(RateLimit, st.none(), st.sampled_from([None, 0.5, 3.0])),
+    st.builds(RateLimit, st.just(429), st.sampled_from([0.5, 2.0, 12.0])),
+    st.builds(RateLimit, st.just(418), st.sampled_from([5.0, 30.0])),
+)
 
 #: Concurrent submissions: (new message or which one to repeat, type, side).
 BATCHES = st.lists(
@@ -905,9 +1002,16 @@ class PipelineMachine(RuleBasedStateMachine):
     # call (a submission, a cancel, a fill whose trades the tracker must fetch),
     # so that it meets that call rather than waiting for one that never comes.
 
-    @rule(batch=BATCHES, fault=st.none() | NEW_ORDER_FAULTS)
-    def submit(self, batch: list[tuple[int | None, str, str]], fault: Fault | None) -> None:
+    @rule(batch=BATCHES, fault=st.none() | NEW_ORDER_FAULTS | RATE_LIMITS)
+    def submit(
+        self, batch: list[tuple[int | None, str, str]], fault: Fault | RateLimit | None
+    ) -> None:
         self._do(lambda: self.world.submit(batch, fault))
+
+    @rule(limit=RATE_LIMITS, times=st.integers(1, 3))
+    def rate_limit(self, limit: RateLimit, times: int) -> None:
+        """Rate limits for the next new orders (a resend, or a later submission)."""
+        self._do(lambda: self.world.arm_rate_limit(limit, times))
 
     @precondition(lambda self: bool(self.world.acked))
     @rule(pick=st.integers(0, 7), fault=st.none() | CANCEL_FAULTS)
@@ -978,6 +1082,7 @@ TestPipelineMachine = PipelineMachine.TestCase
 # periodic full pass every 5 s, send timeout 2 s.
 
 MARKET_BUY: Final = (None, "MARKET", "BUY")
+Step = Callable[["PipelineMachine"], None]
 
 
 def _play(*steps: Callable[[PipelineMachine], None]) -> PipelineMachine:
@@ -1061,3 +1166,75 @@ def test_an_answer_about_an_earlier_send_is_not_applied_to_a_resend() -> None:
     )
     assert not machine.world.venue.armed(), "the scenario did not play out as described"
     assert len(machine.world.venue.audit) == 1
+
+
+def _limit(status: int | None, retry_after_s: float | None, times: int = 1) -> Step:
+    return lambda machine: machine.rate_limit(RateLimit(status, retry_after_s), times)
+
+
+Paths = dict[str, list[tuple[OrderState, str]]]
+
+
+def _keep_history(into: Paths) -> Step:
+    """A step that copies every intent's (state, reason) history into ``into``."""
+
+    def keep(machine: PipelineMachine) -> None:
+        _, histories, conn = machine.world._read()
+        conn.close()
+        into.update({c: [(h.target, h.reason) for h in rows] for c, rows in histories.items()})
+
+    return keep
+
+
+def test_a_rate_limited_order_goes_out_once_after_the_retry_after() -> None:
+    """t=0 our own limiter refuses the first send (unsent), the venue answers the
+    second 429 with Retry-After 2 s: back to PENDING twice, then sent once, at 3 s
+    (a 1 s backoff, then the 2 s the venue asked for)."""
+    histories: Paths = {}
+    machine = _play(
+        _limit(None, None),
+        _limit(429, 2.0),
+        _submit(MARKET_BUY),
+        _advance(0.6),
+        _advance(3.0),
+        _keep_history(histories),
+    )
+    assert not machine.world.rate_limits, "the scenario did not play out as described"
+    [entry] = machine.world.venue.audit
+    assert entry.at_s >= 3.0
+    [path] = histories.values()
+    assert [state for state, _ in path] == [
+        S.PENDING,
+        S.SENDING,
+        S.PENDING,
+        S.SENDING,
+        S.PENDING,
+        S.SENDING,
+        S.ACCEPTED,
+        S.FILLED,
+    ]
+    assert path[2][1] == "rate limited locally, not sent; retry after 1.0 s"
+    assert path[4][1] == "venue 429: not executed (-1003); retry after 2.0 s"
+
+
+def test_intents_held_back_by_a_rate_limit_are_canceled_locally_or_sent_in_order() -> None:
+    """A 418 (30 s) holds the venue: the rate-limited intent and the next one wait as
+    PENDING; the caller cancels one of them — canceled locally, never sent — and the
+    other goes out once when the ban ends."""
+    histories: Paths = {}
+    machine = _play(
+        _limit(418, 30.0),
+        _submit((None, "LIMIT", "BUY"), (None, "LIMIT", "SELL")),
+        _advance(3.0),
+        lambda machine: machine.cancel(pick=0, fault=None),
+        _advance(12.0),
+        _advance(20.0),
+        _keep_history(histories),
+    )
+    canceled = [c for c, path in histories.items() if path[-1][0] is S.CANCELED]
+    assert len(canceled) == 1
+    assert histories[canceled[0]][-1] == (S.CANCELED, "canceled before sending")
+    assert [e.client_order_id for e in machine.world.venue.audit] == [
+        c for c in histories if c not in canceled
+    ]
+    assert machine.world.venue.audit[0].at_s >= 30.0

@@ -14,24 +14,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.errors import PermanentError
+from daemon.errors import PermanentError, VenueOutcomeUnknownError, VenueRateLimitedError
 from daemon.model.orders import OrderReport, VenueOrderStatus
 from daemon.orders.state import (
+    NOT_EXECUTED_CAUSES,
     TERMINAL_STATES,
     TRANSITIONS,
     DecisionKind,
     Found,
     InvalidStateTransitionError,
+    NotExecuted,
     NotFound,
     NotFoundYet,
     OrderState,
     QueryFailed,
     Transition,
     can_transition,
+    check_transition,
     classify_not_found,
     from_order_report,
     from_venue_status,
     is_terminal,
+    not_executed,
     path_to_venue_state,
     resolve_unknown,
     transition,
@@ -54,9 +58,11 @@ P, SE, A, R, U, PF, F, C, E = (
 EXPECTED_EDGES: frozenset[tuple[OrderState, OrderState]] = frozenset(
     {
         (P, SE),
+        (P, C),  # canceled before sending
         (SE, A),
         (SE, R),
         (SE, U),
+        (SE, P),  # guarded: only with a proof of non-execution (a rate limit)
         (U, A),
         (U, R),
         (U, P),
@@ -113,8 +119,9 @@ def test_every_pair_against_the_table(current: OrderState, target: OrderState) -
     assert can_transition(current, target) is legal
     assert (target in TRANSITIONS[current]) is legal
     if legal:
-        step = transition(current, target, reason="test")
-        assert step == Transition(current, target, "test")
+        reason = "venue 429: not executed; test" if (current, target) == (SE, P) else "test"
+        step = transition(current, target, reason=reason)
+        assert step == Transition(current, target, reason)
     else:
         with pytest.raises(InvalidStateTransitionError):
             Transition(current, target, "rebuilt from a corrupt row")
@@ -164,8 +171,61 @@ def test_the_table_is_read_only() -> None:
 def test_error_is_permanent_and_says_what_is_allowed() -> None:
     with pytest.raises(PermanentError, match=r"allowed from FILLED: none: terminal"):
         transition(F, A, reason="late report")
-    with pytest.raises(InvalidStateTransitionError, match=r"allowed from PENDING: SENDING"):
+    with pytest.raises(
+        InvalidStateTransitionError, match=r"allowed from PENDING: CANCELED, SENDING"
+    ):
         transition(P, A, reason="skip")
+
+
+@pytest.mark.parametrize("cause", NOT_EXECUTED_CAUSES)
+def test_sending_back_to_pending_needs_a_proof_of_non_execution(cause: str) -> None:
+    step = transition(SE, P, reason=f"{cause}; retry after 1.0 s")
+    assert (step.source, step.target) == (SE, P)
+    check_transition(SE, P, cause)
+    for reason in ["timeout", "HTTP 503", "retry", f"x {cause}"]:
+        with pytest.raises(InvalidStateTransitionError, match="proof of non-execution") as info:
+            transition(SE, P, reason=reason)
+        assert (info.value.current, info.value.target) == (SE, P)
+        with pytest.raises(InvalidStateTransitionError):
+            check_transition(SE, P, reason)
+    # The other ways into PENDING are not guarded by the reason.
+    assert transition(U, P, reason="venue proved absence").target is P
+
+
+def _limited(status: int | None, retry_after_s: float | None = 2.0) -> VenueRateLimitedError:
+    return VenueRateLimitedError(
+        "rate limited",
+        retry_after_s=retry_after_s,
+        banned=status == 418,
+        venue="sim",
+        code=None if status is None else -1003,
+        http_status=status,
+    )
+
+
+def test_only_a_rate_limit_before_processing_proves_non_execution() -> None:
+    local = not_executed(_limited(None, None))
+    assert local == NotExecuted("rate limited locally, not sent", None, None)
+    assert local.reason(1.0) == "rate limited locally, not sent; retry after 1.0 s"
+    venue = not_executed(_limited(429))
+    assert venue == NotExecuted("venue 429: not executed", 2.0, -1003)
+    assert venue.reason(2.0) == "venue 429: not executed (-1003); retry after 2.0 s"
+    banned = not_executed(_limited(418, 120.0))
+    assert banned is not None and banned.cause == "venue 418: not executed"
+    for proof in (local, venue, banned):
+        assert transition(SE, P, reason=proof.reason(1.0)).target is P
+    # A rate-limit code under any other status, a 5xx, a timeout: no proof.
+    assert not_executed(_limited(400)) is None
+    assert not_executed(_limited(503)) is None
+    unknown = VenueOutcomeUnknownError("HTTP 503", venue="sim", http_status=503, code=-1006)
+    assert not_executed(unknown) is None
+    assert not_executed(TimeoutError()) is None
+
+
+def test_a_venue_report_never_moves_a_pending_intent() -> None:
+    with pytest.raises(InvalidStateTransitionError, match="PENDING") as info:
+        path_to_venue_state(P, C, reason="open-order poll")
+    assert "never sent" in str(info.value)
 
 
 @pytest.mark.parametrize("reason", ["", "   "])

@@ -1,7 +1,9 @@
 """Stateful test: an order's life against a model venue, driven only by the pure cores.
 
 A hypothesis ``RuleBasedStateMachine`` plays random sequences of events — send
-outcomes (accept, reject, request lost, answer lost), crashes inside
+outcomes (accept, reject, request lost, answer lost, refused by our own rate
+limiter or by the venue's 429/418, which go back to PENDING), cancels of a
+PENDING intent (CANCELED locally, nothing sent), crashes inside
 send→persist and restarts, clock advances, queries that fail or find
 nothing, venue fills/cancels/expiries, stale and fresh observations, and
 attempts at arbitrary transitions — and applies what
@@ -15,7 +17,8 @@ queries only after a lag, and a client order id is accepted again once the
 first order is closed. Invariants: every recorded path is legal, terminal
 states absorb, the order is never sent while the venue holds an order with its
 id (so at most one venue order ever exists), PENDING is only ever re-entered
-when the venue has none, and a closed state agrees with the venue.
+when the venue has none, a closed state agrees with the venue, and a CANCELED
+order without a venue order was canceled before it was sent.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from daemon.errors import VenueRateLimitedError
 from daemon.model.orders import OrderReport, VenueOrderStatus
 from daemon.orders.state import (
+    NOT_EXECUTED_CAUSES,
     TRANSITIONS,
     DecisionKind,
     Found,
@@ -40,6 +45,7 @@ from daemon.orders.state import (
     classify_not_found,
     from_order_report,
     from_venue_status,
+    not_executed,
     path_to_venue_state,
     resolve_unknown,
     transition,
@@ -91,6 +97,8 @@ class OrderLifecycle(RuleBasedStateMachine):
         self.venue: VenueOrder | None = None
         self.orders_created = 0
         self.sends = 0
+        self.rate_limited = 0
+        self.canceled_locally = False
 
     # ------------------------------------------------------------------ helpers
 
@@ -118,10 +126,28 @@ class OrderLifecycle(RuleBasedStateMachine):
         self.apply(transition(S.PENDING, S.SENDING, reason="send"))
         self.sent_at_s = self.now_s
 
+    @precondition(lambda self: self.state is S.PENDING)
+    @rule()
+    def cancel_before_sending(self) -> None:
+        """The caller cancels an intent nothing of which is at the venue: no request."""
+        assert self.venue is None
+        self.apply(transition(S.PENDING, S.CANCELED, reason="canceled before sending"))
+        self.canceled_locally = True
+
     @precondition(lambda self: self.state is S.SENDING and not self.crashed)
     @rule(
         fate=st.sampled_from(
-            ["accepted", "rejected", "request_lost", "answer_lost", "crash_before", "crash_after"]
+            [
+                "accepted",
+                "rejected",
+                "request_lost",
+                "answer_lost",
+                "crash_before",
+                "crash_after",
+                "limited_locally",
+                "limited_429",
+                "banned_418",
+            ]
         ),
         lag_s=st.sampled_from([0.0, 1.0, 3.0, MAX_VISIBILITY_LAG_S]),
         fill_at_once=st.booleans(),
@@ -143,6 +169,16 @@ class OrderLifecycle(RuleBasedStateMachine):
         elif fate == "answer_lost":  # processed, then 5xx / timeout / connection loss
             self.create_venue_order(lag_s, fill_at_once)
             self.apply(transition(S.SENDING, S.UNKNOWN, reason="5xx"))
+        elif fate.startswith(("limited", "banned")):
+            # Our limiter refused it unsent, or the venue rejected it before processing.
+            status = {"limited_locally": None, "limited_429": 429, "banned_418": 418}[fate]
+            error = VenueRateLimitedError(
+                "rate limited", retry_after_s=1.0, venue="model", http_status=status
+            )
+            proof = not_executed(error)
+            assert proof is not None
+            self.rate_limited += 1
+            self.apply(transition(S.SENDING, S.PENDING, reason=proof.reason(1.0)))
         elif fate == "crash_before":
             self.crashed = True
         else:  # crash_after: the venue has it, our store still says SENDING
@@ -204,8 +240,16 @@ class OrderLifecycle(RuleBasedStateMachine):
         for step in steps:
             self.apply(step)
 
-    @rule(wanted=st.sampled_from(OrderState))
-    def attempt_any_transition(self, wanted: OrderState) -> None:
+    @rule(wanted=st.sampled_from(OrderState), cause=st.sampled_from(NOT_EXECUTED_CAUSES))
+    def attempt_any_transition(self, wanted: OrderState, cause: str) -> None:
+        if (self.state, wanted) == (S.SENDING, S.PENDING):
+            # Guarded: a proof of non-execution is needed, a bare reason is refused.
+            assert transition(self.state, wanted, reason=cause).target is wanted
+            try:
+                transition(self.state, wanted, reason="probe")
+            except InvalidStateTransitionError:
+                return
+            raise AssertionError("SENDING -> PENDING was allowed without a proof")
         if wanted in TRANSITIONS[self.state]:
             assert transition(self.state, wanted, reason="probe").target is wanted
         else:
@@ -265,11 +309,19 @@ class OrderLifecycle(RuleBasedStateMachine):
         if self.state in (S.PENDING, S.REJECTED):
             # PENDING (first time, or after proven absence) and REJECTED: nothing exists.
             assert self.venue is None
-        if self.state in TRACKED:
+        if self.state in TRACKED and not self.canceled_locally:
             assert self.venue is not None
-        if self.state.is_terminal and self.state is not S.REJECTED:
+        if self.state is S.CANCELED and self.canceled_locally:
+            assert self.venue is None  # canceled before sending: nothing ever reached it
+        elif self.state.is_terminal and self.state is not S.REJECTED:
             assert self.venue is not None
             assert from_venue_status(self.venue.status) is self.state
+
+    @invariant()
+    def a_rate_limited_send_went_back_to_pending(self) -> None:
+        back = [t for t in self.history if (t.source, t.target) == (S.SENDING, S.PENDING)]
+        assert len(back) == self.rate_limited
+        assert all(t.reason.startswith(NOT_EXECUTED_CAUSES) for t in back)
 
 
 OrderLifecycle.TestCase.settings = settings(max_examples=500, stateful_step_count=30, deadline=None)

@@ -51,7 +51,6 @@ VENUE = "binance"
 EPOCH_S = 1_700_000_000.0
 
 
-
 def record(
     message_id: str,
     *,
@@ -517,6 +516,71 @@ async def test_a_cancel_request_is_recorded_once(orders: OrderStore, clock: Wall
     )
     assert await orders.request_cancel(done.client_order_id) == finished
     assert finished.cancel_requested_at_ms is None
+
+
+async def test_a_rate_limited_send_goes_back_to_pending_only_with_its_proof(
+    orders: OrderStore, clock: WallClock
+) -> None:
+    [r] = await orders.insert_intents([record("m1")])
+    coid = r.client_order_id
+    sending = await orders.apply_transition(coid, transition(S.PENDING, S.SENDING, reason="send"))
+    # A SENDING -> PENDING without a proof of non-execution, smuggled past the
+    # Transition's own check, is refused by the store too.
+    forged = object.__new__(Transition)
+    object.__setattr__(forged, "source", S.SENDING)
+    object.__setattr__(forged, "target", S.PENDING)
+    object.__setattr__(forged, "reason", "HTTP 503: retry")
+    before = await snapshot(orders, coid)
+    with pytest.raises(InvalidStateTransitionError, match="proof of non-execution"):
+        await orders.apply_transition(coid, forged)
+    assert await snapshot(orders, coid) == before
+    clock.now += 1
+    reason = "venue 429: not executed (-1003); retry after 2.0 s"
+    back = await orders.apply_transition(coid, transition(S.SENDING, S.PENDING, reason=reason))
+    assert back.state is S.PENDING
+    assert (back.sent_at_ms, back.send_attempts) == (sending.sent_at_ms, 1)
+    assert [(h.source, h.target, h.reason) for h in (await orders.history(coid))[-1:]] == [
+        (S.SENDING, S.PENDING, reason)
+    ]
+    again = await orders.apply_transition(coid, transition(S.PENDING, S.SENDING, reason="send"))
+    assert again.send_attempts == 2
+
+
+async def test_a_pending_intent_is_canceled_with_its_cancel_mark_in_one_transaction(
+    orders: OrderStore, clock: WallClock
+) -> None:
+    [r, sent, asked] = await orders.insert_intents([record("m1"), record("m2"), record("m3")])
+    coid = r.client_order_id
+    cancel = transition(S.PENDING, S.CANCELED, reason="canceled before sending")
+    # Without a durable cancel request the store refuses PENDING -> CANCELED.
+    before = await snapshot(orders, coid)
+    with pytest.raises(ValueError, match="needs a recorded cancel request"):
+        await orders.apply_transition(coid, cancel)
+    assert await snapshot(orders, coid) == before
+    clock.now += 1
+    done = await orders.cancel_unsent(coid, cancel)
+    assert done.state is S.CANCELED and done.is_terminal
+    assert done.cancel_requested_at_ms == clock.ms == done.updated_at_ms
+    assert (done.send_attempts, done.venue_order_id) == (0, None)
+    assert [(h.source, h.target, h.reason) for h in await orders.history(coid)] == [
+        (None, S.PENDING, "intent recorded"),
+        (S.PENDING, S.CANCELED, "canceled before sending"),
+    ]
+    # Once its send section started (SENDING), the local cancel is stale: nothing changes.
+    await orders.apply_transition(
+        sent.client_order_id, transition(S.PENDING, S.SENDING, reason="send")
+    )
+    before = await snapshot(orders, sent.client_order_id)
+    with pytest.raises(StaleStateError):
+        await orders.cancel_unsent(sent.client_order_id, cancel)
+    assert await snapshot(orders, sent.client_order_id) == before
+    # An earlier cancel request keeps its time.
+    first = await orders.request_cancel(asked.client_order_id)
+    clock.now += 1
+    later = await orders.cancel_unsent(asked.client_order_id, cancel)
+    assert later.cancel_requested_at_ms == first.cancel_requested_at_ms
+    with pytest.raises(ValueError, match="PENDING -> CANCELED"):
+        await orders.cancel_unsent(coid, transition(S.PENDING, S.SENDING, reason="send"))
 
 
 # ----------------------------------------------------------------------------- queries

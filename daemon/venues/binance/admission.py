@@ -28,6 +28,7 @@ from daemon.errors import VenueError, VenueRateLimitedError
 from daemon.model.instruments import RateLimitRule, RateLimitType
 from daemon.resilience import SlidingWindowLimiter, Window
 from daemon.venues.binance import codec
+from daemon.venues.binance.config import BinanceConfig
 
 __all__ = ["VenueLimits", "rate_limit_windows"]
 
@@ -53,6 +54,12 @@ class VenueLimits:
         name: The venue's name (log lines, error texts, the limiter's name).
         max_wait_s: How long a request may wait for admission before it
             fails unsent (``limiter_max_wait_s``).
+        order_max_wait_s: The same for a new order (a request that counts
+            ``ORDERS``; ``order_limiter_max_wait_s``). Shorter, on purpose: the
+            caller bounds the whole send (``[orders] send_timeout_s``), and a
+            new order still waiting here when that runs out could not be told
+            from one lost on the wire (UNKNOWN); failing here first says "not
+            sent" (the order goes back to PENDING and waits its turn).
         rules: The rules to enforce until :meth:`install` is called again.
     """
 
@@ -61,14 +68,27 @@ class VenueLimits:
         name: str,
         *,
         max_wait_s: float,
+        order_max_wait_s: float | None = None,
         rules: Sequence[RateLimitRule] = codec.DEFAULT_RATE_LIMITS,
     ) -> None:
         self.name = name
         self._max_wait_s = max_wait_s
+        self._order_max_wait_s = (
+            max_wait_s if order_max_wait_s is None else min(max_wait_s, order_max_wait_s)
+        )
         self._rules: tuple[RateLimitRule, ...] = ()
         self._limiter: SlidingWindowLimiter | None = None
         self._freezes = 0
         self.install(rules)
+
+    @classmethod
+    def for_venue(cls, config: BinanceConfig) -> VenueLimits:
+        """The limits of a venue client: its name and waits from ``config``."""
+        return cls(
+            config.name,
+            max_wait_s=config.limiter_max_wait_s,
+            order_max_wait_s=config.order_limiter_max_wait_s,
+        )
 
     @property
     def limiter(self) -> SlidingWindowLimiter | None:
@@ -119,7 +139,8 @@ class VenueLimits:
 
         Raises:
             VenueRateLimitedError: not admitted within ``limiter_max_wait_s``
-                (``http_status is None``); the request must not be sent.
+                (``order_limiter_max_wait_s`` for a new order; ``http_status is
+                None``); the request must not be sent.
         """
         limiter = self._limiter
         if limiter is None:
@@ -127,7 +148,7 @@ class VenueLimits:
         cost = self._cost(weight, order_count)
         if not cost or limiter.try_acquire(cost):
             return  # admitted now: no wait, no deadline to arm
-        wait_s = self._max_wait_s
+        wait_s = self._order_max_wait_s if order_count > 0 else self._max_wait_s
         with trio.move_on_after(wait_s) as scope:
             await limiter.acquire(cost)
         if scope.cancelled_caught:

@@ -159,6 +159,10 @@ class BinanceConfig:
         limiter_max_wait_s: How long a request may wait for the local rate
             limiter (e.g. during a ``Retry-After`` freeze) before it fails
             with ``VenueRateLimitedError`` without being sent.
+        order_limiter_max_wait_s: The same bound for a new order (at most
+            ``limiter_max_wait_s``). Keep it below ``[orders] send_timeout_s``:
+            a new order refused here was never sent and goes back to PENDING,
+            where one cut by the send timeout while waiting would be UNKNOWN.
         time_resync_interval_s: Re-measure the server clock offset when the
             last measurement is older than this.
         stream_queue_size: Messages trio-websocket may buffer per connection.
@@ -194,6 +198,7 @@ class BinanceConfig:
     retry_base_delay_s: float = attrs.field(default=0.25, validator=_positive)
     retry_max_delay_s: float = attrs.field(default=5.0, validator=_positive)
     limiter_max_wait_s: float = attrs.field(default=30.0, validator=_positive)
+    order_limiter_max_wait_s: float = attrs.field(default=1.0, validator=_positive)
     time_resync_interval_s: float = attrs.field(default=600.0, validator=_positive)
     stream_queue_size: int = attrs.field(default=1024, validator=_positive_int)
     ws_api_ping_interval_s: float = attrs.field(default=15.0, validator=_positive)

@@ -191,7 +191,7 @@ class BinanceRestClient:
         self._url_prefix = base if base.endswith("/") else base + "/"
         self._base_headers = tuple(self._http.headers.multi_items())
         self._extensions: dict[str, Any] = {"timeout": self._http.timeout.as_dict()}
-        self._limits = VenueLimits(config.name, max_wait_s=config.limiter_max_wait_s)
+        self._limits = VenueLimits.for_venue(config)
         self._clock = VenueClock(
             config.name,
             measure=self.server_time,

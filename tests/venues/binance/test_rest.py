@@ -500,7 +500,7 @@ async def test_ban_without_retry_after_is_not_retried(autojump_clock: Any) -> No
 async def test_local_limiter_gives_up_without_sending(autojump_clock: Any) -> None:
     venue = FakeVenue()
     venue.route("POST", "/api/v3/order", reply(P.ORDER_ACK))
-    client = make_client(venue, limiter_max_wait_s=5.0)
+    client = make_client(venue, limiter_max_wait_s=5.0, order_limiter_max_wait_s=5.0)
     await client.sync_time()
     assert client.limiter is not None
     client.limiter.freeze_for(100)
@@ -554,7 +554,8 @@ async def test_order_count_headers_correct_the_orders_windows(autojump_clock: An
         ),
     )
     venue.route("POST", "/api/v3/order", reply(P.ORDER_ACK, headers={"X-MBX-ORDER-COUNT-10S": "5"}))
-    client = make_client(venue)
+    # A new order may wait the whole window here (by default it waits 1 s, then fails unsent).
+    client = make_client(venue, order_limiter_max_wait_s=30.0)
     await client.exchange_info()
     assert client.limiter is not None
     assert [w.name for w in client.limiter.core.windows] == ["REQUEST_WEIGHT:1M", "ORDERS:10S"]
