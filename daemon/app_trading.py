@@ -27,6 +27,7 @@ from daemon.marketdata.book import LocalBook
 from daemon.model.instruments import ExchangeInfo, SymbolInfo
 from daemon.orders.ledger import OrderVenue
 from daemon.orders.service import OrdersService
+from daemon.orders.userstream import UserStreamSource
 from daemon.store.orders import OrdersBackend
 from daemon.strategies import MarketDataPrices, StrategiesService, StrategySpec
 from daemon.supervise import ChildSpec, SupervisorEvent
@@ -36,7 +37,12 @@ __all__ = ["LinkVenues", "build_orders", "build_strategies", "find_symbol", "ord
 
 
 class LinkVenues:
-    """:class:`~daemon.orders.ledger.VenueAccess` over the daemon's venue links."""
+    """The order pipeline's venue access over the daemon's venue links.
+
+    :class:`~daemon.orders.ledger.VenueAccess` (each venue's order client:
+    REST, or the WebSocket API with ``order_transport = "ws-api"``) and
+    :class:`~daemon.orders.userstream.UserStreamAccess` (its user data stream).
+    """
 
     def __init__(self, links: Mapping[str, VenueLink]) -> None:
         self.links = links
@@ -45,10 +51,21 @@ class LinkVenues:
         link = self.links.get(venue)
         if link is None or link.state.value != "up":
             return None
-        return link.client
+        return link.order_client
 
     async def wait_client(self, venue: str) -> OrderVenue:
-        return await self.links[venue].wait_up()
+        link = self.links[venue]
+        client = await link.wait_up()
+        orders = link.order_client
+        return client if orders is None else orders
+
+    def user_stream_enabled(self, venue: str) -> bool:
+        link = self.links.get(venue)
+        return link is not None and link.user_stream_enabled
+
+    def user_stream(self, venue: str) -> UserStreamSource | None:
+        link = self.links.get(venue)
+        return None if link is None else link.user_stream()
 
     def exchange_info(self, venue: str) -> ExchangeInfo | None:
         link = self.links.get(venue)

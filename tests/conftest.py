@@ -14,13 +14,12 @@ logic lives in :mod:`tests.helpers.process`.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.process import Harness, make_sockdir, open_harness
+from tests.helpers.process import Harness, open_harness, short_sockdir
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,11 +39,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def sockdir() -> Iterator[Path]:
     """A short directory for Unix sockets (their paths must stay under 108 bytes)."""
-    path = make_sockdir()
-    try:
+    with short_sockdir() as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ seconds; every wait is for a condition under a generous deadline.
 
 from __future__ import annotations
 
-import signal
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from tests.helpers.process import (
     open_harness,
     parse_prometheus,
 )
-from tests.helpers.sim import SimProcess, start_sim
+from tests.helpers.sim import SimProcess, sim_process
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,6 @@ DB_NAME = "capture.db"
 STEPS = 150
 BUDGET_S = 90.0
 HISTORICAL = "/api/v3/historicalTrades"
-
 
 
 class Admin:
@@ -173,41 +172,34 @@ async def _assert_store_equals_venue(
 
 
 async def _stop(d: DaemonProcess) -> None:
-    d.send_signal(signal.SIGTERM)
-    assert await d.wait_exit(timeout_s=WAIT_S + 15) == 0, d.diag()
+    assert await d.stop(timeout_s=WAIT_S + 15) == 0, d.diag()
 
 
-async def _sim(tmp_path: Path) -> SimProcess:
-    return await start_sim(
-        tmp_path, "--seed", "13", "--events-per-s", "0", "--paused", "--symbols", S
-    )
+def _sim(tmp_path: Path) -> AbstractAsyncContextManager[SimProcess]:
+    return sim_process(tmp_path, "--seed", "13", "--events-per-s", "0", "--paused", "--symbols", S)
 
 
 async def test_capture_without_an_api_key_stores_every_trade_across_a_disconnect(
     tmp_path: Path, sockdir: Path
 ) -> None:
     with trio.fail_after(BUDGET_S):
-        async with open_harness(tmp_path, sockdir) as h:
-            sim = await _sim(tmp_path)
-            try:
-                d, admin = await _start(h, sim, api_key=False, tail_check_interval_s=0)
-                reader = StoreReader(h.state_dir / DB_NAME)
-                first_live = await _live_trades(sim, d, reader)
-                venue_last = await _unseen_trades(sim, first_live)
-                await sim.drop_streams("close")  # the reconnect's catch-up must fetch them
-                await _wait_stored(d, reader, venue_last)
-                await sim.clear_faults()
-                await _assert_store_equals_venue(sim, reader, first_live, venue_last)
-                gaps = await trio.to_thread.run_sync(reader.gaps, S)
-                # Only REST could deliver them: the stream was silent throughout.
-                assert [(g.from_id, g.to_id, g.state) for g in gaps] == [
-                    (first_live + 1, venue_last, "backfilled")
-                ], gaps
-                md = await admin.capture()
-                assert md["symbols"][S]["trades"]["backfill"] == venue_last - first_live
-                await _stop(d)
-            finally:
-                await sim.aclose()
+        async with open_harness(tmp_path, sockdir) as h, _sim(tmp_path) as sim:
+            d, admin = await _start(h, sim, api_key=False, tail_check_interval_s=0)
+            reader = StoreReader(h.state_dir / DB_NAME)
+            first_live = await _live_trades(sim, d, reader)
+            venue_last = await _unseen_trades(sim, first_live)
+            await sim.drop_streams("close")  # the reconnect's catch-up must fetch them
+            await _wait_stored(d, reader, venue_last)
+            await sim.clear_faults()
+            await _assert_store_equals_venue(sim, reader, first_live, venue_last)
+            gaps = await trio.to_thread.run_sync(reader.gaps, S)
+            # Only REST could deliver them: the stream was silent throughout.
+            assert [(g.from_id, g.to_id, g.state) for g in gaps] == [
+                (first_live + 1, venue_last, "backfilled")
+            ], gaps
+            md = await admin.capture()
+            assert md["symbols"][S]["trades"]["backfill"] == venue_last - first_live
+            await _stop(d)
 
 
 async def test_a_failing_catch_up_before_a_quiet_market_is_recorded_and_filled(
@@ -215,63 +207,59 @@ async def test_a_failing_catch_up_before_a_quiet_market_is_recorded_and_filled(
 ) -> None:
     """The gap is in the store at once with its bounds; health says so until it is filled."""
     with trio.fail_after(BUDGET_S):
-        async with open_harness(tmp_path, sockdir) as h:
-            sim = await _sim(tmp_path)
-            try:
-                d, admin = await _start(h, sim, tail_check_interval_s=0)
-                reader = StoreReader(h.state_dir / DB_NAME)
-                stored_last = await _live_trades(sim, d, reader)
+        async with open_harness(tmp_path, sockdir) as h, _sim(tmp_path) as sim:
+            d, admin = await _start(h, sim, tail_check_interval_s=0)
+            reader = StoreReader(h.state_dir / DB_NAME)
+            stored_last = await _live_trades(sim, d, reader)
 
-                async def healthy() -> bool:
-                    body = await admin.health()
-                    return body["level"] == "healthy" and not body["reasons"]
+            async def healthy() -> bool:
+                body = await admin.health()
+                return body["level"] == "healthy" and not body["reasons"]
 
-                await await_until(healthy, what="health to be healthy", poll_s=0.05, diag=d.diag)
-                await sim.arm(kind="rest_error", path=HISTORICAL, status=503)
-                venue_last = await _unseen_trades(sim, stored_last)
-                await sim.drop_streams("close")  # the reconnect's catch-up gets 503s
-                # From here on the market is quiet: no trade will reveal the hole.
+            await await_until(healthy, what="health to be healthy", poll_s=0.05, diag=d.diag)
+            await sim.arm(kind="rest_error", path=HISTORICAL, status=503)
+            venue_last = await _unseen_trades(sim, stored_last)
+            await sim.drop_streams("close")  # the reconnect's catch-up gets 503s
+            # From here on the market is quiet: no trade will reveal the hole.
 
-                async def open_gap() -> Any:
-                    rows = await trio.to_thread.run_sync(reader.gaps, S)
-                    return [g for g in rows if g.state == "open"] or None
+            async def open_gap() -> Any:
+                rows = await trio.to_thread.run_sync(reader.gaps, S)
+                return [g for g in rows if g.state == "open"] or None
 
-                (gap,) = await await_until(
-                    open_gap, what="an open gap in the store", poll_s=0.05, diag=d.diag
-                )
-                assert (gap.from_id, gap.to_id) == (stored_last + 1, venue_last)
-                assert await _stored_last(reader) == stored_last  # nothing fetched meanwhile
-                span = f"{gap.from_id}..{gap.to_id}"
-                count = venue_last - stored_last
+            (gap,) = await await_until(
+                open_gap, what="an open gap in the store", poll_s=0.05, diag=d.diag
+            )
+            assert (gap.from_id, gap.to_id) == (stored_last + 1, venue_last)
+            assert await _stored_last(reader) == stored_last  # nothing fetched meanwhile
+            span = f"{gap.from_id}..{gap.to_id}"
+            count = venue_last - stored_last
 
-                async def degraded() -> Any:
-                    body = await admin.health()
-                    found = [r for r in body["reasons"] if "open gap" in r and span in r]
-                    return body if body["level"] == "degraded" and found else None
+            async def degraded() -> Any:
+                body = await admin.health()
+                found = [r for r in body["reasons"] if "open gap" in r and span in r]
+                return body if body["level"] == "degraded" and found else None
 
-                await await_until(degraded, what="health degraded by the gap", poll_s=0.05)
-                md = await admin.capture()
-                assert md["open_gaps"] == {"count": 1, "trades": count, "symbols": [S]}
-                metrics = await admin.metrics()
-                assert _metric(metrics, "tradingd_marketdata_open_gaps") == 1
-                assert _metric(metrics, "tradingd_marketdata_gap_trades") == count
-                faults = await sim.faults()
-                assert any(f["kind"] == "rest_error" and int(f["hits"]) > 0 for f in faults)
+            await await_until(degraded, what="health degraded by the gap", poll_s=0.05)
+            md = await admin.capture()
+            assert md["open_gaps"] == {"count": 1, "trades": count, "symbols": [S]}
+            metrics = await admin.metrics()
+            assert _metric(metrics, "tradingd_marketdata_open_gaps") == 1
+            assert _metric(metrics, "tradingd_marketdata_gap_trades") == count
+            faults = await sim.faults()
+            assert any(f["kind"] == "rest_error" and int(f["hits"]) > 0 for f in faults)
 
-                await sim.clear_faults()
-                await _wait_stored(d, reader, venue_last)
+            await sim.clear_faults()
+            await _wait_stored(d, reader, venue_last)
 
-                async def filled() -> bool:
-                    rows = await trio.to_thread.run_sync(reader.gaps, S)
-                    return [(g.from_id, g.to_id, g.state) for g in rows if g.state != "open"] == [
-                        (stored_last + 1, venue_last, "backfilled")
-                    ] and all(g.state != "open" for g in rows)
+            async def filled() -> bool:
+                rows = await trio.to_thread.run_sync(reader.gaps, S)
+                return [(g.from_id, g.to_id, g.state) for g in rows if g.state != "open"] == [
+                    (stored_last + 1, venue_last, "backfilled")
+                ] and all(g.state != "open" for g in rows)
 
-                await await_until(filled, what="the gap backfilled", poll_s=0.05, diag=d.diag)
-                await _assert_store_equals_venue(sim, reader, stored_last, venue_last)
-                await await_until(healthy, what="health healthy again", poll_s=0.05, diag=d.diag)
-                metrics = await admin.metrics()
-                assert _metric(metrics, "tradingd_marketdata_open_gaps") == 0
-                await _stop(d)
-            finally:
-                await sim.aclose()
+            await await_until(filled, what="the gap backfilled", poll_s=0.05, diag=d.diag)
+            await _assert_store_equals_venue(sim, reader, stored_last, venue_last)
+            await await_until(healthy, what="health healthy again", poll_s=0.05, diag=d.diag)
+            metrics = await admin.metrics()
+            assert _metric(metrics, "tradingd_marketdata_open_gaps") == 0
+            await _stop(d)

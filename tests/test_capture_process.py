@@ -45,10 +45,8 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import tracemalloc
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -75,10 +73,11 @@ from tests.helpers.process import (
     Harness,
     await_until,
     http_get,
-    make_sockdir,
     open_harness,
+    run_scenario,
 )
-from tests.helpers.sim import PublishedTrade, SimProcess, start_sim
+from tests.helpers.sim import SimProcess, sim_process
+from tests.helpers.sim_control import PublishedTrade
 
 pytestmark = pytest.mark.slow
 
@@ -179,8 +178,9 @@ async def _admin_base(h: Harness) -> str:
 async def _crash_scenario(tmp_path: Path, sockdir: Path) -> CrashRun:
     rng = random.Random(KILL_SEED)
     with trio.fail_after(CRASH_BUDGET_S):
-        async with open_harness(tmp_path, sockdir) as h:
-            sim = await start_sim(
+        async with (
+            open_harness(tmp_path, sockdir) as h,
+            sim_process(
                 tmp_path,
                 "--seed",
                 str(CRASH_SIM_SEED),
@@ -190,11 +190,9 @@ async def _crash_scenario(tmp_path: Path, sockdir: Path) -> CrashRun:
                 ",".join(SYMBOLS),
                 "--trade-retention",
                 str(SIM_TRADE_RETENTION),
-            )
-            try:
-                return await _crash_body(h, sim, rng)
-            finally:
-                await sim.aclose()
+            ) as sim,
+        ):
+            return await _crash_body(h, sim, rng)
 
 
 async def _crash_body(h: Harness, sim: SimProcess, rng: random.Random) -> CrashRun:
@@ -259,8 +257,7 @@ async def _crash_body(h: Harness, sim: SimProcess, rng: random.Random) -> CrashR
     )
     url = await _admin_base(h)
     final_status = (await http_get(f"{url}/status")).json()
-    d.send_signal(signal.SIGTERM)
-    term_code = await d.wait_exit(timeout_s=WAIT_S + 15)
+    term_code = await d.stop(timeout_s=WAIT_S + 15)
 
     outcomes: dict[str, SymbolOutcome] = {}
     for symbol in SYMBOLS:
@@ -289,21 +286,14 @@ async def _crash_body(h: Harness, sim: SimProcess, rng: random.Random) -> CrashR
         integrity_stdout=check.stdout,
         integrity_out=str(check),
         final_status=final_status,
-        logs="\n".join(
-            f"--- daemon{i} (tail)\n" + "\n".join(x.log().splitlines()[-25:])
-            for i, x in enumerate(h.daemons)
-        ),
+        logs=h.log_tails(25),
     )
 
 
 @pytest.fixture(scope="module")
-def crash_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashRun]:
+def crash_run(tmp_path_factory: pytest.TempPathFactory) -> CrashRun:
     """Run the crash scenario once for the tests that read it."""
-    sockdir = make_sockdir()
-    try:
-        yield trio.run(_crash_scenario, tmp_path_factory.mktemp("capture-crash"), sockdir)
-    finally:
-        shutil.rmtree(sockdir, ignore_errors=True)
+    return run_scenario(_crash_scenario, tmp_path_factory.mktemp("capture-crash"))
 
 
 def _gap_covers(gaps: list[GapRow], start: int, end: int, states: set[str]) -> bool:
@@ -468,8 +458,9 @@ def _db_bytes(path: Path) -> int:
 
 async def _overload_scenario(tmp_path: Path, sockdir: Path) -> OverloadRun:
     with trio.fail_after(OVERLOAD_BUDGET_S):
-        async with open_harness(tmp_path, sockdir) as h:
-            sim = await start_sim(
+        async with (
+            open_harness(tmp_path, sockdir) as h,
+            sim_process(
                 tmp_path,
                 "--seed",
                 str(OVERLOAD_SIM_SEED),
@@ -482,11 +473,9 @@ async def _overload_scenario(tmp_path: Path, sockdir: Path) -> OverloadRun:
                 str(OVERLOAD_RETENTION),
                 "--audit-trade-retention",
                 str(OVERLOAD_RETENTION),
-            )
-            try:
-                return await _overload_body(h, sim)
-            finally:
-                await sim.aclose()
+            ) as sim,
+        ):
+            return await _overload_body(h, sim)
 
 
 async def _overload_body(h: Harness, sim: SimProcess) -> OverloadRun:
@@ -563,20 +552,15 @@ async def _overload_body(h: Harness, sim: SimProcess) -> OverloadRun:
         (newest,) = await sim.published(symbol, venue_last[symbol], venue_last[symbol])
         true_lag_ms[symbol] = newest.trade_time_ms - stored.trade_time_ms
         reported_lag_ms[symbol] = md["symbols"][symbol]["lag_ms"]["last"]
-    d.send_signal(signal.SIGTERM)
-    term_code = await d.wait_exit(timeout_s=WAIT_S + 15)
-    tail = "\n".join(d.log().splitlines()[-40:])
+    term_code = await d.stop(timeout_s=WAIT_S + 15)
+    tail = d.log_tail(40)
     return OverloadRun(baseline_rss, samples, true_lag_ms, reported_lag_ms, term_code, tail)
 
 
 @pytest.fixture(scope="module")
-def overload_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OverloadRun]:
+def overload_run(tmp_path_factory: pytest.TempPathFactory) -> OverloadRun:
     """Run the overload scenario once for the tests that read it."""
-    sockdir = make_sockdir()
-    try:
-        yield trio.run(_overload_scenario, tmp_path_factory.mktemp("capture-overload"), sockdir)
-    finally:
-        shutil.rmtree(sockdir, ignore_errors=True)
+    return run_scenario(_overload_scenario, tmp_path_factory.mktemp("capture-overload"))
 
 
 def _bytes_per_trade(n: int = 20_000) -> int:
@@ -688,8 +672,6 @@ def test_overload_status_reports_backpressure(overload_run: OverloadRun) -> None
     waits = [m["feed"]["put_waits"] for s in samples if (m := capture_status(s.status)) is not None]
     assert len(waits) == len(samples), "no marketdata section in /status"
     assert waits[0] > 0 and waits[-1] > waits[0], f"feed put waits not growing: {waits}"
-
-
 
 
 def test_overload_every_symbol_keeps_being_captured(overload_run: OverloadRun) -> None:

@@ -39,21 +39,9 @@ from daemon.health import (
     supervisor_check,
 )
 from daemon.notify import Notifier
+from tests.helpers.clock import FakeClock
 
 H, D, U = HealthLevel.HEALTHY, HealthLevel.DEGRADED, HealthLevel.UNHEALTHY
-
-
-class FakeClock:
-    """A manually advanced clock (seconds)."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def _messages(records: Sequence[logging.LogRecord], needle: str) -> list[str]:

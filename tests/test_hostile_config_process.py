@@ -22,7 +22,6 @@ import trio
 
 from tests.helpers.demo import running_demo
 from tests.helpers.process import (
-    WAIT_S,
     Harness,
     http_get,
     run_into_closed_pipe,
@@ -85,8 +84,7 @@ async def test_hostile_config_reload_is_rejected_and_the_daemon_stays_ready(h: H
     res = await h.cli("reload", "--config", os.fspath(config_path))
     assert res.returncode == 0, res
     assert "Traceback" not in d.log(), d.diag()
-    d.send_signal(signal.SIGTERM)
-    assert await d.wait_exit() == 0, d.diag()
+    assert await d.stop() == 0, d.diag()
 
 
 async def test_demo_state_is_private_under_a_permissive_umask(tmp_path: Path) -> None:
@@ -111,7 +109,4 @@ async def test_demo_state_is_private_under_a_permissive_umask(tmp_path: Path) ->
             assert modes[f"new/var/{name}"] == 0o600, modes
         shared = {name: oct(mode) for name, mode in modes.items() if mode & 0o077}
         assert not shared, f"readable or writable by other users: {shared}"
-        demo.proc.send_signal(signal.SIGINT)
-        with trio.fail_after(WAIT_S):
-            await demo.proc.wait()
-        assert demo.proc.returncode == 0, demo.stderr()[-3000:]
+        assert await demo.interrupt() == 0, demo.stderr()[-3000:]

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -48,7 +47,7 @@ from daemon.notify import Notifier
 from daemon.orders.control import OperatorInputError, parse_limit
 from tests.helpers.app import NotifyListener, make_config, notifier_for
 from tests.helpers.fuzzing import fuzz_settings, hostile_bytes, hostile_json_text, json_values
-from tests.helpers.process import make_sockdir, open_harness
+from tests.helpers.process import open_harness
 
 TIMEOUT_S = 20
 #: One request line nesting far beyond the interpreter's recursion limit (under the size limit).
@@ -560,37 +559,35 @@ def control_restarts(status: dict[str, Any]) -> int:
 
 
 @pytest.mark.slow
-async def test_real_daemon_survives_garbage_on_the_control_socket(tmp_path: Path) -> None:
+async def test_real_daemon_survives_garbage_on_the_control_socket(
+    tmp_path: Path, sockdir: Path
+) -> None:
     """``tradingd run`` fed deep lines and garbage in a row stays up, its control child too."""
-    sockdir = make_sockdir()
-    try:
-        with trio.fail_after(90):
-            async with open_harness(tmp_path, sockdir) as h:
-                h.write_config()
-                d = await h.start_ready()
-                before = control_restarts(await h.control({"cmd": "status"}))
-                garbage = [
-                    *[DEEP + b"\n", DEEP_OBJECT + b"\n"] * 5,
-                    b'{"cmd": "x", "n": ' + b"9" * 5000 + b"}\n",
-                    b"\xff\xfe\x00garbage\n",
-                    b"z" * (MAX_MESSAGE_BYTES + 100),
-                    b'{"cmd": "dead-letters", "action": "list", "limit": "9", "after_id": [1]}\n',
-                    b'{"cmd": "fault", "kind": {"a": 1}, "seconds": "x"}\n',
-                    b'{"cmd": "trading", "action": "halt", "account": ["x"]}\n',
-                    b'{"cmd": "orders", "action": "list", "limit": "' + b"9" * 5000 + b'"}\n',
-                ]
-                for raw in garbage:
-                    answer = one_answer(
-                        await trio.to_thread.run_sync(blocking_exchange, h.control_socket, raw)
-                    )
-                    assert answer["ok"] is False, (raw[:80], answer)
-                assert d.proc.returncode is None, d.diag()
-                cli = await h.cli("status", "--socket", str(h.control_socket))
-                assert cli.returncode == 0, cli
-                after = await h.control({"cmd": "status"})
-                assert control_restarts(after) == before, after["status"]["supervision"]
-                log = d.log()
-                assert "Traceback" not in log, log[-3000:]
-                assert " ERROR " not in log, log[-3000:]
-    finally:
-        shutil.rmtree(sockdir, ignore_errors=True)
+    with trio.fail_after(90):
+        async with open_harness(tmp_path, sockdir) as h:
+            h.write_config()
+            d = await h.start_ready()
+            before = control_restarts(await h.control({"cmd": "status"}))
+            garbage = [
+                *[DEEP + b"\n", DEEP_OBJECT + b"\n"] * 5,
+                b'{"cmd": "x", "n": ' + b"9" * 5000 + b"}\n",
+                b"\xff\xfe\x00garbage\n",
+                b"z" * (MAX_MESSAGE_BYTES + 100),
+                b'{"cmd": "dead-letters", "action": "list", "limit": "9", "after_id": [1]}\n',
+                b'{"cmd": "fault", "kind": {"a": 1}, "seconds": "x"}\n',
+                b'{"cmd": "trading", "action": "halt", "account": ["x"]}\n',
+                b'{"cmd": "orders", "action": "list", "limit": "' + b"9" * 5000 + b'"}\n',
+            ]
+            for raw in garbage:
+                answer = one_answer(
+                    await trio.to_thread.run_sync(blocking_exchange, h.control_socket, raw)
+                )
+                assert answer["ok"] is False, (raw[:80], answer)
+            assert d.proc.returncode is None, d.diag()
+            cli = await h.cli("status", "--socket", str(h.control_socket))
+            assert cli.returncode == 0, cli
+            after = await h.control({"cmd": "status"})
+            assert control_restarts(after) == before, after["status"]["supervision"]
+            log = d.log()
+            assert "Traceback" not in log, log[-3000:]
+            assert " ERROR " not in log, log[-3000:]

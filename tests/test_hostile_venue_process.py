@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +31,10 @@ from tests.helpers.process import (
     DaemonProcess,
     Harness,
     await_until,
-    make_sockdir,
     open_harness,
+    run_scenario,
 )
-from tests.helpers.sim import SimProcess, start_sim
+from tests.helpers.sim import SimProcess, sim_process
 
 pytestmark = pytest.mark.slow
 
@@ -99,9 +97,10 @@ async def _faults_done(sim: SimProcess) -> bool:
 
 async def _scenario(tmp_path: Path, sockdir: Path) -> dict[str, Any]:
     with trio.fail_after(BUDGET_S):
-        async with open_harness(tmp_path, sockdir) as h:
+        async with (
+            open_harness(tmp_path, sockdir) as h,
             # One hostile frame armed from the command line, before the daemon connects.
-            sim = await start_sim(
+            sim_process(
                 tmp_path,
                 "--seed",
                 "3",
@@ -111,11 +110,9 @@ async def _scenario(tmp_path: Path, sockdir: Path) -> dict[str, Any]:
                 SYMBOL,
                 "--fault",
                 "kind=ws_malformed,variant=huge_int,count=1",
-            )
-            try:
-                return await _body(h, sim)
-            finally:
-                await sim.aclose()
+            ) as sim,
+        ):
+            return await _body(h, sim)
 
 
 async def _body(h: Harness, sim: SimProcess) -> dict[str, Any]:
@@ -177,12 +174,8 @@ async def _body(h: Harness, sim: SimProcess) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    sockdir = make_sockdir()
-    try:
-        yield trio.run(_scenario, tmp_path_factory.mktemp("hostile-venue"), sockdir)
-    finally:
-        shutil.rmtree(sockdir, ignore_errors=True)
+def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_scenario(_scenario, tmp_path_factory.mktemp("hostile-venue"))
 
 
 def test_the_daemon_survives_hostile_frames_without_restarting_the_feed(

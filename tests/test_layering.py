@@ -20,7 +20,6 @@ Two checks:
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -39,8 +38,9 @@ from tests.helpers.process import (
     NotifyListener,
     await_until,
     http_get,
+    open_harness,
 )
-from tests.helpers.sim import start_sim
+from tests.helpers.sim import sim_process
 
 #: Module name prefixes ``tradingd run`` must never import.
 FORBIDDEN = ("daemon.bench", "daemon.venues.sim")
@@ -119,7 +119,6 @@ def imported_modules(stderr: str) -> list[str]:
     return names
 
 
-
 async def _exercise(h: Harness, url: str, headers: dict[str, str]) -> None:
     """Capture, one order sent and accepted, status, metrics, the control socket."""
 
@@ -154,36 +153,28 @@ async def test_tradingd_run_never_imports_a_bench_or_simulator_module(
     tmp_path: Path, sockdir: Path
 ) -> None:
     with trio.fail_after(4 * WAIT_S):
-        sim = await start_sim(tmp_path, "--symbols", "BTCUSDT")
-        try:
-            async with trio.open_nursery() as nursery:
-                h = ImportProfilingHarness(tmp_path, sockdir, nursery)
-                h.config_path.write_text(
-                    capture_config(
-                        h,
-                        sim=sim,
-                        symbols=["BTCUSDT"],
-                        chunk_size=100,
-                        trades_queue_capacity=1000,
-                    )
-                    # Start-up reconciliation must fit in the base config's start_timeout_s.
-                    + "\n[orders]\nstartup_reconcile_timeout_s = 10.0\n"
-                    + "\n[risk]\nmax_orders_per_window = 0\nmax_open_orders = 0\n"
-                    + f'\n[accounts.{ACCOUNT}]\nvenue = "{VENUE}"\n'
+        async with (
+            sim_process(tmp_path, "--symbols", "BTCUSDT") as sim,
+            open_harness(tmp_path, sockdir, ImportProfilingHarness) as h,
+        ):
+            h.config_path.write_text(
+                capture_config(
+                    h,
+                    sim=sim,
+                    symbols=["BTCUSDT"],
+                    chunk_size=100,
+                    trades_queue_capacity=1000,
                 )
-                try:
-                    daemon = await h.start()
-                    await daemon.wait_ready()
-                    url = await daemon.admin_url()
-                    await _exercise(h, url, {"Authorization": f"Bearer {SECRET}"})
-                    daemon.send_signal(signal.SIGTERM)
-                    assert await daemon.wait_exit() == 0, daemon.diag()
-                finally:
-                    await h.aclose()
-            for listener in h.listeners:
-                listener.close()
-        finally:
-            await sim.aclose()
+                # Start-up reconciliation must fit in the base config's start_timeout_s.
+                + "\n[orders]\nstartup_reconcile_timeout_s = 10.0\n"
+                + "\n[risk]\nmax_orders_per_window = 0\nmax_open_orders = 0\n"
+                + f'\n[accounts.{ACCOUNT}]\nvenue = "{VENUE}"\n'
+            )
+            daemon = await h.start()
+            await daemon.wait_ready()
+            url = await daemon.admin_url()
+            await _exercise(h, url, {"Authorization": f"Bearer {SECRET}"})
+            assert await daemon.stop() == 0, daemon.diag()
     modules = imported_modules(daemon.log())
     # The profile worked: the daemon's own modules are listed, the tree's included.
     assert {"daemon.cli", "daemon.app", "daemon.venues.link", "daemon.orders.executor"} <= set(

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -30,8 +29,8 @@ from daemon.risk.state import TradingState, TradingStates
 from daemon.secrets import SecretRef, resolve
 from tests.helpers.fuzzing import fuzz_settings, hostile_text
 from tests.helpers.orders_process import orders_config
-from tests.helpers.process import make_sockdir, open_harness
-from tests.helpers.sim import start_sim
+from tests.helpers.process import open_harness
+from tests.helpers.sim import sim_process
 
 FORGED = "maintenance\n<0>fake entry\r\n2026-01-01 00:00:00 ERROR tradingd.app: forged\x1b[2J"
 ESCAPED = "maintenance\\n<0>fake entry\\r\\n2026-01-01 00:00:00 ERROR tradingd.app: forged\\x1b[2J"
@@ -205,42 +204,36 @@ def test_fuzz_any_value_is_one_line(value: str) -> None:
 
 
 @pytest.mark.slow
-async def test_real_daemon_halt_reason_cannot_forge_a_log_line(tmp_path: Path) -> None:
-    sockdir = make_sockdir()
-    try:
-        with trio.fail_after(90):
-            async with open_harness(tmp_path, sockdir) as h:
-                sim = await start_sim(tmp_path, "--symbols", "BTCUSDT")
-                try:
-                    h.config_path.write_text(
-                        orders_config(
-                            h,
-                            sim=sim,
-                            orders={"startup_reconcile_timeout_s": 10},
-                            recv_window_ms=5000,
-                            request_timeout_s=5.0,
-                        )
-                    )
-                    d = await h.start_ready()
-                    reason = (
-                        "x\n<0>FAKE entry\n2026-01-01 00:00:00 CRITICAL tradingd: forged\x1b[2J"
-                    )
-                    cli = await h.cli("halt", "--reason", reason, "--socket", str(h.control_socket))
-                    assert cli.returncode == 0, cli
-                    match = await d.wait_log(r"trading state of all accounts: ACTIVE -> HALTED")
-                    log = d.log()
-                    line = log[log.rfind("\n", 0, match.start()) + 1 :].split("\n", 1)[0]
-                    assert line.endswith(
-                        "(x\\n<0>FAKE entry\\n2026-01-01 00:00:00 CRITICAL tradingd: "
-                        "forged\\x1b[2J)"
-                    ), line
-                    forged = [
-                        entry
-                        for entry in log.splitlines()
-                        if entry.startswith(("<0>", "2026-01-01")) or "\x1b" in entry
-                    ]
-                    assert not forged, forged
-                finally:
-                    await sim.aclose()
-    finally:
-        shutil.rmtree(sockdir, ignore_errors=True)
+async def test_real_daemon_halt_reason_cannot_forge_a_log_line(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    with trio.fail_after(90):
+        async with (
+            open_harness(tmp_path, sockdir) as h,
+            sim_process(tmp_path, "--symbols", "BTCUSDT") as sim,
+        ):
+            h.config_path.write_text(
+                orders_config(
+                    h,
+                    sim=sim,
+                    orders={"startup_reconcile_timeout_s": 10},
+                    recv_window_ms=5000,
+                    request_timeout_s=5.0,
+                )
+            )
+            d = await h.start_ready()
+            reason = "x\n<0>FAKE entry\n2026-01-01 00:00:00 CRITICAL tradingd: forged\x1b[2J"
+            cli = await h.cli("halt", "--reason", reason, "--socket", str(h.control_socket))
+            assert cli.returncode == 0, cli
+            match = await d.wait_log(r"trading state of all accounts: ACTIVE -> HALTED")
+            log = d.log()
+            line = log[log.rfind("\n", 0, match.start()) + 1 :].split("\n", 1)[0]
+            assert line.endswith(
+                "(x\\n<0>FAKE entry\\n2026-01-01 00:00:00 CRITICAL tradingd: forged\\x1b[2J)"
+            ), line
+            forged = [
+                entry
+                for entry in log.splitlines()
+                if entry.startswith(("<0>", "2026-01-01")) or "\x1b" in entry
+            ]
+            assert not forged, forged

@@ -53,11 +53,9 @@ import itertools
 import json
 import os
 import random
-import shutil
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -90,10 +88,10 @@ from tests.helpers.process import (
     DaemonProcess,
     Harness,
     await_until,
-    make_sockdir,
     open_harness,
+    run_scenario,
 )
-from tests.helpers.sim import SimProcess, start_sim
+from tests.helpers.sim import SimProcess, sim_process
 
 pytestmark = pytest.mark.slow
 
@@ -534,8 +532,9 @@ async def _start_ready(h: Harness, client: OrderClient) -> DaemonProcess:
 async def _scenario(tmp_path: Path, sockdir: Path) -> OrdersCrashRun:
     print(f"\norders crash test: seed {SEED}", flush=True)
     with trio.fail_after(BUDGET_S):
-        async with open_harness(tmp_path, sockdir) as h:
-            sim = await start_sim(
+        async with (
+            open_harness(tmp_path, sockdir) as h,
+            sim_process(
                 tmp_path,
                 "--seed",
                 str(SEED),
@@ -551,11 +550,9 @@ async def _scenario(tmp_path: Path, sockdir: Path) -> OrdersCrashRun:
                 "1000",
                 "--ban-s",
                 "1",
-            )
-            try:
-                return await _body(h, sim)
-            finally:
-                await sim.aclose()
+            ) as sim,
+        ):
+            return await _body(h, sim)
 
 
 async def _body(h: Harness, sim: SimProcess) -> OrdersCrashRun:
@@ -618,8 +615,7 @@ async def _body(h: Harness, sim: SimProcess) -> OrdersCrashRun:
             coid: await client.get_json(f"/orders/{coid}") for coid in log.accepted.values()
         }
         api_open = await client.get_json("/orders?state=open&limit=500")
-        d.send_signal(signal.SIGTERM)
-        term_code = await d.wait_exit(timeout_s=WAIT_S + 15)
+        term_code = await d.stop(timeout_s=WAIT_S + 15)
     finally:
         await client.aclose()
 
@@ -643,23 +639,16 @@ async def _body(h: Harness, sim: SimProcess) -> OrdersCrashRun:
         stored_fills=await trio.to_thread.run_sync(reader.fills),
         executed=await trio.to_thread.run_sync(reader.executed),
         positions=await trio.to_thread.run_sync(reader.positions),
-        logs="\n".join(
-            f"--- daemon{i} (tail)\n" + "\n".join(x.log().splitlines()[-15:])
-            for i, x in enumerate(h.daemons)
-        ),
+        logs=h.log_tails(15),
     )
     print(run.summary(), flush=True)
     return run
 
 
 @pytest.fixture(scope="module")
-def crash_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrdersCrashRun]:
+def crash_run(tmp_path_factory: pytest.TempPathFactory) -> OrdersCrashRun:
     """Run the scenario once for the tests that read it."""
-    sockdir = make_sockdir()
-    try:
-        yield trio.run(_scenario, tmp_path_factory.mktemp("orders-crash"), sockdir)
-    finally:
-        shutil.rmtree(sockdir, ignore_errors=True)
+    return run_scenario(_scenario, tmp_path_factory.mktemp("orders-crash"))
 
 
 # --------------------------------------------------------------------------- the proof
@@ -889,7 +878,7 @@ class LateRun:
     logs: str
 
 
-async def test_a_late_not_found_answer_proves_no_absence(tmp_path: Path) -> None:
+async def test_a_late_not_found_answer_proves_no_absence(tmp_path: Path, sockdir: Path) -> None:
     """A "no such order" describes the venue when the query *arrived*, not when it came back.
 
     A MARKET order is processed (and fills) but answered 503: UNKNOWN. The
@@ -899,17 +888,12 @@ async def test_a_late_not_found_answer_proves_no_absence(tmp_path: Path) -> None
     That answer proves nothing (it was true at +0.2 s), so the daemon must ask
     again and adopt the filled order; resending would make a second MARKET order.
     """
-    sockdir = make_sockdir()
-    try:
-        with trio.fail_after(LATE_BUDGET_S):
-            async with open_harness(tmp_path, sockdir) as h:
-                sim = await start_sim(tmp_path, "--seed", str(SEED), "--symbols", SYMBOL)
-                try:
-                    run = await _late_not_found(h, sim)
-                finally:
-                    await sim.aclose()
-    finally:
-        shutil.rmtree(sockdir, ignore_errors=True)
+    with trio.fail_after(LATE_BUDGET_S):
+        async with (
+            open_harness(tmp_path, sockdir) as h,
+            sim_process(tmp_path, "--seed", str(SEED), "--symbols", SYMBOL) as sim,
+        ):
+            run = await _late_not_found(h, sim)
     path = "\n".join(f"  {r.source} -> {r.target}: {r.reason}" for r in run.history)
     print(
         f"\nlate not-found scenario: {run.client_order_id} {run.state}, "
@@ -934,6 +918,8 @@ async def _late_not_found(h: Harness, sim: SimProcess) -> LateRun:
             recv_window_ms=RECV_WINDOW_MS,
             # Above the stall: the late answer must arrive, not time out.
             request_timeout_s=LATE_QUERY_STALL_S + 2.0,
+            # The query rule alone: a user data stream would prove the order at once.
+            user_stream=False,
         )
     )
     reader = OrderStoreReader(h.state_dir / DB_NAME)
@@ -979,9 +965,8 @@ async def _late_not_found(h: Harness, sim: SimProcess) -> LateRun:
         faults_left = await sim.faults()
         audit = [a for a in await audit_orders(sim) if a.client_order_id == coid]
         history = (await trio.to_thread.run_sync(reader.history)).get(coid, [])
-        d.send_signal(signal.SIGTERM)
-        term_code = await d.wait_exit(timeout_s=WAIT_S + 15)
+        term_code = await d.stop(timeout_s=WAIT_S + 15)
     finally:
         await client.aclose()
-    tail = "\n".join(d.log().splitlines()[-25:])
+    tail = d.log_tail(25)
     return LateRun(coid, state, audit, history, faults_left, term_code, tail)

@@ -13,7 +13,6 @@ Two runs of the real daemon with one ``[accounts.main]``:
 
 from __future__ import annotations
 
-import json
 import socket
 
 import httpx2
@@ -21,7 +20,7 @@ import pytest
 import trio
 
 from tests.helpers.process import SECRET, WAIT_S, Harness, http_get
-from tests.helpers.sim import SimProcess, sim_key_files, start_sim
+from tests.helpers.sim import sim_process, venue_table
 
 pytestmark = pytest.mark.slow
 
@@ -29,18 +28,12 @@ STARTUP_RECONCILE_S = 3.0
 
 
 def orders_config(h: Harness, rest_url: str, ws_url: str) -> str:
-    key_file, secret_file = sim_key_files(h.tmp_path / "secrets")
-    q = json.dumps
+    venue = venue_table(h.tmp_path / "secrets", rest_url, ws_url)
     return f"""
 [store]
 path = "orders.db"
 
-[venues.sim]
-rest_url = {q(rest_url)}
-ws_url = {q(ws_url)}
-api_key = {{ file = {q(str(key_file))} }}
-api_secret = {{ file = {q(str(secret_file))} }}
-request_timeout_s = 2.0
+{venue}request_timeout_s = 2.0
 
 [orders]
 startup_reconcile_timeout_s = {STARTUP_RECONCILE_S}
@@ -64,8 +57,7 @@ async def status_of(h: Harness) -> dict:  # type: ignore[type-arg]
 
 
 async def test_ready_comes_after_startup_reconciliation(h: Harness) -> None:
-    sim: SimProcess = await start_sim(h.tmp_path)
-    try:
+    async with sim_process(h.tmp_path) as sim:
         h.write_config()
         with h.config_path.open("a") as f:
             f.write(orders_config(h, sim.rest_url, sim.ws_url))
@@ -101,8 +93,6 @@ async def test_ready_comes_after_startup_reconciliation(h: Harness) -> None:
                         break
                     await trio.sleep(0.05)
         assert len((await sim.control("GET", f"/sim/audit?clientOrderId={coid}"))["orders"]) == 1
-    finally:
-        await sim.aclose()
 
 
 async def test_unreachable_venue_delays_ready_then_holds_sending(h: Harness) -> None:

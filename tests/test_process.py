@@ -28,11 +28,9 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import stat
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +55,11 @@ from tests.helpers.process import (
     await_until,
     gaps,
     http_get,
-    make_sockdir,
     monotonic_usec,
     open_harness,
     parse_prometheus,
     ping_times,
+    run_scenario,
     wait_until,
 )
 
@@ -259,8 +257,7 @@ async def test_reload_by_sighup_and_cli_then_rejected_reload(h: Harness) -> None
     status = (await h.control({"cmd": "status"}))["status"]
     assert status["last_reload"]["ok"] is False
     assert len(status["last_reload"]["errors"]) == 2
-    d.send_signal(signal.SIGTERM)
-    assert await d.wait_exit() == 0, d.diag()
+    assert await d.stop() == 0, d.diag()
 
 
 async def test_reloaded_status_interval_takes_effect(h: Harness) -> None:
@@ -404,13 +401,9 @@ async def _hard_stop_scenario(tmp_path: Path, sockdir: Path) -> HardStopRun:
 
 
 @pytest.fixture(scope="module")
-def hard_stop_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HardStopRun]:
+def hard_stop_run(tmp_path_factory: pytest.TempPathFactory) -> HardStopRun:
     """Run the (slow: HARD_STOP_GRACE_S) scenario once for the tests that read it."""
-    sockdir = make_sockdir()
-    try:
-        yield trio.run(_hard_stop_scenario, tmp_path_factory.mktemp("hardstop"), sockdir)
-    finally:
-        shutil.rmtree(sockdir, ignore_errors=True)
+    return run_scenario(_hard_stop_scenario, tmp_path_factory.mktemp("hardstop"))
 
 
 def test_second_signal_stops_hard_with_130(hard_stop_run: HardStopRun) -> None:
@@ -650,8 +643,5 @@ async def test_demo_runs_daemon_and_simulator_until_ctrl_c(tmp_path: Path) -> No
         assert "orders" not in summary and "venues" not in summary
         assert listed.status_code == 200
         assert listed.json()["orders"], "a canceled order of the demo strategy"
-        demo.proc.send_signal(signal.SIGINT)
-        with trio.fail_after(WAIT_S):
-            await demo.proc.wait()
-        assert demo.proc.returncode == 0, demo.stderr()[-3000:]
+        assert await demo.interrupt() == 0, demo.stderr()[-3000:]
         assert "stopped cleanly" in demo.stderr()

@@ -4,6 +4,7 @@
 
     tradingd run --config PATH          run the daemon (systemd: Type=notify)
     tradingd check-config PATH          validate a config file; exit 2 listing every problem
+    tradingd check-venue --config PATH  check each configured venue; exit 1 on a failed check
     tradingd demo                       run on an embedded config (state under ./var/)
     tradingd status [--json]            ask a running daemon for its status
     tradingd reload                     reload a running daemon's config; waits for the result
@@ -23,7 +24,8 @@ Where it lives: :mod:`.dispatch` (:func:`main`, the console script),
 :mod:`.parser` (every subcommand's options), :mod:`.run` (``run``,
 ``check-config``, ``integrity-check``), :mod:`.demo`, :mod:`.client` (the
 control-socket clients) with :mod:`.render` (their terminal output),
-:mod:`.tools` (``sim`` and ``bench``, imported only when run) and
+:mod:`.checkvenue` (``check-venue``), :mod:`.tools` (``sim`` and ``bench``,
+imported only when run) and
 :mod:`.common` (exit codes, default paths).
 """
 

@@ -2,8 +2,9 @@
 
 :func:`main` is the console script (``daemon.cli:main``). It hands each
 subcommand to its module: :mod:`daemon.cli.run` (``run``, ``check-config``,
-``integrity-check``), :mod:`daemon.cli.demo`, :mod:`daemon.cli.client` (the
-control-socket clients) and :mod:`daemon.cli.tools` (``sim``, ``bench``).
+``integrity-check``), :mod:`daemon.cli.checkvenue` (``check-venue``),
+:mod:`daemon.cli.demo`, :mod:`daemon.cli.client` (the control-socket clients)
+and :mod:`daemon.cli.tools` (``sim``, ``bench``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from daemon.cli.checkvenue import cmd_check_venue
 from daemon.cli.client import (
     cmd_dead_letters,
     cmd_fault,
@@ -68,6 +70,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return cmd_run(Path(args.config))
         if args.command == "check-config":
             return cmd_check_config(Path(args.path))
+        if args.command == "check-venue":
+            return cmd_check_venue(args)
         if args.command == "demo":
             return cmd_demo(Path(args.state_dir), args.admin_port)
         if args.command == "status":

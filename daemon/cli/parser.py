@@ -1,9 +1,10 @@
 """The ``tradingd`` argument parser: every subcommand and its options.
 
-:func:`build_parser` declares them all. The ``sim`` and ``bench`` subcommands
-take their options from the tool module itself (:class:`_LazyParser`), which
-is imported only when that subcommand's arguments are parsed, so building the
-parser (and ``tradingd run``) imports no simulator and no benchmark.
+:func:`build_parser` declares them all. The ``sim``, ``bench`` and
+``check-venue`` subcommands take their options from their own module
+(:class:`_LazyParser`), which is imported only when that subcommand's
+arguments are parsed, so building the parser (and ``tradingd run``) imports
+no simulator and no benchmark.
 """
 
 from __future__ import annotations
@@ -56,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a configuration file")
     p.add_argument("path")
+
+    sub.add_parser(
+        "check-venue",
+        help="check each configured venue: connectivity, clock, symbols, key, rate limits",
+        description="Check each [venues.NAME] of a configuration (or the one --venue names) "
+        "against the real venue: REST, market stream and WebSocket API connectivity, clock "
+        "offset against recvWindow, exchangeInfo of the configured symbols, the API key's "
+        "permissions and rate-limit headroom. One PASS/FAIL/SKIP line per check; exit 0 when "
+        "none failed, 1 when one did, 2 for a configuration that cannot be loaded.",
+        arguments="daemon.cli.checkvenue:add_arguments",
+    )
 
     p = sub.add_parser("demo", help="run on an embedded configuration until Ctrl-C")
     p.add_argument("--state-dir", default="./var", help="default ./var")

@@ -334,6 +334,18 @@ class VenueConfig:
     stale_after_s: float = opt(
         30.0, gt=0, le=3600, help="A stream silent this long is reconnected."
     )
+    user_stream: bool = opt(
+        True,
+        help="Subscribe to the account's user data stream over the WebSocket API (needs "
+        "api_key/api_secret): fills and order changes are pushed, polling is the fallback "
+        "while it is down, and it is a second witness for orders of unknown outcome.",
+    )
+    order_transport: Literal["rest", "ws-api"] = opt(
+        "rest",
+        help='How orders, cancels and order queries go out: "rest" or "ws-api" (one kept-up '
+        "WebSocket API connection). The same rules hold: the intent is durable before the "
+        "request leaves; no answer means UNKNOWN, resolved by a query, never a blind resend.",
+    )
 
 
 @attrs.frozen

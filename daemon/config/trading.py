@@ -121,6 +121,14 @@ class OrdersConfig:
         le=300,
         help="How long a new order may take to become visible to the venue's order query.",
     )
+    unwitnessed_hold_s: float = opt(
+        10.0,
+        ge=0,
+        le=3600,
+        help="With a user data stream configured: how much longer than the visibility grace "
+        "a resend waits when the stream was down while the order may have been processed "
+        "(its events then are lost; the query alone must prove absence).",
+    )
     unknown_retry_s: float = opt(
         1.0, gt=0, le=3600, help="Delay between queries that resolve an UNKNOWN order."
     )

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -88,10 +88,10 @@ from daemon.orders.state import (
     OrderState,
     QueryFailed,
     QueryOutcome,
-    classify_not_found,
     not_executed,
     resolve_unknown,
 )
+from daemon.orders.userstream import StreamWitness, judge_not_found
 
 __all__ = ["OPEN_STATES", "Executor", "SendSignals"]
 
@@ -140,6 +140,8 @@ class Executor:
         settings: ``[orders]``.
         sending_enabled: Set once start-up reconciliation is done; a place
             item waits for it (in order) before anything is sent.
+        witnesses: Each venue's user data stream witness (filled in by
+            :class:`~daemon.orders.userstream.UserStreams`; empty without streams).
         wall_clock: Epoch seconds (the SENDING marks are on this clock).
     """
 
@@ -150,8 +152,10 @@ class Executor:
         settings: OrdersConfig,
         *,
         sending_enabled: trio.Event,
+        witnesses: Mapping[str, StreamWitness] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self.witnesses: Mapping[str, StreamWitness] = {} if witnesses is None else witnesses
         self.ledger = ledger
         self.venues = venues
         self.settings = settings
@@ -325,13 +329,12 @@ class Executor:
         try:
             report = await client.get_order(record.symbol, client_order_id=record.client_order_id)
         except OrderNotFoundError:
-            sent_at_s = (record.sent_at_ms or record.created_at_ms) / 1000
-            return classify_not_found(
-                sent_at_s=sent_at_s,
+            return judge_not_found(
+                self.settings,
+                self.witnesses.get(record.venue),
+                record,
                 now_s=asked_at_s,
-                visibility_grace_s=self.settings.visibility_grace_s(
-                    self.venues.recv_window_ms(record.venue)
-                ),
+                recv_window_ms=self.venues.recv_window_ms(record.venue),
             )
         except TradingdError as exc:
             return QueryFailed(f"{type(exc).__name__}: {exc}"[:300])

@@ -95,6 +95,8 @@ class Reconciler:
         self.last_pass_error: str | None = None
         self.startup_s: float | None = None
         self._cancel_sent_at: dict[str, float] = {}
+        #: Whether a venue's user data stream is up (then polling it is the fallback only).
+        self.stream_up: Callable[[str], bool] = lambda venue: False
         self._next_poll = 0.0
 
     @property
@@ -244,16 +246,7 @@ class Reconciler:
                 ours = is_derived_client_order_id(coid, prefix=self.settings.id_prefix)
                 entry = _unknown_entry(venue, report, ours, self.wall_clock())
                 self.unknown_venue_orders[key] = entry
-                log.warning(
-                    "orders: venue %s has an open order the store does not know: %s %s "
-                    "order %d client id %s%s — reported, not touched",
-                    venue,
-                    report.symbol,
-                    entry["side"],
-                    report.order_id,
-                    coid,
-                    " (shaped like ours: was the database replaced?)" if ours else "",
-                )
+                _log_unknown(entry, ours)
         for key in [k for k in self.unknown_venue_orders if k[0] == venue and k not in seen]:
             del self.unknown_venue_orders[key]
 
@@ -328,7 +321,8 @@ class Reconciler:
         """One request per (venue, symbol) with open orders; refresh what moved."""
         groups: dict[tuple[str, str], list[IntentRecord]] = defaultdict(list)
         for record in self.ledger.live(OPEN_STATES):
-            groups[(record.venue, record.symbol)].append(record)
+            if not self.stream_up(record.venue):  # else the user data stream pushes changes
+                groups[(record.venue, record.symbol)].append(record)
 
         async def one(key: tuple[str, str], records: list[IntentRecord]) -> None:
             venue, symbol = key
@@ -405,3 +399,16 @@ def _unknown_entry(venue: str, report: OrderReport, ours: bool, now: float) -> d
 
 class _VenueDown(TradingdError):
     """A reconciliation pass needs a venue that is down."""
+
+
+def _log_unknown(entry: dict[str, Any], ours: bool) -> None:
+    log.warning(
+        "orders: venue %s has an open order the store does not know: %s %s "
+        "order %d client id %s%s — reported, not touched",
+        entry["venue"],
+        entry["symbol"],
+        entry["side"],
+        entry["order_id"],
+        entry["client_order_id"],
+        " (shaped like ours: was the database replaced?)" if ours else "",
+    )

@@ -47,7 +47,9 @@ from daemon.orders.gateway import EntryUnavailableError, SubmitResult, UnknownOr
 from daemon.orders.ledger import OrderLedger, VenueAccess
 from daemon.orders.reconcile import Reconciler
 from daemon.orders.records import IntentRecord
+from daemon.orders.report import pipeline_metrics
 from daemon.orders.state import OrderState
+from daemon.orders.userstream import StreamWitness, UserStreamAccess, UserStreams
 from daemon.resilience.deadletter import DeadLetterStore
 from daemon.risk.book import RiskBook
 from daemon.risk.limits import LimitTable
@@ -71,6 +73,7 @@ class Pipeline:
     executor: Executor
     entry: Entry
     reconciler: Reconciler
+    streams: UserStreams
 
 
 class OrdersService:
@@ -80,7 +83,9 @@ class OrdersService:
         settings: ``[orders]``.
         accounts: Account name → venue name.
         limits: Risk limits (``[risk]`` and ``[accounts.NAME.risk]``).
-        venues: Venue access (:class:`~daemon.app_trading.LinkVenues` in the daemon).
+        venues: Venue access (:class:`~daemon.app_trading.LinkVenues` in the daemon);
+            when it also offers user data streams (:class:`UserStreamAccess`),
+            they are run (:class:`~daemon.orders.userstream.UserStreams`).
         open_store: Waits for the store of the current data incarnation.
         reference_price: ``(venue, symbol) -> Decimal | None`` for MARKET orders.
     """
@@ -130,8 +135,14 @@ class OrdersService:
         )
         sending_enabled = trio.Event()
         s = self.settings
+        witnesses: dict[str, StreamWitness] = {}
         executor = Executor(
-            ledger, self.venues, s, sending_enabled=sending_enabled, wall_clock=self.wall_clock
+            ledger,
+            self.venues,
+            s,
+            sending_enabled=sending_enabled,
+            witnesses=witnesses,
+            wall_clock=self.wall_clock,
         )
         dispatcher = Dispatcher(
             executor.handle,
@@ -163,7 +174,17 @@ class OrdersService:
             sending_enabled=sending_enabled,
             wall_clock=self.wall_clock,
         )
-        pipeline = Pipeline(order_store, ledger, dispatcher, executor, entry, reconciler)
+        access = self.venues if isinstance(self.venues, UserStreamAccess) else None
+        streams = UserStreams(
+            self.accounts.values(),
+            access,
+            ledger,
+            executor,
+            reconciler.full_pass,
+            witnesses=witnesses,
+        )
+        reconciler.stream_up = streams.up
+        pipeline = Pipeline(order_store, ledger, dispatcher, executor, entry, reconciler, streams)
         self.incarnations += 1
         # Memory and the risk book from the store, before entry opens.
         await ledger.load()
@@ -181,6 +202,7 @@ class OrdersService:
                 # before sending_enabled), so the gateway opens now.
                 self.pipeline = pipeline
                 await reconciler.startup()
+                await nursery.start(streams.run)
                 await nursery.start(reconciler.run_tracker)
                 await nursery.start(reconciler.run_periodic)
                 task_status.started()
@@ -360,54 +382,10 @@ class OrdersService:
             out["dispatch"] = pipeline.dispatcher.snapshot()
             out["executor"] = pipeline.executor.snapshot()
             out["reconcile"] = pipeline.reconciler.snapshot()
+            out["user_streams"] = pipeline.streams.snapshot()
             out["risk"] = pipeline.ledger.risk.book.snapshot()
         return out
 
     def metrics(self) -> list[MetricFamily]:
-        pipeline = self.pipeline
-        if pipeline is None:
-            return []
-        e = pipeline.entry.stats
-        led = pipeline.ledger
-        ex = pipeline.executor
-        return [
-            MetricFamily.counter(
-                "tradingd_orders_submissions",
-                "Order submissions by outcome at entry.",
-                [
-                    ((("outcome", "created"),), e.created),
-                    ((("outcome", "duplicate"),), e.duplicates),
-                    ((("outcome", "invalid"),), e.invalid),
-                    ((("outcome", "risk_rejected"),), e.risk_rejected),
-                    ((("outcome", "saturated"),), e.saturated),
-                    ((("outcome", "conflict"),), e.conflicts),
-                ],
-            ),
-            MetricFamily.counter(
-                "tradingd_orders_commits", "Group commits of intents.", [((), e.commits)]
-            ),
-            MetricFamily.counter(
-                "tradingd_orders_sent", "New-order requests sent.", [((), ex.sent)]
-            ),
-            MetricFamily.counter(
-                "tradingd_orders_unknown", "Sends whose outcome was UNKNOWN.", [((), led.unknown)]
-            ),
-            MetricFamily.counter(
-                "tradingd_orders_resends",
-                "Resends after the venue proved absence.",
-                [((), led.resends)],
-            ),
-            MetricFamily.counter(
-                "tradingd_orders_rejected", "Orders the venue rejected.", [((), led.rejected)]
-            ),
-            MetricFamily.gauge(
-                "tradingd_orders_live",
-                "Non-terminal orders by state.",
-                [((("state", k),), v) for k, v in sorted(led.counts().items())],
-            ),
-            MetricFamily.gauge(
-                "tradingd_orders_unknown_venue_orders",
-                "Open venue orders the store does not know.",
-                [((), len(pipeline.reconciler.unknown_venue_orders))],
-            ),
-        ]
+        """The pipeline's ``/metrics`` families (:func:`daemon.orders.report.pipeline_metrics`)."""
+        return pipeline_metrics(self.pipeline)

@@ -30,7 +30,7 @@ from daemon.health import HealthLevel
 from daemon.model.instruments import ExchangeInfo
 from daemon.secrets import Secret, resolve
 from daemon.supervise import ChildContext
-from daemon.venues.binance import BinanceVenue
+from daemon.venues.binance import BinanceVenue, BinanceWsApiOrders, UserDataStream
 from daemon.venues.binance.config import BinanceConfig, derive_ws_api_url
 
 log = logging.getLogger("tradingd.venues")
@@ -76,6 +76,8 @@ class VenueLink:
     #: "connecting", "up" or "down"; tasks can wait on it (``await link.state.wait_value("up")``).
     state: AsyncValue = attrs.field(factory=lambda: AsyncValue("connecting"))
     client: BinanceVenue | None = None
+    #: The order calls over the WebSocket API (``order_transport = "ws-api"``), else ``None``.
+    ws_orders: BinanceWsApiOrders | None = None
     exchange_info: ExchangeInfo | None = None
     last_error: str | None = None
     last_ok_at: float | None = None  # wall clock, for /status
@@ -91,24 +93,53 @@ class VenueLink:
         self._up = trio.Event()
         self.state.value = "connecting"
         try:
-            task_status.started()
-            delay = self.retry_initial_s
-            while not ctx.stop_requested:
-                ok = await self._refresh(client)
-                if ok:
-                    delay = self.retry_initial_s
-                    wait = self.refresh_interval_s
-                else:
-                    wait = delay * self.rng.uniform(0.8, 1.2)
-                    delay = min(delay * 2, self.retry_max_s)
-                with trio.move_on_after(wait):
-                    await ctx.wait_stop_requested()
+            async with trio.open_nursery() as nursery:
+                if self.config.order_transport == "ws-api":
+                    ws_orders = client.ws_api_orders()
+                    await nursery.start(ws_orders.run)
+                    self.ws_orders = ws_orders
+                task_status.started()
+                await self._refresh_loop(ctx, client)
+                nursery.cancel_scope.cancel()
         finally:
             self.client = None
+            self.ws_orders = None
             # A later wait_up() waits for the next incarnation's client.
             self._up = trio.Event()
             with trio.move_on_after(2, shield=True):
                 await client.aclose()
+
+    async def _refresh_loop(self, ctx: ChildContext, client: BinanceVenue) -> None:
+        delay = self.retry_initial_s
+        while not ctx.stop_requested:
+            ok = await self._refresh(client)
+            if ok:
+                delay = self.retry_initial_s
+                wait = self.refresh_interval_s
+            else:
+                wait = delay * self.rng.uniform(0.8, 1.2)
+                delay = min(delay * 2, self.retry_max_s)
+            with trio.move_on_after(wait):
+                await ctx.wait_stop_requested()
+
+    @property
+    def order_client(self) -> BinanceVenue | BinanceWsApiOrders | None:
+        """Where orders go: the WebSocket API client or the REST one (``None`` while down)."""
+        if self.config.order_transport == "ws-api":
+            return self.ws_orders if self.client is not None else None
+        return self.client
+
+    @property
+    def user_stream_enabled(self) -> bool:
+        """``user_stream`` is on and the venue has keys to sign the subscription with."""
+        return self.config.user_stream and self.config.api_key is not None
+
+    def user_stream(self) -> UserDataStream | None:
+        """A new user data stream over the current client, or ``None`` while down/disabled."""
+        client = self.client
+        if client is None or not self.user_stream_enabled or self.state.value != "up":
+            return None
+        return client.user_data_stream()
 
     async def wait_up(self) -> BinanceVenue:
         """Wait until the venue answered once (this incarnation); returns its client."""
@@ -159,10 +190,13 @@ class VenueLink:
             "protocol": self.config.protocol,
             "rest_url": self.config.rest_url,
             "ws_url": self.config.ws_url,
+            "order_transport": self.config.order_transport,
+            "user_stream": self.user_stream_enabled,
             "state": self.state.value,
             "last_error": self.last_error,
             "last_ok_at": self.last_ok_at,
             "failures": self.failures,
             "symbols": len(self.exchange_info.symbols) if self.exchange_info else None,
             "client": client.snapshot() if client is not None else None,
+            "ws_api_orders": self.ws_orders.snapshot() if self.ws_orders is not None else None,
         }

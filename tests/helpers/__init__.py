@@ -5,11 +5,13 @@ Test modules import helpers from here, never from another test module or a
 from here.
 
 * :mod:`~tests.helpers.process` — the real ``tradingd run`` as a subprocess
-  (notify socket, config, CLI, waits, ``http_get``, ``HOSTILE_ENV``);
+  (notify socket, config, CLI, waits, ``http_get``, ``HOSTILE_ENV``), a module
+  fixture's one scenario run (``run_scenario``) and the read-only view of its
+  database file (``ReadOnlyDatabase``);
 * :mod:`~tests.helpers.demo` — a real ``tradingd demo`` process;
 * :mod:`~tests.helpers.sim` — the exchange simulator, in process
   (:func:`~tests.helpers.sim.running_sim`) or as ``tradingd sim``
-  (:func:`~tests.helpers.sim.start_sim`); :mod:`~tests.helpers.sim_api` a raw,
+  (:func:`~tests.helpers.sim.sim_process`); :mod:`~tests.helpers.sim_api` a raw,
   signing Binance REST caller for the simulator's own tests;
 * :mod:`~tests.helpers.capture` and :mod:`~tests.helpers.orders_process` — the
   witnesses and configurations of the capture and order process tests;
@@ -28,5 +30,8 @@ from here.
 * :mod:`~tests.helpers.risk` and :mod:`~tests.helpers.strategy_fakes` — builders
   of the risk tests and test doubles of the strategy tests;
 * :mod:`~tests.helpers.fuzzing` — hypothesis strategies and budgets of the
-  parser fuzzers.
+  parser fuzzers;
+* :mod:`~tests.helpers.clock` (a settable clock), :mod:`~tests.helpers.instruments`
+  (a trading symbol with given filters) and :mod:`~tests.helpers.supervision` (a
+  real supervisor for the duration of a block).
 """

@@ -8,7 +8,8 @@ for itself:
   record of what it published, ``/sim/faults`` arms stream faults and counts
   their hits);
 * :class:`StoreReader` — the daemon's SQLite file opened **read-only** with the
-  standard library (``mode=ro``), independent of :mod:`daemon.store`;
+  standard library (``mode=ro``, :class:`~tests.helpers.process.ReadOnlyDatabase`),
+  independent of :mod:`daemon.store`;
 * :func:`rss_bytes` — the kernel's view of the daemon's memory
   (``/proc/PID/status``).
 
@@ -21,7 +22,6 @@ configuration.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -29,8 +29,8 @@ from typing import Any
 
 import attrs
 
-from tests.helpers.process import Harness
-from tests.helpers.sim import SimProcess, sim_key_files
+from tests.helpers.process import Harness, ReadOnlyDatabase
+from tests.helpers.sim import SimProcess, venue_table
 
 #: The ``[venues.NAME]`` the daemon captures from (and the ``venue`` of every stored trade).
 VENUE = "sim"
@@ -65,14 +65,8 @@ def capture_config(
     ``historicalTrades``, the backfill, is security type NONE, as on Binance).
     ``tail_check_interval_s`` is left to its default unless given.
     """
-    key_file, secret_file = sim_key_files(h.tmp_path / "secrets")
     q = json.dumps  # a JSON string is a valid TOML basic string for these values
-    keys = (
-        f"api_key = {{ file = {q(str(key_file))} }}\n"
-        f"api_secret = {{ file = {q(str(secret_file))} }}\n"
-        if api_key
-        else ""
-    )
+    venue = venue_table(h.tmp_path / "secrets", sim.rest_url, sim.ws_url, keys=api_key, name=VENUE)
     tail = (
         f"tail_check_interval_s = {tail_check_interval_s}\n"
         if tail_check_interval_s is not None
@@ -97,10 +91,7 @@ snapshot_depth = {snapshot_depth}
 backfill_limit = {backfill_limit}
 lag_warn_s = {lag_warn_s}
 {tail}
-[venues.{VENUE}]
-rest_url = {q(sim.rest_url)}
-ws_url = {q(sim.ws_url)}
-{keys}request_timeout_s = 5.0
+{venue}request_timeout_s = 5.0
 stale_after_s = 10.0
 """
     )
@@ -174,23 +165,12 @@ class GapRow:
     reason: str
 
 
-class StoreReader:
-    """Blocking read-only queries on the daemon's database file (run them in a thread).
-
-    Each call opens its own ``mode=ro`` connection: nothing here can change the
-    file, and nothing is held open across the daemon's restarts.
-    """
+class StoreReader(ReadOnlyDatabase):
+    """The market-data tables of the daemon's database file, read-only (run in a thread)."""
 
     def __init__(self, path: Path, venue: str = VENUE) -> None:
-        self.path = path
+        super().__init__(path)
         self.venue = venue
-
-    def _connect(self) -> sqlite3.Connection:
-        uri = f"{self.path.resolve().as_uri()}?mode=ro"
-        return sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None)
-
-    def exists(self) -> bool:
-        return self.path.is_file()
 
     def last_ids(self, symbols: Sequence[str]) -> dict[str, int | None]:
         conn = self._connect()
@@ -208,44 +188,32 @@ class StoreReader:
 
     def last_trade(self, symbol: str) -> StoredTrade | None:
         """The stored trade with the highest id (``None``: nothing stored)."""
-        conn = self._connect()
-        try:
-            row = conn.execute(
-                "SELECT trade_id, price, quantity, buyer_is_maker, trade_time_ms FROM trades "
-                "WHERE venue = ? AND symbol = ? ORDER BY trade_id DESC LIMIT 1",
-                (self.venue, symbol),
-            ).fetchone()
-        finally:
-            conn.close()
+        row = self.fetchone(
+            "SELECT trade_id, price, quantity, buyer_is_maker, trade_time_ms FROM trades "
+            "WHERE venue = ? AND symbol = ? ORDER BY trade_id DESC LIMIT 1",
+            (self.venue, symbol),
+        )
         if row is None:
             return None
         return StoredTrade(int(row[0]), Decimal(row[1]), Decimal(row[2]), bool(row[3]), int(row[4]))
 
     def trades(self, symbol: str) -> list[StoredTrade]:
-        conn = self._connect()
-        try:
-            rows = conn.execute(
-                "SELECT trade_id, price, quantity, buyer_is_maker, trade_time_ms FROM trades "
-                "WHERE venue = ? AND symbol = ? ORDER BY trade_id",
-                (self.venue, symbol),
-            ).fetchall()
-        finally:
-            conn.close()
+        rows = self.fetchall(
+            "SELECT trade_id, price, quantity, buyer_is_maker, trade_time_ms FROM trades "
+            "WHERE venue = ? AND symbol = ? ORDER BY trade_id",
+            (self.venue, symbol),
+        )
         return [
             StoredTrade(int(r[0]), Decimal(r[1]), Decimal(r[2]), bool(r[3]), int(r[4]))
             for r in rows
         ]
 
     def gaps(self, symbol: str) -> list[GapRow]:
-        conn = self._connect()
-        try:
-            rows = conn.execute(
-                "SELECT from_id, to_id, state, reason FROM gaps "
-                "WHERE venue = ? AND symbol = ? ORDER BY from_id",
-                (self.venue, symbol),
-            ).fetchall()
-        finally:
-            conn.close()
+        rows = self.fetchall(
+            "SELECT from_id, to_id, state, reason FROM gaps "
+            "WHERE venue = ? AND symbol = ? ORDER BY from_id",
+            (self.venue, symbol),
+        )
         return [GapRow(int(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in rows]
 
     def dead_letters(self, source_prefix: str) -> list[tuple[str, str]]:
@@ -254,15 +222,11 @@ class StoreReader:
         A payload stored as JSON (``payload_kind = 'json'``) is decoded: a raw
         frame kept as a JSON string comes back as that string.
         """
-        conn = self._connect()
-        try:
-            rows = conn.execute(
-                "SELECT source, payload_kind, payload FROM dead_letters "
-                "WHERE substr(source, 1, ?) = ? ORDER BY letter_id",
-                (len(source_prefix), source_prefix),
-            ).fetchall()
-        finally:
-            conn.close()
+        rows = self.fetchall(
+            "SELECT source, payload_kind, payload FROM dead_letters "
+            "WHERE substr(source, 1, ?) = ? ORDER BY letter_id",
+            (len(source_prefix), source_prefix),
+        )
         out: list[tuple[str, str]] = []
         for source, kind, payload in rows:
             data = (
@@ -275,15 +239,10 @@ class StoreReader:
         return out
 
     def count_trades(self, symbol: str) -> int:
-        conn = self._connect()
-        try:
-            row = conn.execute(
-                "SELECT count(*) FROM trades WHERE venue = ? AND symbol = ?",
-                (self.venue, symbol),
-            ).fetchone()
-            return int(row[0])
-        finally:
-            conn.close()
+        row = self.fetchone(
+            "SELECT count(*) FROM trades WHERE venue = ? AND symbol = ?", (self.venue, symbol)
+        )
+        return int(row[0])
 
 
 def missing_ids(stored: Sequence[int], first: int, last: int) -> list[tuple[int, int]]:

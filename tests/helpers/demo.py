@@ -41,6 +41,12 @@ class Demo:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
+    async def interrupt(self, *, timeout_s: float = WAIT_S) -> int:
+        """Ctrl-C (``SIGINT``); the exit status, within ``timeout_s``."""
+        self.proc.send_signal(signal.SIGINT)
+        with trio.fail_after(timeout_s):
+            return await self.proc.wait()
+
 
 @asynccontextmanager
 async def running_demo(

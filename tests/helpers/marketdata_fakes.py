@@ -36,6 +36,7 @@ from daemon.venues.binance.stream import (
     StreamDisconnected,
 )
 from daemon.venues.sim.server import trio_clock_ms
+from tests.helpers.supervision import supervising
 
 VENUE = "fake"
 EPOCH_MS = 1_700_000_000_000
@@ -301,12 +302,8 @@ async def running_service(
         "marketdata", service.children(), SupervisorPolicy(max_restarts=3, period_s=10)
     )
     service.supervisor = supervisor  # type: ignore[attr-defined]  # for assertions
-    async with trio.open_nursery() as nursery:
-        await nursery.start(supervisor.run)
-        try:
-            yield service
-        finally:
-            supervisor.request_stop()
+    async with supervising(supervisor):
+        yield service
 
 
 async def wait_for(condition: Callable[[], Any], poll_s: float = POLL_S) -> None:

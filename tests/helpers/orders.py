@@ -28,8 +28,9 @@ from daemon.orders.state import OrderState
 from daemon.risk.limits import LimitTable, RiskLimits
 from daemon.store.sqlite import SqliteStore
 from daemon.supervise import ChildSpec, Supervisor, SupervisorPolicy
-from daemon.venues.binance import BinanceVenue
+from daemon.venues.binance import BinanceVenue, UserDataStream
 from tests.helpers.sim import SYMBOL, SimHarness, client_config
+from tests.helpers.supervision import supervising
 
 __all__ = ["Running", "StaticVenues", "running_pipeline", "wait_state"]
 
@@ -71,6 +72,33 @@ class StaticVenues:
         return self.window
 
 
+class StreamingVenues(StaticVenues):
+    """:class:`StaticVenues` with the venue's user data stream, and optionally
+    the WebSocket API as the order client (``orders``)."""
+
+    def __init__(
+        self,
+        name: str,
+        client: BinanceVenue,
+        info: ExchangeInfo,
+        recv_window_ms: int = 5000,
+        *,
+        orders: Any = None,
+        user_stream: bool = True,
+    ) -> None:
+        super().__init__(name, orders if orders is not None else client, info, recv_window_ms)
+        self.venue_client = client
+        self.streaming = user_stream
+
+    def user_stream_enabled(self, venue: str) -> bool:
+        return venue == self.name and self.streaming
+
+    def user_stream(self, venue: str) -> UserDataStream | None:
+        if self.down or not self.streaming:
+            return None
+        return self.venue_client.user_data_stream()
+
+
 @attrs.define
 class Running:
     service: OrdersService
@@ -101,40 +129,67 @@ async def running_pipeline(
     limits: LimitTable | None = None,
     accounts: dict[str, str] | None = None,
     recv_window_ms: int = 500,
+    user_stream: bool = False,
+    order_transport: str = "rest",
 ) -> AsyncIterator[Running]:
-    """The pipeline over ``path`` (a store file) and ``sim``; stopped gracefully on exit."""
+    """The pipeline over ``path`` (a store file) and ``sim``; stopped gracefully on exit.
+
+    ``user_stream`` runs the account's user data stream; ``order_transport =
+    "ws-api"`` sends orders over the WebSocket API.
+    """
     config = client_config(sim, recv_window_ms=recv_window_ms)
     client = BinanceVenue(config, rng=random.Random(3))
     store = await SqliteStore.open(path)
     try:
         await client.sync_time()
         info = await client.exchange_info()
-        venues = StaticVenues("sim", client, info, recv_window_ms)
-
-        async def open_store() -> SqliteStore:
-            return store
-
-        service = OrdersService(
-            settings,
-            accounts or {"main": "sim"},
-            limits or LimitTable(default=RiskLimits(max_orders_per_window=None)),
-            venues,
-            open_store,
-        )
-        sup = Supervisor(
-            "test",
-            [ChildSpec("orders", service.run, start_timeout_s=30, shutdown_grace_s=10)],
-            SupervisorPolicy(max_restarts=0),
-        )
-        async with trio.open_nursery() as nursery:
-            await nursery.start(sup.run)
-            try:
-                yield Running(service, venues, store, sup)
-            finally:
-                sup.request_stop()
+        async with trio.open_nursery() as connections:
+            orders = None
+            if order_transport == "ws-api":
+                orders = client.ws_api_orders()
+                await connections.start(orders.run)
+            venues: StaticVenues = (
+                StreamingVenues(
+                    "sim", client, info, recv_window_ms, orders=orders, user_stream=user_stream
+                )
+                if user_stream or orders is not None
+                else StaticVenues("sim", client, info, recv_window_ms)
+            )
+            async with _pipeline(venues, store, settings, limits, accounts) as running:
+                yield running
+            connections.cancel_scope.cancel()
     finally:
         await client.aclose()
         await store.aclose()
+
+
+@asynccontextmanager
+async def _pipeline(
+    venues: StaticVenues,
+    store: SqliteStore,
+    settings: OrdersConfig,
+    limits: LimitTable | None,
+    accounts: dict[str, str] | None,
+) -> AsyncIterator[Running]:
+    """The order service over ``venues`` and ``store`` as the child of a supervisor."""
+
+    async def open_store() -> SqliteStore:
+        return store
+
+    service = OrdersService(
+        settings,
+        accounts or {"main": "sim"},
+        limits or LimitTable(default=RiskLimits(max_orders_per_window=None)),
+        venues,
+        open_store,
+    )
+    sup = Supervisor(
+        "test",
+        [ChildSpec("orders", service.run, start_timeout_s=30, shutdown_grace_s=10)],
+        SupervisorPolicy(max_restarts=0),
+    )
+    async with supervising(sup):
+        yield Running(service, venues, store, sup)
 
 
 async def wait_state(

@@ -31,7 +31,6 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -39,8 +38,8 @@ import httpx2
 import trio
 
 from daemon.venues.sim.config import DOCS_API_KEY, DOCS_SECRET_KEY
-from tests.helpers.process import Harness
-from tests.helpers.sim import SimProcess, sim_key_files
+from tests.helpers.process import Harness, ReadOnlyDatabase
+from tests.helpers.sim import SimProcess, venue_table
 
 __all__ = [
     "ACCOUNT",
@@ -80,15 +79,19 @@ def orders_config(
     request_timeout_s: float,
     level: str = "info",
     shutdown_timeout_s: float = 15.0,
+    user_stream: bool = True,
 ) -> str:
     """The base test configuration plus a store, the sim as a venue and one account.
+
+    ``user_stream = False`` turns the venue's user data stream off (a test of
+    the query rules alone: the stream would resolve an UNKNOWN order first).
 
     ``orders`` is written as the ``[orders]`` table as given. Pre-trade risk
     limits are lifted (``max_orders_per_window = 0``, ``max_open_orders =
     0``): the test is about the outbox and the executor, and a risk reject
     would only make fewer intents durable.
     """
-    key_file, secret_file = sim_key_files(h.tmp_path / "secrets")
+    venue = venue_table(h.tmp_path / "secrets", sim.rest_url, sim.ws_url, name=VENUE)
     q = json.dumps  # a JSON string (or number) is valid TOML for these values
     orders_table = "\n".join(f"{key} = {q(value)}" for key, value in orders.items())
     base = h.config_text(level=level, shutdown_timeout_s=shutdown_timeout_s)
@@ -105,12 +108,8 @@ path = {q(DB_NAME)}
 max_orders_per_window = 0
 max_open_orders = 0
 
-[venues.{VENUE}]
-rest_url = {q(sim.rest_url)}
-ws_url = {q(sim.ws_url)}
-api_key = {{ file = {q(str(key_file))} }}
-api_secret = {{ file = {q(str(secret_file))} }}
-recv_window_ms = {recv_window_ms}
+{venue}recv_window_ms = {recv_window_ms}
+user_stream = {'true' if user_stream else 'false'}
 request_timeout_s = {request_timeout_s}
 
 [accounts.{ACCOUNT}]
@@ -246,76 +245,45 @@ class HistoryRow:
     reason: str
 
 
-class OrderStoreReader:
-    """Blocking read-only queries on the daemon's database file (run them in a thread).
+class OrderStoreReader(ReadOnlyDatabase):
+    """The order tables of the daemon's database file, read-only (run in a thread)."""
 
-    Each call opens its own ``mode=ro`` connection, so nothing here can change
-    the file or hold it open across the daemon's restarts.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _connect(self) -> sqlite3.Connection:
-        uri = f"{self.path.resolve().as_uri()}?mode=ro"
-        return sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None)
-
-    def exists(self) -> bool:
-        return self.path.is_file()
-
-    def state_counts(self) -> dict[str, int]:
-        """Intents per state (``{}`` before the file or its tables exist)."""
-        if not self.exists():
-            return {}
-        conn = self._connect()
-        try:
-            rows = conn.execute("SELECT state, count(*) FROM order_intents GROUP BY state")
-            return {str(state): int(n) for state, n in rows}
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return {}
-            raise
-        finally:
-            conn.close()
-
-    def sending(self) -> list[tuple[str, str, int]]:
-        """``(client_order_id, type, sent_at_ms)`` of the intents SENDING now."""
+    def _fetchall_if_created(self, sql: str) -> list[Any]:
+        """The rows of ``sql``; none before the file or its tables exist."""
         if not self.exists():
             return []
-        conn = self._connect()
         try:
-            rows = conn.execute(
-                "SELECT client_order_id, type, sent_at_ms FROM order_intents "
-                "WHERE state = 'SENDING' ORDER BY seq"
-            ).fetchall()
+            return self.fetchall(sql)
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return []
             raise
-        finally:
-            conn.close()
+
+    def state_counts(self) -> dict[str, int]:
+        """Intents per state (``{}`` before the file or its tables exist)."""
+        rows = self._fetchall_if_created("SELECT state, count(*) FROM order_intents GROUP BY state")
+        return {str(state): int(n) for state, n in rows}
+
+    def sending(self) -> list[tuple[str, str, int]]:
+        """``(client_order_id, type, sent_at_ms)`` of the intents SENDING now."""
+        rows = self._fetchall_if_created(
+            "SELECT client_order_id, type, sent_at_ms FROM order_intents "
+            "WHERE state = 'SENDING' ORDER BY seq"
+        )
         return [(str(r[0]), str(r[1]), int(r[2] or 0)) for r in rows]
 
     def state(self, client_order_id: str) -> str | None:
         """The stored state of one intent (``None``: no such intent)."""
-        conn = self._connect()
-        try:
-            row = conn.execute(
-                "SELECT state FROM order_intents WHERE client_order_id = ?", (client_order_id,)
-            ).fetchone()
-        finally:
-            conn.close()
+        row = self.fetchone(
+            "SELECT state FROM order_intents WHERE client_order_id = ?", (client_order_id,)
+        )
         return None if row is None else str(row[0])
 
     def intents(self) -> dict[str, StoredIntent]:
-        conn = self._connect()
-        try:
-            rows = conn.execute(
-                "SELECT client_order_id, message_id, account, symbol, type, state, "
-                "venue_order_id, send_attempts, reject_code FROM order_intents ORDER BY seq"
-            ).fetchall()
-        finally:
-            conn.close()
+        rows = self.fetchall(
+            "SELECT client_order_id, message_id, account, symbol, type, state, "
+            "venue_order_id, send_attempts, reject_code FROM order_intents ORDER BY seq"
+        )
         return {
             str(r[0]): StoredIntent(
                 client_order_id=str(r[0]),
@@ -333,14 +301,10 @@ class OrderStoreReader:
 
     def fills(self) -> list[tuple[str, Fill]]:
         """``(client_order_id, fill)`` of every stored fill."""
-        conn = self._connect()
-        try:
-            rows = conn.execute(
-                "SELECT client_order_id, trade_id, venue_order_id, price, quantity, side "
-                "FROM order_fills ORDER BY trade_id"
-            ).fetchall()
-        finally:
-            conn.close()
+        rows = self.fetchall(
+            "SELECT client_order_id, trade_id, venue_order_id, price, quantity, side "
+            "FROM order_fills ORDER BY trade_id"
+        )
         return [
             (str(r[0]), Fill(int(r[1]), int(r[2]), Decimal(r[3]), Decimal(r[4]), r[5] == "BUY"))
             for r in rows
@@ -348,32 +312,20 @@ class OrderStoreReader:
 
     def positions(self) -> dict[tuple[str, str], Decimal]:
         """The ``positions`` table: (account, symbol) -> signed base quantity."""
-        conn = self._connect()
-        try:
-            rows = conn.execute("SELECT account, symbol, quantity FROM positions").fetchall()
-        finally:
-            conn.close()
+        rows = self.fetchall("SELECT account, symbol, quantity FROM positions")
         return {(str(r[0]), str(r[1])): Decimal(r[2]) for r in rows}
 
     def executed(self) -> dict[str, Decimal]:
         """client_order_id -> ``executed_qty`` as the intent row says."""
-        conn = self._connect()
-        try:
-            rows = conn.execute("SELECT client_order_id, executed_qty FROM order_intents")
-            return {str(c): Decimal(q) for c, q in rows}
-        finally:
-            conn.close()
+        rows = self.fetchall("SELECT client_order_id, executed_qty FROM order_intents")
+        return {str(c): Decimal(q) for c, q in rows}
 
     def history(self) -> dict[str, list[HistoryRow]]:
         """Every intent's state history, in ``seq`` order."""
-        conn = self._connect()
-        try:
-            rows = conn.execute(
-                "SELECT client_order_id, seq, from_state, to_state, reason FROM order_history "
-                "ORDER BY client_order_id, seq"
-            ).fetchall()
-        finally:
-            conn.close()
+        rows = self.fetchall(
+            "SELECT client_order_id, seq, from_state, to_state, reason FROM order_history "
+            "ORDER BY client_order_id, seq"
+        )
         out: dict[str, list[HistoryRow]] = {}
         for coid, seq, source, target, reason in rows:
             out.setdefault(str(coid), []).append(

@@ -16,14 +16,16 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -233,9 +235,12 @@ class DaemonProcess:
     def log(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the daemon's stderr."""
+        return "\n".join(self.log().splitlines()[-lines:])
+
     def diag(self) -> str:
-        tail = "\n".join(self.log().splitlines()[-40:])
-        return f"{self.notify.describe()}\ndaemon stderr (tail):\n{tail}"
+        return f"{self.notify.describe()}\ndaemon stderr (tail):\n{self.log_tail()}"
 
     def send_signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
@@ -250,6 +255,11 @@ class DaemonProcess:
         with trio.move_on_after(timeout_s):
             return await self.proc.wait()
         raise AssertionError(f"daemon did not exit within {timeout_s:g}s\n{self.diag()}")
+
+    async def stop(self, *, timeout_s: float = WAIT_S) -> int:
+        """``SIGTERM`` (what ``systemctl stop`` sends); the exit status, within ``timeout_s``."""
+        self.send_signal(signal.SIGTERM)
+        return await self.wait_exit(timeout_s=timeout_s)
 
     async def wait_log(self, pattern: str, *, timeout_s: float = WAIT_S) -> re.Match[str]:
         regex = re.compile(pattern)
@@ -375,6 +385,13 @@ class Harness:
         self.daemons.append(daemon)
         return daemon
 
+    def log_tails(self, lines: int) -> str:
+        """The last ``lines`` lines of every daemon's stderr, each under a header."""
+        return "\n".join(
+            f"--- daemon{i} (tail)\n" + daemon.log_tail(lines)
+            for i, daemon in enumerate(self.daemons)
+        )
+
     async def start_ready(self) -> DaemonProcess:
         daemon = await self.start()
         await daemon.wait_ready()
@@ -417,9 +434,12 @@ class Harness:
 
 
 @asynccontextmanager
-async def open_harness(tmp_path: Path, sockdir: Path) -> AsyncIterator[Harness]:
+async def open_harness(
+    tmp_path: Path, sockdir: Path, harness_type: type[Harness] = Harness
+) -> AsyncIterator[Harness]:
+    """A :class:`Harness` (or a subclass) for the block; kills what it started at the end."""
     async with trio.open_nursery() as nursery:
-        harness = Harness(tmp_path, sockdir, nursery)
+        harness = harness_type(tmp_path, sockdir, nursery)
         try:
             yield harness
         finally:
@@ -430,6 +450,22 @@ async def open_harness(tmp_path: Path, sockdir: Path) -> AsyncIterator[Harness]:
 
 def make_sockdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="tdp-", dir="/tmp"))
+
+
+@contextmanager
+def short_sockdir() -> Iterator[Path]:
+    """A short directory for Unix sockets (paths stay under 108 bytes), removed afterwards."""
+    path = make_sockdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_scenario(scenario: Callable[[Path, Path], Awaitable[T]], tmp_path: Path) -> T:
+    """``scenario(tmp_path, sockdir)`` in a fresh ``trio.run`` (a module fixture's one run)."""
+    with short_sockdir() as sockdir:
+        return trio.run(scenario, tmp_path, sockdir)
 
 
 def run_into_closed_pipe(*argv: str) -> tuple[int, str]:
@@ -448,6 +484,44 @@ def run_into_closed_pipe(*argv: str) -> tuple[int, str]:
     finally:
         os.close(write_end)
     return done.returncode, done.stderr.decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------- the store file
+
+
+class ReadOnlyDatabase:
+    """Blocking read-only queries on the daemon's database file (run them in a thread).
+
+    Each query opens its own ``mode=ro`` connection with the standard library:
+    nothing here can change the file, nothing is held open across the daemon's
+    restarts, and nothing depends on :mod:`daemon.store`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        return sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None)
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """Every row of one query."""
+        conn = self._connect()
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def fetchone(self, sql: str, params: Sequence[object] = ()) -> Any:
+        """The first row of one query (``None``: no row)."""
+        conn = self._connect()
+        try:
+            return conn.execute(sql, params).fetchone()
+        finally:
+            conn.close()
 
 
 # --------------------------------------------------------------------------- HTTP

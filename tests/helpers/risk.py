@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from daemon.model import NewOrder, OrderType, Side, SymbolFilters, SymbolInfo, TimeInForce
+from daemon.model import NewOrder, OrderType, Side, SymbolFilters, TimeInForce
 from daemon.risk import RiskRequest
+from tests.helpers.instruments import trading_symbol
 
 D = Decimal
 
@@ -24,26 +25,10 @@ FILTERS = SymbolFilters(
     max_notional=D("1000000"),
     apply_max_to_market=False,
 )
-BTC = SymbolInfo(
-    symbol="BTCUSDT",
-    status="TRADING",
-    base_asset="BTC",
-    quote_asset="USDT",
-    order_types=frozenset(
-        {"LIMIT", "MARKET", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "STOP_LOSS", "TAKE_PROFIT"}
-    ),
-    filters=FILTERS,
+BTC = trading_symbol(
+    FILTERS,
+    order_types={"LIMIT", "MARKET", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "STOP_LOSS", "TAKE_PROFIT"},
 )
-
-
-class FakeClock:
-    """A settable clock for the pure cores."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def order(

@@ -10,18 +10,22 @@ Binance client at it. Nothing here is a pytest fixture: each test builds the
 simulator it needs inside its own ``trio.fail_after``.
 
 As a process, :func:`start_sim` starts ``tradingd sim`` and waits for the line
-with its URLs; :class:`SimProcess` is a client of its control API.
+with its URLs (:func:`sim_process`: for the duration of a block);
+:class:`SimProcess` is a client of its control API. Both sides read that API
+the same way (:class:`~tests.helpers.sim_control.SimControl`).
 :func:`sim_key_files` writes the simulator's default account keys as the secret
-files a daemon configuration refers to.
+files a daemon configuration refers to; :func:`venue_table` the ``[venues.NAME]``
+table that does.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -38,12 +42,12 @@ from daemon.venues.sim.config import (
     DOCS_SECRET_KEY,
     SYMBOL_PRESETS,
     AccountConfig,
-    MarketConfig,
     SimConfig,
 )
 from daemon.venues.sim.server import SimServer
 from tests.helpers.process import child_env, wait_until
-from tests.helpers.sim_api import running_sim_server
+from tests.helpers.sim_api import make_config, running_sim_server
+from tests.helpers.sim_control import SimControl
 from tests.helpers.venues import binance_config
 
 SYMBOL = "BTCUSDT"
@@ -57,20 +61,16 @@ def secret(value: str, name: str = "SIM") -> Secret:
 
 
 def sim_config(**overrides: Any) -> SimConfig:
-    """A simulator on ports 0 with BTCUSDT only, the market paused, one docs account."""
-    fields: dict[str, Any] = {
-        "rest_port": 0,
-        "ws_port": 0,
-        "market": MarketConfig(paused=True),
-        "symbols": (SYMBOL_PRESETS[SYMBOL],),
-        "accounts": (AccountConfig(),),
-    }
-    fields.update(overrides)
-    return SimConfig(**fields)
+    """A simulator on ports 0 with BTCUSDT only, the market paused, one docs account.
+
+    :func:`~tests.helpers.sim_api.make_config` with one symbol and one account.
+    """
+    fields: dict[str, Any] = {"symbols": (SYMBOL_PRESETS[SYMBOL],), "accounts": (AccountConfig(),)}
+    return make_config(**(fields | overrides))
 
 
 @attrs.define
-class SimHarness:
+class SimHarness(SimControl):
     """A running simulator plus a plain HTTP client of its control API."""
 
     server: SimServer
@@ -91,24 +91,6 @@ class SimHarness:
         assert response.status_code < 300, f"{method} {path}: {response.text}"
         return response.json()
 
-    async def arm(self, **spec: Any) -> dict[str, Any]:
-        """Arm one fault (``POST /sim/faults``); returns it with its id."""
-        armed = await self.control("POST", "/sim/faults", spec)
-        return armed["armed"][0]  # type: ignore[no-any-return]
-
-    async def faults(self) -> list[dict[str, Any]]:
-        return (await self.control("GET", "/sim/faults"))["faults"]  # type: ignore[no-any-return]
-
-    async def audit(self, client_order_id: str | None = None) -> list[dict[str, Any]]:
-        """Orders the venue accepted (all, or those with ``client_order_id``)."""
-        path = "/sim/audit"
-        if client_order_id is not None:
-            path += f"?clientOrderId={client_order_id}"
-        return (await self.control("GET", path))["orders"]  # type: ignore[no-any-return]
-
-    async def status(self) -> dict[str, Any]:
-        return await self.control("GET", "/sim/status")  # type: ignore[no-any-return]
-
     async def requests(self) -> int:
         """``/api/v3`` requests the simulator has received so far."""
         return int((await self.status())["requests"])
@@ -124,12 +106,6 @@ class SimHarness:
 
     async def market(self) -> dict[str, Any]:
         return await self.control("GET", "/sim/market")  # type: ignore[no-any-return]
-
-    async def set_market(self, *, paused: bool | None = None, steps: int = 0) -> dict[str, Any]:
-        body: dict[str, Any] = {"steps": steps}
-        if paused is not None:
-            body["paused"] = paused
-        return await self.control("POST", "/sim/market", body)  # type: ignore[no-any-return]
 
     async def market_order(self, side: str, quantity: str, symbol: str = SYMBOL) -> list[int]:
         """A synthetic market order (someone else trading); returns the trade ids it made."""
@@ -223,23 +199,10 @@ async def rest_client(
 SIM_REQUEST_TIMEOUT_S = 10.0
 #: The sim's CLI prints this line once it listens.
 SIM_URLS_RE = re.compile(r"tradingd sim: REST (http://\S+)\s+streams (ws://\S+)")
-#: Largest page ``GET /sim/trades`` serves.
-SIM_TRADES_PAGE = 100_000
-
-
-@attrs.frozen
-class PublishedTrade:
-    """One trade as the simulator published it (``GET /sim/trades``)."""
-
-    trade_id: int
-    price: Decimal
-    quantity: Decimal
-    buyer_is_maker: bool
-    trade_time_ms: int
 
 
 @attrs.define
-class SimProcess:
+class SimProcess(SimControl):
     """A running ``tradingd sim`` subprocess and a client of its control API."""
 
     proc: trio.Process
@@ -259,64 +222,6 @@ class SimProcess:
         )
         return response.json()
 
-    async def arm(self, **spec: Any) -> dict[str, Any]:
-        """Arm one fault (``POST /sim/faults``); returns it as the sim shows it."""
-        answer = await self.control("POST", "/sim/faults", spec)
-        armed: dict[str, Any] = answer["armed"][0]
-        return armed
-
-    async def faults(self) -> list[dict[str, Any]]:
-        faults: list[dict[str, Any]] = (await self.control("GET", "/sim/faults"))["faults"]
-        return faults
-
-    async def clear_faults(self) -> None:
-        await self.control("DELETE", "/sim/faults")
-
-    async def set_market(self, *, paused: bool | None = None, steps: int = 0) -> dict[str, Any]:
-        body: dict[str, Any] = {"steps": steps}
-        if paused is not None:
-            body["paused"] = paused
-        state: dict[str, Any] = await self.control("POST", "/sim/market", body)
-        return state
-
-    async def drop_streams(self, mode: str = "close") -> None:
-        """Drop every stream connection now (``POST /sim/streams/drop``)."""
-        await self.control("POST", "/sim/streams/drop", {"mode": mode})
-
-    async def status(self) -> dict[str, Any]:
-        status: dict[str, Any] = await self.control("GET", "/sim/status")
-        return status
-
-    async def last_ids(self, symbols: Sequence[str]) -> dict[str, int]:
-        """Each symbol's last published trade id (0: none yet)."""
-        market = await self.control("GET", "/sim/market")
-        return {s: int(market["symbols"][s]["lastTradeId"] or 0) for s in symbols}
-
-    async def published(self, symbol: str, from_id: int, to_id: int) -> list[PublishedTrade]:
-        """The published trades ``from_id..to_id`` (what the sim's audit log still holds)."""
-        out: list[PublishedTrade] = []
-        next_id = from_id
-        while next_id <= to_id:
-            limit = min(SIM_TRADES_PAGE, to_id - next_id + 1)
-            answer = await self.control(
-                "GET", f"/sim/trades?symbol={symbol}&fromId={next_id}&limit={limit}"
-            )
-            page = [t for t in answer["trades"] if next_id <= int(t["id"]) <= to_id]
-            if not page:
-                break
-            out.extend(
-                PublishedTrade(
-                    trade_id=int(t["id"]),
-                    price=Decimal(t["price"]),
-                    quantity=Decimal(t["qty"]),
-                    buyer_is_maker=bool(t["isBuyerMaker"]),
-                    trade_time_ms=int(t["time"]),
-                )
-                for t in page
-            )
-            next_id = out[-1].trade_id + 1
-        return out
-
     async def aclose(self) -> None:
         """Stop the simulator (SIGKILL: its exit status is not under test)."""
         with trio.CancelScope(shield=True):
@@ -331,7 +236,8 @@ async def start_sim(tmp_path: Path, *args: str, timeout_s: float = 20.0) -> SimP
     """Start ``python -m daemon sim --rest-port 0 --ws-port 0 ARGS`` and wait for its URLs.
 
     The caller owns the result and must :meth:`SimProcess.aclose` it (in a
-    ``finally``); a sim that fails to start is killed here.
+    ``finally``; :func:`sim_process` does both); a sim that fails to start is
+    killed here.
     """
     log_path = tmp_path / "sim.log"
     with open(log_path, "wb") as out:  # noqa: ASYNC230 - a local file, opened once
@@ -381,6 +287,38 @@ async def start_sim(tmp_path: Path, *args: str, timeout_s: float = 20.0) -> SimP
         base_url=match.group(1), timeout=SIM_REQUEST_TIMEOUT_S, trust_env=False
     )
     return SimProcess(proc, match.group(1), match.group(2), http, log_path)
+
+
+@asynccontextmanager
+async def sim_process(
+    tmp_path: Path, *args: str, timeout_s: float = 20.0
+) -> AsyncIterator[SimProcess]:
+    """:func:`start_sim` for the duration of the block, stopped at its end (even on failure)."""
+    sim = await start_sim(tmp_path, *args, timeout_s=timeout_s)
+    try:
+        yield sim
+    finally:
+        await sim.aclose()
+
+
+def venue_table(
+    secrets_dir: Path, rest_url: str, ws_url: str, *, keys: bool = True, name: str = "sim"
+) -> str:
+    """The start of a ``[venues.NAME]`` table on these URLs; the caller appends its own keys.
+
+    With ``keys``, the venue's key and secret are the simulator's default account
+    (:func:`sim_key_files`, written under ``secrets_dir``), as ``{ file = ... }``
+    references.
+    """
+    q = json.dumps  # a JSON string is a valid TOML basic string for these values
+    table = f"[venues.{name}]\nrest_url = {q(rest_url)}\nws_url = {q(ws_url)}\n"
+    if keys:
+        key_file, secret_file = sim_key_files(secrets_dir)
+        table += (
+            f"api_key = {{ file = {q(str(key_file))} }}\n"
+            f"api_secret = {{ file = {q(str(secret_file))} }}\n"
+        )
+    return table
 
 
 def sim_key_files(secrets_dir: Path) -> tuple[Path, Path]:

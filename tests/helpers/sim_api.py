@@ -17,6 +17,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -33,12 +34,26 @@ from daemon.venues.sim.config import (
     StreamsConfig,
 )
 from daemon.venues.sim.server import SimServer
+from tests.helpers.sim_control import SimControl
 
 #: Outer bound for every I/O test; each takes well under a second.
 TIMEOUT_S = 15
 
 OTHER_KEY = "otherKey0123456789"
 OTHER_SECRET = "otherSecret"
+
+#: The parameters of a LIMIT BUY of 0.01 BTCUSDT at 20000 (GTC), far below the
+#: market: it rests. Read-only; ``LIMIT_BUY | {...}`` for a variant.
+LIMIT_BUY: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "symbol": "BTCUSDT",
+        "side": "BUY",
+        "type": "LIMIT",
+        "timeInForce": "GTC",
+        "quantity": "0.01",
+        "price": "20000",
+    }
+)
 
 
 class ManualClock:
@@ -93,8 +108,8 @@ def hmac_hex(secret: str, payload: str) -> str:
 
 
 @attrs.define
-class Api:
-    """A minimal Binance REST caller for tests."""
+class Api(SimControl):
+    """A minimal Binance REST caller for tests (and a client of the sim's control API)."""
 
     http: httpx2.AsyncClient
     key: str = DOCS_API_KEY

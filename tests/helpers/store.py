@@ -10,6 +10,7 @@ from typing import Any
 from daemon.model.marketdata import Trade
 from daemon.resilience import DeadLetter
 from daemon.store import BookSnapshotRecord, SqliteStore, inline_runner
+from tests.helpers.clock import FakeClock
 
 VENUE = "binance"
 SYMBOL = "BTCUSDT"
@@ -17,14 +18,11 @@ SYMBOL = "BTCUSDT"
 EPOCH_S = 1_700_000_000.0
 
 
-class WallClock:
-    """A settable wall clock (epoch seconds)."""
+class WallClock(FakeClock):
+    """A settable wall clock (epoch seconds), at :data:`EPOCH_S` unless told otherwise."""
 
     def __init__(self, now: float = EPOCH_S) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+        super().__init__(now)
 
     @property
     def ms(self) -> int:

@@ -28,6 +28,7 @@ from daemon.orders.intent import OrderIntent
 from daemon.orders.records import IntentRecord
 from daemon.orders.state import OrderState
 from daemon.strategies.base import BookPredicate
+from tests.helpers.instruments import trading_symbol
 
 VENUE = "sim"
 D = Decimal
@@ -166,12 +167,8 @@ def symbol_info(
     symbol: str = "BTCUSDT", *, tick: str = "0.01", step: str = "0.001", min_qty: str = "0.001"
 ) -> SymbolInfo:
     """A trading symbol with a tick size and a lot step."""
-    return SymbolInfo(
-        symbol=symbol,
-        status="TRADING",
-        base_asset=symbol[:3],
-        quote_asset=symbol[3:],
-        filters=SymbolFilters(tick_size=D(tick), step_size=D(step), min_qty=D(min_qty)),
+    return trading_symbol(
+        SymbolFilters(tick_size=D(tick), step_size=D(step), min_qty=D(min_qty)), symbol=symbol
     )
 
 

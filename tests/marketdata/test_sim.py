@@ -11,120 +11,48 @@ import json
 import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import trio
 
 from daemon.channels import Queues
 from daemon.config import MarketDataConfig
 from daemon.marketdata import MarketDataService
 from daemon.model.marketdata import Trade
-from daemon.secrets import Secret, SecretRef
 from daemon.store import GapState, SqliteStore
 from daemon.supervise import Supervisor, SupervisorPolicy
 from daemon.venues.binance import BinanceVenue
-from daemon.venues.sim.config import (
-    DOCS_API_KEY,
-    DOCS_SECRET_KEY,
-    SYMBOL_PRESETS,
-    MarketConfig,
-    SimConfig,
-)
-from daemon.venues.sim.server import SimServer
+from daemon.venues.sim.config import MarketConfig, SimConfig
 from tests.helpers.marketdata_fakes import StaticLink, wait_for
-from tests.helpers.venues import binance_config
+from tests.helpers.sim import SimHarness, client_config, running_sim
+from tests.helpers.sim import sim_config as one_symbol_sim
+from tests.helpers.sim_control import PublishedTrade
+from tests.helpers.supervision import supervising
 
 S = "BTCUSDT"
 VENUE = "sim"
 
 
 def sim_config(**market: Any) -> SimConfig:
-    return SimConfig(
-        rest_port=0,
-        ws_port=0,
-        market=MarketConfig(**{"events_per_s": 200.0, "trade_probability": 0.5, **market}),
-        symbols=(SYMBOL_PRESETS[S],),
+    """BTCUSDT only, trading: 200 events/s, half of them trades (unless ``market`` says)."""
+    return one_symbol_sim(
+        market=MarketConfig(**{"events_per_s": 200.0, "trade_probability": 0.5, **market})
     )
 
 
-class Sim:
-    def __init__(self, server: SimServer, http: httpx2.AsyncClient) -> None:
-        self.server = server
-        self.http = http
-
-    async def control(self, method: str, path: str, body: Any = None) -> Any:
-        response = await self.http.request(method, path, json=body)
-        assert response.status_code < 300, f"{method} {path}: {response.text}"
-        return response.json()
-
-    async def arm(self, **spec: Any) -> None:
-        await self.control("POST", "/sim/faults", spec)
-
-    async def disarm_all(self) -> None:
-        await self.control("DELETE", "/sim/faults")
-
-    async def market(self, *, paused: bool | None = None, steps: int = 0) -> dict[str, Any]:
-        body: dict[str, Any] = {"steps": steps}
-        if paused is not None:
-            body["paused"] = paused
-        return await self.control("POST", "/sim/market", body)  # type: ignore[no-any-return]
-
-    async def last_id(self) -> int:
-        return int((await self.control("GET", "/sim/market"))["symbols"][S]["lastTradeId"])
-
-    async def published(self, from_id: int, to_id: int) -> list[dict[str, Any]]:
-        trades: list[dict[str, Any]] = []
-        while from_id <= to_id:
-            page = (
-                await self.control(
-                    "GET", f"/sim/trades?symbol={S}&fromId={from_id}&limit={to_id - from_id + 1}"
-                )
-            )["trades"]
-            if not page:
-                break
-            trades.extend(t for t in page if t["id"] <= to_id)
-            from_id = page[-1]["id"] + 1
-        return trades
-
-
-@asynccontextmanager
-async def running_sim(config: SimConfig) -> AsyncIterator[Sim]:
-    server = SimServer(config)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
-        assert server.rest_url is not None
-        try:
-            async with httpx2.AsyncClient(base_url=server.rest_url, timeout=10) as http:
-                yield Sim(server, http)
-        finally:
-            nursery.cancel_scope.cancel()
-
-
-def client(sim: Sim) -> BinanceVenue:
-    def secret(value: str) -> Secret:
-        return Secret(ref=SecretRef("env", "SIM"), value=value)
-
-    assert sim.server.rest_url is not None and sim.server.ws_url is not None
-    return BinanceVenue(
-        binance_config(
-            name=VENUE,
-            rest_url=sim.server.rest_url,
-            ws_url=sim.server.ws_url,
-            api_key=secret(DOCS_API_KEY),
-            api_secret=secret(DOCS_SECRET_KEY),
-            request_timeout_s=5.0,
-            connect_timeout_s=2.0,
-            retry_base_delay_s=0.01,
-            retry_max_delay_s=0.05,
-            reconnect_initial_s=0.02,
-            reconnect_max_s=0.1,
-            stale_after_s=10.0,
-        ),
-        rng=random.Random(3),
+def client(sim: SimHarness) -> BinanceVenue:
+    """The test client of :func:`~tests.helpers.sim.client_config`, reconnecting sooner."""
+    config = client_config(
+        sim,
+        name=VENUE,
+        reconnect_initial_s=0.02,
+        reconnect_max_s=0.1,
+        stale_after_s=10.0,
+        retry_max_elapsed_s=20.0,
+        limiter_max_wait_s=30.0,
     )
+    return BinanceVenue(config, rng=random.Random(3))
 
 
 def settings(**overrides: Any) -> MarketDataConfig:
@@ -145,7 +73,7 @@ def settings(**overrides: Any) -> MarketDataConfig:
 
 @asynccontextmanager
 async def capture(
-    sim: Sim, store: SqliteStore, config: MarketDataConfig
+    sim: SimHarness, store: SqliteStore, config: MarketDataConfig
 ) -> AsyncIterator[MarketDataService]:
     venue = client(sim)
     service = MarketDataService(
@@ -153,12 +81,8 @@ async def capture(
     )
     supervisor = Supervisor("marketdata", service.children(), SupervisorPolicy(max_restarts=3))
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(supervisor.run)
-            try:
-                yield service
-            finally:
-                supervisor.request_stop()
+        async with supervising(supervisor):
+            yield service
     finally:
         await venue.aclose()
 
@@ -167,19 +91,24 @@ async def stored(store: SqliteStore) -> list[Trade]:
     return await store.market.trades(VENUE, S)
 
 
-def assert_equal(stored: Sequence[Trade], published: Sequence[dict[str, Any]]) -> None:
-    assert [t.trade_id for t in stored] == [p["id"] for p in published]
+def assert_equal(stored: Sequence[Trade], published: Sequence[PublishedTrade]) -> None:
+    assert [t.trade_id for t in stored] == [p.trade_id for p in published]
     for trade, truth in zip(stored, published, strict=True):
-        assert trade.price == Decimal(truth["price"])
-        assert trade.quantity == Decimal(truth["qty"])
-        assert trade.trade_time_ms == truth["time"]
-        assert trade.buyer_is_maker is truth["isBuyerMaker"]
+        assert trade.price == truth.price
+        assert trade.quantity == truth.quantity
+        assert trade.trade_time_ms == truth.trade_time_ms
+        assert trade.buyer_is_maker is truth.buyer_is_maker
 
 
-async def settle(sim: Sim, store: SqliteStore) -> int:
+async def last_id(sim: SimHarness) -> int:
+    """The venue's last published trade id."""
+    return (await sim.last_ids([S]))[S]
+
+
+async def settle(sim: SimHarness, store: SqliteStore) -> int:
     """Pause the market and wait until the store has the venue's last trade."""
-    await sim.market(paused=True)
-    last = await sim.last_id()
+    await sim.set_market(paused=True)
+    last = await last_id(sim)
 
     async def done() -> bool:
         return await store.market.last_trade_id(VENUE, S) == last
@@ -198,10 +127,10 @@ async def test_stream_drops_are_backfilled_and_the_store_equals_the_venue(tmp_pa
             await wait_for(lambda: service.feed_stats.catch_ups)
             await sim.arm(kind="ws_drop", every_s=0.4)
             await wait_for(lambda: sum(service.feed_stats.disconnects.values()) >= 4)
-            await sim.disarm_all()
+            await sim.clear_faults()
             last = await settle(sim, store)
             first = (await stored(store))[0].trade_id
-            assert_equal(await stored(store), await sim.published(first, last))
+            assert_equal(await stored(store), await sim.published(S, first, last))
             stats = service.symbol_stats[S]
             assert stats.trades_backfill > 0 and stats.trades_stream > 0
             status = json.loads(json.dumps(service.status()))  # JSON-able for /status
@@ -224,7 +153,7 @@ async def test_restart_resumes_from_the_last_stored_trade_and_backfills_the_down
                 capture(sim, store, settings()) as first,
             ):
                 await wait_for(lambda: first.symbol_stats[S].inserted >= 20)
-            stopped_at = await sim.last_id()
+            stopped_at = await last_id(sim)
             await wait_for(lambda: _later(sim, stopped_at + 30), poll_s=0.05)  # downtime
             async with (
                 await SqliteStore.open(path) as store,
@@ -232,7 +161,7 @@ async def test_restart_resumes_from_the_last_stored_trade_and_backfills_the_down
             ):
                 last = await settle(sim, store)
                 ids = [t.trade_id for t in await stored(store)]
-                assert_equal(await stored(store), await sim.published(ids[0], last))
+                assert_equal(await stored(store), await sim.published(S, ids[0], last))
                 gaps = await store.market.gaps(venue=VENUE)
                 restart = [g for g in gaps if g.reason == "restart"]
                 assert second.symbol_stats[S].trades_backfill >= 30
@@ -240,8 +169,8 @@ async def test_restart_resumes_from_the_last_stored_trade_and_backfills_the_down
     assert restart[0].from_id <= stopped_at + 1
 
 
-async def _later(sim: Sim, trade_id: int) -> bool:
-    return await sim.last_id() >= trade_id
+async def _later(sim: SimHarness, trade_id: int) -> bool:
+    return await last_id(sim) >= trade_id
 
 
 async def test_history_expired_at_the_venue_is_recorded_as_an_unrecoverable_gap(
@@ -254,13 +183,13 @@ async def test_history_expired_at_the_venue_is_recorded_as_an_unrecoverable_gap(
             async with await SqliteStore.open(path) as store:
                 async with capture(sim, store, settings()) as first:
                     await wait_for(lambda: first.feed_stats.catch_ups)
-                    await sim.market(steps=10)
+                    await sim.set_market(steps=10)
                     await settle(sim, store)
                 kept = await store.market.last_trade_id(VENUE, S)
                 assert kept is not None
             # While the daemon is down, the venue trades on and forgets the oldest.
-            while await sim.last_id() < kept + 100:
-                await sim.market(steps=20)
+            while await last_id(sim) < kept + 100:
+                await sim.set_market(steps=20)
             async with (
                 await SqliteStore.open(path) as store,
                 capture(sim, store, settings()) as second,
@@ -269,7 +198,7 @@ async def test_history_expired_at_the_venue_is_recorded_as_an_unrecoverable_gap(
                 await wait_for(lambda: second.symbol_stats[S].gap_records_committed == 2)
                 gaps = await store.market.gaps(venue=VENUE)
                 ids = [t.trade_id for t in await stored(store)]
-                truth = await sim.published(ids[0], last)
+                truth = await sim.published(S, ids[0], last)
     retained_from = last - 40 + 1
     lost, backfilled = gaps
     assert (lost.from_id, lost.to_id, lost.state) == (
@@ -283,7 +212,7 @@ async def test_history_expired_at_the_venue_is_recorded_as_an_unrecoverable_gap(
         GapState.BACKFILLED,
     )
     # Everything else is exactly what the venue published.
-    assert ids == [t["id"] for t in truth if not lost.from_id <= t["id"] <= lost.to_id]
+    assert ids == [t.trade_id for t in truth if not lost.from_id <= t.trade_id <= lost.to_id]
     assert second.symbol_stats[S].trades_unrecoverable == lost.to_id - lost.from_id + 1
 
 
@@ -300,13 +229,13 @@ async def test_malformed_frames_are_dead_lettered_and_replaced_trades_backfilled
             # Every 5th trade frame is garbage *instead of* the trade.
             await sim.arm(kind="ws_malformed", stream="btcusdt@trade", every_n=5, replace=True)
             await wait_for(lambda: service.feed_stats.malformed >= 5)
-            await sim.disarm_all()
+            await sim.clear_faults()
             # Even when a garbled frame replaced the very last trade before the
             # market paused, the feed asks the venue once the stream is quiet.
             with trio.fail_after(5):
                 last = await settle(sim, store)
             first = (await stored(store))[0].trade_id
-            assert_equal(await stored(store), await sim.published(first, last))
+            assert_equal(await stored(store), await sim.published(S, first, last))
             await wait_for(lambda: service.feed_stats.dead_lettered == service.feed_stats.malformed)
             letters = await store.dead_letters.list(source=f"marketdata.{VENUE}.stream")
     assert len(letters) == service.feed_stats.malformed
@@ -325,7 +254,7 @@ async def test_the_local_book_matches_the_venue_and_snapshots_are_stored(tmp_pat
             latest = service.latest(S)
             await latest.wait_value(lambda v: v.in_sync and v.bids and v.asks)
             await trio.sleep(0.5)  # diff updates applied on top of the snapshot
-            state = await sim.market(paused=True)
+            state = await sim.set_market(paused=True)
             update_id = state["symbols"][S]["lastUpdateId"]
             view = await latest.wait_value(lambda v: v.last_update_id == update_id)
             depth = await client(sim).depth(S, 20)

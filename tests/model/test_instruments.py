@@ -19,6 +19,7 @@ from daemon.model import (
     SymbolInfo,
     TimeInForce,
 )
+from tests.helpers.instruments import trading_symbol
 
 D = Decimal
 
@@ -34,14 +35,7 @@ FILTERS = SymbolFilters(
     max_notional=D("9000000"),
     apply_max_to_market=False,
 )
-BTC = SymbolInfo(
-    symbol="BTCUSDT",
-    status="TRADING",
-    base_asset="BTC",
-    quote_asset="USDT",
-    order_types=frozenset({"LIMIT", "MARKET", "LIMIT_MAKER"}),
-    filters=FILTERS,
-)
+BTC = trading_symbol(FILTERS, order_types={"LIMIT", "MARKET", "LIMIT_MAKER"})
 
 
 def limit(qty: str, price: str, symbol: str = "BTCUSDT") -> NewOrder:
@@ -154,9 +148,7 @@ def test_stop_price_is_checked_against_the_price_filter() -> None:
         stop_price=D("29000.005"),
         time_in_force=TimeInForce.GTC,
     )
-    info = SymbolInfo(
-        symbol="BTCUSDT", status="TRADING", base_asset="BTC", quote_asset="USDT", filters=FILTERS
-    )
+    info = trading_symbol(FILTERS)
     assert codes(info.check_order(order)) == ["STOP_PRICE_TICK"]
 
 
@@ -276,9 +268,7 @@ def test_band_messages_name_the_numbers() -> None:
 
 
 def test_check_order_threads_the_side_to_the_bands() -> None:
-    info = SymbolInfo(
-        symbol="BTCUSDT", status="TRADING", base_asset="BTC", quote_asset="USDT", filters=BANDED
-    )
+    info = trading_symbol(BANDED)
 
     def order(side: Side, price: str) -> NewOrder:
         return NewOrder(

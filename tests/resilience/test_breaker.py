@@ -33,16 +33,9 @@ from daemon.resilience import (
     CircuitBreaker,
 )
 from daemon.resilience.breaker import TRANSITIONS
+from tests.helpers.clock import FakeClock
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def fail() -> None:

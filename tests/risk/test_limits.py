@@ -24,7 +24,8 @@ from daemon.risk import (
     TradingStates,
 )
 from daemon.risk.reservation import TRANSITIONS
-from tests.helpers.risk import BTC, D, FakeClock, request
+from tests.helpers.clock import FakeClock
+from tests.helpers.risk import BTC, D, request
 
 UNLIMITED = RiskLimits(max_orders_per_window=None, max_open_orders=None)
 

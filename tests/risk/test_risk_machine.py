@@ -24,7 +24,8 @@ from daemon.risk import (
     TradingState,
     TradingStates,
 )
-from tests.helpers.risk import BTC, D, FakeClock, request
+from tests.helpers.clock import FakeClock
+from tests.helpers.risk import BTC, D, request
 
 ETH = attrs.evolve(BTC, symbol="ETHUSDT")
 SYMBOLS = {"BTCUSDT": BTC, "ETHUSDT": ETH}

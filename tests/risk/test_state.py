@@ -8,16 +8,9 @@ from itertools import product
 import pytest
 
 from daemon.risk import TradingState, TradingStates
+from tests.helpers.clock import FakeClock
 
 ACTIVE, REDUCING, HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_everything_starts_active() -> None:

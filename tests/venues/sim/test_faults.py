@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any
 
 import httpx2
 import pytest
@@ -19,6 +18,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from daemon.venues.sim.config import LimitsConfig, MarketConfig
 from daemon.venues.sim.faults import FaultInjector, FaultSpec, parse_fault_flag
 from tests.helpers.sim_api import (
+    LIMIT_BUY,
     TIMEOUT_S,
     Api,
     ManualClock,
@@ -26,26 +26,6 @@ from tests.helpers.sim_api import (
     make_config,
     running_sim_server,
 )
-
-ORDER: dict[str, Any] = {
-    "symbol": "BTCUSDT",
-    "side": "BUY",
-    "type": "LIMIT",
-    "timeInForce": "GTC",
-    "quantity": "0.01",
-    "price": "20000",
-}
-
-
-async def _arm(api: Api, **spec: Any) -> dict[str, Any]:
-    armed = await api.control("POST", "/sim/faults", spec)
-    return armed["armed"][0]  # type: ignore[no-any-return]
-
-
-async def _orders_with(api: Api, client_id: str) -> list[dict[str, Any]]:
-    audit = await api.control("GET", f"/sim/audit?clientOrderId={client_id}")
-    return audit["orders"]  # type: ignore[no-any-return]
-
 
 # --------------------------------------------------------------------------- pure
 
@@ -140,43 +120,43 @@ async def test_control_endpoint_formats() -> None:
 async def test_rest_error_before_processing_creates_nothing() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with running_sim_server() as sim, api_for(sim) as api:
-            await _arm(api, kind="rest_error", method="POST", path="/api/v3/order", count=1)
-            r = await api.order(**ORDER, newClientOrderId="before-1")
+            await api.arm(kind="rest_error", method="POST", path="/api/v3/order", count=1)
+            r = await api.order(**LIMIT_BUY, newClientOrderId="before-1")
             assert r.status_code == 503
             assert r.json()["code"] == -1001
-            assert await _orders_with(api, "before-1") == []
+            assert await api.audit("before-1") == []
             q = await api.signed(
                 "GET", "/api/v3/order", symbol="BTCUSDT", origClientOrderId="before-1"
             )
             assert q.json()["code"] == -2013
             # count=1: the resend goes through, once.
-            r2 = await api.order(**ORDER, newClientOrderId="before-1")
+            r2 = await api.order(**LIMIT_BUY, newClientOrderId="before-1")
             assert r2.status_code == 200
-            assert len(await _orders_with(api, "before-1")) == 1
+            assert len(await api.audit("before-1")) == 1
 
 
 async def test_rest_error_after_processing_order_exists() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with running_sim_server() as sim, api_for(sim) as api:
-            await _arm(
-                api, kind="rest_error", phase="after", method="POST", path="/api/v3/order", count=2
+            await api.arm(
+                kind="rest_error", phase="after", method="POST", path="/api/v3/order", count=2
             )
-            first = await api.order(**ORDER, newClientOrderId="after-1")
-            second = await api.order(**ORDER, newClientOrderId="after-2")
-            third = await api.order(**ORDER, newClientOrderId="after-3")
+            first = await api.order(**LIMIT_BUY, newClientOrderId="after-1")
+            second = await api.order(**LIMIT_BUY, newClientOrderId="after-2")
+            third = await api.order(**LIMIT_BUY, newClientOrderId="after-3")
             assert [first.status_code, second.status_code, third.status_code] == [503, 503, 200]
             assert first.json() == {
                 "code": -1000,
                 "msg": "Unknown error, please check your request or try again later.",
             }
             for cid in ("after-1", "after-2", "after-3"):
-                assert len(await _orders_with(api, cid)) == 1
+                assert len(await api.audit(cid)) == 1
                 found = await api.signed(
                     "GET", "/api/v3/order", symbol="BTCUSDT", origClientOrderId=cid
                 )
                 assert found.json()["status"] == "NEW"
             # A blind resend of after-1 is a duplicate while it is open.
-            blind = await api.order(**ORDER, newClientOrderId="after-1")
+            blind = await api.order(**LIMIT_BUY, newClientOrderId="after-1")
             assert blind.json()["code"] == -2010
             # GET is unaffected (the fault targets POST).
             assert (await api.get("/api/v3/ping")).status_code == 200
@@ -185,8 +165,7 @@ async def test_rest_error_after_processing_order_exists() -> None:
 async def test_rest_error_custom_body_and_status() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with running_sim_server() as sim, api_for(sim) as api:
-            await _arm(
-                api,
+            await api.arm(
                 kind="rest_error",
                 path="/api/v3/depth",
                 status=502,
@@ -195,9 +174,7 @@ async def test_rest_error_custom_body_and_status() -> None:
             )
             r = await api.get("/api/v3/depth", symbol="BTCUSDT")
             assert r.status_code == 502 and r.text == "<html>bad gateway</html>"
-            await _arm(
-                api, kind="rest_error", path="/api/v3/depth", status=500, code=-1006, msg="x"
-            )
+            await api.arm(kind="rest_error", path="/api/v3/depth", status=500, code=-1006, msg="x")
             r2 = await api.get("/api/v3/depth", symbol="BTCUSDT")
             assert (r2.status_code, r2.json()) == (500, {"code": -1006, "msg": "x"})
 
@@ -205,8 +182,8 @@ async def test_rest_error_custom_body_and_status() -> None:
 async def test_rest_unknown_is_minus_1007_after_processing() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with running_sim_server() as sim, api_for(sim) as api:
-            await _arm(api, kind="rest_unknown", phase="after", method="POST", count=1)
-            r = await api.order(**ORDER, newClientOrderId="unknown-1")
+            await api.arm(kind="rest_unknown", phase="after", method="POST", count=1)
+            r = await api.order(**LIMIT_BUY, newClientOrderId="unknown-1")
             assert r.status_code == 408
             assert r.json() == {
                 "code": -1007,
@@ -217,24 +194,24 @@ async def test_rest_unknown_is_minus_1007_after_processing() -> None:
                 "GET", "/api/v3/order", symbol="BTCUSDT", origClientOrderId="unknown-1"
             )
             assert found.status_code == 200
-            assert len(await _orders_with(api, "unknown-1")) == 1
+            assert len(await api.audit("unknown-1")) == 1
 
 
 @pytest.mark.parametrize(("phase", "exists"), [("before", False), ("after", True)])
 async def test_rest_timeout(phase: str, exists: bool) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with running_sim_server() as sim, api_for(sim) as api:
-            await _arm(api, kind="rest_timeout", phase=phase, delay_s=0.6, method="POST", count=1)
+            await api.arm(kind="rest_timeout", phase=phase, delay_s=0.6, method="POST", count=1)
             short = httpx2.AsyncClient(base_url=sim.rest_url or "", timeout=0.2)
             async with short:
                 with pytest.raises(httpx2.ReadTimeout):
-                    await Api(short).order(**ORDER, newClientOrderId="slow-1")
+                    await Api(short).order(**LIMIT_BUY, newClientOrderId="slow-1")
             if phase == "before":
                 await trio.sleep(0.6)  # the stalled request ends without being processed
-            assert len(await _orders_with(api, "slow-1")) == (1 if exists else 0)
+            assert len(await api.audit("slow-1")) == (1 if exists else 0)
             # A patient client gets the real answer after the stall (phase after).
-            await _arm(api, kind="rest_timeout", phase=phase, delay_s=0.2, method="POST", count=1)
-            late = await api.order(**ORDER, newClientOrderId="slow-2")
+            await api.arm(kind="rest_timeout", phase=phase, delay_s=0.2, method="POST", count=1)
+            late = await api.order(**LIMIT_BUY, newClientOrderId="slow-2")
             assert late.status_code == (200 if exists else 504)
 
 
@@ -246,7 +223,7 @@ async def test_rate_limit_burst_then_ban() -> None:
             running_sim_server(config, wall_clock=clock) as sim,
             api_for(sim, clock=clock) as api,
         ):
-            await _arm(api, kind="rate_limit_burst", retry_after_s=5, count=1)
+            await api.arm(kind="rate_limit_burst", retry_after_s=5, count=1)
             r = await api.get("/api/v3/ping")
             assert (r.status_code, r.json()["code"], r.headers["Retry-After"]) == (429, -1003, "5")
             again = await api.get("/api/v3/time")  # did not wait: a violation
@@ -266,8 +243,8 @@ async def test_order_invisible_for_a_while() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with running_sim_server(wall_clock=clock) as sim, api_for(sim, clock=clock) as api:
             await api.control("POST", "/sim/market/clear", {"symbol": "BTCUSDT"})
-            await _arm(api, kind="order_invisible", delay_s=2.0, count=1)
-            placed = await api.order(**ORDER, newClientOrderId="ghost-1")
+            await api.arm(kind="order_invisible", delay_s=2.0, count=1)
+            placed = await api.order(**LIMIT_BUY, newClientOrderId="ghost-1")
             assert placed.status_code == 200
             q = await api.signed(
                 "GET", "/api/v3/order", symbol="BTCUSDT", origClientOrderId="ghost-1"
@@ -275,16 +252,16 @@ async def test_order_invisible_for_a_while() -> None:
             assert q.json() == {"code": -2013, "msg": "Order does not exist."}
             assert (await api.signed("GET", "/api/v3/openOrders", symbol="BTCUSDT")).json() == []
             # It exists nonetheless: a duplicate is refused, and the audit shows it.
-            dup = await api.order(**ORDER, newClientOrderId="ghost-1")
+            dup = await api.order(**LIMIT_BUY, newClientOrderId="ghost-1")
             assert dup.json()["code"] == -2010
-            assert len(await _orders_with(api, "ghost-1")) == 1
+            assert len(await api.audit("ghost-1")) == 1
             clock.advance(2)
             q2 = await api.signed(
                 "GET", "/api/v3/order", symbol="BTCUSDT", origClientOrderId="ghost-1"
             )
             assert q2.json()["status"] == "NEW"
             # count=1: the next order is visible at once.
-            await api.order(**ORDER, newClientOrderId="ghost-2")
+            await api.order(**LIMIT_BUY, newClientOrderId="ghost-2")
             q3 = await api.signed(
                 "GET", "/api/v3/order", symbol="BTCUSDT", origClientOrderId="ghost-2"
             )
@@ -298,7 +275,7 @@ async def test_config_visibility_delay() -> None:
             running_sim_server(make_config(order_visibility_delay_s=0.5), wall_clock=clock) as sim,
             api_for(sim, clock=clock) as api,
         ):
-            await api.order(**ORDER, newClientOrderId="lag-1")
+            await api.order(**LIMIT_BUY, newClientOrderId="lag-1")
             q = await api.signed(
                 "GET", "/api/v3/order", symbol="BTCUSDT", origClientOrderId="lag-1"
             )
@@ -318,7 +295,7 @@ LIVE = MarketConfig(events_per_s=400, trade_probability=0.5)
 async def test_ws_malformed_every_n() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with running_sim_server(make_config(market=LIVE)) as sim, api_for(sim) as api:
-            await _arm(api, kind="ws_malformed", every_n=3, stream="btcusdt@trade")
+            await api.arm(kind="ws_malformed", every_n=3, stream="btcusdt@trade")
             async with open_websocket_url(f"{sim.ws_url}/ws/btcusdt@trade") as ws:
                 frames = [await ws.get_message() for _ in range(12)]
             good, bad = [], 0
@@ -335,7 +312,7 @@ async def test_ws_malformed_every_n() -> None:
 async def test_ws_malformed_replace_and_drop_probability() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with running_sim_server(make_config(market=LIVE)) as sim, api_for(sim) as api:
-            await _arm(api, kind="ws_malformed", every_n=2, replace=True)
+            await api.arm(kind="ws_malformed", every_n=2, replace=True)
             async with open_websocket_url(f"{sim.ws_url}/ws/btcusdt@trade") as ws:
                 frames = [await ws.get_message() for _ in range(10)]
             parsed = []
@@ -349,7 +326,7 @@ async def test_ws_malformed_replace_and_drop_probability() -> None:
             real = [t for t in parsed if t is not None]
             assert all(b - a == 2 for a, b in itertools.pairwise(real))
             await api.control("DELETE", "/sim/faults")
-            await _arm(api, kind="ws_drop", probability=0.2, mode="close")
+            await api.arm(kind="ws_drop", probability=0.2, mode="close")
             async with open_websocket_url(f"{sim.ws_url}/ws/btcusdt@trade") as ws:
                 with pytest.raises(ConnectionClosed) as info:
                     for _ in range(10_000):
@@ -360,7 +337,7 @@ async def test_ws_malformed_replace_and_drop_probability() -> None:
 async def test_ws_delay() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with running_sim_server(make_config(market=LIVE)) as sim, api_for(sim) as api:
-            await _arm(api, kind="ws_delay", delay_s=0.3)
+            await api.arm(kind="ws_delay", delay_s=0.3)
             async with open_websocket_url(f"{sim.ws_url}/ws/btcusdt@depth@100ms") as ws:
                 event = json.loads(await ws.get_message())
                 lag_ms = api.clock() - event["E"]

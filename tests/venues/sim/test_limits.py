@@ -9,6 +9,7 @@ from daemon.venues.sim.config import LimitsConfig, RateLimitConfig
 from daemon.venues.sim.limits import RateLimiter
 from daemon.venues.sim.protocol import ApiError
 from tests.helpers.sim_api import (
+    LIMIT_BUY,
     OTHER_KEY,
     OTHER_SECRET,
     TIMEOUT_S,
@@ -139,23 +140,15 @@ async def test_weight_429_and_418_over_http() -> None:
             assert (ok.status_code, ok.headers["X-MBX-USED-WEIGHT-1M"]) == (200, "1")
             # Order count: 2 per 10 s per account.
             await api.control("POST", "/sim/market/clear", {"symbol": "BTCUSDT"})
-            order = {
-                "symbol": "BTCUSDT",
-                "side": "BUY",
-                "type": "LIMIT",
-                "timeInForce": "GTC",
-                "quantity": "0.01",
-                "price": "20000",
-            }
             counts = []
             for _ in range(2):
-                r = await api.order(**order)
+                r = await api.order(**LIMIT_BUY)
                 counts.append(r.headers["X-MBX-ORDER-COUNT-10S"])
             assert counts == ["1", "2"]
-            third = await api.order(**order)
+            third = await api.order(**LIMIT_BUY)
             assert (third.status_code, third.json()["code"]) == (429, -1015)
             assert "Retry-After" not in third.headers
-            other = await api.order(**order, key=OTHER_KEY, secret=OTHER_SECRET)
+            other = await api.order(**LIMIT_BUY, key=OTHER_KEY, secret=OTHER_SECRET)
             assert other.status_code == 200  # order limits are per account
             clock.advance(10)
-            assert (await api.order(**order)).status_code == 200
+            assert (await api.order(**LIMIT_BUY)).status_code == 200

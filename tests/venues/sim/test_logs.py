@@ -10,7 +10,7 @@ import trio
 from daemon.venues.sim.audit import AuditLog
 from daemon.venues.sim.market import DepthBatcher, TradeLog
 from daemon.venues.sim.orderbook import BookChange, Trade
-from tests.helpers.sim_api import TIMEOUT_S, api_for, running_sim_server
+from tests.helpers.sim_api import LIMIT_BUY, TIMEOUT_S, api_for, running_sim_server
 
 
 def _trade(trade_id: int) -> Trade:
@@ -93,17 +93,11 @@ async def test_audit_endpoint_lists_exactly_the_accepted_orders() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with running_sim_server() as sim, api_for(sim) as api:
             await api.control("POST", "/sim/market/clear", {"symbol": "BTCUSDT"})
-            base = {
-                "symbol": "BTCUSDT",
-                "side": "BUY",
-                "type": "LIMIT",
-                "timeInForce": "GTC",
-                "quantity": "0.01",
-            }
-            ok = await api.order(**base, price="20000", newClientOrderId="audit-1")
-            rejected = await api.order(**base, price="20000.001", newClientOrderId="audit-2")
+            ok = await api.order(**LIMIT_BUY, newClientOrderId="audit-1")
+            off_tick = LIMIT_BUY | {"price": "20000.001"}
+            rejected = await api.order(**off_tick, newClientOrderId="audit-2")
             assert rejected.json()["code"] == -1013
-            dup = await api.order(**base, price="20000", newClientOrderId="audit-1")
+            dup = await api.order(**LIMIT_BUY, newClientOrderId="audit-1")
             assert dup.json()["code"] == -2010
             audit = await api.control("GET", "/sim/audit")
             assert len(audit["orders"]) == 1

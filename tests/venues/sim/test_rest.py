@@ -14,6 +14,7 @@ import trio
 
 from daemon.venues.sim.config import MarketConfig
 from tests.helpers.sim_api import (
+    LIMIT_BUY,
     OTHER_KEY,
     OTHER_SECRET,
     TIMEOUT_S,
@@ -351,16 +352,7 @@ async def test_new_order_response_types_and_headers() -> None:
     ],
 )
 async def test_new_order_rejections(params: dict[str, Any], code: int, msg: str) -> None:
-    base: dict[str, Any] = {
-        "symbol": "BTCUSDT",
-        "side": "BUY",
-        "type": "LIMIT",
-        "timeInForce": "GTC",
-        "quantity": "0.01",
-        "price": "20000",
-    }
-    base.update(params)
-    request = {k: v for k, v in base.items() if v is not None}
+    request = {k: v for k, v in (LIMIT_BUY | params).items() if v is not None}
     with trio.fail_after(TIMEOUT_S):
         async with running_sim_server() as sim, api_for(sim) as api:
             r = await api.order(**request)
@@ -640,15 +632,7 @@ async def test_client_order_id_unique_only_among_open_orders() -> None:
     with trio.fail_after(TIMEOUT_S):
         async with running_sim_server() as sim, api_for(sim) as api:
             await _empty_book(api)
-            params = {
-                "symbol": "BTCUSDT",
-                "side": "BUY",
-                "type": "LIMIT",
-                "timeInForce": "GTC",
-                "quantity": "0.01",
-                "price": "20000",
-                "newClientOrderId": "intent-7",
-            }
+            params = LIMIT_BUY | {"newClientOrderId": "intent-7"}
             first = await api.order(**params)
             assert first.status_code == 200
             dup = await api.order(**params)
