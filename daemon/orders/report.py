@@ -19,6 +19,7 @@ def pipeline_metrics(pipeline: Pipeline | None) -> list[MetricFamily]:
     e = pipeline.entry.stats
     led = pipeline.ledger
     ex = pipeline.executor
+    streams = pipeline.streams
     return [
         MetricFamily.counter(
             "tradingd_orders_submissions",
@@ -58,5 +59,20 @@ def pipeline_metrics(pipeline: Pipeline | None) -> list[MetricFamily]:
             "tradingd_orders_unknown_venue_orders",
             "Open venue orders the store does not know.",
             [((), len(pipeline.reconciler.unknown_venue_orders))],
+        ),
+        MetricFamily.gauge(
+            "tradingd_orders_user_stream_subscribed",
+            "1 while the venue's user data stream is subscribed (the fill source), else 0.",
+            [((("venue", v),), int(w.up)) for v, w in sorted(streams.witnesses.items())],
+        ),
+        MetricFamily.counter(
+            "tradingd_orders_user_stream_events",
+            "User data stream events received, by venue.",
+            [((("venue", v),), a.counts.events) for v, a in sorted(streams.appliers.items())],
+        ),
+        MetricFamily.counter(
+            "tradingd_orders_resends_held",
+            "Resends held longer because the user data stream was down in the order's window.",
+            [((("venue", v),), w.held_total) for v, w in sorted(streams.witnesses.items())],
         ),
     ]

@@ -84,6 +84,8 @@ log = logging.getLogger("tradingd.orders.userstream")
 
 #: How many client order ids a witness remembers having seen events for.
 SEEN_CAPACITY = 100_000
+#: How many held resends ``/status`` lists (the latest).
+HELD_SHOWN = 100
 
 
 def _wall_clock_ms() -> int:
@@ -116,8 +118,10 @@ class StreamWitness:
     last_event_ms: int | None = None
     subscriptions: int = 0
     terminations: int = 0
-    #: Orders whose resend is held because the stream was down in their window.
-    held: set[str] = attrs.field(factory=set)
+    #: Orders whose resend was held because the stream was down in their window
+    #: (client order id → local wall clock ms of the first hold).
+    held: OrderedDict[str, int] = attrs.field(factory=OrderedDict)
+    held_total: int = 0
     _seen: OrderedDict[str, int] = attrs.field(factory=OrderedDict, repr=False)
 
     @property
@@ -148,15 +152,16 @@ class StreamWitness:
     def note_held(self, client_order_id: str) -> None:
         """Record (and log once) that this order's resend waits for the longer hold."""
         if client_order_id not in self.held:
-            self.held.add(client_order_id)
+            self.held[client_order_id] = _wall_clock_ms()
+            self.held_total += 1
             log.warning(
                 "order %s: resend held (unwitnessed_hold_s): the user data stream of %s was "
                 "down while the venue may have processed it",
                 client_order_id,
                 self.venue,
             )
-            while len(self.held) > SEEN_CAPACITY:
-                self.held.pop()
+            while len(self.held) > HELD_SHOWN:
+                self.held.popitem(last=False)
 
     def saw(self, client_order_id: str) -> bool:
         """Whether an event for this order arrived (in the remembered past)."""
@@ -189,7 +194,8 @@ class StreamWitness:
             "last_down_reason": self.down_reason,
             "last_event_ms": self.last_event_ms,
             "fill_source": "stream" if self.up else "poll",
-            "resends_held": sorted(self.held)[:100],
+            "resends_held": list(self.held),
+            "resends_held_total": self.held_total,
         }
 
 
@@ -495,6 +501,13 @@ class UserStreams:
                     venue,
                     type(exc).__name__,
                     exc,
+                )
+            except Exception:
+                # The stream is an extra source (polling and reconciliation cover
+                # it): nothing that goes wrong in it may stop the order pipeline.
+                log.exception(
+                    "orders: user data stream of %s failed unexpectedly; polling until it is back",
+                    venue,
                 )
             finally:
                 if applier.witness.up:

@@ -178,6 +178,10 @@ async def test_fills_are_pushed_by_the_stream_with_polling_off(tmp_path: Path) -
             assert stream["applied"] >= 2 and stream["fetched"] == 0
             history = [h["reason"] for h in (await run.service.details(coid))["history"]]
             assert "user data stream: TRADE" in history
+            families = {f.name: f for f in run.service.metrics()}
+            (up,) = families["tradingd_orders_user_stream_subscribed"].samples
+            (events,) = families["tradingd_orders_user_stream_events"].samples
+            assert up.value == 1 and events.value >= 3  # NEW, TRADE, TRADE (and more)
 
 
 async def test_stream_polling_and_replays_overlap_without_double_counting(
