@@ -1,9 +1,10 @@
 """Benchmarks (not tests), run on demand; never imported by ``tradingd run``.
 
 * :mod:`.orders` — ``tradingd bench orders``: the order pipeline's latency and
-  throughput against a raw baseline, with the real daemon and the simulator;
+  throughput against a raw baseline, with the real daemon and the simulator,
+  orders over REST or the WebSocket API (``--transport``);
   :mod:`.orders_load` is its load-generator process (the baseline and the
-  HTTP clients).
+  HTTP clients), :mod:`.orders_baseline` the raw baseline of each transport.
 * :mod:`.resilience` — ``python -m daemon.bench.resilience``: the per-call
   overhead of the rate limiters and the circuit breaker.
 * :mod:`.common` — what they share: process start-up (the simulator as a

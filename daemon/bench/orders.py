@@ -41,6 +41,20 @@ is measured rather than the queue's backpressure (which would answer 503 at
 the send rate). The send rate (venue answers persisted per second until the
 backlog is gone) is reported beside the acceptance rate.
 
+**Order transports** (``--transport``). With ``rest`` (the default)
+tradingd sends orders over REST and the baseline is the signed httpx2 POST
+above. With ``ws-api`` tradingd runs with ``[venues.sim] order_transport =
+"ws-api"`` (one kept-up WebSocket API connection) and the baseline is the
+same thing done by hand over the WebSocket API: a bare trio-websocket client
+sending a signed ``order.place`` frame on one kept-open connection and
+waiting for its answer, between the same two FULL commits — so each ratio
+compares like with like. ``both`` runs the two one after the other, each
+with its own simulator, daemon and load generator (a state subdirectory
+each), and reports them side by side; the JSON is then ``{"transports",
+"runs": {"rest": …, "ws-api": …}, "bench_seconds"}``, each run the document
+a single-transport run prints (which carries ``"transport"`` unless it is
+``rest``, whose report is the same as before ``--transport`` existed).
+
 Orders are LIMIT BUYs far below the market (nothing fills); risk limits are
 off (0 = unlimited); the tracker's polling and the periodic reconciliation
 are slowed to an hour, because the bench leaves thousands of resting orders
@@ -51,7 +65,8 @@ Where the code is: this module runs the bench (:func:`measure`) and is its
 command line; :mod:`.orders_setup` holds the options, the simulator's and
 tradingd's configurations and the running daemon; :mod:`.orders_phases` the
 three measurements; :mod:`.orders_report` the table; :mod:`.orders_load` the
-load-generator process (the raw baseline and the HTTP clients).
+load-generator process (which runs the raw baselines of
+:mod:`.orders_baseline`, and the HTTP clients).
 """
 
 from __future__ import annotations
@@ -80,20 +95,21 @@ from daemon.bench.common import (
     machine_facts,
     write_private,
 )
-from daemon.bench.orders_load import (
-    PRICE,
-    QUANTITY,
-    SYMBOL,
-    LoadGeneratorProcess,
-    serve_load_generator,
-)
+from daemon.bench.orders_baseline import PRICE, QUANTITY, SYMBOL, ws_api_url
+from daemon.bench.orders_load import LoadGeneratorProcess, serve_load_generator
 from daemon.bench.orders_phases import entry_phase, http_phase, latency_phase
 from daemon.bench.orders_report import render
-from daemon.bench.orders_setup import BenchOptions, RunningDaemon, daemon_config, sim_config
+from daemon.bench.orders_setup import (
+    TRANSPORTS,
+    BenchOptions,
+    RunningDaemon,
+    daemon_config,
+    sim_config,
+)
 from daemon.errors import ConfigError
 from daemon.notify import Notifier
 
-__all__ = ["add_arguments", "main", "measure", "run"]
+__all__ = ["add_arguments", "main", "measure", "measure_transports", "run"]
 
 #: Default bound of stopping the daemon at the end.
 STOP_TIMEOUT_S: Final = 60.0
@@ -102,10 +118,18 @@ STOP_TIMEOUT_S: Final = 60.0
 # ------------------------------------------------------------------ the run
 
 
-async def measure(options: BenchOptions, workdir: Path) -> dict[str, Any]:
-    """Start the simulator, tradingd and the load generator under ``workdir``; run every phase."""
+async def measure(options: BenchOptions, workdir: Path, transport: str = "rest") -> dict[str, Any]:
+    """Start the simulator, tradingd and the load generator under ``workdir``; run every phase.
+
+    ``transport`` (one of :data:`~daemon.bench.orders_setup.TRANSPORTS`) is
+    tradingd's ``order_transport`` and the baseline's; the report carries it
+    as ``"transport"`` unless it is ``rest`` (the report as it always was).
+    """
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown order transport {transport!r}")
     started = time.perf_counter()
     machine = machine_facts()
+    ws_api_client: dict[str, int] = {}  # tradingd's WebSocket API client (ws-api runs)
     tradingd_key = ("bench" + secrets.token_hex(12), secrets.token_hex(32))
     baseline_key = ("base" + secrets.token_hex(12), secrets.token_hex(32))
     secret_files = {
@@ -121,13 +145,17 @@ async def measure(options: BenchOptions, workdir: Path) -> dict[str, Any]:
             )
         ),
         "db": str(workdir / "baseline.db"),
+        "transport": transport,
     }
     sim = await SimProcess.start(workdir, sim_config(tradingd_key, baseline_key))
     try:
         baseline_setup["sim_url"] = sim.rest_url
+        baseline_setup["ws_api_url"] = ws_api_url(sim.ws_url)
         config_path = workdir / "tradingd.toml"
         config_path.write_text(
-            daemon_config(workdir, sim.rest_url, sim.ws_url, options, secret_files),
+            daemon_config(
+                workdir, sim.rest_url, sim.ws_url, options, secret_files, transport=transport
+            ),
             encoding="utf-8",
         )
         config = configmod.load(config_path)
@@ -156,6 +184,11 @@ async def measure(options: BenchOptions, workdir: Path) -> dict[str, Any]:
                     latency = await latency_phase(options, running, loadgen, baseline_setup)
                     entry = await entry_phase(options, running, sim)
                     http = await http_phase(options, running, sim, loadgen)
+                    if transport == "ws-api":
+                        sent = (
+                            options.warmup + options.latency_orders + entry["sent"] + http["sent"]
+                        )
+                        ws_api_client = running.ws_api_client(sent)
                     loadgen_pid = loadgen.proc.pid
                 finally:
                     await loadgen.aclose()
@@ -168,7 +201,20 @@ async def measure(options: BenchOptions, workdir: Path) -> dict[str, Any]:
         sim_pid = sim.proc.pid
     finally:
         await sim.aclose()
-    return {
+    ws_api = transport == "ws-api"
+    link = (
+        'venue link (orders over the WebSocket API: order_transport = "ws-api", one '
+        "kept-up connection)"
+        if ws_api
+        else "venue link"
+    )
+    baseline = (
+        "the baseline (a bare trio-websocket client, signed order.place frames on one "
+        "kept-open WebSocket API connection) and every HTTP client (httpx2, keep-alive)"
+        if ws_api
+        else "the baseline and every HTTP client (httpx2, keep-alive)"
+    )
+    report: dict[str, Any] = {
         "machine": {
             **machine,
             "load_average_1m_after": load_average(),
@@ -178,10 +224,10 @@ async def measure(options: BenchOptions, workdir: Path) -> dict[str, Any]:
             "simulator": f"`python -m daemon sim` subprocess (pid {sim_pid}), {SYMBOL} only, "
             "market paused, rate limits out of reach",
             "tradingd": "a real Daemon (daemon.app) in the bench process's Trio loop: admin API "
-            f"on {host}:{port}, SQLite store, venue link, order pipeline "
+            f"on {host}:{port}, SQLite store, {link}, order pipeline "
             f"({options.accounts} account(s), dispatch sharded); logging at WARNING",
             "load_generator": f"`python -m daemon.bench.orders --load-generator` subprocess "
-            f"(pid {loadgen_pid}): the baseline and every HTTP client (httpx2, keep-alive)",
+            f"(pid {loadgen_pid}): {baseline}",
             "in_process_submitters": f"{options.submitters} Trio tasks in the bench process "
             "calling OrdersService.submit",
             "sending": "the executor sends to the simulator while intents are accepted; "
@@ -194,6 +240,33 @@ async def measure(options: BenchOptions, workdir: Path) -> dict[str, Any]:
         "latency": latency,
         "entry_in_process": entry,
         "entry_http": http,
+        "bench_seconds": round(time.perf_counter() - started, 1),
+    }
+    if transport == "rest":
+        return report
+    return {"transport": transport, **report, "ws_api_client": ws_api_client}
+
+
+async def measure_transports(
+    options: BenchOptions, workdir: Path, transports: Sequence[str]
+) -> dict[str, Any]:
+    """One :func:`measure` per transport, one after the other.
+
+    A single transport is measured in ``workdir`` and its report returned as
+    it is; several each get a subdirectory named after the transport, and the
+    report is ``{"transports", "runs": {transport: report}, "bench_seconds"}``.
+    """
+    if len(transports) == 1:
+        return await measure(options, workdir, transports[0])
+    started = time.perf_counter()
+    runs: dict[str, dict[str, Any]] = {}
+    for transport in transports:
+        subdir = workdir / transport
+        subdir.mkdir(mode=0o700)
+        runs[transport] = await measure(options, subdir, transport)
+    return {
+        "transports": list(transports),
+        "runs": runs,
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -268,6 +341,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="where the temporary state directory goes (the disk the fsyncs hit)",
     )
+    add(
+        "--transport",
+        choices=(*TRANSPORTS, "both"),
+        default="rest",
+        help="how tradingd sends orders, and the baseline with it: rest, ws-api (the "
+        "WebSocket API) or both, one run each, reported side by side (rest)",
+    )
     add("--keep", action="store_true", help="keep the state directory (logs, databases) afterwards")
     add("--json", action="store_true", help="print the report as JSON instead of a table")
     add(
@@ -326,8 +406,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     root.addHandler(handler)
     root.setLevel(getattr(logging, args.log_level.upper()))
     keep = args.keep
+    transports = TRANSPORTS if args.transport == "both" else (args.transport,)
     try:
-        report = trio.run(measure, options, workdir)
+        report = trio.run(measure_transports, options, workdir, transports)
     except (BenchError, ConfigError, OSError) as exc:
         keep = True
         print(f"tradingd bench orders: {exc}", file=sys.stderr)
@@ -344,7 +425,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     if not args.keep:
-        report["setup"]["workdir"] += " (removed)"
+        for one in report["runs"].values() if "runs" in report else (report,):
+            one["setup"]["workdir"] += " (removed)"
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
 

@@ -5,9 +5,11 @@
 and drives it over a pipe, one JSON command a line (:class:`LoadGenerator`
 lists them). It runs
 
-* the **baseline** (:class:`Baseline`): a signed new order to the simulator
-  between two ``synchronous=FULL`` SQLite commits, alone in its Trio loop, so
-  that it pays nothing for the daemon's tasks or its instruments;
+* the **baseline** of the run's order transport
+  (:mod:`daemon.bench.orders_baseline`: a signed new order to the simulator,
+  over REST or the WebSocket API, between two ``synchronous=FULL`` SQLite
+  commits), alone in its Trio loop, so that it pays nothing for the daemon's
+  tasks or its instruments;
 * the **HTTP clients** of ``POST /orders``, whose own CPU use it reports.
 
 The bench orders themselves (:func:`order_request`) are defined here too: a
@@ -16,14 +18,10 @@ LIMIT BUY far below the market, which rests and never fills.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
-import sqlite3
 import sys
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,27 +37,18 @@ from daemon.bench.common import (
     read_line,
     self_cpu_s,
 )
+from daemon.bench.orders_baseline import PRICE, QUANTITY, SYMBOL, Baseline, WsBaseline
 from daemon.orders.ledger import LatencyLog
 
 __all__ = [
     "FIRST_ACCOUNT",
-    "PRICE",
-    "QUANTITY",
-    "SYMBOL",
-    "Baseline",
     "LoadGenerator",
     "LoadGeneratorProcess",
     "account_names",
     "order_request",
     "serve_load_generator",
-    "signed_order_target",
 ]
 
-SYMBOL: Final = "BTCUSDT"
-#: Far below the simulator's start price (30000): rests on the book, never fills.
-PRICE: Final = "20000.00"
-#: 20 USDT an order: above the simulator's 5 USDT minimum notional.
-QUANTITY: Final = "0.00100"
 #: Bench accounts are named ``main``, ``acct1``, ``acct2``, ...
 FIRST_ACCOUNT: Final = "main"
 #: Bound of one control call to the load generator (a burst of thousands included).
@@ -90,119 +79,6 @@ def account_names(count: int) -> list[str]:
     return [FIRST_ACCOUNT, *(f"acct{i}" for i in range(1, count))]
 
 
-# ------------------------------------------------------------------ the baseline
-
-
-def signed_order_target(secret: bytes, client_order_id: str, timestamp_ms: int) -> str:
-    """Path and signed query of the baseline's new order, signed as Binance specifies.
-
-    ``signature`` is the hex HMAC-SHA256 of the query string, keyed with the
-    secret, appended last. Written out here on purpose: the baseline must not
-    use tradingd's client or codec.
-    """
-    query = urllib.parse.urlencode(
-        [
-            ("symbol", SYMBOL),
-            ("side", "BUY"),
-            ("type", "LIMIT"),
-            ("timeInForce", "GTC"),
-            ("quantity", QUANTITY),
-            ("price", PRICE),
-            ("newClientOrderId", client_order_id),
-            ("newOrderRespType", "FULL"),
-            ("recvWindow", "5000"),
-            ("timestamp", str(timestamp_ms)),
-        ]
-    )
-    signature = hmac.new(secret, query.encode("ascii"), hashlib.sha256).hexdigest()
-    return f"/api/v3/order?{query}&signature={signature}"
-
-
-class Baseline:
-    """The raw baseline: a signed new order to the simulator between two FULL commits.
-
-    Nothing of tradingd is used: the request is signed here with
-    :mod:`hmac` exactly as Binance specifies (hex HMAC-SHA256 of the query
-    string, keyed with the secret), sent with a plain keep-alive httpx2
-    client, and its JSON answer parsed; the commits go to a fresh sqlite3
-    file in WAL mode with ``synchronous=FULL``, one INSERT each, in a worker
-    thread behind a one-thread limiter (as the store's thread lane does).
-    """
-
-    def __init__(self, sim_url: str, api_key: str, api_secret: str, db_path: Path) -> None:
-        self.http = httpx2.AsyncClient(base_url=sim_url, timeout=10.0, trust_env=False)
-        self._api_key = api_key
-        self._secret = api_secret.encode("utf-8")
-        self._db_path = db_path
-        self._conn: sqlite3.Connection | None = None
-        self._limiter = trio.CapacityLimiter(1)
-
-    async def open(self) -> None:
-        await trio.to_thread.run_sync(self._open, limiter=self._limiter)
-
-    def _open(self) -> None:
-        conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
-        mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-        if mode.lower() != "wal":
-            raise BenchError(f"baseline database {self._db_path}: WAL refused (mode {mode!r})")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, client_order_id TEXT, "
-            "kind TEXT, at_ms INTEGER)"
-        )
-        self._conn = conn
-
-    def _commit(self, client_order_id: str, kind: str) -> float:
-        """One transaction; returns the seconds of its COMMIT statement (the fsyncs)."""
-        conn = self._conn
-        assert conn is not None, "open() first"
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(
-            "INSERT INTO orders (client_order_id, kind, at_ms) VALUES (?, ?, ?)",
-            (client_order_id, kind, time.time_ns() // 1_000_000),
-        )
-        started = time.perf_counter()
-        conn.execute("COMMIT")
-        return time.perf_counter() - started
-
-    async def one(self, client_order_id: str) -> tuple[float, float, float, float]:
-        """One order: commit, signed POST (answer parsed), commit.
-
-        Returns:
-            Seconds in all, in the two commits (thread calls), in the POST, and
-            in the two COMMIT statements.
-        """
-        started = time.perf_counter()
-        first = await trio.to_thread.run_sync(
-            self._commit, client_order_id, "intent", limiter=self._limiter
-        )
-        posted = time.perf_counter()
-        response = await self.http.post(
-            signed_order_target(self._secret, client_order_id, time.time_ns() // 1_000_000),
-            headers={"X-MBX-APIKEY": self._api_key},
-        )
-        answer = response.json()
-        if response.status_code != 200 or "orderId" not in answer:
-            raise BenchError(
-                f"baseline order {client_order_id}: simulator answered "
-                f"{response.status_code}: {response.text[:300]}"
-            )
-        answered = time.perf_counter()
-        second = await trio.to_thread.run_sync(
-            self._commit, client_order_id, "answer", limiter=self._limiter
-        )
-        done = time.perf_counter()
-        commits = (posted - started) + (done - answered)
-        return done - started, commits, answered - posted, first + second
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-        conn = self._conn
-        if conn is not None:
-            self._conn = None
-            await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
-
-
 # ------------------------------------------------------------------ the load generator process
 
 
@@ -211,18 +87,21 @@ class LoadGenerator:
 
     Commands (one JSON object a line):
 
-    * ``{"op": "baseline", "ids", "prefix", "sim_url", "credentials_file", "db"}`` →
-      ``{"seconds", "commit_seconds", "post_seconds", "commit_statement_seconds"}``,
-      lists with one value per order, and ``cpu_s``, this process's CPU for
-      them all (the baseline is set up on first use);
+    * ``{"op": "baseline", "ids", "prefix", "transport", "sim_url", "ws_api_url",
+      "credentials_file", "db"}`` → ``{"seconds", "commit_seconds", "post_seconds",
+      "commit_statement_seconds"}``, lists with one value per order (``post_seconds``:
+      the venue request, a REST POST or a WebSocket API ``order.place``), and
+      ``cpu_s``, this process's CPU for them all (the baseline of ``transport``,
+      ``"rest"`` when absent, is set up on first use);
     * ``{"op": "post", "body"}`` → ``{"status", "seconds", "client_order_id"}``:
       one ``POST /orders`` on a kept-alive connection;
     * ``{"op": "burst", "count", "prefix", "accounts", "concurrency"}`` →
       statuses, wall time, this process's CPU, client-side latency.
     """
 
-    def __init__(self, admin_url: str, token: str) -> None:
+    def __init__(self, admin_url: str, token: str, nursery: trio.Nursery) -> None:
         self.admin_url = admin_url
+        self._nursery = nursery
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self.http = httpx2.AsyncClient(
             base_url=admin_url,
@@ -231,7 +110,7 @@ class LoadGenerator:
             limits=httpx2.Limits(max_connections=1, max_keepalive_connections=1),
             trust_env=False,
         )
-        self.baseline: Baseline | None = None
+        self.baselines: dict[str, Baseline | WsBaseline] = {}
 
     async def handle(self, command: Mapping[str, Any]) -> dict[str, Any]:
         op = command.get("op")
@@ -243,18 +122,29 @@ class LoadGenerator:
             return await self._burst(command)
         raise BenchError(f"load generator: unknown op {op!r}")
 
+    async def _open_baseline(self, command: Mapping[str, Any]) -> Baseline | WsBaseline:
+        transport = command.get("transport", "rest")
+        creds_path = trio.Path(command["credentials_file"])
+        creds = json.loads(await creds_path.read_text(encoding="utf-8"))
+        key, secret, db = creds["api_key"], creds["api_secret"], Path(command["db"])
+        baseline: Baseline | WsBaseline
+        if transport == "rest":
+            baseline = Baseline(command["sim_url"], key, secret, db)
+        elif transport == "ws-api":
+            baseline = WsBaseline(command["ws_api_url"], key, secret, db, self._nursery)
+        else:
+            raise BenchError(f"load generator: unknown transport {transport!r}")
+        self.baselines[transport] = baseline  # closed by aclose() even if open() fails
+        await baseline.open()
+        return baseline
+
     async def _baseline(self, command: Mapping[str, Any]) -> dict[str, Any]:
-        if self.baseline is None:
-            creds_path = trio.Path(command["credentials_file"])
-            creds = json.loads(await creds_path.read_text(encoding="utf-8"))
-            baseline = Baseline(
-                command["sim_url"], creds["api_key"], creds["api_secret"], Path(command["db"])
-            )
-            await baseline.open()
-            self.baseline = baseline
+        baseline = self.baselines.get(command.get("transport", "rest"))
+        if baseline is None:
+            baseline = await self._open_baseline(command)
         prefix = command["prefix"]
         cpu_before = sum(self_cpu_s())
-        rows = [await self.baseline.one(f"{prefix}{i}") for i in command["ids"]]
+        rows = [await baseline.one(f"{prefix}{i}") for i in command["ids"]]
         return {
             "cpu_s": sum(self_cpu_s()) - cpu_before,
             "seconds": [r[0] for r in rows],
@@ -344,30 +234,32 @@ class LoadGenerator:
 
     async def aclose(self) -> None:
         await self.http.aclose()
-        if self.baseline is not None:
-            await self.baseline.aclose()
+        for baseline in self.baselines.values():
+            await baseline.aclose()
 
 
 async def serve_load_generator(admin_url: str, token: str) -> None:
     """Answer commands from stdin until it closes (the load generator process's main)."""
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     stdout = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
-    generator = LoadGenerator(admin_url, token)
     buffer = bytearray()
-    try:
-        while True:
-            line = await read_line(stdin, buffer)
-            if line is None:
-                return
-            try:
-                answer = await generator.handle(json.loads(line))
-            except (BenchError, httpx2.HTTPError, KeyError, ValueError, OSError) as exc:
-                answer = {"error": f"{type(exc).__name__}: {exc}"}
-            await stdout.send_all(json.dumps(answer).encode() + b"\n")
-    finally:
-        await generator.aclose()
-        await stdin.aclose()
-        await stdout.aclose()
+    async with trio.open_nursery() as nursery:  # the WebSocket baseline's connection
+        generator = LoadGenerator(admin_url, token, nursery)
+        try:
+            while True:
+                line = await read_line(stdin, buffer)
+                if line is None:
+                    return
+                try:
+                    answer = await generator.handle(json.loads(line))
+                except (BenchError, httpx2.HTTPError, KeyError, ValueError, OSError) as exc:
+                    answer = {"error": f"{type(exc).__name__}: {exc}"}
+                await stdout.send_all(json.dumps(answer).encode() + b"\n")
+        finally:
+            await generator.aclose()
+            await stdin.aclose()
+            await stdout.aclose()
+            nursery.cancel_scope.cancel()
 
 
 class LoadGeneratorProcess:

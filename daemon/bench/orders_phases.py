@@ -1,8 +1,9 @@
 """The three measurements of ``tradingd bench orders``, against a running daemon.
 
-1. :func:`latency_phase` — one order at a time, the raw baseline (run by the
-   load generator, :class:`~daemon.bench.orders_load.Baseline`) and tradingd
-   in alternating blocks; tradingd's store work and CPU per order beside it.
+1. :func:`latency_phase` — one order at a time, the raw baseline of the run's
+   order transport (run by the load generator, :mod:`daemon.bench.orders_baseline`)
+   and tradingd in alternating blocks; tradingd's store work and CPU per order
+   beside it.
 2. :func:`entry_phase` — durable intents accepted per second by in-process
    tasks calling :meth:`~daemon.orders.service.OrdersService.submit`.
 3. :func:`http_phase` — the same through ``POST /orders``, from the load

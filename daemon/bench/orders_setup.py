@@ -4,8 +4,9 @@
   flags, declared in :func:`daemon.bench.orders.add_arguments`).
 * :func:`sim_config` — the simulator: BTCUSDT only, market paused, two
   accounts (tradingd's and the baseline's), rate limits out of reach.
-* :func:`daemon_config` — tradingd: the simulator as venue, risk limits off,
-  an account queue that holds a whole burst, polling slowed to an hour.
+* :func:`daemon_config` — tradingd: the simulator as venue, orders over the
+  run's transport (:data:`TRANSPORTS`), risk limits off, an account queue
+  that holds a whole burst, polling slowed to an hour.
 * :class:`RunningDaemon` — a real :class:`~daemon.app.Daemon` in the bench
   process's Trio loop, and what the phases read from it.
 """
@@ -22,10 +23,12 @@ import trio
 
 from daemon.app import Daemon
 from daemon.bench.common import START_TIMEOUT_S, BenchError
-from daemon.bench.orders_load import SYMBOL, account_names
+from daemon.bench.orders_baseline import SYMBOL
+from daemon.bench.orders_load import account_names
 from daemon.orders.service import OrdersService, Pipeline
 
 __all__ = [
+    "TRANSPORTS",
     "UNLIMITED",
     "VENUE",
     "BenchOptions",
@@ -35,6 +38,9 @@ __all__ = [
 ]
 
 VENUE: Final = "sim"
+
+#: The order transports a run can measure (``[venues.NAME] order_transport``).
+TRANSPORTS: Final = ("rest", "ws-api")
 
 #: Limits of the simulator's rate-limit windows: high enough never to be met.
 UNLIMITED: Final = 1_000_000_000
@@ -94,8 +100,15 @@ def daemon_config(
     ws_url: str,
     options: BenchOptions,
     secret_files: Mapping[str, Path],
+    *,
+    transport: str = "rest",
 ) -> str:
-    """tradingd's configuration: the simulator as venue, risk off, a queue for a whole burst."""
+    """tradingd's configuration: the simulator as venue, risk off, a queue for a whole burst.
+
+    ``transport`` is the venue's ``order_transport`` (one of :data:`TRANSPORTS`).
+    """
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown order transport {transport!r}")
     capacity = max(1000, options.entry_orders + 100, options.http_orders + 100)
     accounts = "".join(
         f'[accounts.{name}]\nvenue = "{VENUE}"\n\n' for name in account_names(options.accounts)
@@ -125,6 +138,7 @@ rest_url = {q(rest_url)}
 ws_url = {q(ws_url)}
 api_key = {{ file = {q(str(secret_files["api_key"]))} }}
 api_secret = {{ file = {q(str(secret_files["api_secret"]))} }}
+order_transport = {q(transport)}
 
 {accounts}"""
 
@@ -151,9 +165,38 @@ class RunningDaemon:
             raise BenchError("the order pipeline is not running (see the log)")
         return pipeline
 
+    def ws_api_client(self, orders: int) -> dict[str, int]:
+        """Counters of tradingd's WebSocket API order client (``order_transport = "ws-api"``).
+
+        Raises:
+            BenchError: it made fewer than ``orders`` requests, so orders did
+                not go over the WebSocket API (the run would measure REST).
+        """
+        ws_orders = self.daemon.venue_links[VENUE].ws_orders
+        if ws_orders is None:
+            raise BenchError("tradingd has no WebSocket API order client (see the log)")
+        stats = ws_orders.stats
+        if stats.requests < orders:
+            raise BenchError(
+                f"tradingd's WebSocket API client made {stats.requests} requests for "
+                f"{orders} orders: the orders did not go over the WebSocket API"
+            )
+        return {
+            "connections": stats.connections,
+            "requests": stats.requests,
+            "answers": stats.answers,
+            "timeouts": stats.timeouts,
+            "lost_in_flight": stats.lost_in_flight,
+        }
+
     async def wait_ready(self) -> Pipeline:
-        """Until the daemon is READY, the venue answered and sending is enabled."""
+        """Until the daemon is READY, the venue answered and sending is enabled.
+
+        With ``order_transport = "ws-api"``, also until the WebSocket API
+        connection is up (so that no measured order waits for it).
+        """
         link = self.daemon.venue_links[VENUE]
+        ws_api = link.config.order_transport == "ws-api"
         with trio.fail_after(START_TIMEOUT_S):
             while True:
                 if self.exited.is_set():
@@ -165,6 +208,7 @@ class RunningDaemon:
                     and link.exchange_info is not None
                     and pipeline is not None
                     and pipeline.executor.sending_enabled.is_set()
+                    and (not ws_api or (link.ws_orders is not None and link.ws_orders.connected))
                 ):
                     return pipeline
                 await trio.sleep(0.01)

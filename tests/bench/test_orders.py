@@ -1,16 +1,19 @@
 """``tradingd bench orders`` (:mod:`daemon.bench.orders`): it runs and it reports.
 
-A benchmark is not a test, so nothing here looks at a timing. The smoke test
-runs the real thing with tiny counts — simulator and load generator as
-subprocesses, a real daemon — and checks that every report key is there and
-that the counts add up (every order measured, accepted, answered; none
-rejected or unknown). The pieces it is built from are checked against
-independent code: the baseline's inline signature against the simulator's
-verifier, the configurations against the strict loaders.
+A benchmark is not a test, so nothing here looks at a timing. The smoke tests
+run the real thing with tiny counts — simulator and load generator as
+subprocesses, a real daemon — over each order transport (``--transport rest``,
+``ws-api``, ``both``) and check that every report key is there and that the
+counts add up (every order measured, accepted, answered; none rejected or
+unknown). The pieces it is built from are checked against independent code:
+the baseline's inline signature against the simulator's verifier, the
+configurations against the strict loaders (the WebSocket API baseline's
+pieces: ``test_orders_baseline.py``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -23,7 +26,7 @@ import pytest
 
 from daemon import config as configmod
 from daemon.bench import orders as bench
-from daemon.bench import orders_load, orders_report, orders_setup
+from daemon.bench import orders_baseline, orders_report, orders_setup
 from daemon.venues.sim import auth as simauth
 from daemon.venues.sim import config as simconfig
 
@@ -70,41 +73,58 @@ def _bench_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in hostile}
 
 
-@pytest.mark.slow
-def test_bench_runs_with_tiny_counts_and_reports_every_key(tmp_path: Path) -> None:
-    args = [
-        "--latency-orders",
-        "3",
-        "--warmup",
-        "1",
-        "--block",
-        "2",
-        "--entry-orders",
-        "24",
-        "--http-orders",
-        "16",
-        "--submitters",
-        "4",
-        "--clients",
-        "2",
-        "--dir",
-        str(tmp_path),
-        "--json",
-    ]
+#: Tiny counts: 3 latency orders after 1 warm-up, 24 in-process, 16 through POST /orders.
+TINY = (
+    "--latency-orders",
+    "3",
+    "--warmup",
+    "1",
+    "--block",
+    "2",
+    "--entry-orders",
+    "24",
+    "--http-orders",
+    "16",
+    "--submitters",
+    "4",
+    "--clients",
+    "2",
+)
+#: What a ws-api run adds to a REST run's report.
+WS_API_KEYS = {"transport", "ws_api_client"}
+
+
+def _run_bench(tmp_path: Path, *extra: str, runs: int = 1) -> dict[str, Any]:
+    """``python -m daemon.bench.orders`` with :data:`TINY` counts and ``--json``; its report."""
     done = subprocess.run(
-        [sys.executable, "-m", "daemon.bench.orders", *args],
+        [
+            sys.executable,
+            "-m",
+            "daemon.bench.orders",
+            *TINY,
+            "--dir",
+            str(tmp_path),
+            "--json",
+            *extra,
+        ],
         capture_output=True,
         text=True,
-        timeout=SMOKE_TIMEOUT_S,
+        timeout=SMOKE_TIMEOUT_S * runs,
         env=_bench_env(),
         check=False,
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     report: dict[str, Any] = json.loads(done.stdout)
+    # The state directory is gone.
+    assert list(tmp_path.iterdir()) == []
+    return report
 
-    assert set(report) == REPORT_KEYS
+
+def _check_run(report: dict[str, Any]) -> None:
+    """One transport's report: every key, and the counts of :data:`TINY` add up."""
     assert {"cores", "python", "sqlite", "load_average_1m_before"} <= set(report["machine"])
     assert {"simulator", "tradingd", "load_generator", "sending"} <= set(report["setup"])
+    assert report["setup"]["workdir"].endswith(" (removed)")
 
     latency = report["latency"]
     assert set(latency) == LATENCY_KEYS
@@ -113,6 +133,7 @@ def test_bench_runs_with_tiny_counts_and_reports_every_key(tmp_path: Path) -> No
         assert latency[key]["p50_ms"] > 0 and latency[key]["p99_ms"] >= latency[key]["p50_ms"]
     assert latency["ratio_p50"] > 0 and latency["ratio_p99"] > 0
     assert latency["baseline_parts"]["commits"]["count"] == 3
+    assert latency["baseline_parts"]["post"]["count"] == 3
     # Intent, SENDING mark, answer: at least three durable writes per order.
     assert latency["tradingd_store"]["writes_per_order"] >= 2  # fast path: SENDING with the intent
 
@@ -133,16 +154,76 @@ def test_bench_runs_with_tiny_counts_and_reports_every_key(tmp_path: Path) -> No
         )
         assert phase["commits"] >= 1
 
-    # The table renders from the same report; the state directory is gone.
+
+def _check_ws_api_client(report: dict[str, Any]) -> None:
+    """tradingd's orders went over its WebSocket API client, none lost."""
+    client = report["ws_api_client"]
+    orders = 1 + 3 + 24 + 16  # warm-up, latency, in-process, POST /orders
+    assert client["connections"] >= 1
+    assert client["requests"] >= orders and client["answers"] >= orders
+    assert client["lost_in_flight"] == 0
+
+
+@pytest.mark.slow
+def test_bench_runs_with_tiny_counts_and_reports_every_key(tmp_path: Path) -> None:
+    report = _run_bench(tmp_path)
+    # The default transport is REST, and its report is the one of before --transport.
+    assert set(report) == REPORT_KEYS
+    _check_run(report)
+    assert "WebSocket API" not in report["setup"]["tradingd"]
+
+    # The table renders from the same report.
     table = orders_report.render(report)
     for heading in ("1. latency", "2. durable intents", "3. durable intents", "ratio tradingd"):
         assert heading in table
-    assert list(tmp_path.iterdir()) == []
+    assert table.splitlines()[0] == "tradingd bench orders"
+    assert "baseline: signed httpx2 POST + 2 FULL commits" in table
+
+
+@pytest.mark.slow
+def test_bench_over_the_websocket_api_reports_the_same_table(tmp_path: Path) -> None:
+    report = _run_bench(tmp_path, "--transport", "ws-api")
+    assert set(report) == REPORT_KEYS | WS_API_KEYS
+    assert report["transport"] == "ws-api"
+    _check_run(report)
+    _check_ws_api_client(report)
+    assert 'order_transport = "ws-api"' in report["setup"]["tradingd"]
+    assert "trio-websocket" in report["setup"]["load_generator"]
+
+    table = orders_report.render(report)
+    assert table.splitlines()[0] == "tradingd bench orders --transport ws-api"
+    for heading in ("1. latency", "2. durable intents", "3. durable intents", "ratio tradingd"):
+        assert heading in table
+    assert "baseline: signed ws-api order.place + 2 FULL commits" in table
+    assert "WebSocket API client over the run" in table
+
+
+@pytest.mark.slow
+def test_bench_both_transports_reports_them_side_by_side(tmp_path: Path) -> None:
+    report = _run_bench(tmp_path, "--transport", "both", runs=2)
+    assert set(report) == {"transports", "runs", "bench_seconds"}
+    assert report["transports"] == ["rest", "ws-api"] == list(report["runs"])
+    rest, ws_api = report["runs"]["rest"], report["runs"]["ws-api"]
+    assert set(rest) == REPORT_KEYS  # the same document as a REST-only run
+    assert set(ws_api) == REPORT_KEYS | WS_API_KEYS
+    for run in (rest, ws_api):
+        _check_run(run)
+    _check_ws_api_client(ws_api)
+    assert rest["setup"]["workdir"] != ws_api["setup"]["workdir"]
+
+    table = orders_report.render(report)
+    assert table.splitlines()[0] == "tradingd bench orders --transport rest + ws-api"
+    lines = table.splitlines()
+    summary = next(i for i, line in enumerate(lines) if line.startswith("summary"))
+    assert [line.split()[0] for line in lines[summary + 2 : summary + 4]] == ["rest", "ws-api"]
+    for heading in ("rest: orders over REST", "ws-api: orders over the WebSocket API"):
+        assert table.count(heading) == 3  # one block of rows per measurement
+    assert "where (rest run):" in table and "where (ws-api run):" in table
 
 
 def test_baseline_signature_verifies_with_the_simulators_own_check() -> None:
     secret = "s3cr3t-for-the-bench"
-    target = orders_load.signed_order_target(secret.encode(), "bench-base-7", 1_700_000_000_123)
+    target = orders_baseline.signed_order_target(secret.encode(), "bench-base-7", 1_700_000_000_123)
     path, _, query = target.partition("?")
     assert path == "/api/v3/order"
     payloads = simauth.signature_payloads({}, b"", raw_query=query)
@@ -154,8 +235,8 @@ def test_baseline_signature_verifies_with_the_simulators_own_check() -> None:
     assert params["timestamp"] == "1700000000123"
     assert (params["type"], params["price"], params["quantity"]) == (
         "LIMIT",
-        orders_load.PRICE,
-        orders_load.QUANTITY,
+        orders_baseline.PRICE,
+        orders_baseline.QUANTITY,
     )
 
 
@@ -163,9 +244,39 @@ def test_sim_config_passes_the_simulators_strict_loader() -> None:
     text = orders_setup.sim_config(("benchKey1", "secret-1"), ("baseKey2", "secret-2"))
     config = simconfig.loads(text, source="bench-sim.toml")
     assert config.market.paused
-    assert [s.symbol for s in config.symbols] == [orders_load.SYMBOL]
+    assert [s.symbol for s in config.symbols] == [orders_baseline.SYMBOL]
     assert [a.api_key for a in config.accounts] == ["benchKey1", "baseKey2"]
     assert all(r.limit == orders_setup.UNLIMITED for r in config.rate_limits)
+
+
+@pytest.mark.parametrize("transport", ["rest", "ws-api"])
+def test_daemon_config_sets_the_order_transport(tmp_path: Path, transport: str) -> None:
+    files = {name: tmp_path / name for name in ("token", "api_key", "api_secret")}
+    text = orders_setup.daemon_config(
+        tmp_path,
+        "http://127.0.0.1:1",
+        "ws://127.0.0.1:2",
+        orders_setup.BenchOptions(),
+        files,
+        transport=transport,
+    )
+    config = configmod.loads(text, source="bench.toml")
+    assert config.venues[orders_setup.VENUE].order_transport == transport
+
+
+def test_daemon_config_refuses_an_unknown_transport(tmp_path: Path) -> None:
+    files = {name: tmp_path / name for name in ("token", "api_key", "api_secret")}
+    with pytest.raises(ValueError, match="grpc"):
+        orders_setup.daemon_config(
+            tmp_path, "http://1", "ws://2", orders_setup.BenchOptions(), files, transport="grpc"
+        )
+
+
+async def test_measure_refuses_an_unknown_transport_before_starting_anything(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match="grpc"):
+        await bench.measure(orders_setup.BenchOptions(), tmp_path, "grpc")
 
 
 def test_daemon_config_passes_the_strict_loader_with_risk_off(tmp_path: Path) -> None:
@@ -183,6 +294,7 @@ def test_daemon_config_passes_the_strict_loader_with_risk_off(tmp_path: Path) ->
         assert limits.max_open_orders is None
         assert limits.max_orders_per_window is None
     assert config.admin.token is not None and config.admin.token.kind == "file"
+    assert config.venues[orders_setup.VENUE].order_transport == "rest"  # the default
 
 
 @pytest.mark.parametrize(
@@ -195,3 +307,22 @@ def test_bad_counts_are_refused_naming_the_flag(
         bench.main([flag, value])
     assert exc.value.code == 2
     assert flag in capsys.readouterr().err
+
+
+def test_transport_defaults_to_rest_and_takes_ws_api_or_both() -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert parser.parse_args([]).transport == "rest"
+    for value in ("rest", "ws-api", "both"):
+        assert parser.parse_args(["--transport", value]).transport == value
+
+
+@pytest.mark.parametrize("value", ["grpc", "ws", "REST", ""])
+def test_an_unknown_transport_is_refused_naming_the_flag(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--transport", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--transport" in err and "invalid choice" in err
