@@ -29,7 +29,8 @@ means:
 * anything else — timeout, connection lost, 5xx, -1006/-1007, a rate-limit
   code under another status, "duplicate order" (which proves an open order
   with our id), even an unexpected exception — → UNKNOWN: the order may
-  exist. Never resent blindly: :meth:`Executor.resolve` queries the venue by
+  exist. Never resent blindly: :meth:`Executor.resolve`
+  (:class:`~daemon.orders.resolver.UnknownResolver`) queries the venue by
   client order id and only proven absence (``-2013`` after the visibility
   grace) sends it again, with the same id.
 
@@ -62,7 +63,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from decimal import Decimal
 from typing import Any
 
 import trio
@@ -71,7 +71,6 @@ from daemon.config import OrdersConfig
 from daemon.errors import (
     CancelRejectedError,
     DuplicateOrderError,
-    OrderNotFoundError,
     TradingdError,
     VenueRateLimitedError,
     VenueRejectedError,
@@ -80,18 +79,14 @@ from daemon.orders.dispatch import WorkItem
 from daemon.orders.holds import SendHolds
 from daemon.orders.ledger import OrderLedger, VenueAccess, venue_error_code
 from daemon.orders.records import IntentRecord
+from daemon.orders.resolver import UnknownResolver, fills_of
 from daemon.orders.state import (
     HELD_BACK,
-    DecisionKind,
-    Found,
     NotExecuted,
     OrderState,
-    QueryFailed,
-    QueryOutcome,
     not_executed,
-    resolve_unknown,
 )
-from daemon.orders.userstream import StreamWitness, judge_not_found
+from daemon.orders.userstream import StreamWitness
 
 __all__ = ["OPEN_STATES", "Executor", "SendSignals"]
 
@@ -168,6 +163,8 @@ class Executor:
         self.send_signals = SendSignals()
         #: Venues held after a rate limit, and the intents held back.
         self.holds = SendHolds()
+        #: Queries UNKNOWN orders and acts on the answers.
+        self.resolver = UnknownResolver(ledger, venues, self.witnesses, wall_clock)
         self.sent = 0
         self.accepted = 0
         self.section_overruns = 0
@@ -318,65 +315,14 @@ class Executor:
 
     # ------------------------------------------------------------------ UNKNOWN
 
-    async def query(self, record: IntentRecord) -> QueryOutcome:
-        """Ask the venue about ``record`` by client order id; what that proves."""
-        client = self.venues.client(record.venue)
-        if client is None:
-            return QueryFailed(f"venue {record.venue} is down")
-        # A "no such order" describes the venue when the query reached it, which is
-        # no later than when it left: the grace counts up to here, not to the answer.
-        asked_at_s = self.wall_clock()
-        try:
-            report = await client.get_order(record.symbol, client_order_id=record.client_order_id)
-        except OrderNotFoundError:
-            return judge_not_found(
-                self.settings,
-                self.witnesses.get(record.venue),
-                record,
-                now_s=asked_at_s,
-                recv_window_ms=self.venues.recv_window_ms(record.venue),
-            )
-        except TradingdError as exc:
-            return QueryFailed(f"{type(exc).__name__}: {exc}"[:300])
-        return Found(report)
-
     async def resolve(self, client_order_id: str) -> float | None:
-        """Query an UNKNOWN order once and act on what it proves.
+        """Query an UNKNOWN order once and act on what it proves (:mod:`.resolver`).
 
         Returns:
             ``None`` when resolved (adopted or sent back to PENDING), else the
             delay after which to query again.
         """
-        asked = self.ledger.get(client_order_id)
-        if asked is None or asked.state is not OrderState.UNKNOWN:
-            return None
-        outcome = await self.query(asked)
-        decision = resolve_unknown(outcome)
-        async with self.ledger.lock(client_order_id):
-            record = self.ledger.get(client_order_id)
-            if record is None or record.state is not OrderState.UNKNOWN:
-                return None
-            if (record.send_attempts, record.sent_at_ms) != (asked.send_attempts, asked.sent_at_ms):
-                # Resent while the query was out: its answer is about the older send
-                # (a "not found" then proves nothing about the newer one). Ask again.
-                return 0.0
-            if decision.kind is DecisionKind.ADOPT:
-                assert decision.report is not None
-                fills = await fills_of(self.venues, record, decision.report)
-                if fills is None:
-                    # Found, but its fills could not be read: recording the state
-                    # without them would lose them for good. Ask again.
-                    return self.settings.unknown_retry_s
-                await self.ledger.apply_report(
-                    record, decision.report, reason=decision.reason, fills=fills
-                )
-                return None
-            if decision.kind is DecisionKind.RESEND:
-                await self.ledger.mark_resend(record, decision.reason)
-                return None
-        log.info("order %s still UNKNOWN: %s", client_order_id, decision.reason)
-        retry = decision.retry_after_s
-        return max(retry if retry is not None else 0.0, self.settings.unknown_retry_s)
+        return await self.resolver.resolve(client_order_id, self.settings)
 
     # ------------------------------------------------------------------ open orders
 
@@ -443,37 +389,6 @@ class Executor:
             "sending_enabled": self.sending_enabled.is_set(),
             **self.holds.snapshot(),
         }
-
-
-async def fills_of(venues: VenueAccess, record: IntentRecord, report: Any) -> list[Any] | None:
-    """The order's fills, or ``None`` when they cannot be read in full now.
-
-    ``None`` also when the trades returned do not add up to the report's
-    ``executed_qty`` (a venue's trade list may lag its order status): a
-    caller must then not record the report, or the missing fills (and the
-    position they make) would never be fetched again.
-    """
-    if report.executed_qty is None or report.executed_qty <= 0:
-        return []
-    client = venues.client(record.venue)
-    if client is None:
-        return None
-    try:
-        fills: list[Any] = await client.my_trades(
-            record.symbol, order_id=report.order_id, limit=1000
-        )
-    except TradingdError as exc:
-        log.info("order %s: fill query failed: %s", record.client_order_id, exc)
-        return None
-    mine = [f for f in fills if f.order_id == report.order_id]
-    if sum((f.quantity for f in mine), Decimal(0)) < report.executed_qty:
-        log.info(
-            "order %s: the venue lists fills for less than its executed %s; later",
-            record.client_order_id,
-            report.executed_qty,
-        )
-        return None
-    return fills
 
 
 async def not_sent(

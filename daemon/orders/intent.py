@@ -34,7 +34,7 @@ import enum
 import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypedDict, TypeVar
 
 import attrs
 
@@ -311,6 +311,136 @@ def _choice(
         return None
 
 
+# --------------------------------------------------------------------------- the request
+
+
+class _IntentFields(TypedDict):
+    """:class:`OrderIntent`'s fields, as ``_parse_request`` reads them from a request."""
+
+    message_id: str
+    account: str
+    symbol: str
+    side: Side
+    type: OrderType
+    quantity: Decimal
+    price: Decimal | None
+    time_in_force: TimeInForce | None
+    client_order_id: str
+
+
+def _parse_request(request: Mapping[str, Any] | object, *, id_prefix: str) -> _IntentFields:
+    """The typed fields of a raw submission (:meth:`OrderIntent.from_request`).
+
+    Raises:
+        IntentValidationError: with *every* problem found, in field order.
+    """
+    if not isinstance(request, Mapping):
+        raise IntentValidationError(
+            [
+                IntentProblem(
+                    ProblemCode.NOT_AN_OBJECT,
+                    None,
+                    f"the request must be an object, got {type(request).__name__}",
+                )
+            ]
+        )
+    problems: list[IntentProblem] = [
+        IntentProblem(ProblemCode.UNKNOWN_FIELD, str(key), f"unknown field {_show(key)}")
+        for key in sorted(request, key=str)
+        if key not in REQUEST_FIELDS
+    ]
+    raw = {name: request.get(name) for name in REQUEST_FIELDS}
+    for name in sorted(_REQUIRED, key=REQUEST_FIELDS.index):
+        if raw[name] is None:
+            state = "null" if name in request else "missing"
+            problems.append(
+                IntentProblem(ProblemCode.MISSING_FIELD, name, f"required field is {state}")
+            )
+
+    texts: dict[str, str] = {}
+    for name in ("message_id", "account", "symbol"):
+        value = raw[name]
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            problems.append(
+                IntentProblem(
+                    ProblemCode.NOT_A_STRING,
+                    name,
+                    f"must be a string, got {type(value).__name__}",
+                )
+            )
+            continue
+        found = _text_problems(name, value)
+        problems += found
+        if not found:
+            texts[name] = value
+
+    side = _choice("side", raw["side"], Side, problems) if raw["side"] is not None else None
+
+    order_type: OrderType | None = None
+    if raw["type"] is not None:
+        order_type = _choice("type", raw["type"], OrderType, problems)
+        if order_type is not None and order_type not in SUPPORTED_ORDER_TYPES:
+            offered = " | ".join(t.value for t in _OFFERED_TYPES)
+            problems.append(
+                IntentProblem(
+                    ProblemCode.UNSUPPORTED_ORDER_TYPE,
+                    "type",
+                    f"{order_type.value} orders are not offered; use {offered}",
+                )
+            )
+            order_type = None
+
+    quantity: Decimal | None = None
+    if raw["quantity"] is not None:
+        quantity, found = _parse_decimal("quantity", raw["quantity"])
+        problems += found
+
+    has_price = raw["price"] is not None
+    has_tif = raw["time_in_force"] is not None
+    shape = (
+        _shape_problems(order_type, has_price=has_price, has_time_in_force=has_tif)
+        if order_type is not None
+        else []
+    )
+    # A field the type forbids is reported as such; its value is not worth parsing.
+    forbidden = {
+        p.field
+        for p in shape
+        if p.code in (ProblemCode.PRICE_NOT_ALLOWED, ProblemCode.TIME_IN_FORCE_NOT_ALLOWED)
+    }
+
+    price: Decimal | None = None
+    if has_price and "price" not in forbidden:
+        price, found = _parse_decimal("price", raw["price"])
+        problems += found
+    problems += [p for p in shape if p.field == "price"]
+
+    time_in_force: TimeInForce | None = None
+    if has_tif and "time_in_force" not in forbidden:
+        time_in_force = _choice("time_in_force", raw["time_in_force"], TimeInForce, problems)
+    problems += [p for p in shape if p.field == "time_in_force"]
+
+    if problems:
+        raise IntentValidationError(sorted(problems, key=_field_rank))
+    # No problems means every required value parsed; the asserts narrow the types.
+    assert side is not None and order_type is not None and quantity is not None
+    return _IntentFields(
+        message_id=texts["message_id"],
+        account=texts["account"],
+        symbol=texts["symbol"],
+        side=side,
+        type=order_type,
+        quantity=quantity,
+        price=price,
+        time_in_force=time_in_force,
+        client_order_id=derive_client_order_id(
+            texts["message_id"], texts["account"], texts["symbol"], prefix=id_prefix
+        ),
+    )
+
+
 # --------------------------------------------------------------------------- the intent
 
 
@@ -475,111 +605,7 @@ class OrderIntent:
         Raises:
             IntentValidationError: with *every* problem found, in field order.
         """
-        if not isinstance(request, Mapping):
-            raise IntentValidationError(
-                [
-                    IntentProblem(
-                        ProblemCode.NOT_AN_OBJECT,
-                        None,
-                        f"the request must be an object, got {type(request).__name__}",
-                    )
-                ]
-            )
-        problems: list[IntentProblem] = [
-            IntentProblem(ProblemCode.UNKNOWN_FIELD, str(key), f"unknown field {_show(key)}")
-            for key in sorted(request, key=str)
-            if key not in REQUEST_FIELDS
-        ]
-        raw = {name: request.get(name) for name in REQUEST_FIELDS}
-        for name in sorted(_REQUIRED, key=REQUEST_FIELDS.index):
-            if raw[name] is None:
-                state = "null" if name in request else "missing"
-                problems.append(
-                    IntentProblem(ProblemCode.MISSING_FIELD, name, f"required field is {state}")
-                )
-
-        texts: dict[str, str] = {}
-        for name in ("message_id", "account", "symbol"):
-            value = raw[name]
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                problems.append(
-                    IntentProblem(
-                        ProblemCode.NOT_A_STRING,
-                        name,
-                        f"must be a string, got {type(value).__name__}",
-                    )
-                )
-                continue
-            found = _text_problems(name, value)
-            problems += found
-            if not found:
-                texts[name] = value
-
-        side = _choice("side", raw["side"], Side, problems) if raw["side"] is not None else None
-
-        order_type: OrderType | None = None
-        if raw["type"] is not None:
-            order_type = _choice("type", raw["type"], OrderType, problems)
-            if order_type is not None and order_type not in SUPPORTED_ORDER_TYPES:
-                offered = " | ".join(t.value for t in _OFFERED_TYPES)
-                problems.append(
-                    IntentProblem(
-                        ProblemCode.UNSUPPORTED_ORDER_TYPE,
-                        "type",
-                        f"{order_type.value} orders are not offered; use {offered}",
-                    )
-                )
-                order_type = None
-
-        quantity: Decimal | None = None
-        if raw["quantity"] is not None:
-            quantity, found = _parse_decimal("quantity", raw["quantity"])
-            problems += found
-
-        has_price = raw["price"] is not None
-        has_tif = raw["time_in_force"] is not None
-        shape = (
-            _shape_problems(order_type, has_price=has_price, has_time_in_force=has_tif)
-            if order_type is not None
-            else []
-        )
-        # A field the type forbids is reported as such; its value is not worth parsing.
-        forbidden = {
-            p.field
-            for p in shape
-            if p.code in (ProblemCode.PRICE_NOT_ALLOWED, ProblemCode.TIME_IN_FORCE_NOT_ALLOWED)
-        }
-
-        price: Decimal | None = None
-        if has_price and "price" not in forbidden:
-            price, found = _parse_decimal("price", raw["price"])
-            problems += found
-        problems += [p for p in shape if p.field == "price"]
-
-        time_in_force: TimeInForce | None = None
-        if has_tif and "time_in_force" not in forbidden:
-            time_in_force = _choice("time_in_force", raw["time_in_force"], TimeInForce, problems)
-        problems += [p for p in shape if p.field == "time_in_force"]
-
-        if problems:
-            raise IntentValidationError(sorted(problems, key=_field_rank))
-        # No problems means every required value parsed; the asserts narrow the types.
-        assert side is not None and order_type is not None and quantity is not None
-        return cls(
-            message_id=texts["message_id"],
-            account=texts["account"],
-            symbol=texts["symbol"],
-            side=side,
-            type=order_type,
-            quantity=quantity,
-            price=price,
-            time_in_force=time_in_force,
-            client_order_id=derive_client_order_id(
-                texts["message_id"], texts["account"], texts["symbol"], prefix=id_prefix
-            ),
-        )
+        return cls(**_parse_request(request, id_prefix=id_prefix))
 
     def to_request(self) -> dict[str, str]:
         """The request this intent was built from (no nulls; decimals in plain notation).

@@ -33,13 +33,15 @@ intents held back after a rate limit once their venue's hold has ended
 PENDING intents that lost their place in a queue are queued again.
 Queries go through the venue client's rate limiter and at most
 ``reconcile_concurrency`` run at once.
+
+The open-order lists (the tracker's poll, step 4's scan) are read in
+:mod:`daemon.orders.open_orders`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -48,11 +50,10 @@ import trio
 from daemon.config import OrdersConfig
 from daemon.errors import TradingdError, TransientError
 from daemon.health import HealthLevel
-from daemon.model.orders import OrderReport
 from daemon.orders.dispatch import Dispatcher, WorkItem
 from daemon.orders.executor import OPEN_STATES, Executor
-from daemon.orders.ids import is_derived_client_order_id
 from daemon.orders.ledger import OrderLedger, VenueAccess
+from daemon.orders.open_orders import poll_open_orders, scan_open_orders
 from daemon.orders.records import IntentRecord
 from daemon.orders.state import OrderState
 
@@ -231,24 +232,14 @@ class Reconciler:
         client = self.venues.client(venue)
         if client is None:
             raise _VenueDown(f"venue {venue} is down")
-        reports = await client.open_orders()
-        seen: set[tuple[str, str, int]] = set()
-        for report in reports:
-            coid = report.client_order_id
-            if self.ledger.get(coid) is not None:
-                continue
-            stored = await self.ledger.store.get(coid)
-            if stored is not None and stored.venue == venue:
-                continue
-            key = (venue, report.symbol, report.order_id)
-            seen.add(key)
-            if key not in self.unknown_venue_orders:
-                ours = is_derived_client_order_id(coid, prefix=self.settings.id_prefix)
-                entry = _unknown_entry(venue, report, ours, self.wall_clock())
-                self.unknown_venue_orders[key] = entry
-                _log_unknown(entry, ours)
-        for key in [k for k in self.unknown_venue_orders if k[0] == venue and k not in seen]:
-            del self.unknown_venue_orders[key]
+        await scan_open_orders(
+            venue,
+            client,
+            self.ledger,
+            self.unknown_venue_orders,
+            id_prefix=self.settings.id_prefix,
+            wall_clock=self.wall_clock,
+        )
 
     # ------------------------------------------------------------------ loops
 
@@ -319,40 +310,9 @@ class Reconciler:
 
     async def poll_open(self) -> None:
         """One request per (venue, symbol) with open orders; refresh what moved."""
-        groups: dict[tuple[str, str], list[IntentRecord]] = defaultdict(list)
-        for record in self.ledger.live(OPEN_STATES):
-            if not self.stream_up(record.venue):  # else the user data stream pushes changes
-                groups[(record.venue, record.symbol)].append(record)
-
-        async def one(key: tuple[str, str], records: list[IntentRecord]) -> None:
-            venue, symbol = key
-            client = self.venues.client(venue)
-            if client is None:
-                return
-            async with self.limiter:
-                try:
-                    reports = await client.open_orders(symbol)
-                except TradingdError as exc:
-                    log.info("orders: open-order poll of %s %s failed: %s", venue, symbol, exc)
-                    return
-            by_id = {r.client_order_id: r for r in reports}
-            for record in records:
-                report = by_id.get(record.client_order_id)
-                if report is None:
-                    # Closed since (filled, canceled, expired): ask for its final state.
-                    async with self.limiter:
-                        await self.executor.refresh(record.client_order_id)
-                elif (
-                    report.executed_qty is not None and report.executed_qty != record.executed_qty
-                ) or (report.status is not None and record.venue_order_id is None):
-                    async with self.limiter:
-                        await self.executor.apply_observation(
-                            record, report, reason="open-order poll"
-                        )
-
-        async with trio.open_nursery() as nursery:
-            for key, records in groups.items():
-                nursery.start_soon(one, key, records)
+        await poll_open_orders(
+            self.ledger, self.venues, self.executor, self.limiter, self.stream_up
+        )
 
     # ------------------------------------------------------------------ status
 
@@ -381,34 +341,5 @@ class Reconciler:
         }
 
 
-def _unknown_entry(venue: str, report: OrderReport, ours: bool, now: float) -> dict[str, Any]:
-    """How ``/status`` lists a venue open order the store does not know."""
-    return {
-        "venue": venue,
-        "symbol": report.symbol,
-        "order_id": report.order_id,
-        "client_order_id": report.client_order_id,
-        "side": report.side.value if report.side else None,
-        "price": format(report.price, "f") if report.price is not None else None,
-        "orig_qty": format(report.orig_qty, "f") if report.orig_qty is not None else None,
-        "status": report.status.value if report.status else None,
-        "has_our_id_shape": ours,
-        "first_seen_at": now,
-    }
-
-
 class _VenueDown(TradingdError):
     """A reconciliation pass needs a venue that is down."""
-
-
-def _log_unknown(entry: dict[str, Any], ours: bool) -> None:
-    log.warning(
-        "orders: venue %s has an open order the store does not know: %s %s "
-        "order %d client id %s%s — reported, not touched",
-        entry["venue"],
-        entry["symbol"],
-        entry["side"],
-        entry["order_id"],
-        entry["client_order_id"],
-        " (shaped like ours: was the database replaced?)" if ours else "",
-    )

@@ -3,7 +3,8 @@
 :class:`OrdersService` lives as long as the daemon; it *is* the
 :class:`~daemon.orders.gateway.OrderGateway` the admin API and strategies
 hold. Each run of its child (:meth:`OrdersService.run`) builds one
-:class:`Pipeline` incarnation over the store that is open now::
+:class:`~daemon.orders.pipeline.Pipeline` incarnation over the store that is
+open now (wired in :mod:`daemon.orders.pipeline`)::
 
     Entry (group commit) ──► Dispatcher (per-account queues) ──► Executor
           ▲                                                     │
@@ -33,23 +34,20 @@ from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-import attrs
 import trio
 
 from daemon.config import OrdersConfig
 from daemon.errors import StoreError
 from daemon.health import HealthLevel
 from daemon.metrics import MetricFamily
-from daemon.orders.dispatch import Dispatcher, DispatchMode, WorkItem
-from daemon.orders.entry import Entry
-from daemon.orders.executor import OPEN_STATES, Executor
+from daemon.orders.dispatch import WorkItem
+from daemon.orders.executor import OPEN_STATES
 from daemon.orders.gateway import EntryUnavailableError, SubmitResult, UnknownOrderError
 from daemon.orders.ledger import OrderLedger, VenueAccess
-from daemon.orders.reconcile import Reconciler
+from daemon.orders.pipeline import Pipeline
 from daemon.orders.records import IntentRecord
 from daemon.orders.report import pipeline_metrics
 from daemon.orders.state import OrderState
-from daemon.orders.userstream import StreamWitness, UserStreamAccess, UserStreams
 from daemon.resilience.deadletter import DeadLetterStore
 from daemon.risk.book import RiskBook
 from daemon.risk.limits import LimitTable
@@ -61,19 +59,6 @@ from daemon.supervise import ChildContext
 __all__ = ["OrdersService", "Pipeline"]
 
 log = logging.getLogger("tradingd.orders")
-
-
-@attrs.define
-class Pipeline:
-    """One incarnation's parts."""
-
-    store: OrderStore
-    ledger: OrderLedger
-    dispatcher: Dispatcher
-    executor: Executor
-    entry: Entry
-    reconciler: Reconciler
-    streams: UserStreams
 
 
 class OrdersService:
@@ -133,58 +118,17 @@ class OrdersService:
             self._dead_letters(store),
             wall_clock=self.wall_clock,
         )
-        sending_enabled = trio.Event()
-        s = self.settings
-        witnesses: dict[str, StreamWitness] = {}
-        executor = Executor(
+        pipeline = Pipeline.build(
+            order_store,
             ledger,
-            self.venues,
-            s,
-            sending_enabled=sending_enabled,
-            witnesses=witnesses,
-            wall_clock=self.wall_clock,
-        )
-        dispatcher = Dispatcher(
-            executor.handle,
-            mode=DispatchMode(s.dispatch),
-            shards=s.shards,
-            capacity=s.account_queue_capacity,
-            max_queues=s.max_account_queues,
-            idle_s=s.idle_queue_s,
-        )
-        entry = Entry(
-            ledger,
-            dispatcher,
             self.venues,
             self.accounts,
-            s,
+            self.settings,
             reference_price=self.reference_price,
-            executor_ready=lambda account: executor.ready(self.accounts[account], account),
-            stranded=executor.stuck,
-            send_signals=executor.send_signals,
             wall_clock=self.wall_clock,
         )
-        reconciler = Reconciler(
-            ledger,
-            executor,
-            dispatcher,
-            self.venues,
-            accounts=self.accounts,
-            settings=s,
-            sending_enabled=sending_enabled,
-            wall_clock=self.wall_clock,
-        )
-        access = self.venues if isinstance(self.venues, UserStreamAccess) else None
-        streams = UserStreams(
-            self.accounts.values(),
-            access,
-            ledger,
-            executor,
-            reconciler.full_pass,
-            witnesses=witnesses,
-        )
-        reconciler.stream_up = streams.up
-        pipeline = Pipeline(order_store, ledger, dispatcher, executor, entry, reconciler, streams)
+        dispatcher, entry = pipeline.dispatcher, pipeline.entry
+        reconciler, streams = pipeline.reconciler, pipeline.streams
         self.incarnations += 1
         # Memory and the risk book from the store, before entry opens.
         await ledger.load()
@@ -329,9 +273,7 @@ class OrdersService:
         pipeline = self.pipeline
         if pipeline is not None:
             pipeline.ledger.risk.book.set_limits(limits)
-            pipeline.reconciler.settings = settings
-            pipeline.executor.settings = settings
-            pipeline.entry.settings = settings
+            pipeline.apply_settings(settings)
 
     # ------------------------------------------------------------------ operator switches
 
@@ -377,13 +319,7 @@ class OrdersService:
             "trading_states": self.states.snapshot(),
         }
         if pipeline is not None:
-            out["orders"] = pipeline.ledger.snapshot()
-            out["entry"] = pipeline.entry.snapshot()
-            out["dispatch"] = pipeline.dispatcher.snapshot()
-            out["executor"] = pipeline.executor.snapshot()
-            out["reconcile"] = pipeline.reconciler.snapshot()
-            out["user_streams"] = pipeline.streams.snapshot()
-            out["risk"] = pipeline.ledger.risk.book.snapshot()
+            out.update(pipeline.status())
         return out
 
     def metrics(self) -> list[MetricFamily]:

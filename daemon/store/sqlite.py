@@ -37,6 +37,12 @@ interface (:class:`~daemon.store.base.StoreOwner`), not on this class:
 :mod:`~daemon.store.deadletters` (``store.dead_letters``),
 :mod:`~daemon.store.orders` (:class:`~daemon.store.orders.OrderStore`, built by
 the orders service over the open store) and :mod:`~daemon.store.maintenance`.
+
+The connection itself, and the jobs that run on it (a call with its errors
+translated, a write transaction at its durability's ``synchronous`` level, a
+read snapshot, the close), are :class:`~daemon.store.sqlite_lane.LaneConnection`'s
+(:mod:`daemon.store.sqlite_lane`); this module opens it and keeps the counters,
+health and status.
 """
 
 from __future__ import annotations
@@ -52,8 +58,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-import trio
-
 from daemon.health import HealthLevel
 from daemon.resilience.threads import ThreadLane
 from daemon.store.base import (
@@ -65,16 +69,12 @@ from daemon.store.base import (
     lane_runner,
 )
 from daemon.store.deadletters import SqliteDeadLetterStore
-from daemon.store.errors import (
-    StoreClosedError,
-    StoreError,
-    StoreOpenError,
-    translate_error,
-)
+from daemon.store.errors import StoreError, StoreOpenError, translate_error
 from daemon.store.maintenance import integrity_check
 from daemon.store.marketdata import MarketDataStore
 from daemon.store.migrations import MIGRATIONS, Migration, check_file, migrate, schema_version
 from daemon.store.owner_health import CallKind, HealthTracker
+from daemon.store.sqlite_lane import LaneConnection, read_snapshot, synchronous_name
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_S", "SqliteStore"]
 
@@ -90,11 +90,6 @@ DEFAULT_CACHE_SIZE_KIB = 32 * 1024
 DEFAULT_WAL_AUTOCHECKPOINT_PAGES = 1000
 #: The WAL file is truncated back to this size after a checkpoint.
 DEFAULT_JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
-#: Bound on the shielded close at shutdown.
-CLOSE_TIMEOUT_S = 30.0
-
-_SYNC_NAMES = {level: name for name, level in SYNCHRONOUS_LEVELS.items()}
-
 
 #: Mode of the database file. SQLite gives its -wal and -shm files the mode of
 #: the database file, so the three are private together.
@@ -229,10 +224,9 @@ class SqliteStore:
             lane_runner(ThreadLane("store-check", max_threads=1)) if lane is not None else runner
         )
         self.synchronous_market = synchronous_market
-        self._levels = {
-            Durability.CRITICAL: SYNCHRONOUS_LEVELS["FULL"],
-            Durability.MARKET: SYNCHRONOUS_LEVELS[synchronous_market],
-        }
+        self._connection = LaneConnection(
+            self._path_str, runner, synchronous_market=synchronous_market
+        )
         self.busy_timeout_s = busy_timeout_s
         self._cache_size_kib = cache_size_kib
         self._wal_autocheckpoint_pages = wal_autocheckpoint_pages
@@ -241,9 +235,6 @@ class SqliteStore:
         self.stats = StoreStats()
         self.schema_version = 0
         self.migrations_applied: tuple[int, ...] = ()
-        self._conn: sqlite3.Connection | None = None
-        self._closing = False
-        self._sync_level: int | None = None  # touched only inside lane calls
         self._health = HealthTracker(self._path_str, self.stats, wall_clock)
         self.market = MarketDataStore(self)
         self.dead_letters = SqliteDeadLetterStore(self)
@@ -327,14 +318,12 @@ class SqliteStore:
                 f"PRAGMA cache_size = -{int(self._cache_size_kib)}",
                 f"PRAGMA wal_autocheckpoint = {int(self._wal_autocheckpoint_pages)}",
                 f"PRAGMA journal_size_limit = {int(self._journal_size_limit_bytes)}",
-                f"PRAGMA synchronous = {_SYNC_NAMES[SYNCHRONOUS_LEVELS['FULL']]}",
+                f"PRAGMA synchronous = {synchronous_name(SYNCHRONOUS_LEVELS['FULL'])}",
             ),
             migrations=migrations,
             wall_clock=self.wall_clock,
         )
-        conn, applied, version = await self._runner(connect)
-        self._sync_level = SYNCHRONOUS_LEVELS["FULL"]
-        self._conn = conn
+        applied, version = await self._connection.open(connect)
         self.schema_version = version
         self.migrations_applied = tuple(applied)
         if applied:
@@ -349,7 +338,7 @@ class SqliteStore:
     @property
     def closed(self) -> bool:
         """True once :meth:`aclose` has started."""
-        return self._conn is None or self._closing
+        return self._connection.closed
 
     async def aclose(self) -> None:
         """Close the connection (after the lane's queued work); idempotent.
@@ -357,25 +346,8 @@ class SqliteStore:
         Shielded with a deadline, so a cancelled shutdown still closes the file
         cleanly (the last connection's close checkpoints the WAL).
         """
-        conn = self._conn
-        if conn is None or self._closing:
-            return
-        self._closing = True
-
-        def job() -> None:
-            try:
-                conn.execute("PRAGMA optimize")
-            except sqlite3.Error:
-                pass
-            conn.close()
-
-        with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-            try:
-                await self._runner(job)
-            except sqlite3.Error:
-                log.exception("store %s: error while closing", self._path_str)
-        self._conn = None
-        log.info("store %s closed", self._path_str)
+        if await self._connection.close():
+            log.info("store %s closed", self._path_str)
 
     async def __aenter__(self) -> SqliteStore:
         return self
@@ -406,11 +378,7 @@ class SqliteStore:
         Raises:
             StoreError: translated; the transaction was rolled back.
         """
-        level = self._levels[durability]
-
-        def job(conn: sqlite3.Connection) -> tuple[T, float, float]:
-            return self._transaction(conn, fn, level)
-
+        job = self._connection.transaction(fn, durability)
         self.stats.writes += 1
         result, commit_s, transaction_s = await self._submit(job, action=action, kind="write")
         self.stats.record_commit(commit_s, transaction_s)
@@ -418,17 +386,8 @@ class SqliteStore:
 
     async def read(self, fn: Callable[[sqlite3.Connection], T], *, action: str = "reading") -> T:
         """Run ``fn(conn)`` in a read transaction (one consistent snapshot); never commits."""
-
-        def job(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN")
-            try:
-                return fn(conn)
-            finally:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")  # a read must not change anything
-
         self.stats.reads += 1
-        return await self._submit(job, action=action, kind="read")
+        return await self._submit(read_snapshot(fn), action=action, kind="read")
 
     async def call(self, fn: Callable[[sqlite3.Connection], T], *, action: str = "calling") -> T:
         """Run ``fn(conn)`` on the lane outside any transaction.
@@ -450,50 +409,10 @@ class SqliteStore:
         path = self._path_str
         return await self._check_runner(lambda: integrity_check(path, max_errors=max_errors))
 
-    def _transaction(
-        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], level: int
-    ) -> tuple[T, float, float]:
-        self._apply_synchronous(conn, level)
-        started = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-            commit_started = time.perf_counter()
-            conn.execute("COMMIT")
-        except BaseException:
-            # SQLite rolls some failures (SQLITE_FULL, IOERR) back on its own.
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    log.warning("store %s: rollback failed", self._path_str, exc_info=True)
-            raise
-        done = time.perf_counter()
-        return result, done - commit_started, done - started
-
-    def _apply_synchronous(self, conn: sqlite3.Connection, level: int) -> None:
-        # Outside a transaction only: SQLite refuses to change it inside one.
-        if self._sync_level != level:
-            conn.execute(f"PRAGMA synchronous = {_SYNC_NAMES[level]}")
-            self._sync_level = level
-
     async def _submit(
         self, fn: Callable[[sqlite3.Connection], T], *, action: str, kind: CallKind
     ) -> T:
-        conn = self._conn
-        if conn is None or self._closing:
-            raise StoreClosedError(f"store {self._path_str}: closed", path=self._path_str)
-        path = self._path_str
-
-        def job() -> T:
-            try:
-                return fn(conn)
-            except Exception as exc:
-                translated = translate_error(exc, path, action=action)
-                if translated is None or translated is exc:
-                    raise
-                raise translated from exc
-
+        job = self._connection.job(fn, action=action)  # StoreClosedError: not a health event
         try:
             result = await self._runner(job)
         except StoreError as exc:
