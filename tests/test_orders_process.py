@@ -41,24 +41,38 @@ the client's own record of its answers. Promises checked:
 * the same ``message_id`` always got the same ``client_order_id`` (derived as
   docs/ARCHITECTURE.md §4 Orders says), and never two "created" answers.
 
-The scenario runs once (module-scoped fixture) and the tests below read its
-result, so one broken promise fails one test. The counts are printed (``pytest
--s``) and are part of every failure message. No wall-clock duration is
-asserted; every wait is for a condition under a deadline.
+The scenario runs twice, once per order transport (module-scoped fixture,
+ids ``rest`` and ``ws-api``), and the tests below read each result, so one
+broken promise fails one test per transport. The ``ws-api`` run
+(``[venues.sim] order_transport = "ws-api"``) arms the WebSocket API
+equivalents of the faults above on ``order.place`` (:data:`WS_FAULTS`: errors
+before and after processing with the same statuses and codes, a 429, an answer
+held beyond ``send_timeout_s``, no answer at all, the connection reset after
+processing; its "in-flight" stall is a held answer) and, besides, faults the
+user data stream all along: every subscription is terminated four seconds after
+it started, every WebSocket API connection is reset five seconds after it
+opened, and stalls (events held, then delivered) and cuts (the subscription
+ends at its next event, which is lost) come every few seconds.
+
+The counts are printed (``pytest -s``) and are part of every failure message.
+No wall-clock duration is asserted; every wait is for a condition under a
+deadline.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
 import random
+import re
 import signal
 import time
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import pytest
@@ -205,6 +219,119 @@ FAULTS: tuple[dict[str, Any], ...] = (
     {"kind": "order_invisible", "delay_s": INVISIBLE_S, "probability": 0.8},
 )
 
+# ---- the same scenario over the WebSocket API (``order_transport = "ws-api"``)
+
+#: The WebSocket API method of a new order (``wsapi_*`` faults select by method).
+WS_ORDER = {"method": "order.place"}
+#: The WebSocket API equivalents of :data:`_FAULT_SPECS`, in the same order, plus
+#: the two ways a connection fails the ambiguous case that REST has no word for.
+_WS_FAULT_SPECS: tuple[dict[str, Any], ...] = (
+    # Before processing: nothing happened at the venue.
+    {"kind": "wsapi_error", "phase": "before", "status": 503},
+    # No answer at all, not processed: the daemon's send times out.
+    {"kind": "wsapi_no_answer", "phase": "before"},
+    # A rate limit (the simulator's rate_limit_burst is REST-only): 429 -1003.
+    {
+        "kind": "wsapi_error",
+        "phase": "before",
+        "status": 429,
+        "code": -1003,
+        "msg": "Too many requests queued.",
+    },
+    {
+        "kind": "wsapi_error",
+        "phase": "before",
+        "status": 400,
+        "code": -2010,
+        "msg": "Account has insufficient balance for requested action.",
+    },
+    # After processing: the order exists, the daemon cannot know.
+    {"kind": "wsapi_error", "phase": "after", "status": 503},
+    {
+        "kind": "wsapi_error",
+        "phase": "after",
+        "status": 500,
+        "code": -1006,
+        "msg": "An unexpected response was received from the message bus.",
+    },
+    # Processed, the answer held beyond send_timeout_s (REST: rest_timeout after).
+    {"kind": "wsapi_delay", "delay_s": STALL_S},
+    # REST: rest_unknown.
+    {
+        "kind": "wsapi_error",
+        "phase": "after",
+        "status": 408,
+        "code": -1007,
+        "msg": "Timeout waiting for response from backend server. "
+        "Send status unknown; execution status unknown.",
+    },
+    # Processed, never answered; processed, then the connection is reset.
+    {"kind": "wsapi_no_answer", "phase": "after"},
+    {"kind": "wsapi_drop", "phase": "after", "mode": "abort"},
+)
+_WS_FAULT_PROBABILITIES = (0.05, 0.03, 0.03, 0.02, 0.04, 0.03, 0.06, 0.04, 0.03, 0.02)
+#: Each subscription of the user data stream ends (``eventStreamTerminated``,
+#: queued events lost) this long after it started; the daemon subscribes again
+#: and reconciles.
+USERSTREAM_TERMINATE_EVERY_S = 4.0
+#: Every WebSocket API connection (orders and user data stream alike) is reset
+#: this long after it opened.
+WSAPI_DROP_EVERY_S = 5.0
+#: During the kills, after each pause of STREAM_CHAOS_PAUSE_S, one more stream
+#: fault is armed, in the order of STREAM_CHAOS: a stall (events held
+#: STREAM_STALL_S, then delivered in order) or a cut (the subscription ends at
+#: its next event, which is lost: it must be read from the venue).
+STREAM_CHAOS_PAUSE_S = (2.0, 5.0)
+STREAM_STALL_S = (0.5, 1.5)
+STREAM_CHAOS = ("stall", "cut", "stall")
+WS_FAULTS: tuple[dict[str, Any], ...] = (
+    *({**spec, **WS_ORDER, "count": 1} for spec in _WS_FAULT_SPECS),
+    *(
+        {**spec, **WS_ORDER, "probability": p}
+        for spec, p in zip(_WS_FAULT_SPECS, _WS_FAULT_PROBABILITIES, strict=True)
+    ),
+    {"kind": "order_invisible", "delay_s": INVISIBLE_S, "probability": 0.8},
+    {"kind": "userstream_terminate", "every_s": USERSTREAM_TERMINATE_EVERY_S},
+    {"kind": "wsapi_drop", "every_s": WSAPI_DROP_EVERY_S, "mode": "abort"},
+)
+#: [orders] of the WebSocket API run. The stream is down (terminated, reset)
+#: every few seconds, so most resends are held ``unwitnessed_hold_s`` beyond the
+#: grace: short here, like every other timeout of the test.
+WS_ORDERS: dict[str, float | int | str] = {**ORDERS, "unwitnessed_hold_s": 2.0}
+
+
+@attrs.frozen
+class Variant:
+    """What differs between the scenario's runs: the order transport and its faults."""
+
+    transport: Literal["rest", "ws-api"]
+    #: Armed before the daemon's first start.
+    faults: tuple[dict[str, Any], ...]
+    #: The one-shot stall of an "in-flight" kill (``count`` 1 is added): the venue
+    #: processes the next new order and holds its answer beyond send_timeout_s.
+    in_flight_stall: dict[str, Any]
+    orders: dict[str, float | int | str]
+    #: Arm user data stream stalls and cuts now and then while the kills go on.
+    stream_chaos: bool
+
+
+VARIANTS = {
+    "rest": Variant(
+        "rest",
+        FAULTS,
+        {"kind": "rest_timeout", "phase": "after", "delay_s": STALL_S, **ORDER_PATH},
+        ORDERS,
+        stream_chaos=False,
+    ),
+    "ws-api": Variant(
+        "ws-api",
+        WS_FAULTS,
+        {"kind": "wsapi_delay", "delay_s": STALL_S, **WS_ORDER},
+        WS_ORDERS,
+        stream_chaos=True,
+    ),
+}
+
 #: Budget of the whole scenario (it normally takes 35-55 s on 2 cores).
 BUDGET_S = 110.0
 #: Time for the last incarnation to resolve everything once the faults are cleared.
@@ -212,8 +339,14 @@ SETTLE_S = 30.0
 
 #: How the history reason of SENDING -> UNKNOWN at start-up begins (daemon.orders.reconcile).
 FOUND_SENDING = "found SENDING at start"
+#: How the reason of a change the user data stream reported begins (daemon.orders.userstream).
+STREAM_REASON = "user data stream"
 NON_FINAL = frozenset({"PENDING", "SENDING", "UNKNOWN"})
-FINAL_OK = frozenset({"ACCEPTED", *(s.value for s in OrderState if s.is_terminal)})
+#: Settled: open at the venue (PARTIALLY_FILLED: a resting order the market reached)
+#: or terminal.
+FINAL_OK = frozenset(
+    {"ACCEPTED", "PARTIALLY_FILLED", *(s.value for s in OrderState if s.is_terminal)}
+)
 
 
 # --------------------------------------------------------------------------- the run
@@ -238,6 +371,7 @@ class ClientLog:
 @attrs.frozen
 class OrdersCrashRun:
     seed: int
+    transport: str
     plan: list[dict[str, str]]
     client: ClientLog
     kill_codes: list[int]
@@ -264,6 +398,17 @@ class OrdersCrashRun:
     stored_fills: list[tuple[str, Fill]]
     executed: dict[str, Decimal]
     positions: dict[tuple[str, str], Decimal]
+    #: User data stream faults armed during the kills, by kind (ws-api run).
+    stream_chaos: dict[str, int]
+    #: The daemons' own account of their user data streams and the venue, from
+    #: every incarnation's log: "stream subscribed", "stream down (<reason>)",
+    #: "venue unreachable (<error>)" lines, counted.
+    daemon_log: dict[str, int]
+    #: The venue's REQUEST_WEIGHT count of the last minute (all our requests,
+    #: every incarnation), sampled at each kill and at the end of the kills.
+    venue_weight: list[int]
+    #: Wall-clock seconds from the first start to the last stop.
+    elapsed_s: float
     logs: str
 
     @property
@@ -289,6 +434,14 @@ class OrdersCrashRun:
                 1 for r in rows if r.source == "UNKNOWN" and r.target == "PENDING"
             ),
             "REJECTED": sum(1 for i in self.intents.values() if i.state == "REJECTED"),
+            "resting orders the market reached": sum(
+                1
+                for i in self.intents.values()
+                if i.type == "LIMIT" and i.state in ("PARTIALLY_FILLED", "FILLED")
+            ),
+            "state changes from the user data stream": sum(
+                1 for r in rows if r.reason.startswith(STREAM_REASON)
+            ),
         }
 
     def fault_hits(self) -> dict[str, int]:
@@ -324,8 +477,11 @@ class OrdersCrashRun:
         counts = ", ".join(f"{k}={v}" for k, v in self.counts.items())
         states = Counter(i.state for i in self.intents.values())
         return (
-            f"seed={self.seed} (TD_ORDERS_CRASH_SEED replays it)\ncounts: {counts}\n"
-            f"fault hits: {self.fault_hits()}\n"
+            f"transport={self.transport} seed={self.seed} (TD_ORDERS_CRASH_SEED replays it), "
+            f"{self.elapsed_s:.1f} s\n"
+            f"counts: {counts}\nfault hits: {self.fault_hits()}\n"
+            f"daemon logs: {self.daemon_log}; stream faults armed meanwhile: {self.stream_chaos}\n"
+            f"venue weight used in the last minute, at each kill: {self.venue_weight}\n"
             f"store states: {dict(sorted(states.items()))}\nkill modes: {self.kill_modes}, "
             f"SENDING at each kill: {self.sending_at_kill}, "
             f"in-flight victims: {self.in_flight_victims}"
@@ -436,6 +592,7 @@ class KillAim:
     rng: random.Random
     sim: SimProcess
     client: OrderClient
+    variant: Variant
     #: The kill loop's own MARKET intents (spares included); what is left at the
     #: end is submitted like any other intent.
     in_flight_bodies: list[dict[str, str]]
@@ -485,9 +642,7 @@ async def _in_flight(aim: KillAim, d: DaemonProcess) -> tuple[str, str] | None:
                 if not counts.get("PENDING", 0) and not counts.get("SENDING", 0):
                     break
                 await trio.sleep(0.01)
-        await aim.sim.arm(
-            kind="rest_timeout", phase="after", delay_s=STALL_S, count=1, **ORDER_PATH
-        )
+        await aim.sim.arm(**aim.variant.in_flight_stall, count=1)
         body = aim.in_flight_bodies.pop(0)
         await _submit_until_answered(aim.client, body, aim.log, aim.rng)
         own = aim.log.accepted.get(body["message_id"])
@@ -529,8 +684,8 @@ async def _start_ready(h: Harness, client: OrderClient) -> DaemonProcess:
     return d
 
 
-async def _scenario(tmp_path: Path, sockdir: Path) -> OrdersCrashRun:
-    print(f"\norders crash test: seed {SEED}", flush=True)
+async def _scenario(variant: Variant, tmp_path: Path, sockdir: Path) -> OrdersCrashRun:
+    print(f"\norders crash test: {variant.transport}, seed {SEED}", flush=True)
     with trio.fail_after(BUDGET_S):
         async with (
             open_harness(tmp_path, sockdir) as h,
@@ -552,22 +707,63 @@ async def _scenario(tmp_path: Path, sockdir: Path) -> OrdersCrashRun:
                 "1",
             ) as sim,
         ):
-            return await _body(h, sim)
+            return await _body(variant, h, sim)
 
 
-async def _body(h: Harness, sim: SimProcess) -> OrdersCrashRun:
+#: The daemon's log lines about its user data stream (daemon.orders.userstream)
+#: and its venue link (daemon.venues.link).
+DAEMON_LOG_RE = re.compile(
+    r"orders: user data stream of \S+ (?P<stream>subscribed|down \(\w+\)|failed)"
+    r"|tradingd\.venues: venue \S+ (?P<venue>unreachable): (?P<error>\w+)"
+)
+
+
+def _daemon_log(daemons: list[DaemonProcess]) -> dict[str, int]:
+    """How often the daemons' streams subscribed, went down (by reason), failed, and how
+    often their venue was unreachable (by error)."""
+    seen: Counter[str] = Counter()
+    for d in daemons:
+        for m in DAEMON_LOG_RE.finditer(d.log()):
+            if m["stream"]:
+                seen[f"stream {m['stream']}"] += 1
+            else:
+                seen[f"venue unreachable ({m['error']})"] += 1
+    return dict(sorted(seen.items()))
+
+
+async def _venue_weight(sim: SimProcess) -> int:
+    """The venue's count of our request weight in the last minute (a ping costs 1 of it)."""
+    with trio.fail_after(10.0):
+        response = await sim.http.get("/api/v3/ping")
+    return int(response.headers.get("x-mbx-used-weight-1m", -1))
+
+
+async def _stream_chaos(sim: SimProcess, rng: random.Random, armed: Counter[str]) -> None:
+    """Stall or cut the user data stream now and then, until cancelled."""
+    for what in itertools.cycle(STREAM_CHAOS):
+        await trio.sleep(rng.uniform(*STREAM_CHAOS_PAUSE_S))
+        if what == "cut":
+            spec: dict[str, Any] = {"kind": "userstream_terminate", "count": 1}
+        else:
+            spec = {"kind": "userstream_stall", "duration_s": rng.uniform(*STREAM_STALL_S)}
+        await sim.arm(**spec)
+        armed[spec["kind"]] += 1
+
+
+async def _body(variant: Variant, h: Harness, sim: SimProcess) -> OrdersCrashRun:
     rng = random.Random(SEED)
     plan = _plan(rng)
     h.config_path.write_text(
         orders_config(
             h,
             sim=sim,
-            orders=ORDERS,
+            orders=variant.orders,
             recv_window_ms=RECV_WINDOW_MS,
             request_timeout_s=VENUE_REQUEST_TIMEOUT_S,
+            order_transport=variant.transport,
         )
     )
-    for spec in FAULTS:
+    for spec in variant.faults:
         await sim.arm(**spec)
     reader = OrderStoreReader(h.state_dir / DB_NAME)
     log = ClientLog()
@@ -576,25 +772,35 @@ async def _body(h: Harness, sim: SimProcess) -> OrdersCrashRun:
     kill_modes: list[str] = []
     sending_at_kill: list[int] = []
     victims: list[tuple[str, str, int]] = []
-    aim = KillAim(reader, log, rng, sim, client, plan[-IN_FLIGHT_INTENTS:])
+    aim = KillAim(reader, log, rng, sim, client, variant, plan[-IN_FLIGHT_INTENTS:])
+    chaos_armed: Counter[str] = Counter()
+    weight: list[int] = []
+    started = time.monotonic()
     try:
         d = await _start_ready(h, client)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_run_client, client, plan[:-IN_FLIGHT_INTENTS], log, SEED)
-            for mode in KILL_MODES:
-                applied, victim = await _aim(mode, aim, d)
-                kill_modes.append(applied)
-                if victim is not None:
-                    victims.append((*victim, int(time.time() * 1000)))
-                # The client keeps trying the dead incarnation's port (connection
-                # refused, retried) until the next one is ready: a real client's life.
-                d.send_signal(signal.SIGKILL)
-                kill_codes.append(await d.wait_exit())
-                sending_at_kill.append((await _counts(reader)).get("SENDING", 0))
-                d = await _start_ready(h, client)
-            # The client finishes against the last incarnation, with the spares.
-            for body in aim.in_flight_bodies:
-                await _submit_until_answered(client, body, log, rng)
+        async with trio.open_nursery() as chaos:
+            if variant.stream_chaos:
+                chaos_rng = random.Random(f"{SEED}:stream")
+                chaos.start_soon(_stream_chaos, sim, chaos_rng, chaos_armed)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_run_client, client, plan[:-IN_FLIGHT_INTENTS], log, SEED)
+                for mode in KILL_MODES:
+                    applied, victim = await _aim(mode, aim, d)
+                    kill_modes.append(applied)
+                    if victim is not None:
+                        victims.append((*victim, int(time.time() * 1000)))
+                    # The client keeps trying the dead incarnation's port (connection
+                    # refused, retried) until the next one is ready: a real client's life.
+                    d.send_signal(signal.SIGKILL)
+                    weight.append(await _venue_weight(sim))
+                    kill_codes.append(await d.wait_exit())
+                    sending_at_kill.append((await _counts(reader)).get("SENDING", 0))
+                    d = await _start_ready(h, client)
+                # The client finishes against the last incarnation, with the spares.
+                for body in aim.in_flight_bodies:
+                    await _submit_until_answered(client, body, log, rng)
+            chaos.cancel_scope.cancel()
+        weight.append(await _venue_weight(sim))
 
         faults = await sim.faults()
         await sim.clear_faults()
@@ -621,6 +827,7 @@ async def _body(h: Harness, sim: SimProcess) -> OrdersCrashRun:
 
     run = OrdersCrashRun(
         seed=SEED,
+        transport=variant.transport,
         plan=plan,
         client=log,
         kill_codes=kill_codes,
@@ -639,16 +846,26 @@ async def _body(h: Harness, sim: SimProcess) -> OrdersCrashRun:
         stored_fills=await trio.to_thread.run_sync(reader.fills),
         executed=await trio.to_thread.run_sync(reader.executed),
         positions=await trio.to_thread.run_sync(reader.positions),
+        stream_chaos=dict(sorted(chaos_armed.items())),
+        daemon_log=_daemon_log(h.daemons),
+        venue_weight=weight,
+        elapsed_s=time.monotonic() - started,
         logs=h.log_tails(15),
     )
     print(run.summary(), flush=True)
     return run
 
 
-@pytest.fixture(scope="module")
-def crash_run(tmp_path_factory: pytest.TempPathFactory) -> OrdersCrashRun:
-    """Run the scenario once for the tests that read it."""
-    return run_scenario(_scenario, tmp_path_factory.mktemp("orders-crash"))
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def crash_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> OrdersCrashRun:
+    """Run the scenario once per transport (ids ``rest``, ``ws-api``) for the tests that read it."""
+    variant = VARIANTS[request.param]
+    return run_scenario(
+        functools.partial(_scenario, variant),
+        tmp_path_factory.mktemp(f"orders-crash-{variant.transport}"),
+    )
 
 
 # --------------------------------------------------------------------------- the proof
@@ -679,8 +896,34 @@ def test_crash_run_really_crashed_and_restarted(crash_run: OrdersCrashRun) -> No
     processed_market = [coid for coid, kind in run.processed_victims() if kind == "MARKET"]
     assert processed_market, summary
     for coid in processed_market:
-        # Found at the venue by a query, not sent again.
-        assert run.intents[coid].send_attempts == 1, (coid, run.history[coid])
+        # Found at the venue by a query, not sent again. (An earlier attempt may
+        # have been refused unexecuted, e.g. a 429: SENDING -> PENDING -> SENDING.)
+        rows = run.history[coid]
+        found = next(i for i, r in enumerate(rows) if r.reason.startswith(FOUND_SENDING))
+        assert all(r.target != "SENDING" for r in rows[found:]), (coid, rows)
+        assert rows[-1].target == "FILLED", (coid, rows)
+    # Every order went over the transport under test.
+    transports = Counter(a.transport for a in run.audit)
+    assert set(transports) == {run.transport}, (transports, summary)
+
+
+@pytest.mark.parametrize("crash_run", ["ws-api"], indirect=True)
+def test_the_user_data_stream_was_faulted_throughout(crash_run: OrdersCrashRun) -> None:
+    """The WebSocket API run's other premise: the stream kept failing while orders flowed.
+
+    Its subscriptions were terminated and its connections reset by the venue
+    (the daemons said so in their logs, and subscribed again), and its events
+    were held back now and then.
+    """
+    run = crash_run
+    summary = run.summary()
+    assert run.fault_hits().get("wsapi_drop", 0) >= 1, summary  # the timed resets
+    assert run.stream_chaos.get("userstream_stall", 0) >= 2, summary
+    assert run.stream_chaos.get("userstream_terminate", 0) >= 1, summary
+    assert run.daemon_log.get("stream down (terminated)", 0) >= 2, summary
+    assert run.daemon_log.get("stream down (closed)", 0) >= 1, summary
+    # More subscriptions than incarnations: the stream came back within one.
+    assert run.daemon_log.get("stream subscribed", 0) > run.ready_restarts + 1, summary
 
 
 def test_every_intent_was_accepted_under_its_derived_id(crash_run: OrdersCrashRun) -> None:
@@ -749,7 +992,13 @@ def test_every_accepted_intent_is_accepted_or_final_in_the_store(
         f"extra {sorted(set(run.intents) - accepted)}, lost {sorted(accepted - set(run.intents))}"
     )
     bad = {c: i.state for c, i in run.intents.items() if i.state not in FINAL_OK}
-    assert not bad, f"intents neither ACCEPTED nor terminal: {bad}\n{summary}\n{run.logs}"
+    assert not bad, f"intents neither open nor terminal: {bad}\n{summary}\n{run.logs}"
+    quantities = {run.client.accepted[b["message_id"]]: Decimal(b["quantity"]) for b in run.plan}
+    executed_at_venue: dict[int, Decimal] = {}
+    for fill in run.venue_fills:
+        executed_at_venue[fill.order_id] = (
+            executed_at_venue.get(fill.order_id, Decimal(0)) + fill.quantity
+        )
     for coid, intent in run.intents.items():
         if intent.state == "REJECTED":
             assert intent.reject_code is not None, f"{coid}: REJECTED without the venue's code"
@@ -763,8 +1012,20 @@ def test_every_accepted_intent_is_accepted_or_final_in_the_store(
         if intent.type == "MARKET":
             assert (intent.state, venue.status) == ("FILLED", "FILLED"), (intent, venue)
         else:
-            # Far from the market: the order rests, unfilled.
-            assert intent.state == "ACCEPTED", (intent, venue)
+            # Far from the market: the order rests, unfilled. Unless the simulator's
+            # own market reached it: its takers are market orders, and when its side
+            # of the book is thin for a moment one sweeps up to our resting orders
+            # (seen with TD_ORDERS_CRASH_SEED=3). The store must then say what the
+            # venue's executions say.
+            executed = executed_at_venue.get(venue.order_id, Decimal(0))
+            expected = (
+                "ACCEPTED"
+                if not executed
+                else "FILLED"
+                if executed == quantities[coid]
+                else "PARTIALLY_FILLED"
+            )
+            assert intent.state == expected, (intent, venue, executed)
         assert intent.send_attempts >= 1, intent
 
 

@@ -20,7 +20,14 @@ What it models, because exactly-once effects depend on it:
   (:class:`~daemon.errors.OrderNotFoundError`), a cancel of one ``-2011``;
 * a request is refused with ``-1021`` when it is processed later than
   ``recv_window_ms`` after it was sent (the venue's defence against stale
-  requests, which the pipeline's visibility grace relies on).
+  requests, which the pipeline's visibility grace relies on);
+* every order change (new, each trade, cancel, expiry) is pushed on the
+  venue's user data stream (:attr:`ModelVenue.stream`, a
+  :class:`~tests.helpers.model_userstream.StreamHub`) the moment it happens —
+  also while the order is not yet visible to queries (``LAG``): the stream
+  then knows what the queries cannot see. :meth:`ModelVenue.user_stream` is a
+  session of it for one process, with its own faults (drop, terminate, stall,
+  refused subscriptions; see that module).
 
 Faults are armed per call kind (:meth:`ModelVenue.arm`) and consumed by the
 next calls of that kind, in order; the test (hypothesis) decides which. See
@@ -65,6 +72,8 @@ from daemon.model.orders import (
     TimeInForce,
     VenueOrderStatus,
 )
+from daemon.model.userstream import ExecutionReport, ExecutionType, UserStreamEvent
+from tests.helpers.model_userstream import ModelUserStream, StreamHub
 
 __all__ = [
     "EPOCH_MS",
@@ -140,6 +149,10 @@ class FaultKind(enum.Enum):
                               call arrived) comes ``delay_s`` late
     ``LAG``                   new order: processed at once, invisible to queries, open-order
                               lists and cancels for ``delay_s``
+    ``LAG_UNANSWERED``        new order: as ``LAG``, then HTTP 503
+                              (:class:`VenueOutcomeUnknownError`): an ambiguous send that
+                              queries cannot resolve for ``delay_s`` (a venue lagging
+                              beyond any honest ``query_lag_s``; only the stream sees it)
     ``KILL_BEFORE``           the caller's process dies as the request leaves (not processed)
     ``KILL_AFTER``            processed, then the caller's process dies before the answer
     ========================  =============================================================
@@ -152,6 +165,7 @@ class FaultKind(enum.Enum):
     UNAVAILABLE = "unavailable"
     SLOW = "slow"
     LAG = "lag"
+    LAG_UNANSWERED = "lag_unanswered"
     KILL_BEFORE = "kill_before"
     KILL_AFTER = "kill_after"
 
@@ -159,7 +173,7 @@ class FaultKind(enum.Enum):
 #: Which faults make sense for which call.
 _ALLOWED: Final[dict[Call, frozenset[FaultKind]]] = {
     Call.NEW_ORDER: frozenset(FaultKind),
-    Call.CANCEL_ORDER: frozenset(FaultKind) - {FaultKind.LAG},
+    Call.CANCEL_ORDER: frozenset(FaultKind) - {FaultKind.LAG, FaultKind.LAG_UNANSWERED},
     Call.GET_ORDER: frozenset(
         {
             FaultKind.ERROR_BEFORE,
@@ -180,14 +194,14 @@ class Fault:
 
     Attributes:
         kind: What goes wrong.
-        delay_s: For ``SLOW`` and ``LAG``: how long (virtual seconds).
+        delay_s: For ``SLOW``, ``LAG`` and ``LAG_UNANSWERED``: how long (virtual seconds).
     """
 
     kind: FaultKind
     delay_s: float = 0.0
 
     def __attrs_post_init__(self) -> None:
-        timed = self.kind in (FaultKind.SLOW, FaultKind.LAG)
+        timed = self.kind in (FaultKind.SLOW, FaultKind.LAG, FaultKind.LAG_UNANSWERED)
         if timed and not (self.delay_s > 0 and math.isfinite(self.delay_s)):
             raise ValueError(f"a {self.kind.value} fault needs delay_s > 0, got {self.delay_s}")
         if not timed and self.delay_s != 0:
@@ -281,6 +295,11 @@ class ModelVenue:
         self.trades: list[VenueTrade] = []
         self.audit: list[AuditEntry] = []
         self.calls: Counter[Call] = Counter()
+        #: New orders refused ``-2010`` because an open order holds their client id
+        #: (a resend of an order that exists: its absence was "proven" wrongly).
+        self.refused_duplicates: list[AuditEntry] = []
+        #: The user data stream: every order change, pushed to the subscribed sessions.
+        self.stream = StreamHub(name, clock=clock, event_ms=self._ms)
         self._by_client_id: dict[str, list[VenueOrder]] = {}
         self._faults: dict[Call, deque[Fault]] = {call: deque() for call in Call}
         self._next_order_id = 1001
@@ -312,9 +331,21 @@ class ModelVenue:
         self._faults[call].extend([fault] * times)
 
     def clear_faults(self) -> None:
-        """Disarm every fault not consumed yet."""
+        """Disarm every fault not consumed yet (the stream's too, and end its stalls)."""
         for queue in self._faults.values():
             queue.clear()
+        self.stream.clear_faults()
+
+    def user_stream(
+        self,
+        *,
+        wall_clock_ms: Callable[[], int],
+        before_delivery: Callable[[UserStreamEvent], None] | None = None,
+    ) -> ModelUserStream:
+        """A new user data stream session (``UserStreamSource``) for one process."""
+        return ModelUserStream(
+            self.stream, wall_clock_ms=wall_clock_ms, before_delivery=before_delivery
+        )
 
     def armed(self) -> dict[Call, list[Fault]]:
         """The faults not consumed yet, per call."""
@@ -360,6 +391,20 @@ class ModelVenue:
             raise ValueError(f"order {order_id} is {order.status.value}, not open")
         order.status = VenueOrderStatus.CANCELED
         order.updated_at_s = self.clock()
+        self._publish(order, ExecutionType.CANCELED)
+
+    def expire_outside(self, order_id: int) -> None:
+        """The venue expires a resting order (self-trade prevention, a delisting…).
+
+        Raises:
+            ValueError: the order is not open.
+        """
+        order = self.orders[order_id]
+        if not order.is_open:
+            raise ValueError(f"order {order_id} is {order.status.value}, not open")
+        order.status = VenueOrderStatus.EXPIRED
+        order.updated_at_s = self.clock()
+        self._publish(order, ExecutionType.EXPIRED)
 
     def trades_of(self, order_id: int) -> list[VenueTrade]:
         return [t for t in self.trades if t.order_id == order_id]
@@ -396,9 +441,10 @@ class ModelVenue:
         if kind is FaultKind.SLOW:
             assert fault is not None
             return await self._slow_new_order(order, sent_at, fault.delay_s)
-        lag_s = fault.delay_s if fault is not None and kind is FaultKind.LAG else 0.0
+        lagging = kind in (FaultKind.LAG, FaultKind.LAG_UNANSWERED)
+        lag_s = fault.delay_s if fault is not None and lagging else 0.0
         report = self._place(order, sent_at, lag_s=lag_s)
-        if kind is FaultKind.ERROR_AFTER:
+        if kind in (FaultKind.ERROR_AFTER, FaultKind.LAG_UNANSWERED):
             raise self._outcome_unknown("new_order")
         if kind is FaultKind.HANG_AFTER:
             await trio.sleep_forever()
@@ -445,6 +491,7 @@ class ModelVenue:
             )
         found.status = VenueOrderStatus.CANCELED
         found.updated_at_s = self.clock()
+        self._publish(found, ExecutionType.CANCELED)
         report = self.report(found)
         if kind is FaultKind.ERROR_AFTER:
             raise self._outcome_unknown("cancel_order")
@@ -488,22 +535,7 @@ class ModelVenue:
                     continue
                 if from_id is not None and trade.trade_id < from_id:
                     continue
-                out.append(
-                    FillReport(
-                        venue=self.name,
-                        symbol=order.symbol,
-                        trade_id=trade.trade_id,
-                        order_id=trade.order_id,
-                        price=trade.price,
-                        quantity=trade.quantity,
-                        quote_quantity=trade.price * trade.quantity,
-                        commission=Decimal(0),
-                        commission_asset="BNB",
-                        time_ms=self._ms(trade.at_s),
-                        is_buyer=order.side is Side.BUY,
-                        is_maker=trade.is_maker,
-                    )
-                )
+                out.append(self.fill_report(trade))
             return out
 
         return await self._query(Call.MY_TRADES, answer)
@@ -580,6 +612,7 @@ class ModelVenue:
             )
         coid = order.client_order_id
         if any(o.is_open for o in self._by_client_id.get(coid, [])):
+            self.refused_duplicates.append(AuditEntry(coid, -1, order.type, now))
             raise DuplicateOrderError(
                 f"{self.name} POST /api/v3/order: duplicate client order id of an open order "
                 "(HTTP 400, code -2010: Duplicate order sent.)",
@@ -603,6 +636,7 @@ class ModelVenue:
         self.orders[placed.order_id] = placed
         self._by_client_id.setdefault(coid, []).append(placed)
         self.audit.append(AuditEntry(coid, placed.order_id, order.type, now))
+        self._publish(placed, ExecutionType.NEW)
         fills: list[VenueTrade] = []
         if order.type is OrderType.MARKET:
             # Two trades, so a partial view of the fills is possible and trade ids differ.
@@ -636,7 +670,42 @@ class ModelVenue:
             else VenueOrderStatus.PARTIALLY_FILLED
         )
         order.updated_at_s = now
+        self._publish(order, ExecutionType.TRADE, trade)
         return trade
+
+    def fill_report(self, trade: VenueTrade) -> FillReport:
+        """``trade`` as a ``myTrades`` row (and the fill of its ``executionReport``)."""
+        order = self.orders[trade.order_id]
+        return FillReport(
+            venue=self.name,
+            symbol=order.symbol,
+            trade_id=trade.trade_id,
+            order_id=trade.order_id,
+            price=trade.price,
+            quantity=trade.quantity,
+            quote_quantity=trade.price * trade.quantity,
+            commission=Decimal(0),
+            commission_asset="BNB",
+            time_ms=self._ms(trade.at_s),
+            is_buyer=order.side is Side.BUY,
+            is_maker=trade.is_maker,
+        )
+
+    def _publish(
+        self, order: VenueOrder, kind: ExecutionType, trade: VenueTrade | None = None
+    ) -> None:
+        """Push the ``executionReport`` of this change of ``order`` (now) on the stream."""
+        now = self.clock()
+        self.stream.publish(
+            ExecutionReport(
+                report=self.report(order),
+                execution_type=kind,
+                event_time_ms=self._ms(now),
+                transaction_time_ms=self._ms(order.updated_at_s),
+                fill=None if trade is None else self.fill_report(trade),
+                execution_id=self.stream.next_execution_id(),
+            )
+        )
 
     def _find(self, *, client_order_id: str | None, order_id: int | None) -> VenueOrder | None:
         now = self.clock()

@@ -31,7 +31,7 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import httpx2
@@ -80,11 +80,15 @@ def orders_config(
     level: str = "info",
     shutdown_timeout_s: float = 15.0,
     user_stream: bool = True,
+    order_transport: Literal["rest", "ws-api"] = "rest",
 ) -> str:
     """The base test configuration plus a store, the sim as a venue and one account.
 
     ``user_stream = False`` turns the venue's user data stream off (a test of
     the query rules alone: the stream would resolve an UNKNOWN order first).
+    ``order_transport`` is written into the venue table: ``"ws-api"`` sends
+    orders, cancels and order queries over the simulator's WebSocket API
+    (``<ws_url>/ws-api/v3``, derived from the venue's ``ws_url``).
 
     ``orders`` is written as the ``[orders]`` table as given. Pre-trade risk
     limits are lifted (``max_orders_per_window = 0``, ``max_open_orders =
@@ -109,7 +113,8 @@ max_orders_per_window = 0
 max_open_orders = 0
 
 {venue}recv_window_ms = {recv_window_ms}
-user_stream = {'true' if user_stream else 'false'}
+user_stream = {"true" if user_stream else "false"}
+order_transport = {q(order_transport)}
 request_timeout_s = {request_timeout_s}
 
 [accounts.{ACCOUNT}]
@@ -134,6 +139,8 @@ class AuditOrder:
     status: str
     side: str
     type: str
+    #: How the order reached the venue: ``"rest"`` or ``"ws-api"``.
+    transport: str = "rest"
 
 
 async def audit_orders(sim: SimProcess, api_key: str = DOCS_API_KEY) -> list[AuditOrder]:
@@ -155,6 +162,7 @@ async def audit_orders(sim: SimProcess, api_key: str = DOCS_API_KEY) -> list[Aud
                 status=str(r["status"]),
                 side=str(r["params"].get("side")),
                 type=str(r["params"].get("type")),
+                transport=str(r.get("transport", "rest")),
             )
             for r in page
         )

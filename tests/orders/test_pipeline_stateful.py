@@ -31,7 +31,20 @@ Invariants, after every step:
 * no process sends a new order before the ``Retry-After`` of a 429/418 it got;
 * an intent canceled before sending (PENDING → CANCELED) has no venue order;
 * no unexpected error: no exception logged by the pipeline, no contradiction
-  between venue reports and records, no incarnation dying of anything but a kill.
+  between venue reports and records, no incarnation dying of anything but a kill;
+* no fill stored twice or unlike the venue's trade: the stored position is the
+  signed sum of the stored fills, and an intent's executed quantity is at most
+  the venue's and at most what its stored fills add up to;
+* no new order reaches the venue while an open order holds its client id (a
+  resend after a false proof of absence), and no order the user data stream
+  reported while its record was SENDING or UNKNOWN is ever resent.
+
+:class:`StreamPipelineMachine` runs the same rules and checks with the venue's
+user data stream on (:mod:`tests.helpers.model_userstream`: every order change
+pushed as an ``executionReport``), plus a rule that faults the stream (drop,
+terminate, stall, a refused subscription), so that pushed events, polling
+while the stream is down, the tracker's queries and the reconciliation after
+every subscription overlap on the same orders.
 
 At the end, with faults off and time past the visibility grace, every intent
 is ACCEPTED, PARTIALLY_FILLED or terminal (REJECTED, or CANCELED before
@@ -52,8 +65,11 @@ the virtual clock), so a transaction is all or nothing at every kill, as
 SQLite guarantees for a real one. Importing hypothesis makes Trio's
 scheduling deterministic, so failures replay and shrink.
 
-The tests after the machine replay fixed step sequences for races it found or
-can only reach by luck (see their docstrings).
+The tests after the machines replay fixed step sequences for races they found
+or can only reach by luck, and the stream as a second witness with a venue
+that lags beyond ``query_lag_s`` (see their docstrings). Three of them are
+strict ``xfail``: failures the model found in the pipeline, kept as failing
+examples until it is fixed.
 
 A kill is a ``kill -9``: the incarnation is marked dead, every venue call
 and store transaction it makes from then on raises
@@ -77,9 +93,10 @@ from collections.abc import Awaitable, Callable
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
-from typing import Final, TypeVar, cast
+from typing import ClassVar, Final, TypeVar, cast
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from hypothesis import HealthCheck, Phase, settings
@@ -96,6 +113,7 @@ from daemon.config import OrdersConfig
 from daemon.errors import RiskRejectedError, VenueRateLimitedError
 from daemon.model.instruments import ExchangeInfo, SymbolFilters, SymbolInfo
 from daemon.model.orders import FillReport, NewOrder, OrderReport, Side
+from daemon.model.userstream import ExecutionReport, UserStreamEvent
 from daemon.orders.dispatch import DispatchMode
 from daemon.orders.gateway import (
     EntrySaturatedError,
@@ -113,11 +131,13 @@ from daemon.orders.state import (
     OrderState,
     from_order_report,
 )
+from daemon.orders.userstream import UserStreams, UserStreamSource
 from daemon.risk.limits import LimitTable, RiskLimits
 from daemon.store.orders_fills import fills_for, positions
 from daemon.store.orders_queries import history, list_intents
 from daemon.store.sqlite import SqliteStore
 from daemon.supervise import ChildContext
+from tests.helpers.model_userstream import StreamFault, StreamFaultKind
 from tests.helpers.model_venue import (
     EPOCH_MS,
     Call,
@@ -180,6 +200,8 @@ COMMAND_LIMIT_S: Final = 300.0
 FINAL_LIMIT_S: Final = 120.0
 #: Time always let pass at the end: past the grace and a periodic full pass.
 FINAL_MIN_S: Final = GRACE_S + SETTINGS.reconcile_interval_s + 1.0
+#: The account's other activity on the user data stream: an event this often.
+ACTIVITY_S: Final = 2.5
 #: Faults armed and not consumed yet, at most, per venue call.
 MAX_ARMED: Final = 4
 
@@ -269,7 +291,7 @@ class Incarnation:
             attrs.evolve(SETTINGS, dispatch=world.mode),
             {ACCOUNT: VENUE},
             LIMITS,
-            _ProcessVenues(self.client),
+            _ProcessVenues(self.client, stream=world.stream),
             open_store,
             wall_clock=wall_clock,
         )
@@ -286,6 +308,13 @@ class Incarnation:
     def check_alive(self) -> None:
         if self.dead and not self.closing:
             raise ProcessKilledError(f"process {self.number} is dead")
+
+    def deliver(self, event: UserStreamEvent) -> None:
+        """A user data stream event reaches this process (a dead one gets nothing)."""
+        if self.dead:
+            raise ProcessKilledError(f"process {self.number} is dead")
+        if isinstance(event, ExecutionReport):
+            self.world.note_reported(self, event.report.client_order_id)
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run one call of this process; it is cut (ProcessKilledError) if the process dies."""
@@ -375,10 +404,27 @@ class _ProcessClient:
 
 
 class _ProcessVenues:
-    """:class:`~daemon.orders.ledger.VenueAccess` of one process: the model venue, always up."""
+    """:class:`~daemon.orders.ledger.VenueAccess` of one process: the model venue, always up.
 
-    def __init__(self, client: _ProcessClient) -> None:
+    With ``stream``, also its user data stream
+    (:class:`~daemon.orders.userstream.UserStreamAccess`): sessions that deliver
+    to this process only, and nothing once it is dead.
+    """
+
+    def __init__(self, client: _ProcessClient, *, stream: bool = False) -> None:
         self._client = client
+        self._stream = stream
+
+    def user_stream_enabled(self, venue: str) -> bool:
+        assert venue == VENUE, venue
+        return self._stream
+
+    def user_stream(self, venue: str) -> UserStreamSource | None:
+        assert venue == VENUE, venue
+        process = self._client.process
+        return self._client.venue.user_stream(
+            wall_clock_ms=lambda: int(wall_clock() * 1000), before_delivery=process.deliver
+        )
 
     def client(self, venue: str) -> OrderVenue | None:
         assert venue == VENUE, venue
@@ -422,9 +468,14 @@ class _ErrorLog(logging.Handler):
 class World:
     """Everything on the Trio side: the venue, the store file, the live process, the caller."""
 
-    def __init__(self, path: Path, errors: list[str]) -> None:
+    def __init__(self, path: Path, errors: list[str], *, stream: bool = False) -> None:
         self.path = path
         self.errors = errors
+        #: Whether the processes consume the venue's user data stream.
+        self.stream = stream
+        #: Client ids the stream reported while their record was SENDING or UNKNOWN →
+        #: the send attempt it was in (none of its later resolutions may be a resend).
+        self.stream_reported: dict[str, int] = {}
         self.clock = trio.testing.MockClock()
         self.venue = ModelVenue(VENUE, recv_window_ms=RECV_WINDOW_MS, kill_hook=self.kill_current)
         self.mode = DispatchMode.SHARDED
@@ -455,6 +506,8 @@ class World:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.venue.serve)
+            if self.stream:
+                await nursery.start(self.venue.stream.activity, ACTIVITY_S)
             ready.set()
             await self._stop.wait()
             nursery.cancel_scope.cancel()
@@ -568,6 +621,15 @@ class World:
             self.blocked_by = process.number
         return _limited(limit.status, limit.retry_after_s)
 
+    def note_reported(self, process: Incarnation, client_order_id: str) -> None:
+        """The stream hands ``process`` an event of this order: if its record is still
+        SENDING or UNKNOWN there, the venue has the order, and no later step may resend it."""
+        pipeline = process.service.pipeline
+        record = None if pipeline is None else pipeline.ledger.get(client_order_id)
+        if record is not None and record.state in (S.SENDING, S.UNKNOWN):
+            attempt = self.stream_reported.get(client_order_id, record.send_attempts)
+            self.stream_reported[client_order_id] = min(attempt, record.send_attempts)
+
     def take_store_fault(self) -> StoreFault | None:
         """The store fault for this store call, if it is the one armed."""
         fault = self.store_fault
@@ -634,7 +696,8 @@ class World:
             raise AssertionError(f"an acknowledged intent is unknown: {exc}") from exc
 
     async def venue_act(self, pick: int, action: str, fault: Fault | None) -> None:
-        """The market fills a resting order (all of it or half), or an operator cancels it.
+        """The market fills a resting order (all of it or half), an operator cancels it,
+        or the venue expires it.
 
         ``fault`` is armed for the next fills query.
         """
@@ -646,6 +709,9 @@ class World:
         order = orders[pick % len(orders)]
         if action == "cancel":
             self.venue.cancel_outside(order.order_id)
+            return
+        if action == "expire":
+            self.venue.expire_outside(order.order_id)
             return
         left = order.quantity - order.executed
         half = (left / 2).quantize(Decimal("0.001"))
@@ -669,6 +735,11 @@ class World:
         if waiting < MAX_ARMED:
             self.venue.arm(call, fault, times=min(times, MAX_ARMED - waiting))
 
+    async def arm_stream(self, fault: StreamFault) -> None:
+        """Arm a user data stream fault, unless a few wait already."""
+        if self.venue.stream.armed() < MAX_ARMED:
+            self.venue.stream.arm(fault)
+
     async def arm_store_fault(self, fault: StoreFault) -> None:
         self.store_fault = fault
 
@@ -690,8 +761,12 @@ class World:
         """What must hold at every moment."""
         duplicates = self.venue.duplicate_client_ids()
         assert not duplicates, f"client ids that reached the venue twice: {duplicates}"
+        refused = self.venue.refused_duplicates
+        assert not refused, f"resent while the venue held the order open (-2010): {refused}"
         records, histories, conn = self._read()
-        conn.close()
+        with closing(conn):
+            self._check_fills(records, conn)
+        self._check_stream_reported(histories)
         for coid, request in self.acked.items():
             record = records.get(coid)
             assert record is not None, f"acknowledged intent {coid} ({request}) is not stored"
@@ -707,6 +782,54 @@ class World:
             _check_history(coid, histories[coid], record.state)
             if _canceled_before_sending(histories[coid]):
                 assert self._venue_order(coid) is None, f"{coid} canceled unsent, yet at the venue"
+
+    def _check_fills(self, records: dict[str, IntentRecord], conn: sqlite3.Connection) -> None:
+        """No fill stored twice or wrong, executed never past the venue's or the fills'.
+
+        Every stored fill is a trade of the intent's venue order, with its
+        quantity and price; the stored position is the signed sum of the stored
+        fills (a fill counted twice would move it twice); an intent's executed
+        quantity is at most the venue's, and at most what its stored fills add
+        up to (a state is never recorded without the fills that made it).
+        """
+        signed = Decimal(0)
+        for coid, record in records.items():
+            order = self._venue_order(coid)
+            fills = fills_for(conn, coid)
+            trades = {t.trade_id: t for t in self.venue.trades_of(order.order_id)} if order else {}
+            for fill in fills:
+                trade = trades.get(fill.trade_id)
+                assert order is not None and trade is not None, (
+                    f"{coid}: stored {fill}, no such trade"
+                )
+                assert (fill.venue_order_id, fill.quantity, fill.price) == (
+                    order.order_id,
+                    trade.quantity,
+                    trade.price,
+                ), f"{coid}: stored {fill} != venue {trade}"
+                signed += fill.quantity if fill.side is Side.BUY else -fill.quantity
+            venue_executed = order.executed if order is not None else Decimal(0)
+            stored = sum((f.quantity for f in fills), Decimal(0))
+            assert record.executed_qty <= venue_executed, (
+                f"{coid}: executed {record.executed_qty} > the venue's {venue_executed}"
+            )
+            assert record.executed_qty <= stored, (
+                f"{coid}: executed {record.executed_qty} recorded with fills for {stored}"
+            )
+        position = positions(conn, ACCOUNT).get((ACCOUNT, SYMBOL), Decimal(0))
+        assert position == signed, f"stored position {position} != its stored fills {signed}"
+
+    def _check_stream_reported(self, histories: dict[str, list[HistoryRow]]) -> None:
+        """An order the stream reported while SENDING or UNKNOWN is never resent after."""
+        for coid, attempt in self.stream_reported.items():
+            sends = 0
+            for row in histories.get(coid, []):
+                sends += row.target is S.SENDING
+                resend = (row.source, row.target) == (S.UNKNOWN, S.PENDING)
+                assert not (resend and sends >= attempt), (
+                    f"{coid}: the stream reported it (send {attempt}), yet it was resent: "
+                    + " -> ".join(r.target.value for r in histories[coid])
+                )
 
     def _venue_order(self, coid: str) -> VenueOrder | None:
         found = [o for o in self.venue.orders.values() if o.client_order_id == coid]
@@ -976,12 +1099,15 @@ class PipelineMachine(RuleBasedStateMachine):
     """The rules (see the module docstring). Preconditions read the world between
     rules, when the Trio thread has nothing to run and the clock stands still."""
 
+    #: Whether the processes consume the venue's user data stream.
+    STREAM: ClassVar[bool] = False
+
     def __init__(self) -> None:
         super().__init__()
         self._dir = Path(tempfile.mkdtemp(prefix="pipeline-machine-", dir=_TMP_ROOT))
         self._log = _ErrorLog()
         logging.getLogger("tradingd").addHandler(self._log)
-        self.world = World(self._dir / "orders.db", self._log.records)
+        self.world = World(self._dir / "orders.db", self._log.records, stream=self.STREAM)
         self._broken = False
         self._trio = _TrioThread(self.world)
 
@@ -1021,7 +1147,7 @@ class PipelineMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.world.venue.open_order_list()))
     @rule(
         pick=st.integers(0, 7),
-        action=st.sampled_from(["fill", "fill_part", "cancel"]),
+        action=st.sampled_from(["fill", "fill_part", "cancel", "expire"]),
         fault=st.none() | QUERY_FAULTS,
     )
     def venue_acts(self, pick: int, action: str, fault: Fault | None) -> None:
@@ -1074,6 +1200,61 @@ PipelineMachine.TestCase.settings = settings(
 TestPipelineMachine = PipelineMachine.TestCase
 
 
+STREAM_FAULTS = st.one_of(
+    st.builds(
+        StreamFault,
+        st.sampled_from([StreamFaultKind.DROP, StreamFaultKind.TERMINATE]),
+        st.integers(0, 4),
+    ),
+    st.builds(
+        StreamFault,
+        st.just(StreamFaultKind.STALL),
+        st.integers(0, 4),
+        st.sampled_from([0.3, 2.0, 6.0, 12.0]),
+    ),
+    st.just(StreamFault(StreamFaultKind.REFUSE)),
+)
+
+
+class StreamPipelineMachine(PipelineMachine):
+    """The same machine with the venue's user data stream on, and faulted.
+
+    Each process consumes the model venue's stream
+    (:class:`~tests.helpers.model_userstream.ModelUserStream`, run by the
+    pipeline's real :class:`~daemon.orders.userstream.UserStreams`), so pushed
+    events, polling while the stream is down, the tracker's and the
+    reconciler's queries and the reconciliation after every subscription all
+    overlap on the same orders. The ``stream_fault`` rule drops the stream
+    (the pipeline subscribes again after its backoff; events meanwhile are
+    lost), terminates it, stalls it (events held, then delivered in order) or
+    refuses the next subscription, after a few more events or at once.
+
+    ``order_transport`` (``rest`` or ``ws-api``) does not exist at this level:
+    it picks the Binance client's transport, and here the model venue is the
+    order client either way; what the pipeline sees of the two transports —
+    an answer, a definitive error, or no answer (UNKNOWN) — is what the model's
+    faults produce.
+
+    Added to the invariants (for both machines, checked after every step): no
+    fill stored twice or unlike the venue's trade, the stored position the
+    sum of the stored fills, no executed quantity beyond the venue's or the
+    stored fills', no resend of an order the venue holds open, and none of an
+    order the stream reported while its record was SENDING or UNKNOWN.
+    """
+
+    STREAM = True
+
+    @rule(fault=STREAM_FAULTS)
+    def stream_fault(self, fault: StreamFault) -> None:
+        self._do(lambda: self.world.arm_stream(fault))
+
+
+StreamPipelineMachine.TestCase.settings = settings(
+    PipelineMachine.TestCase.settings, max_examples=150
+)
+TestStreamPipelineMachine = StreamPipelineMachine.TestCase
+
+
 # ----------------------------------------------------------------------------- found by the machine
 #
 # Fixed step sequences the machine found (or that narrow a race it can only
@@ -1085,9 +1266,10 @@ MARKET_BUY: Final = (None, "MARKET", "BUY")
 Step = Callable[["PipelineMachine"], None]
 
 
-def _play(*steps: Callable[[PipelineMachine], None]) -> PipelineMachine:
-    """Start a process, run ``steps`` with the safety checks after each, then the final checks."""
-    machine = PipelineMachine()
+def _play(*steps: Callable[[PipelineMachine], None], stream: bool = False) -> PipelineMachine:
+    """Start a process, run ``steps`` with the safety checks after each, then the final checks
+    (``stream``: with the venue's user data stream on)."""
+    machine = StreamPipelineMachine() if stream else PipelineMachine()
     try:
         machine._do(lambda: machine.world.start(DispatchMode.SHARDED))
         for step in steps:
@@ -1238,3 +1420,215 @@ def test_intents_held_back_by_a_rate_limit_are_canceled_locally_or_sent_in_order
         c for c in histories if c not in canceled
     ]
     assert machine.world.venue.audit[0].at_s >= 30.0
+
+
+# ----------------------------------------------------------------------------- with the stream
+#
+# The user data stream as a source of fills and as a second witness. LAG_UNANSWERED
+# is a venue lagging beyond any honest query_lag_s (1 s here): queries cannot see
+# the order, only the stream can.
+
+LIMIT_BUY: Final = (None, "LIMIT", "BUY")
+
+
+def _stream_fault(kind: StreamFaultKind, after_events: int = 0) -> Step:
+    fault = StreamFault(kind, after_events)
+    return lambda machine: machine.stream_fault(fault)
+
+
+def _streams(machine: PipelineMachine) -> UserStreams:
+    inc = machine.world.current
+    assert inc is not None and inc.service.seen is not None
+    return inc.service.seen.streams
+
+
+def _fill(action: str) -> Step:
+    return lambda machine: machine.venue_acts(pick=0, action=action, fault=None)
+
+
+def test_a_trade_event_after_missed_ones_reads_the_order_trades() -> None:
+    """The stream drops; a resting order half fills meanwhile (its event is lost), and
+    neither polling nor the reconciliation after the next subscription can read the
+    venue. The next trade's event says executed 0.010 where the record has 0 plus
+    this trade's 0.005: events were missed, so the order's trades are fetched — both
+    stored once, the position moved once."""
+    machine = _play(
+        _advance(0.2),
+        _submit(LIMIT_BUY),
+        _stream_fault(StreamFaultKind.DROP),
+        _fill("fill_part"),
+        _arm(Call.GET_ORDER, Fault(FaultKind.UNAVAILABLE), 4),
+        _arm(Call.OPEN_ORDERS, Fault(FaultKind.UNAVAILABLE), 4),
+        _advance(1.5),
+        _fill("fill"),
+        stream=True,
+    )
+    [applier] = _streams(machine).appliers.values()
+    assert applier.counts.fetched == 1
+    assert machine.world.venue.stream.subscribed == 2
+
+
+def _lagging_market_buy(lag_s: float) -> list[Step]:
+    return [
+        _arm(Call.NEW_ORDER, Fault(FaultKind.LAG_UNANSWERED, lag_s)),
+        _submit(MARKET_BUY),
+    ]
+
+
+def test_the_stream_proves_an_order_the_queries_cannot_see() -> None:
+    """Subscribed before the send, the stream pushes the order's NEW and trades while
+    queries will not see it for 30 s: the UNKNOWN order is FILLED at once, never resent."""
+    histories: Paths = {}
+    machine = _play(
+        _advance(0.2),
+        *_lagging_market_buy(30.0),
+        _keep_history(histories),
+        _advance(12.0),
+        _advance(12.0),
+        stream=True,
+    )
+    [path] = histories.values()
+    assert [state for state, _ in path][:3] == [S.PENDING, S.SENDING, S.UNKNOWN]
+    assert path[-1][0] is S.FILLED and S.PENDING not in [state for state, _ in path[1:]]
+    assert len(machine.world.venue.audit) == 1
+
+
+def _stream_down_during_a_lagging_send(lag_s: float) -> list[Step]:
+    """t=0.2 the stream drops and the next three subscriptions fail (backoff 1, 2, 4,
+    8 s: up again at 15.2); a MARKET order sent at 0.2 is invisible to queries for
+    ``lag_s``."""
+    return [
+        _advance(0.2),
+        _stream_fault(StreamFaultKind.DROP),
+        *[_stream_fault(StreamFaultKind.REFUSE)] * 3,
+        *_lagging_market_buy(lag_s),
+        _advance(12.0),
+        _advance(12.0),
+        _advance(12.0),
+    ]
+
+
+def test_with_the_stream_down_in_the_window_the_resend_is_held() -> None:
+    """The stream was down when the order was processed (its events are lost for good):
+    "not found" after the 10.5 s grace proves nothing yet, the resend is held 10 s
+    more (unwitnessed_hold_s), and the order, visible at 15.2 s, is adopted."""
+    machine = _play(*_stream_down_during_a_lagging_send(15.0), stream=True)
+    assert len(machine.world.venue.audit) == 1
+    assert _streams(machine).witnesses[VENUE].held_total == 1
+
+
+def test_without_the_stream_the_same_lag_gets_a_duplicate() -> None:
+    """The other direction: with queries alone, the venue lagging past query_lag_s
+    turns "not found" into a false proof of absence and a second MARKET order."""
+    with pytest.raises(AssertionError, match="reached the venue twice"):
+        _play(_advance(0.2), *_lagging_market_buy(15.0), _advance(12.0), _advance(12.0))
+
+
+#: The model found this (see the notes of the two tests below): an order the stream
+#: reported is still resent when a query cannot see it. Remove with the fix.
+_REPORTED_YET_RESENT = pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="judge_not_found ignores StreamWitness.saw(): an order the stream reported "
+    "is 'proven absent' by queries that cannot see it, and resent",
+)
+
+
+@_REPORTED_YET_RESENT
+def test_an_order_the_stream_reported_during_an_overrun_send_is_not_resent() -> None:
+    """t=0.2 a MARKET order is sent and filled at once; the venue answers 503 and will
+    not show it to queries for 30 s; the stream pushes its NEW and both trades at once.
+    Persisting the UNKNOWN stalls on a slow disk (5 s), so the send section overruns
+    its 4 s deadline and the row stays SENDING until the tracker settles it. The
+    applier, which waited for the order's lock, finds SENDING and drops the three
+    events as old news ("SENDING cannot be seen here"). Then "not found" after the
+    10.5 s grace "proves" absence: the resend at 11 s is a second MARKET order.
+
+    The stream had reported the order (``StreamWitness.saw`` is true for it), and
+    an order the stream reports exists "whatever the queries say".
+    """
+    _play(
+        _advance(0.2),
+        lambda machine: machine.store_fault(StoreFault(1, None, 5.0, 1)),
+        *_lagging_market_buy(30.0),
+        _advance(12.0),
+        _advance(12.0),
+        _advance(12.0),
+        stream=True,
+    )
+
+
+@_REPORTED_YET_RESENT
+def test_an_order_whose_trade_the_stream_reported_is_not_resent() -> None:
+    """t=0.2 the stream drops; a LIMIT order is sent (503, invisible to queries for
+    40 s) and half filled, both events lost. At 1.2 the stream is back; the order
+    fills, and its TRADE event (executed 0.010, record at 0) sends the applier to
+    the order's trades — whose query fails, so nothing is recorded. The record stays
+    UNKNOWN, the witness has seen the order, and after the held grace (20.5 s: the
+    stream was down in the window) "not found" resends it: a second order."""
+    _play(
+        _advance(0.2),
+        _stream_fault(StreamFaultKind.DROP),
+        _arm(Call.NEW_ORDER, Fault(FaultKind.LAG_UNANSWERED, 40.0)),
+        _submit(LIMIT_BUY),
+        _fill("fill_part"),
+        _advance(1.5),
+        _arm(Call.MY_TRADES, Fault(FaultKind.ERROR_BEFORE)),
+        _fill("fill"),
+        _advance(12.0),
+        _advance(12.0),
+        _advance(12.0),
+        stream=True,
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="UserStreams._venue_loop: the source runs inside a nursery, so its TradingdError "
+    "arrives as an ExceptionGroup and is logged as an unexpected failure (with traceback)",
+)
+def test_a_stream_session_that_fails_is_logged_as_a_failure_not_a_crash() -> None:
+    """A source's ``run`` may raise a :class:`~daemon.errors.TradingdError` (the Binance
+    client raises a refused API key; here the next session cannot connect): the loop
+    means to log it as an error and retry after its backoff (``except TradingdError``).
+    But ``source.run`` runs inside the nursery of the applier, whose exception group
+    never matches that clause: the expected failure is logged by ``log.exception`` as
+    "failed unexpectedly", with a traceback, each time. (Retried all the same: which
+    is why the machine draws only REFUSE, a session that ends without an error.)"""
+    _play(
+        _advance(0.2),
+        _stream_fault(StreamFaultKind.FAIL),
+        _stream_fault(StreamFaultKind.DROP),
+        _advance(3.0),
+        stream=True,
+    )
+
+
+def _restart(hard: bool) -> Step:
+    return lambda machine: machine.restart(hard)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="OrderLedger.load restores a reservation with the record's executed_qty while "
+    "set_position takes the stored fills, which may be more: the excess is counted twice",
+)
+def test_the_risk_book_counts_each_fill_once_across_a_restart() -> None:
+    """Found by the machine (no stream involved). A resting BUY of 0.010 half fills;
+    process 2's start-up status query is answered 0.5 s late with what the venue
+    had when it arrived (0.005 executed), while the rest fills meanwhile. Its fills
+    query, made after, lists both trades: both are stored (position 0.010 in the
+    store) with executed_qty 0.005. Process 3 loads the book: position 0.010 from
+    the fills, plus a reservation restored as "0.005 executed, already in the
+    position"; the FILLED answer then moves the position by the 0.005 more
+    executed: 0.015 in the risk book, 0.010 at the venue and in the store."""
+    _play(
+        _submit(LIMIT_BUY),
+        _arm(Call.GET_ORDER, Fault(FaultKind.SLOW, 0.5)),
+        _fill("fill_part"),
+        _restart(False),
+        _fill("fill"),
+        _restart(False),
+    )
