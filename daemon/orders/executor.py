@@ -300,6 +300,10 @@ class Executor:
         await self.ledger.mark_unknown(sending, reason)
         self.ledger.received_at.pop(record.client_order_id, None)  # no answer to time
 
+    def section_over(self, client_order_id: str) -> bool:
+        """Whether the order's send section overran and left it SENDING (not settled yet)."""
+        return client_order_id in self.stuck and client_order_id not in self.in_section
+
     async def settle_stuck(self) -> None:
         """Move SENDING rows whose section overran to UNKNOWN (as a restart would)."""
         for client_order_id in sorted(self.stuck):

@@ -29,6 +29,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
 from typing import Any, Protocol
 
 import attrs
@@ -272,6 +273,7 @@ class OrderLedger:
         """Rebuild memory and the risk book from the store (start of an incarnation)."""
         records = await self.store.non_terminal()
         positions = await self.store.positions()
+        filled = await self.store.filled_of_unfinished()
         self.records = {r.client_order_id: r for r in records}
         book = self.risk.book
         for (account, symbol), quantity in positions.items():
@@ -280,7 +282,12 @@ class OrderLedger:
             if book.find(record.client_order_id) is not None:
                 continue
             request = RiskRequest(account=record.account, order=record.to_intent().to_new_order())
-            book.restore(request, executed_qty=min(record.executed_qty, record.quantity))
+            # The positions hold every stored fill, and the stored fills may be ahead
+            # of the record's executed_qty (a fills query answered after a status
+            # query): the reservation counts as executed whichever is more, so a
+            # later report moves the position only by what no stored fill holds.
+            executed = max(record.executed_qty, filled.get(record.client_order_id, Decimal(0)))
+            book.restore(request, executed_qty=min(executed, record.quantity))
         return sorted(records, key=lambda r: r.seq)
 
     # ------------------------------------------------------------------ changes

@@ -491,10 +491,13 @@ class NotFoundYet:
     Attributes:
         elapsed_s: Time from the last SENDING mark to the query.
         remaining_s: How long until a "not found" would count as proof.
+        reported: The user data stream reported the order: it exists, and no
+            "not found" will ever count as proof (the venue's queries lag).
     """
 
     elapsed_s: float
     remaining_s: float
+    reported: bool = False
 
 
 @attrs.frozen
@@ -601,6 +604,12 @@ def resolve_unknown(outcome: QueryOutcome) -> Decision:
         return Decision(
             DecisionKind.RESEND, transition(_S.UNKNOWN, _S.PENDING, reason=reason), reason
         )
+    if isinstance(outcome, NotFoundYet) and outcome.reported:
+        reason = (
+            f"not found {outcome.elapsed_s:.3f}s after sending, but the user data stream "
+            f"reported it: the venue's queries lag; asking again"
+        )
+        return Decision(DecisionKind.QUERY_AGAIN, None, reason, retry_after_s=outcome.remaining_s)
     if isinstance(outcome, NotFoundYet):
         reason = (
             f"not found {outcome.elapsed_s:.3f}s after sending, inside the visibility grace: "

@@ -206,6 +206,10 @@ class _Observer(Protocol):
         self, record: IntentRecord, report: OrderReport, *, reason: str
     ) -> None: ...
 
+    def section_over(self, client_order_id: str) -> bool:
+        """Whether the order's send section ran and overran, leaving it SENDING."""
+        ...
+
 
 @attrs.define
 class _Counts:
@@ -314,10 +318,14 @@ class UserStreamApplier:
             if record is None:
                 self.counts.foreign += 1
                 return
-            if record.state in (OrderState.PENDING, OrderState.SENDING):
+            if record.state is OrderState.PENDING or (
+                record.state is OrderState.SENDING and not self.executor.section_over(coid)
+            ):
                 # PENDING: canceled locally or proven absent and not sent again
-                # yet — a report now would contradict it; SENDING cannot be seen
-                # here (the send section holds the lock). Reconciliation decides.
+                # yet — a report now would contradict it; SENDING whose section has
+                # not run yet (the entry's premarked fast path: not on the wire).
+                # Reconciliation decides. A SENDING row whose section overran (the
+                # section holds the lock while it runs) is on the venue: applied.
                 self.counts.old_news += 1
                 return
             executed = report.executed_qty
@@ -364,12 +372,19 @@ def judge_not_found(
     """What a venue's "no such order" proves, with the user data stream as second witness.
 
     Without a witness this is :func:`~daemon.orders.state.classify_not_found`
-    with the visibility grace. With one (module docstring): WITNESSED shortens
+    with the visibility grace. With one (module docstring): an order the
+    stream has reported is never proven absent (``NotFoundYet`` with
+    ``reported``, however long ago it was sent); WITNESSED shortens
     the grace by ``query_lag_s``; NOT_WITNESSED lengthens it by
     ``unwitnessed_hold_s`` (the hold is counted and logged once per order).
     """
     sent_at_s = (record.sent_at_ms or record.created_at_ms) / 1000
     grace = settings.visibility_grace_s(recv_window_ms)
+    if witness is not None and witness.saw(record.client_order_id):
+        # The stream reported the order: it exists, whatever the queries say (they
+        # lag). Never a proof of absence; ask again until a query shows it.
+        elapsed_s = now_s - sent_at_s
+        return NotFoundYet(elapsed_s, max(grace - elapsed_s, 0.0), reported=True)
     if witness is not None:
         window_s = settings.section_deadline_s + recv_window_ms / 1000 + settings.clock_skew_s
         verdict = witness.verdict(
@@ -495,14 +510,16 @@ class UserStreams:
                     nursery.start_soon(applier.run, receive)
                     async with send:
                         await source.run(send)
-            except TradingdError as exc:
-                log.error(
-                    "orders: user data stream of %s failed: %s: %s; polling until it is back",
-                    venue,
-                    type(exc).__name__,
-                    exc,
-                )
-            except Exception:
+            except* TradingdError as group:
+                # source.run runs in the applier's nursery: its errors come grouped.
+                for exc in group.exceptions:
+                    log.error(
+                        "orders: user data stream of %s failed: %s: %s; polling until it is back",
+                        venue,
+                        type(exc).__name__,
+                        exc,
+                    )
+            except* Exception:
                 # The stream is an extra source (polling and reconciliation cover
                 # it): nothing that goes wrong in it may stop the order pipeline.
                 log.exception(

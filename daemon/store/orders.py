@@ -48,7 +48,7 @@ from daemon.orders.state import OrderState, Transition
 from daemon.resilience.deadletter import DeadLetterStore
 from daemon.risk.state import TradingState
 from daemon.store.base import Durability, StoreOwner
-from daemon.store.orders_fills import fills_for, insert_fills, positions
+from daemon.store.orders_fills import filled_of_unfinished, fills_for, insert_fills, positions
 from daemon.store.orders_outbox import insert_intents, record_intents
 from daemon.store.orders_queries import (
     counts_by_state,
@@ -255,6 +255,10 @@ class OrderStore:
         return await self.run_read(
             lambda conn: fills_for(conn, client_order_id), "reading order fills"
         )
+
+    async def filled_of_unfinished(self) -> dict[str, Decimal]:
+        """Stored fill quantity of each unfinished intent with fills (start-up's risk book)."""
+        return await self.run_read(filled_of_unfinished, "summing fills of unfinished intents")
 
     async def positions(self, account: str | None = None) -> dict[tuple[str, str], Decimal]:
         """Signed positions by ``(account, symbol)``."""

@@ -19,10 +19,10 @@ from decimal import Decimal
 from typing import Final
 
 from daemon.orders.records import FillRecord, plain
-from daemon.store.orders_rows import FILL_ROWS, SELECT_FILL
+from daemon.store.orders_rows import FILL_ROWS, NON_TERMINAL_SQL, SELECT_FILL
 from daemon.store.orders_rules import add_exact, check_fills, position_deltas
 
-__all__ = ["fills_for", "insert_fills", "positions"]
+__all__ = ["filled_of_unfinished", "fills_for", "insert_fills", "positions"]
 
 _fill_values: Final = FILL_ROWS.dumper()
 _INSERT_FILL: Final = (
@@ -72,6 +72,26 @@ def fills_for(conn: sqlite3.Connection, client_order_id: str) -> list[FillRecord
         f"{SELECT_FILL} WHERE client_order_id = ? ORDER BY time_ms, trade_id", (client_order_id,)
     )
     return [FILL_ROWS.load(row) for row in rows]
+
+
+def filled_of_unfinished(conn: sqlite3.Connection) -> dict[str, Decimal]:
+    """The stored fills' total quantity of every unfinished intent that has fills.
+
+    What the positions already hold of each live order (start-up: the risk
+    book's reservations must not count it again). Summed exactly, in Python:
+    quantities are ``TEXT`` decimals.
+    """
+    rows = conn.execute(
+        "SELECT f.client_order_id, f.quantity FROM order_fills AS f "
+        "JOIN order_intents AS i ON i.client_order_id = f.client_order_id "
+        f"WHERE i.state IN ({NON_TERMINAL_SQL})"
+    )
+    filled: dict[str, Decimal] = {}
+    for client_order_id, quantity in rows:
+        filled[client_order_id] = add_exact(
+            filled.get(client_order_id, Decimal(0)), Decimal(quantity)
+        )
+    return filled
 
 
 def positions(

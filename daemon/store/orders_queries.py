@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection, Sequence
-from typing import Any, Final
+from typing import Any
 
 from daemon.orders.records import HistoryRow, IntentRecord
-from daemon.orders.state import TERMINAL_STATES, OrderState
-from daemon.store.orders_rows import INTENT_ROWS, SELECT_INTENT
+from daemon.orders.state import OrderState
+from daemon.store.orders_rows import INTENT_ROWS, NON_TERMINAL_SQL, SELECT_INTENT
 
 __all__ = [
     "counts_by_state",
@@ -30,10 +30,6 @@ __all__ = [
     "load_intents",
     "non_terminal",
 ]
-
-_NON_TERMINAL_SQL: Final = ", ".join(
-    f"'{state.value}'" for state in OrderState if state not in TERMINAL_STATES
-)
 
 
 def load_intents(
@@ -51,7 +47,7 @@ def load_intents(
 
 def non_terminal(conn: sqlite3.Connection) -> list[IntentRecord]:
     """Every intent that is not finished, in submission order (what recovery resolves)."""
-    rows = conn.execute(f"{SELECT_INTENT} WHERE state IN ({_NON_TERMINAL_SQL}) ORDER BY seq")
+    rows = conn.execute(f"{SELECT_INTENT} WHERE state IN ({NON_TERMINAL_SQL}) ORDER BY seq")
     return [INTENT_ROWS.load(row) for row in rows]
 
 

@@ -19,13 +19,14 @@ from typing import Final
 
 from daemon.model.orders import OrderType, Side, TimeInForce
 from daemon.orders.records import FillRecord, IntentRecord, plain
-from daemon.orders.state import OrderState
+from daemon.orders.state import TERMINAL_STATES, OrderState
 from daemon.store.orders_rules import UnknownIntentError
 from daemon.store.rows import FLAG, Conversion, RowCodec, by_value, nullable
 
 __all__ = [
     "FILL_ROWS",
     "INTENT_ROWS",
+    "NON_TERMINAL_SQL",
     "SELECT_FILL",
     "SELECT_INTENT",
     "get_intent",
@@ -77,6 +78,10 @@ _mutable_values: Final = INTENT_ROWS.dumper(_MUTABLE_COLUMNS)
 
 SELECT_INTENT: Final = f"SELECT {', '.join(INTENT_ROWS.columns)} FROM order_intents"
 SELECT_FILL: Final = f"SELECT {', '.join(FILL_ROWS.columns)} FROM order_fills"
+#: The unfinished states, as an SQL list for ``state IN (...)``.
+NON_TERMINAL_SQL: Final = ", ".join(
+    f"'{state.value}'" for state in OrderState if state not in TERMINAL_STATES
+)
 _UPDATE_INTENT: Final = (
     f"UPDATE order_intents SET {', '.join(f'{c} = ?' for c in _MUTABLE_COLUMNS)} "
     "WHERE client_order_id = ?"

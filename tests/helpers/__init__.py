@@ -16,7 +16,8 @@ from here.
 * :mod:`~tests.helpers.capture` and :mod:`~tests.helpers.orders_process` — the
   witnesses and configurations of the capture and order process tests;
 * :mod:`~tests.helpers.orders` — the real order pipeline in process;
-  :mod:`~tests.helpers.model_venue` an in-memory venue with faults;
+  :mod:`~tests.helpers.model_venue` an in-memory venue with faults, and
+  :mod:`~tests.helpers.model_userstream` its user data stream;
 * :mod:`~tests.helpers.marketdata_fakes` — a scripted venue for capture tests
   under a virtual clock;
 * :mod:`~tests.helpers.admin` and :mod:`~tests.helpers.raw_http` — the admin API in

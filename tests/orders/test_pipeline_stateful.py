@@ -67,9 +67,8 @@ scheduling deterministic, so failures replay and shrink.
 
 The tests after the machines replay fixed step sequences for races they found
 or can only reach by luck, and the stream as a second witness with a venue
-that lags beyond ``query_lag_s`` (see their docstrings). Three of them are
-strict ``xfail``: failures the model found in the pipeline, kept as failing
-examples until it is fixed.
+that lags beyond ``query_lag_s`` (see their docstrings). Four of them replay
+bugs the model found in the pipeline (now fixed), as regression tests.
 
 A kill is a ``kill -9``: the incarnation is marked dead, every venue call
 and store transaction it makes from then on raises
@@ -1212,7 +1211,7 @@ STREAM_FAULTS = st.one_of(
         st.integers(0, 4),
         st.sampled_from([0.3, 2.0, 6.0, 12.0]),
     ),
-    st.just(StreamFault(StreamFaultKind.REFUSE)),
+    st.sampled_from([StreamFault(StreamFaultKind.REFUSE), StreamFault(StreamFaultKind.FAIL)]),
 )
 
 
@@ -1524,28 +1523,18 @@ def test_without_the_stream_the_same_lag_gets_a_duplicate() -> None:
         _play(_advance(0.2), *_lagging_market_buy(15.0), _advance(12.0), _advance(12.0))
 
 
-#: The model found this (see the notes of the two tests below): an order the stream
-#: reported is still resent when a query cannot see it. Remove with the fix.
-_REPORTED_YET_RESENT = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="judge_not_found ignores StreamWitness.saw(): an order the stream reported "
-    "is 'proven absent' by queries that cannot see it, and resent",
-)
-
-
-@_REPORTED_YET_RESENT
 def test_an_order_the_stream_reported_during_an_overrun_send_is_not_resent() -> None:
     """t=0.2 a MARKET order is sent and filled at once; the venue answers 503 and will
     not show it to queries for 30 s; the stream pushes its NEW and both trades at once.
     Persisting the UNKNOWN stalls on a slow disk (5 s), so the send section overruns
     its 4 s deadline and the row stays SENDING until the tracker settles it. The
-    applier, which waited for the order's lock, finds SENDING and drops the three
-    events as old news ("SENDING cannot be seen here"). Then "not found" after the
-    10.5 s grace "proves" absence: the resend at 11 s is a second MARKET order.
+    applier, which waited for the order's lock, used to drop the three events as
+    old news ("SENDING cannot be seen here"); then "not found" after the 10.5 s
+    grace "proved" absence and the resend at 11 s was a second MARKET order.
 
-    The stream had reported the order (``StreamWitness.saw`` is true for it), and
-    an order the stream reports exists "whatever the queries say".
+    Fixed twice over: the applier applies reports to a SENDING row whose section
+    overran (``Executor.section_over``), and an order the stream reported
+    (``StreamWitness.saw``) is never proven absent by a query.
     """
     _play(
         _advance(0.2),
@@ -1558,14 +1547,15 @@ def test_an_order_the_stream_reported_during_an_overrun_send_is_not_resent() -> 
     )
 
 
-@_REPORTED_YET_RESENT
 def test_an_order_whose_trade_the_stream_reported_is_not_resent() -> None:
     """t=0.2 the stream drops; a LIMIT order is sent (503, invisible to queries for
     40 s) and half filled, both events lost. At 1.2 the stream is back; the order
     fills, and its TRADE event (executed 0.010, record at 0) sends the applier to
     the order's trades — whose query fails, so nothing is recorded. The record stays
-    UNKNOWN, the witness has seen the order, and after the held grace (20.5 s: the
-    stream was down in the window) "not found" resends it: a second order."""
+    UNKNOWN, the witness has seen the order; after the held grace (20.5 s: the
+    stream was down in the window) "not found" used to resend it: a second order.
+    Now ``judge_not_found`` answers NotFoundYet for an order the stream reported,
+    and the order is adopted once a query shows it."""
     _play(
         _advance(0.2),
         _stream_fault(StreamFaultKind.DROP),
@@ -1582,20 +1572,13 @@ def test_an_order_whose_trade_the_stream_reported_is_not_resent() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="UserStreams._venue_loop: the source runs inside a nursery, so its TradingdError "
-    "arrives as an ExceptionGroup and is logged as an unexpected failure (with traceback)",
-)
 def test_a_stream_session_that_fails_is_logged_as_a_failure_not_a_crash() -> None:
     """A source's ``run`` may raise a :class:`~daemon.errors.TradingdError` (the Binance
     client raises a refused API key; here the next session cannot connect): the loop
-    means to log it as an error and retry after its backoff (``except TradingdError``).
-    But ``source.run`` runs inside the nursery of the applier, whose exception group
-    never matches that clause: the expected failure is logged by ``log.exception`` as
-    "failed unexpectedly", with a traceback, each time. (Retried all the same: which
-    is why the machine draws only REFUSE, a session that ends without an error.)"""
+    logs it as an error and retries after its backoff. ``source.run`` runs inside
+    the nursery of the applier, so the error arrives in an exception group: the loop
+    used ``except TradingdError``, which never matched, and logged the expected
+    failure as "failed unexpectedly" with a traceback; it now uses ``except*``."""
     _play(
         _advance(0.2),
         _stream_fault(StreamFaultKind.FAIL),
@@ -1609,12 +1592,6 @@ def _restart(hard: bool) -> Step:
     return lambda machine: machine.restart(hard)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="OrderLedger.load restores a reservation with the record's executed_qty while "
-    "set_position takes the stored fills, which may be more: the excess is counted twice",
-)
 def test_the_risk_book_counts_each_fill_once_across_a_restart() -> None:
     """Found by the machine (no stream involved). A resting BUY of 0.010 half fills;
     process 2's start-up status query is answered 0.5 s late with what the venue
@@ -1622,8 +1599,10 @@ def test_the_risk_book_counts_each_fill_once_across_a_restart() -> None:
     query, made after, lists both trades: both are stored (position 0.010 in the
     store) with executed_qty 0.005. Process 3 loads the book: position 0.010 from
     the fills, plus a reservation restored as "0.005 executed, already in the
-    position"; the FILLED answer then moves the position by the 0.005 more
-    executed: 0.015 in the risk book, 0.010 at the venue and in the store."""
+    position"; the FILLED answer then moved the position by the 0.005 more
+    executed: 0.015 in the risk book, 0.010 at the venue and in the store. Now
+    ``OrderLedger.load`` restores the reservation as executed by whichever is more,
+    the record's executed_qty or its stored fills."""
     _play(
         _submit(LIMIT_BUY),
         _arm(Call.GET_ORDER, Fault(FaultKind.SLOW, 0.5)),

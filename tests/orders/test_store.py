@@ -679,6 +679,25 @@ async def test_fills_are_idempotent_and_move_positions_once(
     assert spelled == ("1.00000000", clock.ms)
 
 
+async def test_the_fills_of_unfinished_intents_are_summed_exactly(orders: OrderStore) -> None:
+    """Start-up's risk book takes each live order's stored fills (they are in the
+    positions already); finished intents and intents without fills are left out."""
+    live, done, bare = await orders.insert_intents([record("m1"), record("m2"), record("m3")])
+    await orders.insert_fills(
+        [
+            fill(1, client_order_id=live.client_order_id, quantity="0.10000000"),
+            fill(2, client_order_id=live.client_order_id, quantity="0.2"),
+            fill(3, client_order_id=done.client_order_id, quantity="1"),
+        ]
+    )
+    await orders.cancel_unsent(
+        done.client_order_id, transition(S.PENDING, S.CANCELED, reason="canceled")
+    )
+    filled = await orders.filled_of_unfinished()
+    assert filled == {live.client_order_id: Decimal("0.3")}
+    assert bare.client_order_id not in filled
+
+
 async def test_a_failed_transaction_stores_no_fill_and_moves_no_position(
     orders: OrderStore,
 ) -> None:

@@ -22,7 +22,13 @@ from daemon.config import OrdersConfig
 from daemon.model.userstream import ExecutionReport, ExecutionType, UserStreamDown, UserStreamUp
 from daemon.orders.intent import OrderIntent
 from daemon.orders.records import IntentRecord
-from daemon.orders.state import NotFound, NotFoundYet, OrderState
+from daemon.orders.state import (
+    DecisionKind,
+    NotFound,
+    NotFoundYet,
+    OrderState,
+    resolve_unknown,
+)
 from daemon.orders.userstream import StreamWitness, Witness, judge_not_found
 from daemon.store.orders_fills import fills_for
 from tests.helpers.orders import (
@@ -120,6 +126,32 @@ def test_the_grace_follows_the_witness(
     if witness == "down":
         assert w is not None
         assert (record.client_order_id in w.held) == (elapsed_s >= 10.0)
+
+
+@pytest.mark.parametrize("witness", ["down", "unsure", "witnessed"])
+@pytest.mark.parametrize("elapsed_s", [0.0, 10.0, 20.0, 3600.0])
+def test_an_order_the_stream_reported_is_never_proven_absent(
+    witness: str, elapsed_s: float
+) -> None:
+    """The stream's event proves existence: a query's "not found" is the venue lagging,
+    however late it comes and whatever the stream did since."""
+    record = _record(T0_MS)
+    w = StreamWitness("v") if witness == "down" else _witness_up_since(T0_MS - 1)
+    w.on_event(T0_MS + 100, record.client_order_id)
+    if witness == "witnessed":
+        w.on_event(T0_MS + 5500)
+    if witness == "down":
+        w.on_down(UserStreamDown(venue="v", at_ms=T0_MS + 200, reason="closed"))
+    outcome = judge_not_found(
+        SETTINGS, w, record, now_s=T0_MS / 1000 + elapsed_s, recv_window_ms=500
+    )
+    assert isinstance(outcome, NotFoundYet)
+    assert outcome.reported
+    assert outcome.remaining_s >= 0.0
+    decision = resolve_unknown(outcome)
+    assert decision.kind is DecisionKind.QUERY_AGAIN
+    assert "user data stream reported it" in decision.reason
+    assert not w.held  # not a held resend: no resend is coming at all
 
 
 # --------------------------------------------------------------------------- pipeline

@@ -19,7 +19,9 @@ hears about it from every side at once, in drawn interleavings:
 
 Up to three of them run concurrently (the venue's calls are checkpoints, so
 their steps interleave on the order's lock). The send's outcome is drawn too:
-answered (the order ACCEPTED, or FILLED with its fills) or ambiguous (UNKNOWN).
+answered (the order ACCEPTED, or FILLED with its fills), ambiguous (UNKNOWN), or
+a send section that overran its deadline (left SENDING until reconciliation
+settles it, while the stream's events for it are applied).
 
 After every batch: every stored fill is one of the venue's trades (its
 quantity and price), the stored position is the signed sum of the stored
@@ -146,8 +148,9 @@ class Rig:
         [order] = self.venue.orders.values()
         return order
 
-    async def place(self, type: OrderType, side: Side, answered: bool) -> None:
-        """Record the intent SENDING, place it at the venue, persist the answer or UNKNOWN."""
+    async def place(self, type: OrderType, side: Side, outcome: str) -> None:
+        """Record the intent SENDING, place it at the venue, persist the answer or UNKNOWN,
+        or leave it SENDING as a send section that overran its deadline does."""
         limit = type is OrderType.LIMIT
         intent = OrderIntent.create(
             message_id="m1",
@@ -168,10 +171,12 @@ class Rig:
         report = await self.venue.new_order(sending.to_intent().to_new_order())
         self.polls.append(report)
         async with self.ledger.lock(self.coid):
-            if answered:
+            if outcome == "answered":
                 await self.ledger.apply_report(sending, report, reason="venue answered new order")
-            else:
+            elif outcome == "unknown":
                 await self.ledger.mark_unknown(sending, "VenueOutcomeUnknownError: HTTP 503")
+            else:
+                self.executor.stuck.add(self.coid)  # the section overran: SENDING, stuck
 
     async def run(self, step: Step) -> None:
         if step.kind == "venue":
@@ -188,7 +193,9 @@ class Rig:
                 await self.executor.apply_observation(record, report, reason="open-order poll")
         else:
             record = self.ledger.get(self.coid)
-            if record is not None and record.state is S.UNKNOWN:
+            if record is not None and record.state is S.SENDING:
+                await self.executor.settle_stuck()
+            elif record is not None and record.state is S.UNKNOWN:
                 await self.executor.resolve(self.coid)
             elif record is not None and record.state in OPEN_STATES:
                 await self.executor.refresh(self.coid)
@@ -256,14 +263,14 @@ async def _scenario(
     path: Path,
     type: OrderType,
     side: Side,
-    answered: bool,
+    outcome: str,
     batches: list[list[Step]],
     finale: st.DataObject,
 ) -> None:
     db = await SqliteStore.open(path, runner=inline_runner)
     try:
         rig = Rig(OrderStore(db))
-        await rig.place(type, side, answered)
+        await rig.place(type, side, outcome)
         await rig.check_safety()
         for batch in batches:
             async with trio.open_nursery() as nursery:
@@ -288,15 +295,15 @@ async def _scenario(
 @given(
     type=st.sampled_from([OrderType.LIMIT] * 3 + [OrderType.MARKET]),
     side=st.sampled_from(Side),
-    answered=st.booleans(),
+    outcome=st.sampled_from(["answered", "unknown", "overran"]),
     batches=BATCHES,
     finale=st.data(),
 )
 def test_stream_polls_and_reconciliation_end_with_exactly_the_venues_fills(
-    type: OrderType, side: Side, answered: bool, batches: list[list[Step]], finale: st.DataObject
+    type: OrderType, side: Side, outcome: str, batches: list[list[Step]], finale: st.DataObject
 ) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="userstream-property-", dir=_TMP_ROOT))
     try:
-        trio.run(_scenario, tmp / "orders.db", type, side, answered, batches, finale)
+        trio.run(_scenario, tmp / "orders.db", type, side, outcome, batches, finale)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
