@@ -36,7 +36,6 @@ SEED = 3
 VIRTUAL_LIMIT_S = 1000.0
 
 
-
 def trade(trade_id: int, symbol: str = "BTCUSDT") -> str:
     return json.dumps({**P.TRADE_EVENT, "s": symbol, "t": trade_id})
 
@@ -104,6 +103,69 @@ async def test_combined_stream_unwraps_envelopes(loopback_clock: trio.testing.Mo
     assert isinstance(got_trade, Trade) and got_trade.trade_id == 9
     assert isinstance(got_depth, DepthUpdate)
     assert (got_depth.first_update_id, got_depth.final_update_id) == (157, 160)
+
+
+async def test_a_burst_is_delivered_in_order_through_a_small_queue(
+    loopback_clock: trio.testing.MockClock,
+) -> None:
+    """The stream hands on what trio-websocket has received already without waiting per
+    frame (stream.DRAIN_MAX at a time); a consumer queue of 3 still gets every event, in
+    order, malformed frames in their place, and a serverShutdown inside a burst ends the
+    connection at that frame (what follows it is not delivered from this connection)."""
+    frames: list[str] = []
+    for i in range(1, 601):
+        frames.append(trade(i) if i % 97 else "{not json")
+    frames.append(json.dumps({"e": "serverShutdown", "E": 1}))
+    frames.extend(trade(i) for i in range(601, 610))  # after the shutdown: not delivered
+
+    async def handler(request: trio_websocket.WebSocketRequest, n: int) -> None:
+        ws = await request.accept()
+        if n == 1:
+            for frame in frames:
+                await ws.send_message(frame)
+        await trio.sleep_forever()
+
+    with trio.fail_after(VIRTUAL_LIMIT_S):
+        async with ws_server(handler) as (port, _):
+            stream = BinanceStream(stream_config(port), ["btcusdt@trade"], rng=random.Random(SEED))
+            async with running(stream, capacity=3) as events:
+                got = await take(events, 1 + 600 + 1 + 1)  # connected, 600, disconnected, connected
+    assert isinstance(got[0], StreamConnected)
+    body = got[1:601]
+    for i, event in enumerate(body, start=1):
+        if i % 97:
+            assert isinstance(event, Trade) and event.trade_id == i, (i, event)
+        else:
+            assert isinstance(event, MalformedFrame), (i, event)
+    assert isinstance(got[601], StreamDisconnected)
+    assert got[601].reason is DisconnectReason.SERVER_SHUTDOWN
+    assert isinstance(got[602], StreamConnected) and got[602].connection_number == 2
+    assert stream.stats.messages == 601 and stream.stats.malformed == 6
+
+
+async def test_trio_websocket_still_keeps_received_messages_where_the_drain_reads_them(
+    loopback_clock: trio.testing.MockClock,
+) -> None:
+    """The drain reads trio-websocket's ``_recv_channel`` (not public API; without it the
+    stream is correct but awaits every frame). If an upgrade moves it, this fails."""
+
+    async def handler(request: trio_websocket.WebSocketRequest, n: int) -> None:
+        ws = await request.accept()
+        await ws.send_message(trade(1))
+        await ws.send_message(trade(2))
+        await trio.sleep_forever()
+
+    with trio.fail_after(VIRTUAL_LIMIT_S):
+        async with (
+            ws_server(handler) as (port, _),
+            trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/ws/x") as ws,
+        ):
+            first = await ws.get_message()
+            await trio.sleep(1)  # the second frame arrives meanwhile
+            channel = ws._recv_channel
+            assert isinstance(channel, trio.MemoryReceiveChannel)
+            second = channel.receive_nowait()
+    assert (json.loads(first)["t"], json.loads(second)["t"]) == (1, 2)
 
 
 async def test_pings_are_answered(loopback_clock: trio.testing.MockClock) -> None:
