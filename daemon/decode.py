@@ -25,6 +25,7 @@ forever, and a device must not be read without end.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import stat
@@ -146,11 +147,7 @@ def json_loads(
         raise DecodeError(f"{what} is longer than {max_bytes} bytes")
     try:
         text = data if isinstance(data, str) else bytes(data).decode("utf-8")
-        obj = json.loads(
-            text,
-            parse_float=parse_float,
-            parse_constant=None if allow_constants else _refuse_constant,
-        )
+        obj = _decoder(parse_float, allow_constants).decode(text)
     except DecodeError as exc:
         raise DecodeError(f"{what}: {exc}") from None
     except RecursionError:
@@ -166,6 +163,16 @@ def json_loads(
     if max_depth is not None:
         check_depth(obj, max_depth, what=what)
     return obj
+
+
+@functools.lru_cache(maxsize=16)
+def _decoder(parse_float: Callable[[str], Any] | None, allow_constants: bool) -> json.JSONDecoder:
+    """One decoder per option set (``json.loads`` with options builds one per call:
+    a measurable cost per stream frame). Decoders keep no state between calls."""
+    return json.JSONDecoder(
+        parse_float=parse_float,
+        parse_constant=None if allow_constants else _refuse_constant,
+    )
 
 
 def toml_loads(text: str, *, what: str = "TOML", max_depth: int | None = DEFAULT_MAX_DEPTH) -> Any:

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import attrs
 
 from daemon.model.marketdata import DepthSnapshot, DepthUpdate, Trade
 from daemon.venues.binance.codec.decoding import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_DECIMAL_CHARS,
+    MAX_DECIMAL_EXPONENT,
     MAX_FRAME_BYTES,
     Obj,
     as_list,
@@ -174,7 +179,79 @@ def _stream_depth(o: Obj, venue: str) -> DepthUpdate:
     )
 
 
+def _fast_trade(obj: Any, venue: str) -> Trade | None:
+    """The common frame, a well-formed trade (raw or combined), read without :class:`Obj`.
+
+    The hot path of market data. It accepts a subset of what :func:`_stream_event`
+    accepts, with the same result: every field has exactly the type and bounds
+    the general path requires (prices and quantities as decimal strings only).
+    Anything else — another event, a missing field, a number where a string
+    belongs — answers ``None``, and the general path decides (and names the
+    error). ``tests/venues/binance/test_codec.py`` checks the two agree.
+    """
+    if type(obj) is not dict or "event" in obj:
+        return None
+    if "stream" in obj and "data" in obj:
+        if type(obj["stream"]) is not str:
+            return None
+        obj = obj["data"]
+        if type(obj) is not dict:
+            return None
+    if obj.get("e") != "trade":
+        return None
+    p = obj.get("p")
+    q = obj.get("q")
+    symbol = obj.get("s")
+    trade_id = obj.get("t")
+    trade_time = obj.get("T")
+    event_time = obj.get("E")
+    maker = obj.get("m")
+    if (
+        type(p) is not str
+        or type(q) is not str
+        or type(symbol) is not str
+        or type(trade_id) is not int
+        or type(trade_time) is not int
+        or type(event_time) is not int
+        or type(maker) is not bool
+        or len(p) > MAX_DECIMAL_CHARS
+        or len(q) > MAX_DECIMAL_CHARS
+        or not INT64_MIN <= trade_id <= INT64_MAX
+        or not INT64_MIN <= trade_time <= INT64_MAX
+        or not INT64_MIN <= event_time <= INT64_MAX
+    ):
+        return None
+    try:
+        price = Decimal(p)
+        qty = Decimal(q)
+    except (InvalidOperation, ValueError):
+        return None
+    if not (
+        price.is_finite()
+        and qty.is_finite()
+        and -MAX_DECIMAL_EXPONENT <= price.adjusted() <= MAX_DECIMAL_EXPONENT
+        and -MAX_DECIMAL_EXPONENT <= qty.adjusted() <= MAX_DECIMAL_EXPONENT
+    ):
+        return None
+    return Trade(
+        venue=venue,
+        symbol=symbol,
+        trade_id=trade_id,
+        price=price,
+        quantity=qty,
+        quote_quantity=price * qty,
+        buyer_is_maker=maker,
+        trade_time_ms=trade_time,
+        event_time_ms=event_time,
+    )
+
+
 def _stream_event(obj: Any, venue: str) -> StreamMessage:
+    fast = _fast_trade(obj, venue)
+    return fast if fast is not None else _general_event(obj, venue)
+
+
+def _general_event(obj: Any, venue: str) -> StreamMessage:
     o = Obj(obj, "event")
     if isinstance(obj.get("event"), dict):
         # The WebSocket API's wrapper: {"event": {"e": "serverShutdown", "E": …}}
