@@ -19,6 +19,7 @@ Layers, from the wire inwards::
     answers.py  the JSON shapes of the answers
     control.py  the /sim control API (faults, accounts, audit, market)
     streams.py  /ws/<stream>, /stream?streams=…, pings, serverShutdown, stream faults
+    benchfeed.py bench mode: pre-encoded trade frames at full speed, with backpressure
     wsapi.py    /ws-api/v3: the WebSocket API endpoint, sessions, user data stream methods
     wsframes.py WebSocket API frames sans I/O: requests, answers, rateLimits, signature payload
     userstream.py user data stream: subscriptions, event payloads, delivery, slow subscribers

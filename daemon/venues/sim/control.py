@@ -19,11 +19,24 @@ listens on loopback). :class:`ControlApi` holds the handlers;
 ``POST /sim/market/clear``  withdraw all synthetic orders of ``symbol``
 ``POST /sim/streams/drop``  drop every stream connection (``mode``)
 ``POST /sim/streams/shutdown`` ``serverShutdown`` to all, close after ``grace_s``
+``POST /sim/bench/trades``  bench run: ``symbol``, ``count``, ``rate`` → ``202``
+``GET /sim/bench``          the bench run: phase, ids, frames ``sent``, timings
+``DELETE /sim/bench``       stop the bench run's delivery
 =========================== =====================================================
+
+Bench mode (:mod:`daemon.venues.sim.benchfeed`): ``POST /sim/bench/trades``
+``{"symbol": "BTCUSDT", "count": N, "rate": R}`` (``count`` 1 … 10,000,000;
+``rate`` trades/s, 0 or absent = as fast as each connection takes them)
+needs the market paused and no run going (else ``409``). It answers ``202``
+``{"symbol", "first_id", "last_id", "count", "rate", "connections"}`` at once,
+then generates the trades (recorded like any other) and sends them, pre-encoded,
+to the connections subscribed to ``<symbol>@trade`` at that moment, waiting for
+slow ones instead of dropping them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -34,6 +47,7 @@ from daemon.http import HTTPError, Request, Response, Router
 from daemon.venues.sim.accounts import Ledger
 from daemon.venues.sim.answers import trade_json
 from daemon.venues.sim.audit import AuditLog
+from daemon.venues.sim.benchfeed import MAX_COUNT, BenchFeed, BenchRefused
 from daemon.venues.sim.faults import FaultInjector, FaultSpec
 from daemon.venues.sim.market import MarketGenerator, TradeLog, WallClock
 from daemon.venues.sim.matching import MatchingEngine
@@ -62,6 +76,7 @@ class ControlApi:
         hub: StreamHub,
         clock: WallClock,
         requests: Callable[[], int],
+        bench: BenchFeed | None = None,
     ) -> None:
         self.engine = engine
         self.ledger = ledger
@@ -72,6 +87,7 @@ class ControlApi:
         self.hub = hub
         self.clock = clock
         self._requests = requests
+        self.bench = bench
 
     def router(self) -> Router:
         """The ``/sim/...`` routes."""
@@ -90,15 +106,23 @@ class ControlApi:
         router.add("POST", "/sim/market/clear", self._sim_market_clear)
         router.add("POST", "/sim/streams/drop", self._sim_drop)
         router.add("POST", "/sim/streams/shutdown", self._sim_shutdown)
+        router.add("POST", "/sim/bench/trades", self._sim_bench_start)
+        router.add("GET", "/sim/bench", self._sim_bench)
+        router.add("DELETE", "/sim/bench", self._sim_bench_stop)
         return router
 
     async def _sim_status(self, request: Request) -> Response:
+        bench = self.bench
         return Response.json(
             {
                 "requests": self._requests(),
                 "streamConnections": self.hub.connection_count,
                 "streamMessages": self.hub.published,
                 "auditRecords": len(self.audit),
+                "benchRunning": bench is not None
+                and bench.current is not None
+                and bench.current.running,
+                "benchFramesSent": 0 if bench is None else bench.frames_sent(),
                 **self._market_state(),
             }
         )
@@ -271,6 +295,46 @@ class ControlApi:
         if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
             raise HTTPError(400, "grace_s must be a number >= 0")
         return Response.json({"notified": self.hub.shutdown_all(float(grace))})
+
+    # -- bench mode ---------------------------------------------------------------------
+
+    def _bench(self) -> BenchFeed:
+        if self.bench is None:
+            raise HTTPError(404, "bench mode is not available in this simulator")
+        return self.bench
+
+    async def _sim_bench_start(self, request: Request) -> Response:
+        bench = self._bench()
+        data = _object(request)
+        unknown = set(data) - {"symbol", "count", "rate"}
+        if unknown:
+            raise HTTPError(400, f"unknown key(s) {sorted(unknown)}")
+        symbol, count, rate = data.get("symbol"), data.get("count"), data.get("rate", 0)
+        if not isinstance(symbol, str) or symbol not in self.trade_logs:
+            raise HTTPError(400, f"unknown or missing symbol {symbol!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+            raise HTTPError(400, f"count must be an integer in [1, {MAX_COUNT}]")
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, int | float)
+            or not 0 <= rate < math.inf  # 1e400 decodes as inf
+        ):
+            raise HTTPError(400, "rate must be a finite number >= 0 (per second; 0 = unpaced)")
+        try:
+            run = bench.start(symbol, count, rate)
+        except BenchRefused as exc:
+            raise HTTPError(409, str(exc)) from None
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
+        return Response.json(run.accepted_json(), status=202)
+
+    async def _sim_bench(self, request: Request) -> Response:
+        return Response.json(self._bench().snapshot())
+
+    async def _sim_bench_stop(self, request: Request) -> Response:
+        bench = self._bench()
+        await bench.stop()
+        return Response.json(bench.snapshot())
 
 
 def _object(request: Request) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from daemon.venues.sim import protocol as p
 from daemon.venues.sim.accounts import Ledger
 from daemon.venues.sim.api import Headers, Operation, SimApi
 from daemon.venues.sim.audit import AuditLog
+from daemon.venues.sim.benchfeed import BenchFeed
 from daemon.venues.sim.config import SimConfig
 from daemon.venues.sim.control import ControlApi
 from daemon.venues.sim.faults import FaultInjector, FaultSpec
@@ -101,6 +102,7 @@ class RestApi:
         market: MarketGenerator,
         hub: StreamHub,
         clock: WallClock,
+        bench: BenchFeed | None = None,
     ) -> None:
         self.api = SimApi(
             config=config,
@@ -130,6 +132,7 @@ class RestApi:
             hub=hub,
             clock=clock,
             requests=lambda: self.requests,
+            bench=bench,
         ).router()
 
     # -- pipeline -----------------------------------------------------------------

@@ -14,6 +14,11 @@ all of it), and an injectable wall clock (milliseconds since the epoch)
 stamps exchange times, checks ``timestamp``/``recvWindow`` and drives the
 rate-limit windows. :func:`trio_clock_ms` makes the wall clock follow Trio's
 clock for fully virtual tests.
+
+Bench mode (:class:`~daemon.venues.sim.benchfeed.BenchFeed`, ``/sim/bench``)
+runs beside the market: the server hands it the engine, the trade logs and the
+hub, runs its tasks in :meth:`SimServer.run_market`, and lets it hold back the
+engine's trades while a run is generating (:meth:`SimServer._on_trade`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import trio
 from daemon.http import serve_http
 from daemon.venues.sim.accounts import Ledger
 from daemon.venues.sim.audit import AuditLog
+from daemon.venues.sim.benchfeed import BenchFeed
 from daemon.venues.sim.config import SimConfig
 from daemon.venues.sim.faults import FaultInjector
 from daemon.venues.sim.limits import RateLimiter
@@ -105,6 +111,14 @@ class SimServer:
             suffix: {s.symbol: DepthBatcher(s.symbol) for s in config.symbols}
             for suffix, _interval in DEPTH_SPEEDS
         }
+        self.bench = BenchFeed(
+            engine=self.engine,
+            trade_logs=self.trade_logs,
+            hub=self.hub,
+            market=self.market,
+            clock=self.clock,
+            release=self._record_trade,
+        )
         self.engine.trade_listeners.append(self._on_trade)
         self.engine.book_listeners.append(self._on_book)
         self.rest = RestApi(
@@ -118,6 +132,7 @@ class SimServer:
             market=self.market,
             hub=self.hub,
             clock=self.clock,
+            bench=self.bench,
         )
         self.users = UserStreamHub(self.ledger, self.clock)
         self.engine.changes.order_listeners.append(self.users.on_order)
@@ -138,6 +153,11 @@ class SimServer:
     # -- engine listeners ---------------------------------------------------------
 
     def _on_trade(self, trade: Trade) -> None:
+        if not self.bench.holds(trade):  # a bench run of the symbol records its ids first
+            self._record_trade(trade)
+
+    def _record_trade(self, trade: Trade) -> None:
+        """Keep ``trade`` in its log and publish it on ``<symbol>@trade``."""
         self.trade_logs[trade.symbol].append(trade)
         stream = f"{trade.symbol.lower()}@trade"
         if self.hub.has_subscribers(stream):
@@ -190,6 +210,7 @@ class SimServer:
         async with trio.open_nursery() as nursery:
             for suffix, interval_s in DEPTH_SPEEDS:
                 nursery.start_soon(self._flush_depth, suffix, interval_s)
+            await nursery.start(self.bench.run)
             await nursery.start(self.market.run)
             task_status.started()
 

@@ -18,6 +18,18 @@
 * A client too slow to drain its queue (``send_queue`` messages) is
   disconnected, as Binance does with slow consumers.
 
+Bench mode (:mod:`daemon.venues.sim.benchfeed`) is the exception: it finds
+the connections of a stream with :meth:`StreamHub.subscribers` and writes
+pre-built frames with :meth:`_Connection.write_frames`, which *waits* for a
+slow socket instead of dropping it. It writes under trio-websocket's own write
+lock (``WebSocketConnection._stream_lock``, the lock its ``_send`` holds), one
+chunk of whole frames at a time, so pings, pongs, other messages and the close
+handshake never land inside a frame. Those are trio-websocket internals
+(0.12): :func:`direct_writer` checks for them — and that no extension such as
+permessage-deflate was negotiated — and without them ``write_frames`` falls
+back to ``send_message`` per frame (correct, slower);
+``tests/venues/sim/test_bench_mode.py`` fails if they change.
+
 Other WebSocket services share the listener: :meth:`StreamHub.mount` hands
 the handshakes for one path (the WebSocket API's ``/ws-api/v3``) to their
 owner, which accepts or refuses them and runs the connection.
@@ -31,11 +43,12 @@ closed without a close frame — which is what a network drop looks like.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Final
 
 import trio
@@ -45,13 +58,14 @@ from trio_websocket import (
     WebSocketRequest,
     wrap_server_stream,
 )
+from wsproto.connection import ConnectionState
 
 from daemon.decode import DecodeError, json_loads
 from daemon.venues.sim.config import StreamsConfig
 from daemon.venues.sim.faults import DropMode, FaultInjector, FaultSpec, hostile_frame
 from daemon.venues.sim.market import WallClock
 
-__all__ = ["Mount", "StreamHub"]
+__all__ = ["DirectWriter", "Mount", "StreamHub", "direct_writer", "frame_payloads"]
 
 log = logging.getLogger("tradingd.sim.streams")
 
@@ -77,6 +91,63 @@ Mount = Callable[
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
+
+
+class DirectWriter:
+    """trio-websocket's write lock and stream of one connection, for whole pre-built frames."""
+
+    def __init__(self, ws: WebSocketConnection, lock: trio.StrictFIFOLock, stream: Any) -> None:
+        self._ws = ws
+        self._lock = lock
+        self._stream: trio.abc.SendStream = stream
+        self._proto: Any = ws._wsproto
+        #: A write was cancelled part way: the peer may hold half a frame.
+        self.cut = False
+
+    async def write(self, frames: memoryview) -> bool:
+        """Write ``frames`` under the connection's lock; ``False`` if it is closing or closed."""
+        async with self._lock:
+            # A close frame is made (state leaves OPEN) before its writer takes the lock:
+            # nothing may follow it.
+            if self._ws.closed is not None or self._proto.state is not ConnectionState.OPEN:
+                return False
+            try:
+                await self._stream.send_all(frames)
+            except trio.Cancelled:
+                self.cut = True
+                raise
+            return True
+
+
+def direct_writer(ws: WebSocketConnection) -> DirectWriter | None:
+    """A :class:`DirectWriter` for ``ws``, or ``None`` if this trio-websocket lacks the
+    internals it relies on, or if an extension (permessage-deflate) changes the framing."""
+    lock = getattr(ws, "_stream_lock", None)
+    stream = getattr(ws, "_stream", None)
+    connection = getattr(getattr(ws, "_wsproto", None), "connection", None)
+    extensions = getattr(getattr(connection, "_proto", None), "extensions", None)
+    if (
+        not isinstance(lock, trio.StrictFIFOLock)
+        or not isinstance(stream, trio.abc.SendStream)
+        or not isinstance(getattr(connection, "state", None), ConnectionState)
+        or extensions != []
+    ):
+        return None
+    return DirectWriter(ws, lock, stream)
+
+
+def frame_payloads(frames: memoryview) -> Iterator[str]:
+    """The texts of complete, unmasked, unfragmented text frames laid back to back."""
+    data = frames.tobytes()
+    at = 0
+    while at < len(data):
+        size, head = data[at + 1] & 0x7F, 2
+        if size == 126:
+            size, head = int.from_bytes(data[at + 2 : at + 4], "big"), 4
+        elif size == 127:
+            size, head = int.from_bytes(data[at + 2 : at + 10], "big"), 10
+        yield data[at + head : at + head + size].decode()
+        at += head + size
 
 
 class _Closing(Exception):
@@ -106,6 +177,7 @@ class _Connection:
         self.combined = combined
         self.streams: set[str] = set(streams)
         self.opened_at = trio.current_time()
+        self.serial = next(hub.serials)
         self.send, self.receive = trio.open_memory_channel[str](hub.config.send_queue)
         self.cancel_scope = trio.CancelScope()
         self.end: _Closing | None = None
@@ -114,6 +186,7 @@ class _Connection:
         except OSError:  # the peer may be gone already
             self.peer = "?"
         self._nursery: trio.Nursery | None = None
+        self._direct: DirectWriter | bool | None = False  # False: not looked up yet
 
     # -- called by the hub (synchronously) -----------------------------------------
 
@@ -138,6 +211,37 @@ class _Connection:
         if self.end is None:
             self.end = closing
         self.cancel_scope.cancel()
+
+    # -- bench mode (from the bench run's task) ---------------------------------------
+
+    def is_open(self) -> bool:
+        """Whether frames may still be written (not ending, not closing)."""
+        return self.end is None and self.ws.closed is None
+
+    async def write_frames(self, frames: memoryview) -> bool:
+        """Write complete pre-built text frames, waiting for the socket (backpressure).
+
+        ``False`` when the connection is closing or gone (write nothing more).
+        Cancelled in the middle of a write, the connection is aborted: the peer
+        may have half a frame, and nothing else may follow it.
+        """
+        if self._direct is False:
+            self._direct = direct_writer(self.ws)
+        direct = self._direct
+        try:
+            if isinstance(direct, DirectWriter):
+                try:
+                    return await direct.write(frames)
+                except trio.Cancelled:
+                    if direct.cut:
+                        self.finish(_Closing("abort", "bench write cut short"))
+                    raise
+            for text in frame_payloads(frames):
+                await self.ws.send_message(text)
+            return True
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.finish(_Closing(None, "peer closed"))
+            return False
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -261,6 +365,7 @@ class StreamHub:
         self._connections: set[_Connection] = set()
         self._mounts: dict[str, Mount] = {}
         self.published = 0
+        self.serials = itertools.count(1)
 
     def mount(self, path: str, owner: Mount) -> None:
         """Serve the WebSocket handshakes for ``path`` (any query) with ``owner``."""
@@ -274,6 +379,10 @@ class StreamHub:
 
     def has_subscribers(self, stream: str) -> bool:
         return bool(self._subscribers.get(stream))
+
+    def subscribers(self, stream: str) -> list[_Connection]:
+        """The connections subscribed to ``stream``, oldest first (bench mode's targets)."""
+        return sorted(self._subscribers.get(stream, ()), key=lambda conn: conn.serial)
 
     def publish(self, stream: str, payload: dict[str, Any]) -> None:
         """Send ``payload`` to every connection subscribed to ``stream``."""
