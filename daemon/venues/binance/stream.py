@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -343,63 +344,102 @@ class BinanceStream:
         send: trio.MemorySendChannel[StreamEvent],
         number: int,
     ) -> tuple[DisconnectReason, str, bool]:
-        """Forward frames until the connection should be replaced; returns why."""
+        """Forward frames until the connection should be replaced; returns why.
+
+        The wait for the venue is timed by one cancel scope that lives across
+        many waits (a scope per wait is a large share of the hot path): its
+        deadline is set before each wait and lifted right after, so it can only
+        ever interrupt the wait — never the hand-over to the consumer, which
+        may take as long as backpressure needs. If the deadline passed in the
+        instant between the wait's end and the lift (the scope is cancelled
+        already, and would interrupt the next checkpoint), the frame in hand is
+        handled outside that scope and a fresh one is opened.
+        """
         config = self._config
         retire_at = trio.current_time() + config.max_connection_age_s
         got_data = False
+        in_hand: str | bytes | None = None
         while True:
-            now = trio.current_time()
-            if now >= retire_at:
-                return (
-                    DisconnectReason.MAX_AGE,
-                    f"connection age reached {config.max_connection_age_s:g}s",
-                    got_data,
-                )
-            message: str | bytes | None = None
-            with trio.move_on_at(min(retire_at, now + config.stale_after_s)):
-                message = await ws.get_message()
-            if message is None:
+            if in_hand is not None:
+                ended, data = await self._burst(ws, send, number, in_hand)
+                got_data = got_data or data
+                if ended is not None:
+                    return ended[0], ended[1], got_data
+                in_hand = None
+            with trio.CancelScope() as scope:
+                while True:
+                    now = trio.current_time()
+                    if now >= retire_at:
+                        return (
+                            DisconnectReason.MAX_AGE,
+                            f"connection age reached {config.max_connection_age_s:g}s",
+                            got_data,
+                        )
+                    scope.deadline = min(retire_at, now + config.stale_after_s)
+                    message = await ws.get_message()
+                    scope.deadline = math.inf
+                    if scope.cancel_called:
+                        in_hand = message
+                        break
+                    ended, data = await self._burst(ws, send, number, message)
+                    got_data = got_data or data
+                    if ended is not None:
+                        return ended[0], ended[1], got_data
+            if scope.cancelled_caught:
                 if trio.current_time() >= retire_at:
-                    continue  # the age check above reports it
+                    continue  # the age check reports it
                 return (
                     DisconnectReason.STALE,
                     f"no message for {config.stale_after_s:g}s",
                     got_data,
                 )
-            self.stats.last_message_at = trio.current_time()
-            # Then what trio-websocket has received already, without waiting (and
-            # without a checkpoint per message: the wait above is one): a burst
-            # costs one task switch per DRAIN_MAX frames, not two per frame.
-            handled = 0
-            while message is not None:
-                self.stats.messages += 1
-                try:
-                    parsed = codec.parse_stream_message(message, venue=self.venue)
-                except VenueDecodeError as exc:
-                    await self._malformed(send, number, message, str(exc))
-                    parsed = None
-                except Exception as exc:  # a decoding bug must cost one frame, never the feed
-                    log.error(
-                        "%s: unexpected %s decoding a frame (a bug; dead-lettered)",
-                        self.venue,
-                        type(exc).__name__,
-                    )
-                    error = (
-                        f"{self.venue}: stream frame: could not be decoded ({type(exc).__name__})"
-                    )
-                    await self._malformed(send, number, message, error)
-                    parsed = None
-                if isinstance(parsed, codec.ServerShutdown):
-                    return (
-                        DisconnectReason.SERVER_SHUTDOWN,
-                        f"serverShutdown event (E={parsed.event_time_ms})",
-                        got_data,
-                    )
-                if parsed is not None:
-                    got_data = True
-                    await self._emit(send, parsed)
-                handled += 1
-                message = _received(ws) if handled < DRAIN_MAX else None
+
+    async def _burst(
+        self,
+        ws: trio_websocket.WebSocketConnection,
+        send: trio.MemorySendChannel[StreamEvent],
+        number: int,
+        message: str | bytes,
+    ) -> tuple[tuple[DisconnectReason, str] | None, bool]:
+        """Handle ``message``, then what trio-websocket has received already.
+
+        Without waiting, and without a checkpoint per message (the wait for the
+        first one was one): a burst costs one task switch per :data:`DRAIN_MAX`
+        frames, not two per frame. Returns why the connection ends (a
+        ``serverShutdown``; ``None`` to go on) and whether data came.
+        """
+        self.stats.last_message_at = trio.current_time()
+        got_data = False
+        handled = 0
+        current: str | bytes | None = message
+        while current is not None:
+            self.stats.messages += 1
+            try:
+                parsed = codec.parse_stream_message(current, venue=self.venue)
+            except VenueDecodeError as exc:
+                await self._malformed(send, number, current, str(exc))
+                parsed = None
+            except Exception as exc:  # a decoding bug must cost one frame, never the feed
+                log.error(
+                    "%s: unexpected %s decoding a frame (a bug; dead-lettered)",
+                    self.venue,
+                    type(exc).__name__,
+                )
+                error = f"{self.venue}: stream frame: could not be decoded ({type(exc).__name__})"
+                await self._malformed(send, number, current, error)
+                parsed = None
+            if isinstance(parsed, codec.ServerShutdown):
+                reason = (
+                    DisconnectReason.SERVER_SHUTDOWN,
+                    f"serverShutdown event (E={parsed.event_time_ms})",
+                )
+                return reason, got_data
+            if parsed is not None:
+                got_data = True
+                await self._emit(send, parsed)
+            handled += 1
+            current = _received(ws) if handled < DRAIN_MAX else None
+        return None, got_data
 
     async def _malformed(
         self,

@@ -168,6 +168,40 @@ async def test_trio_websocket_still_keeps_received_messages_where_the_drain_read
     assert (json.loads(first)["t"], json.loads(second)["t"]) == (1, 2)
 
 
+class _LateFrames:
+    """A connection whose frames arrive just as the staleness deadline passes: each
+    ``get_message`` waits (shielded) past the deadline, then returns a frame."""
+
+    def __init__(self, frames: list[str], wait_s: float) -> None:
+        self.frames = frames
+        self.wait_s = wait_s
+
+    async def get_message(self) -> str:
+        if not self.frames:
+            await trio.sleep_forever()
+        with trio.CancelScope(shield=True):
+            await trio.sleep(self.wait_s)
+        return self.frames.pop(0)
+
+
+async def test_a_frame_that_ends_its_wait_as_the_deadline_passes_is_not_lost(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The timed wait's cancel scope lives across waits; when its deadline passes in the
+    instant a frame arrives, the frame is still handed on (outside that scope) and the
+    connection is not called stale; the next quiet stretch is."""
+    stream = BinanceStream(stream_config(1), ["btcusdt@trade"], rng=random.Random(SEED))
+    late = _LateFrames([trade(1), trade(2)], wait_s=31.0)  # stale_after_s is 30
+    send, receive = trio.open_memory_channel[StreamEvent](10)
+    with trio.fail_after(VIRTUAL_LIMIT_S):
+        reason, detail, got_data = await stream._pump(late, send, 1)  # type: ignore[arg-type]
+    assert detail == "no message for 30s"
+    got = [receive.receive_nowait() for _ in range(2)]
+    assert [t.trade_id for t in got if isinstance(t, Trade)] == [1, 2]
+    assert reason is DisconnectReason.STALE and got_data
+    assert trio.current_time() == pytest.approx(31.0 + 31.0 + 30.0)
+
+
 async def test_pings_are_answered(loopback_clock: trio.testing.MockClock) -> None:
     pongs: list[float] = []
 
