@@ -150,19 +150,12 @@ class MatchingEngine:
         return self._book(symbol).update_id
 
     def reserve_trade_ids(self, symbol: str, count: int) -> int:
-        """Take the next ``count`` trade ids of ``symbol`` (bench mode's pre-made trades);
-        returns the first. Trades matched later continue after them.
-
-        Raises:
-            ApiError: -1121 Invalid symbol.
-            ValueError: ``count`` < 1.
-        """
+        """The first of the next ``count`` trade ids of ``symbol``, taken (bench mode)."""
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         book = self._book(symbol)
-        first = book.next_trade_id
         book.next_trade_id += count
-        return first
+        return book.next_trade_id - count
 
     def last_trade_id(self, symbol: str) -> int:
         """Id of the last trade (``first_trade_id - 1`` before any)."""
