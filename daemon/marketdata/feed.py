@@ -260,29 +260,53 @@ class Feed:
     # ------------------------------------------------------------------ routing
 
     async def _route(self, ctx: ChildContext) -> None:
+        """Route stream events until cancelled; heartbeat, tail checks and the check after
+        a malformed frame are due even while nothing arrives.
+
+        The wait for the next event is timed by one cancel scope that lives
+        across many waits (a scope per wait is a large share of the hot path):
+        its deadline is set before each wait and lifted right after, so it only
+        ever interrupts the wait, never the routing of an event (a put into the
+        trades queue, a backfill). An event received in the instant the
+        deadline passed (the scope is cancelled already) is routed outside it.
+        """
         receive = self._stream_queue.receive
         interval = self._settings.heartbeat_interval_s
+        in_hand: object = None
         while True:
-            ctx.heartbeat()
-            if trio.current_time() >= self._tail_due_at:
-                # Also while events flow: a busy depth stream must not hide a quiet symbol.
-                tail_in = await self._tail.due(ctx)
-                self._tail_due_at = trio.current_time() + (interval if tail_in is None else tail_in)
-            try:
-                event = receive.receive_nowait()
-            except trio.WouldBlock:
-                wait_s = min(interval, max(0.0, self._tail_due_at - trio.current_time()))
-                verify_in = self._malformed.verify_in()
-                if verify_in is not None:
-                    if verify_in <= 0:
-                        await self._verify_after_malformed(ctx)
-                        continue
-                    wait_s = min(wait_s, verify_in)
-                with trio.move_on_after(wait_s) as scope:
-                    event = await receive.receive()
-                if scope.cancelled_caught:
-                    continue  # idle: heartbeat and wait again
-            await self._dispatch(ctx, event)
+            if in_hand is not None:
+                await self._dispatch(ctx, in_hand)
+                in_hand = None
+            with trio.CancelScope() as scope:
+                while True:
+                    ctx.heartbeat()
+                    if trio.current_time() >= self._tail_due_at:
+                        # Also while events flow: a busy depth stream must not hide a
+                        # quiet symbol.
+                        tail_in = await self._tail.due(ctx)
+                        self._tail_due_at = trio.current_time() + (
+                            interval if tail_in is None else tail_in
+                        )
+                    try:
+                        event = receive.receive_nowait()
+                    except trio.WouldBlock:
+                        now = trio.current_time()
+                        wait_s = min(interval, max(0.0, self._tail_due_at - now))
+                        verify_in = self._malformed.verify_in()
+                        if verify_in is not None:
+                            if verify_in <= 0:
+                                await self._verify_after_malformed(ctx)
+                                continue
+                            wait_s = min(wait_s, verify_in)
+                        scope.deadline = now + wait_s
+                        event = await receive.receive()
+                        scope.deadline = math.inf
+                        if scope.cancel_called:
+                            in_hand = event
+                            break
+                    await self._dispatch(ctx, event)
+            # Here after a wait timed out (idle: heartbeat and wait again) or with an
+            # event received as its deadline passed.
 
     async def _dispatch(self, ctx: ChildContext, event: object) -> None:
         if isinstance(event, Trade):
