@@ -61,12 +61,22 @@ are slowed to an hour, because the bench leaves thousands of resting orders
 and polling them is not what is measured. Numbers vary between machines; the
 ratios much less.
 
+**Where the CPU goes** (``--profile``). After the latency phase, as many
+sequential orders again under :mod:`cProfile`, turned into a CPU budget per
+order and stage (admin HTTP, validation and risk, group commit, executor
+and ledger, venue client, HTTP client, decode, persisting the answer),
+beside the baseline's own steps timed in the load generator
+(:mod:`.orders_profile` says how functions map to stages and what the
+profiler's inflation means). The latency figures above are not profiled.
+``--quick`` runs smaller counts (:data:`~.orders_setup.QUICK`).
+
 Where the code is: this module runs the bench (:func:`measure`) and is its
 command line; :mod:`.orders_setup` holds the options, the simulator's and
 tradingd's configurations and the running daemon; :mod:`.orders_phases` the
-three measurements; :mod:`.orders_report` the table; :mod:`.orders_load` the
-load-generator process (which runs the raw baselines of
-:mod:`.orders_baseline`, and the HTTP clients).
+three measurements; :mod:`.orders_profile` the profiled pass;
+:mod:`.orders_report` the table; :mod:`.orders_load` the load-generator
+process (which runs the raw baselines of :mod:`.orders_baseline`, and the
+HTTP clients).
 """
 
 from __future__ import annotations
@@ -98,8 +108,10 @@ from daemon.bench.common import (
 from daemon.bench.orders_baseline import PRICE, QUANTITY, SYMBOL, ws_api_url
 from daemon.bench.orders_load import LoadGeneratorProcess, serve_load_generator
 from daemon.bench.orders_phases import entry_phase, http_phase, latency_phase
+from daemon.bench.orders_profile import profile_phase
 from daemon.bench.orders_report import render
 from daemon.bench.orders_setup import (
+    QUICK,
     TRANSPORTS,
     BenchOptions,
     RunningDaemon,
@@ -118,12 +130,16 @@ STOP_TIMEOUT_S: Final = 60.0
 # ------------------------------------------------------------------ the run
 
 
-async def measure(options: BenchOptions, workdir: Path, transport: str = "rest") -> dict[str, Any]:
+async def measure(
+    options: BenchOptions, workdir: Path, transport: str = "rest", *, profile: bool = False
+) -> dict[str, Any]:
     """Start the simulator, tradingd and the load generator under ``workdir``; run every phase.
 
     ``transport`` (one of :data:`~daemon.bench.orders_setup.TRANSPORTS`) is
     tradingd's ``order_transport`` and the baseline's; the report carries it
     as ``"transport"`` unless it is ``rest`` (the report as it always was).
+    ``profile``: the profiled pass after the latency phase, reported as
+    ``"profile"`` (:func:`~daemon.bench.orders_profile.profile_phase`).
     """
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown order transport {transport!r}")
@@ -181,12 +197,24 @@ async def measure(options: BenchOptions, workdir: Path, transport: str = "rest")
                     f"http://{host}:{port}", secret_files["token"], workdir
                 )
                 try:
-                    latency = await latency_phase(options, running, loadgen, baseline_setup)
+                    latency = await latency_phase(
+                        options, running, loadgen, baseline_setup, stages=profile
+                    )
+                    profiled = (
+                        await profile_phase(
+                            options, running, loadgen, latency, workdir / "tradingd-orders.pstats"
+                        )
+                        if profile
+                        else None
+                    )
                     entry = await entry_phase(options, running, sim)
                     http = await http_phase(options, running, sim, loadgen)
                     if transport == "ws-api":
                         sent = (
-                            options.warmup + options.latency_orders + entry["sent"] + http["sent"]
+                            options.warmup
+                            + options.latency_orders * (2 if profile else 1)
+                            + entry["sent"]
+                            + http["sent"]
                         )
                         ws_api_client = running.ws_api_client(sent)
                     loadgen_pid = loadgen.proc.pid
@@ -242,13 +270,15 @@ async def measure(options: BenchOptions, workdir: Path, transport: str = "rest")
         "entry_http": http,
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
+    if profiled is not None:
+        report["profile"] = profiled
     if transport == "rest":
         return report
     return {"transport": transport, **report, "ws_api_client": ws_api_client}
 
 
 async def measure_transports(
-    options: BenchOptions, workdir: Path, transports: Sequence[str]
+    options: BenchOptions, workdir: Path, transports: Sequence[str], profile: bool = False
 ) -> dict[str, Any]:
     """One :func:`measure` per transport, one after the other.
 
@@ -257,13 +287,13 @@ async def measure_transports(
     report is ``{"transports", "runs": {transport: report}, "bench_seconds"}``.
     """
     if len(transports) == 1:
-        return await measure(options, workdir, transports[0])
+        return await measure(options, workdir, transports[0], profile=profile)
     started = time.perf_counter()
     runs: dict[str, dict[str, Any]] = {}
     for transport in transports:
         subdir = workdir / transport
         subdir.mkdir(mode=0o700)
-        runs[transport] = await measure(options, subdir, transport)
+        runs[transport] = await measure(options, subdir, transport, profile=profile)
     return {
         "transports": list(transports),
         "runs": runs,
@@ -282,35 +312,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--latency-orders",
         type=int,
-        default=defaults.latency_orders,
+        default=None,
         metavar="N",
         help=f"sequential orders measured, baseline and tradingd each ({defaults.latency_orders})",
     )
     add(
         "--warmup",
         type=int,
-        default=defaults.warmup,
+        default=None,
         metavar="N",
         help=f"unmeasured first orders of each ({defaults.warmup})",
     )
     add(
         "--block",
         type=int,
-        default=defaults.block,
+        default=None,
         metavar="N",
         help=f"orders per alternating block ({defaults.block})",
     )
     add(
         "--entry-orders",
         type=int,
-        default=defaults.entry_orders,
+        default=None,
         metavar="N",
         help=f"orders of the in-process throughput phase ({defaults.entry_orders})",
     )
     add(
         "--http-orders",
         type=int,
-        default=defaults.http_orders,
+        default=None,
         metavar="N",
         help=f"orders of the POST /orders throughput phase ({defaults.http_orders})",
     )
@@ -348,7 +378,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how tradingd sends orders, and the baseline with it: rest, ws-api (the "
         "WebSocket API) or both, one run each, reported side by side (rest)",
     )
-    add("--keep", action="store_true", help="keep the state directory (logs, databases) afterwards")
+    add(
+        "--quick",
+        action="store_true",
+        help=f"smaller counts where none is given: {QUICK.latency_orders} latency orders "
+        f"(after {QUICK.warmup}), {QUICK.entry_orders} in-process, {QUICK.http_orders} "
+        "through POST /orders",
+    )
+    add(
+        "--profile",
+        action="store_true",
+        help="after the latency phase, as many orders again under cProfile: tradingd's CPU "
+        "per order by stage, beside the baseline's (the report's 'profile')",
+    )
+    add(
+        "--keep",
+        action="store_true",
+        help="keep the state directory (logs, databases, the --profile pstats) afterwards",
+    )
     add("--json", action="store_true", help="print the report as JSON instead of a table")
     add(
         "--log-level",
@@ -362,12 +409,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace) -> BenchOptions:
+    base = QUICK if args.quick else BenchOptions()
+
+    def count(name: str) -> int:
+        value = getattr(args, name)
+        return int(getattr(base, name) if value is None else value)
+
     return BenchOptions(
-        latency_orders=args.latency_orders,
-        warmup=args.warmup,
-        block=args.block,
-        entry_orders=args.entry_orders,
-        http_orders=args.http_orders,
+        latency_orders=count("latency_orders"),
+        warmup=count("warmup"),
+        block=count("block"),
+        entry_orders=count("entry_orders"),
+        http_orders=count("http_orders"),
         submitters=args.submitters,
         clients=args.clients,
         accounts=args.accounts,
@@ -408,7 +461,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     keep = args.keep
     transports = TRANSPORTS if args.transport == "both" else (args.transport,)
     try:
-        report = trio.run(measure_transports, options, workdir, transports)
+        report = trio.run(measure_transports, options, workdir, transports, args.profile)
     except (BenchError, ConfigError, OSError) as exc:
         keep = True
         print(f"tradingd bench orders: {exc}", file=sys.stderr)

@@ -15,6 +15,12 @@ one-thread limiter, as the store's thread lane does). Nothing of tradingd is
 used — neither its venue client nor its codec: the signatures are written out
 here from Binance's documentation. The load generator process
 (:mod:`daemon.bench.orders_load`) runs them, alone in its Trio loop.
+
+For ``--profile``, a :class:`StageClock` takes the main thread's CPU
+(``time.thread_time``) at each step of an order — commit, build and sign,
+the venue request, decode, commit — so that the baseline's CPU per stage
+stands beside tradingd's (:mod:`daemon.bench.orders_profile`) without a
+profiler inflating it; off, it does nothing.
 """
 
 from __future__ import annotations
@@ -39,9 +45,11 @@ from daemon.bench.common import BenchError
 __all__ = [
     "PRICE",
     "QUANTITY",
+    "STAGE_KEYS",
     "SYMBOL",
     "WS_API_PATH",
     "Baseline",
+    "StageClock",
     "WsBaseline",
     "signed_order_params",
     "signed_order_target",
@@ -62,6 +70,38 @@ WS_API_PATH: Final = "/ws-api/v3"
 REQUEST_TIMEOUT_S: Final = 10.0
 #: Longest frame the WebSocket baseline reads (an ``order.place`` answer is ~1 KB).
 MAX_FRAME_BYTES: Final = 1 << 20
+
+
+#: The steps of one baseline order :class:`StageClock` times, in order.
+STAGE_KEYS: Final = ("commit_intent", "build_sign", "http_client", "decode", "commit_answer")
+
+
+class StageClock:
+    """The main thread's CPU per step of the baseline's orders, summed (off: does nothing).
+
+    :meth:`mark` starts an order; each :meth:`lap` adds the thread CPU since
+    the previous mark or lap to a step of :data:`STAGE_KEYS`.
+    """
+
+    def __init__(self, *, enabled: bool = False) -> None:
+        self.enabled = enabled
+        self.seconds: dict[str, float] = dict.fromkeys(STAGE_KEYS, 0.0)
+        self._at = 0.0
+
+    def mark(self) -> None:
+        if self.enabled:
+            self._at = time.thread_time()
+
+    def lap(self, stage: str) -> None:
+        if self.enabled:
+            now = time.thread_time()
+            self.seconds[stage] += now - self._at
+            self._at = now
+
+    def take(self) -> dict[str, float]:
+        """The sums so far, reset to zero."""
+        seconds, self.seconds = self.seconds, dict.fromkeys(STAGE_KEYS, 0.0)
+        return seconds
 
 
 def ws_api_url(ws_url: str) -> str:
@@ -125,6 +165,7 @@ class _BaselineStore(abc.ABC):
         self._db_path = db_path
         self._conn: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
+        self.clock = StageClock()
 
     async def open(self) -> None:
         await trio.to_thread.run_sync(self._open, limiter=self._limiter)
@@ -171,13 +212,17 @@ class _BaselineStore(abc.ABC):
             Seconds in all, in the two commits (thread calls), in the venue
             request, and in the two COMMIT statements.
         """
+        clock = self.clock
+        clock.mark()
         started = time.perf_counter()
         first = await self.commit(client_order_id, "intent")
         posted = time.perf_counter()
-        await self.send_order(client_order_id)
+        clock.lap("commit_intent")
+        await self.send_order(client_order_id)  # laps build_sign, http_client, decode
         answered = time.perf_counter()
         second = await self.commit(client_order_id, "answer")
         done = time.perf_counter()
+        clock.lap("commit_answer")
         commits = (posted - started) + (done - answered)
         return done - started, commits, answered - posted, first + second
 
@@ -203,16 +248,18 @@ class Baseline(_BaselineStore):
         self._secret = api_secret.encode("utf-8")
 
     async def send_order(self, client_order_id: str) -> None:
-        response = await self.http.post(
-            signed_order_target(self._secret, client_order_id, time.time_ns() // 1_000_000),
-            headers={"X-MBX-APIKEY": self._api_key},
-        )
+        clock = self.clock
+        target = signed_order_target(self._secret, client_order_id, time.time_ns() // 1_000_000)
+        clock.lap("build_sign")
+        response = await self.http.post(target, headers={"X-MBX-APIKEY": self._api_key})
+        clock.lap("http_client")
         answer = response.json()
         if response.status_code != 200 or "orderId" not in answer:
             raise BenchError(
                 f"baseline order {client_order_id}: simulator answered "
                 f"{response.status_code}: {response.text[:300]}"
             )
+        clock.lap("decode")
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -258,17 +305,21 @@ class WsBaseline(_BaselineStore):
     async def send_order(self, client_order_id: str) -> None:
         ws = self._ws
         assert ws is not None, "open() first"
+        clock = self.clock
         request_id = f"base-{next(self._ids)}"
         params = signed_order_params(
             self._api_key, self._secret, client_order_id, time.time_ns() // 1_000_000
         )
+        frame = json.dumps({"id": request_id, "method": "order.place", "params": params})
+        clock.lap("build_sign")
         try:
             with trio.fail_after(REQUEST_TIMEOUT_S):
-                await ws.send_message(
-                    json.dumps({"id": request_id, "method": "order.place", "params": params})
-                )
+                await ws.send_message(frame)
                 while True:
-                    answer: Any = json.loads(await ws.get_message())
+                    message = await ws.get_message()
+                    clock.lap("http_client")
+                    answer: Any = json.loads(message)
+                    clock.lap("decode")
                     if isinstance(answer, dict) and answer.get("id") == request_id:
                         break
         except trio.TooSlowError:

@@ -92,7 +92,10 @@ class LoadGenerator:
       "commit_statement_seconds"}``, lists with one value per order (``post_seconds``:
       the venue request, a REST POST or a WebSocket API ``order.place``), and
       ``cpu_s``, this process's CPU for them all (the baseline of ``transport``,
-      ``"rest"`` when absent, is set up on first use);
+      ``"rest"`` when absent, is set up on first use); with ``"stages": true``
+      also ``cpu_stages_s``, the main thread's CPU per step of the orders
+      (:class:`~daemon.bench.orders_baseline.StageClock`), the worker
+      threads' and the process's;
     * ``{"op": "post", "body"}`` → ``{"status", "seconds", "client_order_id"}``:
       one ``POST /orders`` on a kept-alive connection;
     * ``{"op": "burst", "count", "prefix", "accounts", "concurrency"}`` →
@@ -143,10 +146,22 @@ class LoadGenerator:
         if baseline is None:
             baseline = await self._open_baseline(command)
         prefix = command["prefix"]
-        cpu_before = sum(self_cpu_s())
+        stages = bool(command.get("stages", False))
+        baseline.clock.enabled = stages
+        baseline.clock.take()
+        cpu_before, main_before = sum(self_cpu_s()), time.thread_time()
         rows = [await baseline.one(f"{prefix}{i}") for i in command["ids"]]
+        cpu_s, main_s = sum(self_cpu_s()) - cpu_before, time.thread_time() - main_before
+        answer: dict[str, Any] = {}
+        if stages:
+            answer["cpu_stages_s"] = {
+                **baseline.clock.take(),
+                "worker_threads": max(0.0, cpu_s - main_s),
+                "process": cpu_s,
+            }
         return {
-            "cpu_s": sum(self_cpu_s()) - cpu_before,
+            **answer,
+            "cpu_s": cpu_s,
             "seconds": [r[0] for r in rows],
             "commit_seconds": [r[1] for r in rows],
             "post_seconds": [r[2] for r in rows],

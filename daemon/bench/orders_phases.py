@@ -15,6 +15,7 @@ the wait until the venue's answers to them are persisted (the send rate).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -44,7 +45,7 @@ from daemon.orders.ledger import LatencyLog
 from daemon.orders.service import Pipeline
 from daemon.orders.state import OrderState
 
-__all__ = ["entry_phase", "http_phase", "latency_phase"]
+__all__ = ["entry_phase", "http_phase", "latency_phase", "one_tradingd_order"]
 
 #: The target of the issue: tradingd's p50 latency at most this many times the baseline's.
 TARGET_LATENCY_RATIO: Final = 1.3
@@ -98,7 +99,7 @@ async def _wait_drained(pipeline: Pipeline, answered_target: int, budget_s: floa
     return trio.current_time()
 
 
-async def _one_tradingd_order(
+async def one_tradingd_order(
     running: RunningDaemon, loadgen: LoadGeneratorProcess, message_id: str
 ) -> tuple[float, float, float]:
     """POST one order and wait until its answer is persisted.
@@ -163,12 +164,19 @@ async def latency_phase(
     running: RunningDaemon,
     loadgen: LoadGeneratorProcess,
     baseline_setup: Mapping[str, str],
+    *,
+    stages: bool = False,
 ) -> dict[str, Any]:
-    """Sequential orders, baseline and tradingd in alternating blocks."""
+    """Sequential orders, baseline and tradingd in alternating blocks.
+
+    ``stages`` (``--profile``): the baseline also times its steps
+    (``baseline_parts.cpu_stages_us_per_order``).
+    """
     incarnations = running.service.incarnations
 
     base, base_commits, base_posts = LatencyLog(), LatencyLog(), LatencyLog()
     base_statement_s = base_cpu_s = 0.0
+    base_stages: dict[str, float] = {}
     answered, committed, client = LatencyLog(), LatencyLog(), LatencyLog()
     tradingd_use = _TradingdUse()
 
@@ -179,10 +187,13 @@ async def latency_phase(
                 "op": "baseline",
                 "prefix": prefix,
                 "ids": list(range(start, start + count)),
+                "stages": stages and measured,
                 **baseline_setup,
             }
         )
         if measured:
+            for key, seconds in answer.get("cpu_stages_s", {}).items():
+                base_stages[key] = base_stages.get(key, 0.0) + float(seconds)
             base_cpu_s += float(answer["cpu_s"])
             base_statement_s += sum(float(s) for s in answer["commit_statement_seconds"])
             for log_, key in (
@@ -195,14 +206,14 @@ async def latency_phase(
 
     await baseline(0, options.warmup, "bench-warm-", measured=False)
     for i in range(options.warmup):
-        await _one_tradingd_order(running, loadgen, f"warm-{i}")
+        await one_tradingd_order(running, loadgen, f"warm-{i}")
     done = 0
     while done < options.latency_orders:
         count = min(options.block, options.latency_orders - done)
         await baseline(done, count, "bench-base-", measured=True)
         tradingd_use.start(running)
         for i in range(done, done + count):
-            a, c, rtt = await _one_tradingd_order(running, loadgen, f"lat-{i}")
+            a, c, rtt = await one_tradingd_order(running, loadgen, f"lat-{i}")
             answered.add(a)
             committed.add(c)
             client.add(rtt)
@@ -211,6 +222,17 @@ async def latency_phase(
     if running.service.incarnations != incarnations:
         raise BenchError("the order pipeline restarted during the latency phase (see the log)")
     base_q, td_q = quantiles(base), quantiles(answered)
+    baseline_parts: dict[str, Any] = {
+        "commits": quantiles(base_commits),
+        "post": quantiles(base_posts),
+        "mean_commit_ms": ms(base_statement_s / (2 * options.latency_orders)),
+        "cpu_ms_per_order": ms(base_cpu_s / options.latency_orders),
+    }
+    if stages:
+        baseline_parts["cpu_stages_us_per_order"] = {
+            key: round(seconds / options.latency_orders * 1e6, 1)
+            for key, seconds in base_stages.items()
+        }
     return {
         "orders": options.latency_orders,
         "warmup": options.warmup,
@@ -220,12 +242,7 @@ async def latency_phase(
         "ratio_p50": ratio(td_q["p50_ms"], base_q["p50_ms"]),
         "ratio_p99": ratio(td_q["p99_ms"], base_q["p99_ms"]),
         "target_ratio_p50": TARGET_LATENCY_RATIO,
-        "baseline_parts": {
-            "commits": quantiles(base_commits),
-            "post": quantiles(base_posts),
-            "mean_commit_ms": ms(base_statement_s / (2 * options.latency_orders)),
-            "cpu_ms_per_order": ms(base_cpu_s / options.latency_orders),
-        },
+        "baseline_parts": baseline_parts,
         "tradingd_received_to_committed": quantiles(committed),
         "tradingd_store": tradingd_use.report(options.latency_orders),
         "client_post_to_202": quantiles(client),
@@ -237,21 +254,29 @@ class _TradingdUse:
 
     The CPU is the bench process's (all threads) while only tradingd works in
     it — the admin API's HTTP handling of ``POST /orders`` included; the
-    bench's own share is a poll of an in-memory counter and a pipe.
+    bench's own share is a poll of an in-memory counter and a pipe. The main
+    (Trio) thread's share of it is measured apart (``time.thread_time``): the
+    rest is the store lane's worker threads.
     """
 
     def __init__(self) -> None:
         self.writes = self.reads = 0
-        self.commit_s = self.cpu_s = 0.0
-        self._at: tuple[int, int, float, float] | None = None
+        self.commit_s = self.cpu_s = self.main_cpu_s = 0.0
+        self._at: tuple[int, int, float, float, float] | None = None
 
     @staticmethod
-    def _read(running: RunningDaemon) -> tuple[int, int, float, float]:
+    def _read(running: RunningDaemon) -> tuple[int, int, float, float, float]:
         store = running.daemon.store_service.store
         if store is None:
             raise BenchError("tradingd's store is not open (see the log)")
         stats = store.stats
-        return stats.commits, stats.reads, stats.total_commit_s, sum(self_cpu_s())
+        return (
+            stats.commits,
+            stats.reads,
+            stats.total_commit_s,
+            sum(self_cpu_s()),
+            time.thread_time(),
+        )
 
     def start(self, running: RunningDaemon) -> None:
         self._at = self._read(running)
@@ -263,6 +288,7 @@ class _TradingdUse:
         self.reads += now[1] - self._at[1]
         self.commit_s += now[2] - self._at[2]
         self.cpu_s += now[3] - self._at[3]
+        self.main_cpu_s += now[4] - self._at[4]
         self._at = None
 
     def report(self, orders: int) -> dict[str, Any]:
@@ -271,6 +297,7 @@ class _TradingdUse:
             "reads_per_order": round(self.reads / orders, 2),
             "mean_commit_ms": ms(self.commit_s / self.writes) if self.writes else None,
             "cpu_ms_per_order": ms(self.cpu_s / orders),
+            "main_thread_cpu_ms_per_order": ms(self.main_cpu_s / orders),
         }
 
 

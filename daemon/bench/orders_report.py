@@ -5,7 +5,8 @@ returns (the same document ``--json`` prints) and lays out the machine, where
 each part ran and the three measurements with their targets. A report of
 several transports (``--transport both``) is laid out in one table: the
 machine once, then in each measurement a block of rows per transport, after
-a summary with one line per transport.
+a summary with one line per transport. A ``--profile`` run ends with the
+CPU budget per stage (:func:`~daemon.bench.orders_profile.render_profile`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from daemon.bench.common import fmt
+from daemon.bench.orders_profile import render_profile
 
 __all__ = ["render"]
 
@@ -173,9 +175,18 @@ def render(report: Mapping[str, Any]) -> str:
         _http_heading(web),
         *_http_rows(web),
         "",
+        *_profile(report),
         f"bench time {report['bench_seconds']:.1f} s",
     ]
     return "\n".join(lines)
+
+
+def _profile(run: Mapping[str, Any], heading: str = "") -> list[str]:
+    """The ``--profile`` block of one run (nothing without ``--profile``)."""
+    profile = run.get("profile")
+    if profile is None:
+        return []
+    return [*([f"   {heading}"] if heading else []), *render_profile(profile), ""]
 
 
 def _summary(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -227,8 +238,10 @@ def _render_runs(report: Mapping[str, Any]) -> str:
     lines += ["", _http_heading(first["entry_http"])]
     for transport, run in runs.items():
         lines += [f"   {TRANSPORT_HEADINGS[transport]}", *_http_rows(run["entry_http"])]
+    lines.append("")
+    for transport, run in runs.items():
+        lines += _profile(run, TRANSPORT_HEADINGS[transport])
     lines += [
-        "",
         "bench time "
         + ", ".join(f"{t} {run['bench_seconds']:.1f} s" for t, run in runs.items())
         + f"; {report['bench_seconds']:.1f} s in all",

@@ -28,6 +28,7 @@ from daemon.bench.orders_load import account_names
 from daemon.orders.service import OrdersService, Pipeline
 
 __all__ = [
+    "QUICK",
     "TRANSPORTS",
     "UNLIMITED",
     "VENUE",
@@ -66,6 +67,10 @@ class BenchOptions:
             if value < minimum:
                 flag = "--" + field.name.replace("_", "-")
                 raise ValueError(f"{flag} must be >= {minimum}, got {value}")
+
+
+#: The counts of ``--quick``: a short run, for a smoke check or a noisy machine.
+QUICK: Final = BenchOptions(latency_orders=100, warmup=10, entry_orders=600, http_orders=400)
 
 
 # ------------------------------------------------------------------ the simulator process
