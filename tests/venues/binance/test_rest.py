@@ -100,11 +100,15 @@ class FakeVenue:
 
     async def handler(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
-        query = request.url.query.decode()
-        if "signature=" in query:
+        query, body = request.url.query.decode(), form_body(request)
+        if "signature=" in query + "&" + body:
             assert request.headers["X-MBX-APIKEY"] == API_KEY
-            payload, signature = codec.split_signature(query)
+            # Binance's totalParams: the query string, then the body, each without the signature.
+            query_payload, in_query = codec.split_signature(query)
+            body_payload, in_body = codec.split_signature(body)
+            signature = in_body if in_body is not None else in_query
             assert signature is not None
+            payload = codec.signature_payload(query_payload, body_payload)
             assert codec.verify_signature(API_SECRET, payload, signature), "bad signature"
         responders = self.routes[(request.method, request.url.path)]
         responder = responders.pop(0) if len(responders) > 1 else responders[0]
@@ -114,8 +118,24 @@ class FakeVenue:
         return response
 
 
+def form_body(request: httpx2.Request) -> str:
+    """The request's form body ("" without one; any other body fails the test)."""
+    if not request.content:
+        return ""
+    assert request.headers["Content-Type"] == codec.FORM_CONTENT_TYPE
+    return request.content.decode()
+
+
 def params(request: httpx2.Request) -> dict[str, str]:
-    return dict(codec.parse_query(request.url.query.decode()))
+    """Query string and form body parameters together (Binance reads both)."""
+    return dict(codec.parse_query(request.url.query.decode() + "&" + form_body(request)))
+
+
+def signed_text(request: httpx2.Request) -> str:
+    """Where the parameters and signature went: a POST/DELETE's body, else the query."""
+    if request.method in ("POST", "DELETE"):
+        return form_body(request)
+    return request.url.query.decode()
 
 
 def secret(value: str) -> Secret:
@@ -215,14 +235,18 @@ async def test_every_endpoint_round_trip() -> None:
     assert sent["recvWindow"] == "5000"
     # Local clock + measured offset (fixed clock: round trip 0, midpoint exact).
     assert sent["timestamp"] == str(LOCAL_MS + SERVER_AHEAD_MS)
-    assert order_req.url.query.decode().endswith(
-        "&signature="
-        + codec.sign(API_SECRET, codec.split_signature(order_req.url.query.decode())[0])
-    )
+    # A mutating request sends its parameters as a form body (the URL stays short and
+    # constant), signed over exactly the body bytes sent, signature last.
+    assert order_req.url.query == b"" and str(order_req.url).endswith("/api/v3/order")
+    body = form_body(order_req)
+    assert body.endswith("&signature=" + codec.sign(API_SECRET, codec.split_signature(body)[0]))
+    assert order_req.headers["Content-Length"] == str(len(order_req.content))
     (get_req,) = venue.calls("GET", "/api/v3/order")
     assert params(get_req)["origClientOrderId"] == "myOrder1"
+    assert "signature=" in get_req.url.query.decode() and not get_req.content  # GET: the query
     (cancel_req,) = venue.calls("DELETE", "/api/v3/order")
     assert params(cancel_req)["origClientOrderId"] == "myOrder1"
+    assert cancel_req.url.query == b"" and "signature=" in form_body(cancel_req)
     (open_req,) = venue.calls("GET", "/api/v3/openOrders")
     assert "symbol" not in params(open_req)
     (trades_req,) = venue.calls("GET", "/api/v3/myTrades")
@@ -325,7 +349,7 @@ async def test_errors_are_mapped_once_and_not_retried(
     assert exc.http_status is not None and exc.http_status >= 400
     # Definitive or order-mutating answers are not retried (a 418 without Retry-After either).
     assert len(venue.calls(method, "/api/v3/order")) == 1
-    sent = venue.calls(method, "/api/v3/order")[0].url.query.decode()
+    sent = signed_text(venue.calls(method, "/api/v3/order")[0])
     signature = codec.split_signature(sent)[1]
     assert signature
     no_secrets(exc, API_KEY, API_SECRET, signature)
@@ -335,15 +359,15 @@ async def test_secrets_echoed_by_the_venue_are_scrubbed() -> None:
     venue = FakeVenue()
 
     def echo(request: httpx2.Request) -> httpx2.Response:
-        query = request.url.query.decode()
-        msg = f"Signature for this request is not valid. {query} key={API_KEY} {API_SECRET}"
+        sent = signed_text(request)
+        msg = f"Signature for this request is not valid. {sent} key={API_KEY} {API_SECRET}"
         return httpx2.Response(400, json={"code": -1022, "msg": msg})
 
     venue.route("POST", "/api/v3/order", echo)
     client = make_client(venue)
     with pytest.raises(SignatureError) as info:
         await client.new_order(ORDER)
-    signature = codec.split_signature(venue.calls("POST", "/api/v3/order")[0].url.query.decode())[1]
+    signature = codec.split_signature(signed_text(venue.calls("POST", "/api/v3/order")[0]))[1]
     assert signature is not None
     no_secrets(info.value, API_KEY, API_SECRET, signature)
     assert "***" in str(info.value)
@@ -355,7 +379,7 @@ async def test_transport_errors_never_leak_the_signature() -> None:
     client = make_client(venue)
     with pytest.raises(VenueOutcomeUnknownError) as info:
         await client.new_order(ORDER)
-    signature = codec.split_signature(venue.calls("POST", "/api/v3/order")[0].url.query.decode())[1]
+    signature = codec.split_signature(signed_text(venue.calls("POST", "/api/v3/order")[0]))[1]
     assert signature is not None
     no_secrets(info.value, API_KEY, API_SECRET, signature)
     assert isinstance(info.value.__cause__, httpx2.ReadTimeout)  # translated with `from`
