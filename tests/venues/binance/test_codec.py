@@ -469,6 +469,25 @@ def test_usage_headers() -> None:
     assert reports[1].interval is RateLimitInterval.SECOND and reports[1].interval_num == 10
 
 
+def test_usage_header_names_are_parsed_once_values_every_time() -> None:
+    """The name's window is cached (every answer has the same few); the count never is."""
+    from daemon.venues.binance.codec import ratelimits  # noqa: PLC0415 - its private cache
+
+    for used in ("1", "2", "junk", "3"):
+        reports = codec.parse_usage_headers([("X-MBX-USED-WEIGHT-1M", used)])
+        assert [r.used for r in reports] == ([] if used == "junk" else [int(used)])
+    assert ratelimits._usage_window("X-MBX-USED-WEIGHT-1M") == (
+        RateLimitType.REQUEST_WEIGHT,
+        1,
+        RateLimitInterval.MINUTE,
+    )
+    # A venue making up names cannot grow the cache without bound.
+    codec.parse_usage_headers([(f"x-mbx-order-count-{n}s", "1") for n in range(1, 500)])
+    info = ratelimits._usage_window.cache_info()
+    assert info.currsize <= info.maxsize == ratelimits._USAGE_NAMES_CACHED
+    assert codec.parse_usage_headers([("x-mbx-order-count-0s", "1")]) == ()  # interval 0
+
+
 # =========================================================================== errors
 
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from collections.abc import Iterable
@@ -90,11 +91,26 @@ def parse_usage_headers(headers: Iterable[tuple[str, str]]) -> tuple[UsageReport
 
 
 def _usage_report(name: str, value: str) -> UsageReport | None:
-    match = _USAGE_HEADER.match(name.strip())
-    if match is None:
+    window = _usage_window(name)
+    if window is None:
         return None
     text = value.strip()
     if not _USAGE_VALUE.match(text):
+        return None
+    kind, interval_num, interval = window
+    return UsageReport(kind, interval_num, interval, int(text))
+
+
+#: Usage header names parsed (every answer carries the same few; bounded against
+#: a venue that makes up new ones).
+_USAGE_NAMES_CACHED = 64
+
+
+@functools.lru_cache(maxsize=_USAGE_NAMES_CACHED)
+def _usage_window(name: str) -> tuple[RateLimitType, int, RateLimitInterval] | None:
+    """The window a usage header's name counts for, parsed once per distinct name."""
+    match = _USAGE_HEADER.match(name.strip())
+    if match is None:
         return None
     kind = (
         RateLimitType.REQUEST_WEIGHT
@@ -104,8 +120,7 @@ def _usage_report(name: str, value: str) -> UsageReport | None:
     interval_num = int(match.group(2))
     if interval_num < 1:
         return None
-    interval = RateLimitInterval.from_letter(match.group(3))
-    return UsageReport(kind, interval_num, interval, int(text))
+    return kind, interval_num, RateLimitInterval.from_letter(match.group(3))
 
 
 def read_retry_after(value: str | None, now: dt.datetime) -> float | None:
