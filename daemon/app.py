@@ -47,7 +47,13 @@ import trio
 
 from daemon import __version__, app_metrics, logs
 from daemon import config as configmod
-from daemon.app_trading import build_orders, build_strategies, orders_child
+from daemon.app_trading import (
+    build_intake,
+    build_orders,
+    build_strategies,
+    intake_child,
+    orders_child,
+)
 from daemon.channels import Queues
 from daemon.children import (
     AdminChild,
@@ -199,6 +205,7 @@ class Daemon:
         self.strategies = build_strategies(
             config, self.orders, self.venue_links, self.capture.books, self._on_event
         )
+        self.intake = build_intake(config, self.orders)
         self.admin_address: tuple[str, int] | None = None
         self.admin_token: Secret | None = None
         self.reloader = Reloader(
@@ -243,6 +250,9 @@ class Daemon:
             self.metrics.register_collector(self.orders.metrics)
         if self.strategies is not None:
             self.health.add_check("strategies", self.strategies.check)
+        if self.intake is not None:
+            self.health.add_check("intake", self.intake.check)
+            self.metrics.register_collector(self.intake.metrics)
         self._count_event = app_metrics.register(self)
 
     # ------------------------------------------------------------------ components
@@ -300,6 +310,9 @@ class Daemon:
             on_event=self._on_event,
         )
         children.append(data.as_child())
+        if self.intake is not None:
+            # After the pipeline: stopped first, so its last submissions are answered.
+            children.append(intake_child(self.intake, cfg.supervision.child_shutdown_grace_s))
         if self.strategies is not None:
             # After the pipeline: strategies start once orders are reconciled and
             # stop first. A failing strategy only degrades health (see StrategiesService).

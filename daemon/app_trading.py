@@ -10,6 +10,9 @@ what it uses, explicitly:
 * :func:`build_orders` — the :class:`~daemon.orders.service.OrdersService`,
   when ``[accounts]`` are configured; :func:`orders_child` — its child in the
   ``data`` supervisor, with the start and stop budgets its settings imply.
+* :func:`build_intake` — the Redis stream intake (:mod:`daemon.intake`), when
+  ``[intake] enabled`` and the pipeline exists; :func:`intake_child` — its
+  child (after ``data``: it stops before the pipeline drains).
 * :func:`build_strategies` — the enabled strategies (their classes imported
   now: a typo fails the start), trading through the order service, priced by
   the captured books, sized by the venues' symbol filters
@@ -23,6 +26,7 @@ from decimal import Decimal
 
 from daemon.config import Config
 from daemon.errors import ConfigError
+from daemon.intake import IntakeService
 from daemon.marketdata.book import LocalBook
 from daemon.model.instruments import ExchangeInfo, SymbolInfo
 from daemon.orders.ledger import OrderVenue
@@ -33,7 +37,15 @@ from daemon.strategies import MarketDataPrices, StrategiesService, StrategySpec
 from daemon.supervise import ChildSpec, SupervisorEvent
 from daemon.venues.link import VenueLink
 
-__all__ = ["LinkVenues", "build_orders", "build_strategies", "find_symbol", "orders_child"]
+__all__ = [
+    "LinkVenues",
+    "build_intake",
+    "build_orders",
+    "build_strategies",
+    "find_symbol",
+    "intake_child",
+    "orders_child",
+]
 
 
 class LinkVenues:
@@ -112,6 +124,28 @@ def orders_child(orders: OrdersService, grace_s: float) -> ChildSpec:
         orders.run,
         start_timeout_s=s.startup_reconcile_timeout_s + 10.0,
         shutdown_grace_s=grace_s + s.drain_timeout_s + s.section_deadline_s,
+    )
+
+
+def build_intake(config: Config, orders: OrdersService | None) -> IntakeService | None:
+    """The Redis stream intake, when enabled (the loader requires ``[accounts]`` then)."""
+    if not config.intake.enabled or orders is None:
+        return None
+    return IntakeService(config.intake, orders, id_prefix=config.orders.id_prefix)
+
+
+def intake_child(intake: IntakeService, grace_s: float) -> ChildSpec:
+    """``intake``: not critical (Redis down degrades health); its stop waits for one read."""
+    s = intake.settings
+    call_s = s.block_ms / 1000 + s.socket_timeout_s
+    return ChildSpec(
+        "intake",
+        intake.run,
+        shutdown_grace_s=grace_s + call_s,
+        cleanup_timeout_s=call_s + 5.0,
+        heartbeat_interval_s=s.heartbeat_interval_s,
+        heartbeat_tolerance=3.0,
+        critical=False,
     )
 
 

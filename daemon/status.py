@@ -92,7 +92,8 @@ def status_line(daemon: Daemon, reload: ReloadResult | None = None) -> str:
 def status_summary(daemon: Daemon) -> dict[str, Any]:
     """``GET /status`` (no token): health, lifecycle, supervision, lag and queues.
 
-    Also market-data capture (public data: counts, lag, gaps). Nothing here
+    Also market-data capture (public data: counts, lag, gaps) and the Redis
+    intake (its connection and counters). Nothing here
     tells what an account holds or intends: orders, positions, switches,
     venues and the rest are in :func:`full_status` (``GET /status/full`` with
     the token, and ``tradingd status``). Credentials in URLs are masked.
@@ -101,6 +102,7 @@ def status_summary(daemon: Daemon) -> dict[str, Any]:
         **_common(daemon),
         "queues": daemon.queues.snapshot(),
         "marketdata": _marketdata_status(daemon),
+        "intake": daemon.intake.status() if daemon.intake is not None else None,
         "notify": _notify_status(daemon),
         "full": "GET /status/full with the bearer token",
     }
@@ -121,6 +123,7 @@ def full_status(daemon: Daemon) -> dict[str, Any]:
         "marketdata": _marketdata_status(daemon),
         "orders": daemon.orders.status() if daemon.orders is not None else None,
         "strategies": daemon.strategies.status() if daemon.strategies is not None else None,
+        "intake": daemon.intake.status() if daemon.intake is not None else None,
         "admin": {"listen": daemon.config.admin.listen, "bound": daemon.admin_address},
         "last_reload": daemon.last_reload.to_dict() if daemon.last_reload else None,
         "recent_events": daemon.events.recent(),

@@ -23,7 +23,7 @@ Where things are (every name below is importable from ``daemon.config``):
 * :mod:`~daemon.config.sections`: the process's sections (:class:`DaemonConfig`,
   :class:`LoggingConfig`, :class:`SupervisionConfig`, :class:`HealthConfig`,
   :class:`AdminConfig`, :class:`StoreConfig`, :class:`MarketDataConfig`,
-  :class:`VenueConfig`, :class:`TestingConfig`);
+  :class:`VenueConfig`, :class:`TestingConfig`, :class:`IntakeConfig`);
 * :mod:`~daemon.config.trading`: :class:`OrdersConfig`, :class:`RiskConfig`,
   :class:`AccountRiskConfig`, :class:`AccountConfig`, :class:`StrategyConfig`;
 * :mod:`~daemon.config.schema`: the root :class:`Config` and the walk over its keys;
@@ -63,6 +63,7 @@ from daemon.config.sections import (
     AdminConfig,
     DaemonConfig,
     HealthConfig,
+    IntakeConfig,
     LoggingConfig,
     MarketDataConfig,
     StoreConfig,
@@ -89,6 +90,7 @@ __all__ = [
     "DaemonConfig",
     "DecimalLimit",
     "HealthConfig",
+    "IntakeConfig",
     "LoggingConfig",
     "MarketDataConfig",
     "OrdersConfig",

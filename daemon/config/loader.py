@@ -241,6 +241,8 @@ def _cross_checks(config: Config, report: Report) -> None:
         if (venue.api_key is None) != (venue.api_secret is None):
             report(("venues", name), "api_key and api_secret go together: set both or neither")
     _check_orders(config, report)
+    for key, message in config.intake.problems(has_accounts=bool(config.accounts)):
+        report(("intake", key), message)
     _check_risk(("risk",), config.risk, report)
     for name, account in config.accounts.items():
         _check_entry(("accounts", name, "venue"), "venues", account.venue, config.venues, report)

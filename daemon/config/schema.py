@@ -26,6 +26,7 @@ from daemon.config.sections import (
     AdminConfig,
     DaemonConfig,
     HealthConfig,
+    IntakeConfig,
     LoggingConfig,
     MarketDataConfig,
     StoreConfig,
@@ -54,6 +55,7 @@ class Config:
     risk: RiskConfig = section(
         RiskConfig, help="Pre-trade risk limits (defaults of every account)."
     )
+    intake: IntakeConfig = section(IntakeConfig, help="Order intents from a Redis stream.")
     venues: Mapping[str, VenueConfig] = named(
         help="Exchange connections, one [venues.NAME] table each."
     )

@@ -1,7 +1,8 @@
 """The process's sections of the config schema: one frozen attrs class per table.
 
 ``[daemon]``, ``[logging]``, ``[supervision]``, ``[health]``, ``[admin]``,
-``[store]``, ``[marketdata]``, ``[testing]`` and one ``[venues.NAME]`` entry.
+``[store]``, ``[marketdata]``, ``[testing]``, one ``[venues.NAME]`` entry and
+``[intake]`` (order intents from a Redis stream).
 The trading sections (``[orders]``, ``[risk]``, accounts, strategies) are in
 :mod:`daemon.config.trading`; the root :class:`~daemon.config.Config` that
 holds them all is in :mod:`daemon.config.schema`. Each key is declared once,
@@ -10,6 +11,8 @@ with its default, range, help and reload kind (:mod:`daemon.config.declare`).
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from pathlib import Path
 from typing import Literal
 
@@ -371,3 +374,133 @@ for _cls in (
     TestingConfig,
 ):
     attrs.resolve_types(_cls)
+
+
+#: A Redis key or name as the config may write it: printable ASCII, no blanks.
+_REDIS_NAME = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+@attrs.frozen
+class IntakeConfig:
+    """Order intents from other processes through a Redis stream (``[intake]``).
+
+    The keys are checked by the loader through :meth:`problems` (URL, names,
+    cross-key rules); ranges are declared here. The fields after them are
+    internal tunables (:func:`tuning`).
+    """
+
+    enabled: bool = opt(
+        False,
+        help="Read order intents from the Redis stream (needs at least one [accounts.NAME]).",
+    )
+    redis_url: str = opt(
+        "redis://127.0.0.1:6379/0",
+        help='"redis://HOST:PORT/DB", "rediss://..." (TLS) or "unix:///PATH"; a user name '
+        "may be in the URL, a password never (see password).",
+    )
+    password: SecretRef | None = opt(
+        None, help="Redis password (a secret reference); unset: no AUTH."
+    )
+    stream: str = opt("tradingd:intents", help="The stream order intents are added to.")
+    group: str = opt(
+        "tradingd",
+        help="Consumer group: one per deployment; every daemon of it reads the stream "
+        "through this group, so each entry is processed by one of them.",
+    )
+    consumer: str = opt(
+        "",
+        help='This daemon\'s consumer name in the group. "": "<hostname>-<pid>". A stable '
+        "name lets a restarted daemon take back its own pending entries at once; else the "
+        "claim sweep of a live consumer takes them after claim_idle_ms.",
+    )
+    batch: int = opt(100, ge=1, le=10_000, help="Entries per XREADGROUP (COUNT).")
+    block_ms: int = opt(
+        1000,
+        ge=1,
+        le=1000,
+        help="Longest wait of one blocking read (BLOCK); bounds how long a stop waits "
+        "for the read in flight.",
+    )
+    dead_letter_stream: str = opt(
+        "tradingd:intents:dead",
+        help="Where entries that can never be processed go (the original entry id and "
+        "fields, the error, the delivery count).",
+    )
+    max_deliveries: int = opt(
+        5,
+        ge=1,
+        le=1000,
+        help="An entry delivered more often than this without being processed is dead-lettered.",
+    )
+    claim_idle_ms: int = opt(
+        30_000,
+        ge=100,
+        le=86_400_000,
+        help="Entries pending this long with another consumer (one that died) are "
+        "taken over by the claim sweep (XAUTOCLAIM).",
+    )
+    claim_interval_s: float = opt(
+        5.0, gt=0, le=3600, help="Period of the claim sweep and of the pending count."
+    )
+
+    # Internal tunables (not config keys; see :func:`tuning`).
+    socket_timeout_s: float = tuning(
+        5.0, help="Bound of one Redis command beyond its BLOCK (connect included)."
+    )
+    retry_initial_s: float = tuning(0.1, help="First delay after a failed Redis call.")
+    retry_max_s: float = tuning(5.0, help="Cap of those delays (equal jitter).")
+    heartbeat_interval_s: float = tuning(
+        5.0, help="Heartbeat promise of the intake's loop (one read is at most block_ms)."
+    )
+
+    def problems(self, *, has_accounts: bool) -> list[tuple[str, str]]:
+        """``(key, message)`` for every rule the ranges cannot say (the loader reports them)."""
+        out: list[tuple[str, str]] = []
+        url_problem = _redis_url_problem(self.redis_url)
+        if url_problem:
+            out.append(("redis_url", url_problem))
+        names = {
+            "stream": self.stream,
+            "group": self.group,
+            "dead_letter_stream": self.dead_letter_stream,
+        }
+        if self.consumer:
+            names["consumer"] = self.consumer
+        for key, value in names.items():
+            if not _REDIS_NAME.fullmatch(value):
+                out.append((key, "must be 1-200 printable ASCII characters without blanks"))
+        if self.dead_letter_stream == self.stream:
+            out.append(("dead_letter_stream", "must differ from intake.stream"))
+        if self.claim_idle_ms <= self.block_ms:
+            out.append(("claim_idle_ms", f"must be greater than intake.block_ms ({self.block_ms})"))
+        if self.enabled and not has_accounts:
+            out.append(("enabled", "the intake needs at least one [accounts.NAME] to trade on"))
+        return out
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a Redis URL the intake accepts, or ``None``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return 'must start with "redis://", "rediss://" or "unix://"'
+    if parts.password is not None:
+        return "must not contain a password: use intake.password (a secret reference)"
+    if parts.query or parts.fragment:
+        return "must not have a query or fragment (the intake sets its own options)"
+    if parts.scheme == "unix":
+        return None if parts.path else 'needs a socket path ("unix:///run/redis.sock")'
+    if not parts.hostname:
+        return "needs a host"
+    if port == 0:
+        return "port must be 1-65535"
+    db = parts.path.removeprefix("/")
+    if db and not (db.isascii() and db.isdigit() and len(db) <= 5):
+        return f"the path must be a database number, got {parts.path!r}"
+    return None
+
+
+attrs.resolve_types(IntakeConfig)
