@@ -5,6 +5,14 @@
   orders over REST or the WebSocket API (``--transport``);
   :mod:`.orders_load` is its load-generator process (the baseline and the
   HTTP clients), :mod:`.orders_baseline` the raw baseline of each transport.
+* :mod:`.ingest` — ``tradingd bench ingest``: market-data capture, trades
+  durably committed per second by the real daemon against a bare
+  trio-websocket client (:mod:`.ingest_raw`, its own process) on the
+  simulator's bench mode, with loop lag, memory, CPU and queue depth; the
+  store's chunked write against raw ``executemany`` (:mod:`.ingest_store`);
+  an overload phase (memory growth, no trade lost, ``/health``). Its parts:
+  :mod:`.ingest_setup`, :mod:`.ingest_phases`, :mod:`.ingest_overload`,
+  :mod:`.ingest_stats`, :mod:`.ingest_report`.
 * :mod:`.resilience` — ``python -m daemon.bench.resilience``: the per-call
   overhead of the rate limiters and the circuit breaker.
 * :mod:`.common` — what they share: process start-up (the simulator as a

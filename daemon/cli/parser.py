@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="order pipeline: latency vs a raw baseline, durable intents/s",
         arguments="daemon.bench.orders:add_arguments",
     )
+    benches.add_parser(
+        "ingest",
+        help="market-data capture: trades committed/s vs a raw WebSocket client, lag, overload",
+        arguments="daemon.bench.ingest:add_arguments",
+    )
 
     p = sub.add_parser(
         "debug-fault",

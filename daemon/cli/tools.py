@@ -19,7 +19,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """``tradingd bench orders``: the order pipeline benchmark."""
+    """``tradingd bench orders`` (the order pipeline) or ``tradingd bench ingest`` (capture)."""
+    if args.bench == "ingest":
+        from daemon.bench import ingest as ingest_bench  # noqa: PLC0415 - not for `run`
+
+        return ingest_bench.run(args, parser)
     from daemon.bench import orders as orders_bench  # noqa: PLC0415 - not for `run`
 
     return orders_bench.run(args, parser)
