@@ -83,8 +83,7 @@ from daemon.notify import Notifier
 from daemon.resilience import DeadLetterStore
 from daemon.secrets import Secret, resolve
 from daemon.status import EventLog, describe, full_status, status_line, status_summary
-from daemon.store.service import StoreService
-from daemon.store.sqlite import SqliteStore
+from daemon.store.service import Store, StoreService
 from daemon.supervise import (
     ChildSpec,
     Strategy,
@@ -191,7 +190,7 @@ class Daemon:
         }
         self.store_service = StoreService(config)
         self.capture = MarketDataChild(
-            wait_store=self.store_service.wait_store,
+            wait_store=self.store_service.wait_owner,
             make_service=self._marketdata_service,
             policy=lambda: policy_from(self.config),
             health=self.health,
@@ -200,7 +199,7 @@ class Daemon:
             on_event=self._on_event,
         )
         self.orders = build_orders(
-            config, self.venue_links, self.store_service.wait_store, self.capture.reference_price
+            config, self.venue_links, self.store_service.wait_owner, self.capture.reference_price
         )
         self.strategies = build_strategies(
             config, self.orders, self.venue_links, self.capture.books, self._on_event
@@ -263,7 +262,7 @@ class Daemon:
         return self.capture.current
 
     def _dead_letters(self) -> DeadLetterStore | None:
-        store = self.store_service.store
+        store = self.store_service.owner
         return store.dead_letters if store is not None else None
 
     # ------------------------------------------------------------------ tree
@@ -340,7 +339,7 @@ class Daemon:
             )
         return children
 
-    def _marketdata_service(self, store: SqliteStore) -> MarketDataService:
+    def _marketdata_service(self, store: Store) -> MarketDataService:
         """A new capture service over ``store`` (one per incarnation of ``marketdata``)."""
         name = self.config.marketdata.venue
         settings = self.config.marketdata

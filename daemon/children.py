@@ -49,7 +49,7 @@ from daemon.marketdata.book import LocalBook
 from daemon.marketdata.service import MarketDataService
 from daemon.metrics import Registry
 from daemon.notify import Notifier
-from daemon.store.sqlite import SqliteStore
+from daemon.store.service import Store
 from daemon.supervise import (
     ChildContext,
     ChildSpec,
@@ -183,8 +183,8 @@ class MarketDataChild:
     def __init__(
         self,
         *,
-        wait_store: Callable[[], Awaitable[SqliteStore]],
-        make_service: Callable[[SqliteStore], MarketDataService],
+        wait_store: Callable[[], Awaitable[Store]],
+        make_service: Callable[[Store], MarketDataService],
         policy: Callable[[], SupervisorPolicy],
         health: HealthModel,
         metrics: Registry,

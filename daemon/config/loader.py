@@ -243,6 +243,8 @@ def _cross_checks(config: Config, report: Report) -> None:
     _check_orders(config, report)
     for key, message in config.intake.problems(has_accounts=bool(config.accounts)):
         report(("intake", key), message)
+    for key, message in config.store.problems():
+        report(("store", key), message)
     _check_risk(("risk",), config.risk, report)
     for name, account in config.accounts.items():
         _check_entry(("accounts", name, "venue"), "venues", account.venue, config.venues, report)

@@ -190,18 +190,41 @@ class AdminConfig:
 
 @attrs.frozen
 class StoreConfig:
-    """The embedded SQLite store (one owner thread; WAL)."""
+    """The store: embedded SQLite (the default) or a shared PostgreSQL server.
 
+    Either way one owner thread holds one connection. The loader reports
+    :meth:`problems` (the DSN's rules).
+    """
+
+    backend: Literal["sqlite", "postgres"] = opt(
+        "sqlite",
+        help='"sqlite": the embedded file (path); "postgres": a PostgreSQL server (dsn), '
+        "shared by several daemons.",
+    )
     path: Path = opt(
         Path("tradingd.db"),
         help="Database file. Relative paths are under daemon.state_dir.",
     )
+    dsn: str = opt(
+        "",
+        help='PostgreSQL DSN ("host=H port=P dbname=D user=U" or "postgresql://U@H:P/D"); '
+        "a password never (see password). Its schema is the first of search_path (add "
+        '"options=-csearch_path=NAME" to use another).',
+    )
+    password: SecretRef | None = opt(
+        None, help="PostgreSQL password (a secret reference); unset: none (trust, peer, .pgpass)."
+    )
     synchronous_market: Literal["NORMAL", "FULL"] = opt(
         "NORMAL",
-        help='SQLite synchronous level for market-data commits ("NORMAL" or "FULL"); '
-        "order tables always commit with FULL.",
+        help='Durability of market-data commits: "NORMAL" (SQLite synchronous=NORMAL; '
+        'PostgreSQL synchronous_commit=off) or "FULL"; order tables always commit fully.',
     )
-    busy_timeout_s: float = opt(5.0, gt=0, le=600, help="Wait for a locked database.")
+    busy_timeout_s: float = opt(
+        5.0, gt=0, le=600, help="Wait for a locked database (PostgreSQL: lock_timeout)."
+    )
+    pg_statement_timeout_s: float = opt(
+        0.0, ge=0, le=3600, help="PostgreSQL statement_timeout (0: none)."
+    )
     retention_days: float = opt(
         0.0,
         ge=0,
@@ -215,6 +238,28 @@ class StoreConfig:
         le=1_000_000,
         help="Rows deleted per pruning transaction (small: never stalls ingestion).",
     )
+
+    def problems(self) -> list[tuple[str, str]]:
+        """``(key, message)`` for every rule the ranges cannot say (the loader reports them)."""
+        if self.backend != "postgres":
+            return []
+        if not self.dsn.strip():
+            return [("dsn", 'backend = "postgres" needs a DSN')]
+        if self._dsn_has_password(self.dsn):
+            return [("dsn", "must not contain a password: use store.password (a secret reference)")]
+        return []
+
+    @staticmethod
+    def _dsn_has_password(dsn: str) -> bool:
+        """Whether a libpq DSN (URL or ``key=value``) spells a password (the store checks again)."""
+        if "://" in dsn:
+            try:
+                parts = urllib.parse.urlsplit(dsn)
+            except ValueError:
+                return True  # unparsable: it may hide one
+            query = urllib.parse.parse_qs(parts.query)
+            return parts.password is not None or "password" in query
+        return re.search(r"(^|\s)password\s*=", dsn) is not None
 
 
 @attrs.frozen

@@ -4,13 +4,16 @@
 concern's tables (:mod:`~daemon.store.marketdata`,
 :mod:`~daemon.store.deadletters`, :mod:`~daemon.store.maintenance`,
 :mod:`~daemon.store.orders`): run a write transaction, run a read, the wall
-clock, and the state those modules report (path, closed, counters). They
-depend on this interface, never on the owner class; the owner
-(:class:`~daemon.store.sqlite.SqliteStore`) builds them and is the only
-module that opens connections to its file. The interface is generic in the
-connection type: the table modules hold the SQL of their backend (SQLite's
-dialect, on a :class:`sqlite3.Connection`), so a second backend is one owner
-plus one module per concern.
+clock, the function sets of its dialect (``sql``), and the state those
+modules report (path, closed, counters). They depend on this interface,
+never on an owner class; an owner (:class:`~daemon.store.sqlite.SqliteStore`,
+:class:`~daemon.store.postgres.PostgresStore`) builds them and is the only
+module that opens connections to its database. The interface is generic in
+the connection type: the table modules hold the SQL of their backend
+(SQLite's on a :class:`sqlite3.Connection`, PostgreSQL's on a
+``psycopg.Connection``), gathered per backend in a
+:class:`~daemon.store.dialect.Dialect`, so a backend is one owner plus one
+module per concern.
 
 The rest: durability classes, runners, counters, health.
 """
@@ -20,13 +23,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 import trio
 
 from daemon.health import HealthLevel
 from daemon.resilience.threads import ThreadLane
+
+if TYPE_CHECKING:
+    from daemon.store.dialect import Dialect
 
 __all__ = [
     "SYNCHRONOUS_LEVELS",
@@ -194,13 +200,20 @@ class StoreOwner(Protocol[ConnT_co]):
     Every table access is a function of one connection, run by the owner in
     one transaction on the owner's thread (its lane), with errors translated
     to :class:`~daemon.store.errors.StoreError` and health recorded there.
-    :class:`~daemon.store.sqlite.SqliteStore` is the implementation, as
-    ``StoreOwner[sqlite3.Connection]``.
+    :class:`~daemon.store.sqlite.SqliteStore` implements it as
+    ``StoreOwner[sqlite3.Connection]``, :class:`~daemon.store.postgres.PostgresStore`
+    as ``StoreOwner[psycopg.Connection]``.
     """
 
     @property
-    def path(self) -> Path:
-        """The database the owner holds (named in errors)."""
+    def path(self) -> str | Path:
+        """The database the owner holds, named in errors: SQLite's file, or
+        PostgreSQL's DSN without its password."""
+        ...
+
+    @property
+    def sql(self) -> Dialect:
+        """The function sets that run on this owner's connections (its dialect)."""
         ...
 
     @property

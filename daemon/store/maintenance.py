@@ -15,7 +15,13 @@ Book snapshots are keyed by ``(venue, symbol, server_time_ms, …)``, so their
 age is an index range; their levels go in the same transaction.
 
 :func:`integrity_check` opens its own read-only connection, so the CLI can
-run it against the file of a running daemon (WAL lets readers in).
+run it against the file of a running daemon (WAL lets readers in). It is
+SQLite's alone: a PostgreSQL server checks its own pages (``data_checksums``,
+``amcheck``, ``pg_dump`` as the backup test), and ``VACUUM`` is autovacuum's job.
+
+The pruning loop here is backend-neutral; one batch is the owner's dialect's
+(:class:`~daemon.store.dialect.PruneSql`): SQLite's batches are the
+functions below, PostgreSQL's are in :mod:`daemon.store.pg_maintenance`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import sqlite3
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
@@ -42,7 +49,10 @@ __all__ = [
     "DEFAULT_PRUNE_BATCH_ROWS",
     "PruneSummary",
     "integrity_check",
+    "pairs",
     "prune_market_data",
+    "prune_snapshots_batch",
+    "prune_trades_batch",
     "run_retention",
 ]
 
@@ -67,7 +77,7 @@ class PruneSummary:
         return self.trades + self.book_snapshots + self.book_levels
 
 
-def _pairs(conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
+def pairs(conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
     # A loose index scan: one index seek per distinct (venue, symbol), where
     # SELECT DISTINCT would read every row of the table.
     pairs: list[tuple[str, str]] = []
@@ -84,7 +94,7 @@ def _pairs(conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _prune_trades_batch(
+def prune_trades_batch(
     conn: sqlite3.Connection, venue: str, symbol: str, older_than_ms: int, batch_rows: int
 ) -> tuple[int, bool]:
     rows = conn.execute(
@@ -110,7 +120,7 @@ def _prune_trades_batch(
     return conn.total_changes - before, done
 
 
-def _prune_snapshots_batch(
+def prune_snapshots_batch(
     conn: sqlite3.Connection, venue: str, symbol: str, older_than_ms: int, batch_rows: int
 ) -> tuple[int, int, bool]:
     rows = conn.execute(
@@ -137,7 +147,7 @@ def _prune_snapshots_batch(
 
 
 async def prune_market_data(
-    store: StoreOwner[sqlite3.Connection],
+    store: StoreOwner[Any],
     older_than_ms: int,
     *,
     batch_rows: int = DEFAULT_PRUNE_BATCH_ROWS,
@@ -154,12 +164,13 @@ async def prune_market_data(
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
     trades = snapshots = levels = batches = 0
     stats = store.stats
-    for venue, symbol in await store.read(partial(_pairs, table="trades"), action="pruning"):
+    sql = store.sql.prune
+    for venue, symbol in await store.read(partial(sql.pairs, table="trades"), action="pruning"):
         done = False
         while not done:
             deleted, done = await store.write(
                 partial(
-                    _prune_trades_batch,
+                    sql.prune_trades_batch,
                     venue=venue,
                     symbol=symbol,
                     older_than_ms=older_than_ms,
@@ -172,13 +183,13 @@ async def prune_market_data(
             batches += 1
             stats.prune_batches += 1
             stats.rows_pruned += deleted
-    pairs = await store.read(partial(_pairs, table="book_snapshots"), action="pruning")
-    for venue, symbol in pairs:
+    found = await store.read(partial(sql.pairs, table="book_snapshots"), action="pruning")
+    for venue, symbol in found:
         done = False
         while not done:
             n_snapshots, n_levels, done = await store.write(
                 partial(
-                    _prune_snapshots_batch,
+                    sql.prune_snapshots_batch,
                     venue=venue,
                     symbol=symbol,
                     older_than_ms=older_than_ms,
@@ -207,7 +218,7 @@ async def prune_market_data(
 
 
 async def run_retention(
-    store: StoreOwner[sqlite3.Connection],
+    store: StoreOwner[Any],
     *,
     max_age_s: float | None,
     interval_s: float = 3600.0,

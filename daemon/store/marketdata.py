@@ -26,43 +26,27 @@ properties of the market data tables:
 The code is cut by concern, one module each, as a second backend would
 implement them: the values every backend shares
 (:mod:`~daemon.store.marketdata_values`: summaries, snapshots, checkpoints,
-gaps), the chunk loop (:mod:`~daemon.store.marketdata_chunks`), and SQLite's
-tables — trades (:mod:`~daemon.store.marketdata_trades`), book snapshots
-(:mod:`~daemon.store.marketdata_books`), checkpoints and gaps
-(:mod:`~daemon.store.marketdata_gaps`). This module holds the facade only:
-argument checks, then one owner call per transaction. Capture programs
+gaps), the chunk loop (:mod:`~daemon.store.marketdata_chunks`), and each
+backend's tables — SQLite's trades (:mod:`~daemon.store.marketdata_trades`),
+book snapshots (:mod:`~daemon.store.marketdata_books`), checkpoints and gaps
+(:mod:`~daemon.store.marketdata_gaps`), PostgreSQL's ``pg_marketdata_*.py``
+beside them, chosen by the owner's dialect (``store.sql.market``). This
+module holds the facade only: argument checks, then one owner call per
+transaction. Capture programs
 against it (``daemon.marketdata.interfaces.MarketStore``).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 from daemon.model.marketdata import Trade
 from daemon.store.base import Durability, StoreOwner
+from daemon.store.dialect import MarketSql
 from daemon.store.maintenance import PruneSummary, prune_market_data
-from daemon.store.marketdata_books import count_levels, read_snapshots, write_snapshots
 from daemon.store.marketdata_chunks import insert_chunks
-from daemon.store.marketdata_gaps import (
-    count_gaps,
-    list_gaps,
-    move_checkpoint,
-    read_checkpoint,
-    read_checkpoints,
-    record_gap,
-    record_resolved_gap,
-    resolve_gap,
-)
-from daemon.store.marketdata_trades import (
-    count_trades,
-    last_trade_id,
-    missing_ranges,
-    read_trades,
-    trade_ids,
-    write_trades,
-)
 from daemon.store.marketdata_values import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_SNAPSHOT_CHUNK_SIZE,
@@ -83,8 +67,9 @@ __all__ = ["MarketDataStore"]
 class _Tables:
     """What every part of the facade holds: the store owner."""
 
-    def __init__(self, store: StoreOwner[sqlite3.Connection]) -> None:
+    def __init__(self, store: StoreOwner[Any]) -> None:
         self._store = store
+        self._sql: MarketSql = store.sql.market
 
     def _now_ms(self) -> int:
         return int(self._store.wall_clock() * 1000)
@@ -134,11 +119,9 @@ class _Trades(_Tables):
                     )
         wall_clock = self._store.wall_clock
 
-        def job(
-            chunk: Sequence[Trade], advance: bool
-        ) -> Callable[[sqlite3.Connection], ChunkResult]:
+        def job(chunk: Sequence[Trade], advance: bool) -> Callable[[Any], ChunkResult]:
             return partial(
-                write_trades,
+                self._sql.write_trades,
                 trades=chunk,
                 on_conflict=on_conflict,
                 checkpoint=checkpoint if advance else None,
@@ -157,7 +140,7 @@ class _Trades(_Tables):
     async def last_trade_id(self, venue: str, symbol: str) -> int | None:
         """The highest stored trade id of a symbol (``None`` when none)."""
         return await self._store.read(
-            partial(last_trade_id, venue=venue, symbol=symbol),
+            partial(self._sql.last_trade_id, venue=venue, symbol=symbol),
             action="reading the last trade id",
         )
 
@@ -166,7 +149,9 @@ class _Trades(_Tables):
     ) -> int:
         """How many trades of a symbol are stored (within ``[from_id, to_id]`` when given)."""
         return await self._store.read(
-            partial(count_trades, venue=venue, symbol=symbol, from_id=from_id, to_id=to_id),
+            partial(
+                self._sql.count_trades, venue=venue, symbol=symbol, from_id=from_id, to_id=to_id
+            ),
             action="counting trades",
         )
 
@@ -174,7 +159,7 @@ class _Trades(_Tables):
         """The stored trade ids in ``[from_id, to_id]``, ascending."""
         check_range(from_id, to_id)
         return await self._store.read(
-            partial(trade_ids, venue=venue, symbol=symbol, from_id=from_id, to_id=to_id),
+            partial(self._sql.trade_ids, venue=venue, symbol=symbol, from_id=from_id, to_id=to_id),
             action="reading trade ids",
         )
 
@@ -191,7 +176,14 @@ class _Trades(_Tables):
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         return await self._store.read(
-            partial(missing_ranges, venue=venue, symbol=symbol, lo=from_id, hi=to_id, limit=limit),
+            partial(
+                self._sql.missing_ranges,
+                venue=venue,
+                symbol=symbol,
+                lo=from_id,
+                hi=to_id,
+                limit=limit,
+            ),
             action="finding missing trades",
         )
 
@@ -207,7 +199,12 @@ class _Trades(_Tables):
         """Stored trades by ascending id (for tests, the CLI and backfill checks)."""
         return await self._store.read(
             partial(
-                read_trades, venue=venue, symbol=symbol, from_id=from_id, to_id=to_id, limit=limit
+                self._sql.read_trades,
+                venue=venue,
+                symbol=symbol,
+                from_id=from_id,
+                to_id=to_id,
+                limit=limit,
             ),
             action="reading trades",
         )
@@ -233,11 +230,12 @@ class _Books(_Tables):
         check_chunk_args(chunk_size, on_conflict)
         wall_clock = self._store.wall_clock
 
-        def job(
-            chunk: Sequence[BookSnapshotRecord], advance: bool
-        ) -> Callable[[sqlite3.Connection], ChunkResult]:
+        def job(chunk: Sequence[BookSnapshotRecord], advance: bool) -> Callable[[Any], ChunkResult]:
             return partial(
-                write_snapshots, snapshots=chunk, on_conflict=on_conflict, wall_clock=wall_clock
+                self._sql.write_snapshots,
+                snapshots=chunk,
+                on_conflict=on_conflict,
+                wall_clock=wall_clock,
             )
 
         return await insert_chunks(
@@ -262,7 +260,7 @@ class _Books(_Tables):
         """Stored snapshots of a symbol with ``from_ms <= server_time_ms <= to_ms``."""
         return await self._store.read(
             partial(
-                read_snapshots,
+                self._sql.read_snapshots,
                 venue=venue,
                 symbol=symbol,
                 from_ms=from_ms,
@@ -275,7 +273,7 @@ class _Books(_Tables):
 
     async def count_book_levels(self) -> int:
         """How many level rows are stored (all snapshots)."""
-        return await self._store.read(count_levels, action="counting book levels")
+        return await self._store.read(self._sql.count_levels, action="counting book levels")
 
 
 class _Gaps(_Tables):
@@ -284,12 +282,13 @@ class _Gaps(_Tables):
     async def checkpoint(self, venue: str, symbol: str, stream: str) -> Checkpoint | None:
         """Where capture of ``(venue, symbol, stream)`` resumes, or ``None``."""
         return await self._store.read(
-            partial(read_checkpoint, key=(venue, symbol, stream)), action="reading a checkpoint"
+            partial(self._sql.read_checkpoint, key=(venue, symbol, stream)),
+            action="reading a checkpoint",
         )
 
     async def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint, ordered by venue, symbol, stream."""
-        return await self._store.read(read_checkpoints, action="reading checkpoints")
+        return await self._store.read(self._sql.read_checkpoints, action="reading checkpoints")
 
     async def advance_checkpoint(
         self, venue: str, symbol: str, stream: str, last_trade_id: int
@@ -301,10 +300,11 @@ class _Gaps(_Tables):
         it through its ``checkpoint`` argument instead, in the same transaction.
         """
         wall_clock = self._store.wall_clock
+        move = self._sql.move_checkpoint
 
-        def fn(conn: sqlite3.Connection) -> Checkpoint:
+        def fn(conn: Any) -> Checkpoint:
             now_ms = int(wall_clock() * 1000)
-            return move_checkpoint(conn, (venue, symbol, stream), last_trade_id, now_ms)
+            return move(conn, (venue, symbol, stream), last_trade_id, now_ms)
 
         return await self._store.write(
             fn, durability=Durability.MARKET, action="advancing a checkpoint"
@@ -330,7 +330,7 @@ class _Gaps(_Tables):
         at_ms = detected_at_ms if detected_at_ms is not None else self._now_ms()
         return await self._store.write(
             partial(
-                record_gap,
+                self._sql.record_gap,
                 key=(venue, symbol, stream, from_id, to_id),
                 detected_at_ms=at_ms,
                 reason=reason,
@@ -366,7 +366,7 @@ class _Gaps(_Tables):
             raise ValueError("use record_gap for an open gap")
         return await self._store.write(
             partial(
-                record_resolved_gap,
+                self._sql.record_resolved_gap,
                 key=(venue, symbol, stream, from_id, to_id),
                 state=state,
                 reason=reason,
@@ -400,7 +400,7 @@ class _Gaps(_Tables):
         at_ms = resolved_at_ms if resolved_at_ms is not None else self._now_ms()
         return await self._store.write(
             partial(
-                resolve_gap,
+                self._sql.resolve_gap,
                 gap_id=gap_id,
                 state=state,
                 resolution=resolution,
@@ -421,19 +421,19 @@ class _Gaps(_Tables):
     ) -> list[Gap]:
         """Recorded gaps matching every given filter, by ascending id."""
         return await self._store.read(
-            partial(list_gaps, venue=venue, symbol=symbol, stream=stream, state=state),
+            partial(self._sql.list_gaps, venue=venue, symbol=symbol, stream=stream, state=state),
             action="listing gaps",
         )
 
     async def gap_counts(self) -> dict[GapState, int]:
         """Gaps per state (every state present), for metrics."""
 
-        return await self._store.read(count_gaps, action="counting gaps")
+        return await self._store.read(self._sql.count_gaps, action="counting gaps")
 
 
 class MarketDataStore(_Trades, _Books, _Gaps):
     """Market data access through a store owner (:class:`~daemon.store.base.StoreOwner`);
-    the SQLite owner builds one as ``store.market``.
+    every owner builds one as ``store.market``.
 
     Every method is one or more calls on the store's lane; bulk writes are one
     call per chunk, so other store work (dead letters, orders) interleaves.

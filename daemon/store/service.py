@@ -1,10 +1,12 @@
 """The store as a supervised child: the single owner of the database.
 
-It opens the SQLite file (migrating it) before reporting ready, so the
-children started after it (market data, later orders) find a working store;
-it runs the retention task; on stop it closes the store last-in-first-out
-after its dependants (the ``data`` supervisor is ``rest_for_one``: a store
-restart restarts everything that uses it).
+It opens the configured backend (``[store] backend``: the SQLite file, or
+the PostgreSQL server named by ``dsn`` with the password of its secret
+reference), migrating it, before reporting ready, so the children started
+after it (market data, orders) find a working store; it runs the retention
+task; on stop it closes the store last-in-first-out after its dependants
+(the ``data`` supervisor is ``rest_for_one``: a store restart restarts
+everything that uses it).
 """
 
 from __future__ import annotations
@@ -17,18 +19,53 @@ from trio_util import AsyncValue
 
 from daemon.config import Config
 from daemon.health import HealthLevel
+from daemon.secrets import resolve
+from daemon.store.errors import StoreOpenError
 from daemon.store.maintenance import run_retention
+from daemon.store.postgres import PostgresStore
 from daemon.store.sqlite import SqliteStore
 from daemon.supervise import ChildContext
+
+__all__ = ["CLOSE_TIMEOUT_S", "Store", "StoreService", "open_configured"]
 
 log = logging.getLogger("tradingd.store")
 
 #: Bounded time for closing the database at shutdown (a checkpoint may run).
 CLOSE_TIMEOUT_S = 10.0
 
+#: An open store of either backend (both are ``StoreOwner`` s with ``market``,
+#: ``dead_letters``, ``check`` and ``status``).
+Store = SqliteStore | PostgresStore
+
+
+async def open_configured(config: Config) -> Store:
+    """Open (and migrate) the store ``[store]`` configures.
+
+    Raises:
+        StoreError: as the backend's ``open`` (StoreOpenError for a bad ``dsn``).
+        SecretError: the password's secret reference cannot be resolved.
+    """
+    cfg = config.store
+    if cfg.backend == "postgres":
+        for key, problem in cfg.problems():
+            raise StoreOpenError(f"store: [store] {key}: {problem}")
+        password = resolve(cfg.password).reveal() if cfg.password is not None else None
+        return await PostgresStore.open(
+            cfg.dsn,
+            password=password,
+            synchronous_market=cfg.synchronous_market,
+            busy_timeout_s=cfg.busy_timeout_s,
+            statement_timeout_s=cfg.pg_statement_timeout_s,
+        )
+    return await SqliteStore.open(
+        config.store_path(),
+        synchronous_market=cfg.synchronous_market,
+        busy_timeout_s=cfg.busy_timeout_s,
+    )
+
 
 class StoreService:
-    """Owns one :class:`SqliteStore` for the daemon's lifetime (per incarnation)."""
+    """Owns one open store for the daemon's lifetime (per incarnation)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -36,22 +73,30 @@ class StoreService:
         self.current: AsyncValue = AsyncValue(None)
 
     @property
-    def store(self) -> SqliteStore | None:
+    def owner(self) -> Store | None:
+        """The open store of either backend, or ``None``."""
         value = self.current.value
-        assert value is None or isinstance(value, SqliteStore)
+        assert value is None or isinstance(value, SqliteStore | PostgresStore)
         return value
+
+    @property
+    def store(self) -> SqliteStore | None:
+        """The open SQLite store (callers not yet wired for PostgreSQL; see :attr:`owner`).
+
+        Raises:
+            StoreOpenError: the open store is PostgreSQL's.
+        """
+        return _sqlite_only(self.owner)
 
     async def run(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         cfg = self.config.store
-        path = self.config.store_path()
-        store = await SqliteStore.open(
-            path, synchronous_market=cfg.synchronous_market, busy_timeout_s=cfg.busy_timeout_s
-        )
+        store = await open_configured(self.config)
         log.info(
-            "store %s open (schema v%d%s)",
-            path,
+            "store %s open (%s, schema v%d%s)",
+            store.path,
+            cfg.backend,
             store.schema_version,
             f", migrated {list(store.migrations_applied)}" if store.migrations_applied else "",
         )
@@ -75,18 +120,38 @@ class StoreService:
             with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
                 await store.aclose()
 
-    async def wait_store(self) -> SqliteStore:
-        """The open store (waits while it is being opened)."""
+    async def wait_owner(self) -> Store:
+        """The open store of either backend (waits while it is being opened)."""
         value = await self.current.wait_value(lambda v: v is not None)
-        assert isinstance(value, SqliteStore)
+        assert isinstance(value, SqliteStore | PostgresStore)
         return value
 
+    async def wait_store(self) -> SqliteStore:
+        """The open SQLite store (callers not yet wired for PostgreSQL; see :meth:`wait_owner`).
+
+        Raises:
+            StoreOpenError: the open store is PostgreSQL's.
+        """
+        found = _sqlite_only(await self.wait_owner())
+        assert found is not None
+        return found
+
     def check(self) -> tuple[HealthLevel, str | None]:
-        store = self.store
+        store = self.owner
         if store is None:
             return HealthLevel.DEGRADED, "store: not open"
         return store.check()
 
     def status(self) -> dict[str, Any] | None:
-        store = self.store
+        store = self.owner
         return store.status() if store is not None else None
+
+
+def _sqlite_only(store: Store | None) -> SqliteStore | None:
+    if isinstance(store, PostgresStore):
+        raise StoreOpenError(
+            f"store {store.path}: this caller still takes the SQLite store only "
+            "(use StoreService.owner / wait_owner)",
+            path=store.path,
+        )
+    return store

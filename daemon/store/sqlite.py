@@ -69,11 +69,13 @@ from daemon.store.base import (
     lane_runner,
 )
 from daemon.store.deadletters import SqliteDeadLetterStore
+from daemon.store.dialect import Dialect
 from daemon.store.errors import StoreError, StoreOpenError, translate_error
 from daemon.store.maintenance import integrity_check
 from daemon.store.marketdata import MarketDataStore
 from daemon.store.migrations import MIGRATIONS, Migration, check_file, migrate, schema_version
 from daemon.store.owner_health import CallKind, HealthTracker
+from daemon.store.sqlite_dialect import SQLITE
 from daemon.store.sqlite_lane import LaneConnection, read_snapshot, synchronous_name
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT_S", "SqliteStore"]
@@ -236,6 +238,8 @@ class SqliteStore:
         self.schema_version = 0
         self.migrations_applied: tuple[int, ...] = ()
         self._health = HealthTracker(self._path_str, self.stats, wall_clock)
+        #: SQLite's function sets (the table modules of this package).
+        self.sql: Dialect = SQLITE
         self.market = MarketDataStore(self)
         self.dead_letters = SqliteDeadLetterStore(self)
 
@@ -438,6 +442,7 @@ class SqliteStore:
     def status(self) -> dict[str, Any]:
         """JSON-able state for ``/status``: file, schema, health, counters, lane."""
         return {
+            "backend": "sqlite",
             "path": self._path_str,
             "schema_version": self.schema_version,
             "synchronous": {"market": self.synchronous_market, "critical": "FULL"},

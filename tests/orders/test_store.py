@@ -1,15 +1,18 @@
 """The durable order store: intents, history, fills, positions, trading states.
 
-Most cases run the async facade on a real database file with the inline
-runner (deterministic, no threads); the durability case uses the real thread
-lane, and the property test drives the pure functions on an in-memory
-database migrated by the real migrations.
+Most cases run the async facade with the inline runner (deterministic, no
+threads) on **both** backends: a real SQLite file, and a fresh PostgreSQL
+schema (``tests/store/pg.py``: skipped with its reason without a server,
+failed under ``TRADINGD_REQUIRE_SERVICES=1``). The durability case uses the
+real thread lane; the property test drives SQLite's pure functions on an
+in-memory database migrated by the real migrations. Two daemons racing one
+intent on PostgreSQL are in ``tests/store/test_postgres.py``.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,7 @@ from daemon.orders.state import (
     transition,
 )
 from daemon.risk.state import TradingState
-from daemon.store import SqliteStore, StoreDataError, inline_runner
+from daemon.store import StoreDataError
 from daemon.store.migrations import LATEST_VERSION, migrate
 from daemon.store.orders import OrderStore
 from daemon.store.orders_fills import insert_fills, positions
@@ -43,8 +46,8 @@ from daemon.store.orders_rules import (
     UnknownIntentError,
     VenueOrderIdConflictError,
 )
-from daemon.store.orders_transitions import apply_transition
 from tests.helpers.store import WallClock
+from tests.store.pg import BACKENDS, fresh_schema, open_backend, q
 
 S = OrderState
 VENUE = "binance"
@@ -103,9 +106,7 @@ def fill(
     )
 
 
-async def open_db(path: Path, **kwargs: Any) -> SqliteStore:
-    kwargs.setdefault("runner", inline_runner)
-    return await SqliteStore.open(path, **kwargs)
+Opener = Callable[..., Awaitable[Any]]
 
 
 @pytest.fixture
@@ -113,15 +114,39 @@ def clock() -> WallClock:
     return WallClock()
 
 
+@pytest.fixture(params=BACKENDS)
+def open_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens the test's database (the same one on every call): a file or a fresh schema."""
+    backend = str(request.param)
+    with fresh_schema() if backend == "postgres" else _no_schema() as dsn:
+
+        async def opener(**kwargs: Any) -> Any:
+            return await open_backend(backend, tmp_path, dsn=dsn, **kwargs)
+
+        yield opener
+
+
+class _no_schema:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    async with await open_db(tmp_path / "store.db") as store:
+async def db(open_db: Opener) -> AsyncIterator[Any]:
+    async with await open_db() as store:
         yield store
 
 
 @pytest.fixture
-def orders(db: SqliteStore, clock: WallClock) -> OrderStore:
+def orders(db: Any, clock: WallClock) -> OrderStore:
     return OrderStore(db, wall_clock=clock)
+
+
+def backend_of(store: Any) -> str:
+    return str(store.sql.name)
 
 
 async def snapshot(orders: OrderStore, coid: str) -> tuple[Any, ...]:
@@ -132,9 +157,14 @@ async def snapshot(orders: OrderStore, coid: str) -> tuple[Any, ...]:
 # ----------------------------------------------------------------------------- schema
 
 
-async def test_migration_2_creates_the_order_tables(db: SqliteStore) -> None:
+async def test_migration_2_creates_the_order_tables(db: Any) -> None:
     assert LATEST_VERSION >= 2
-    names = await db.read(lambda c: {row[0] for row in c.execute("SELECT name FROM sqlite_schema")})
+    catalog = (
+        "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+        if backend_of(db) == "postgres"
+        else "SELECT name FROM sqlite_schema"
+    )
+    names = await db.read(lambda c: {row[0] for row in c.execute(catalog)})
     assert {
         "order_intents",
         "order_history",
@@ -147,12 +177,13 @@ async def test_migration_2_creates_the_order_tables(db: SqliteStore) -> None:
     } <= names
 
 
-async def test_the_schema_refuses_an_unknown_state(orders: OrderStore, db: SqliteStore) -> None:
+async def test_the_schema_refuses_an_unknown_state(orders: OrderStore, db: Any) -> None:
     [stored] = await orders.insert_intents([record("m1")])
+    sql = q(backend_of(db), "UPDATE order_intents SET state = 'LOST' WHERE client_order_id = ?")
 
-    def corrupt(conn: sqlite3.Connection) -> None:
+    def corrupt(conn: Any) -> None:
         conn.execute(
-            "UPDATE order_intents SET state = 'LOST' WHERE client_order_id = ?",
+            sql,
             (stored.client_order_id,),
         )
 
@@ -165,7 +196,7 @@ async def test_the_schema_refuses_an_unknown_state(orders: OrderStore, db: Sqlit
 
 
 async def test_every_field_round_trips_exactly(
-    orders: OrderStore, db: SqliteStore, clock: WallClock
+    orders: OrderStore, db: Any, clock: WallClock
 ) -> None:
     limit = record("m-limit", quantity="0.00100000", price="30000.10")
     market = record("m-market", type=OrderType.MARKET, side=Side.SELL, quantity="2.50", price=None)
@@ -228,14 +259,13 @@ async def test_every_field_round_trips_exactly(
     assert await orders.get(market.client_order_id) == rejected
 
     # Decimals are stored in the spelling they were given, not normalised.
-    raw = await db.read(
-        lambda c: c.execute(
-            "SELECT quantity, price, executed_qty, cum_quote_qty FROM order_intents "
-            "WHERE client_order_id = ?",
-            (limit.client_order_id,),
-        ).fetchone()
+    select = q(
+        backend_of(db),
+        "SELECT quantity, price, executed_qty, cum_quote_qty FROM order_intents "
+        "WHERE client_order_id = ?",
     )
-    assert raw == ("0.00100000", "30000.10", "0.00050000", "15.00005000")
+    raw = await db.read(lambda c: c.execute(select, (limit.client_order_id,)).fetchone())
+    assert tuple(raw) == ("0.00100000", "30000.10", "0.00050000", "15.00005000")
     got_limit = await orders.get(limit.client_order_id)
     assert got_limit is not None
     assert str(got_limit.quantity) == "0.00100000"
@@ -243,16 +273,15 @@ async def test_every_field_round_trips_exactly(
 
 
 async def test_seq_is_monotonic_across_transactions_and_reopen(
-    tmp_path: Path, clock: WallClock
+    open_db: Opener, clock: WallClock
 ) -> None:
-    path = tmp_path / "store.db"
-    async with await open_db(path) as db:
+    async with await open_db() as db:
         orders = OrderStore(db, wall_clock=clock)
         first = await orders.insert_intents([record("a"), record("b")])
         second = await orders.insert_intents([record("c")])
         assert [r.seq for r in first + second] == [1, 2, 3]
         assert await orders.insert_intents([]) == []
-    async with await open_db(path) as db:
+    async with await open_db() as db:
         orders = OrderStore(db, wall_clock=clock)
         third = await orders.insert_intents([record("d"), record("e")])
         assert [r.seq for r in third] == [4, 5]
@@ -702,11 +731,12 @@ async def test_a_failed_transaction_stores_no_fill_and_moves_no_position(
     orders: OrderStore,
 ) -> None:
     [r] = await orders.insert_intents([record("m1")])
+    sql = orders.sql  # the owner's backend's functions, composed in one transaction
 
-    def fills_then_stale_transition(conn: sqlite3.Connection) -> None:
-        insert_fills(conn, [fill(1, client_order_id=r.client_order_id)], 0)
-        apply_transition(
-            conn, r.client_order_id, transition(S.ACCEPTED, S.FILLED, reason="filled"), 0
+    def fills_then_stale_transition(conn: Any) -> None:
+        sql.insert_fills(conn, [fill(1, client_order_id=r.client_order_id)], 0)
+        sql.apply_transitions(
+            conn, r.client_order_id, (transition(S.ACCEPTED, S.FILLED, reason="filled"),), 0
         )
 
     with pytest.raises(StaleStateError):
@@ -769,11 +799,10 @@ async def test_trading_states_upsert_and_load(orders: OrderStore, clock: WallClo
 # ----------------------------------------------------------------------------- durability
 
 
-async def test_everything_survives_close_and_reopen_on_the_thread_lane(tmp_path: Path) -> None:
-    path = tmp_path / "store.db"
+async def test_everything_survives_close_and_reopen_on_the_thread_lane(open_db: Opener) -> None:
     clock = WallClock()
     with trio.fail_after(20):
-        async with await SqliteStore.open(path, wall_clock=clock) as db:
+        async with await open_db(runner=None, wall_clock=clock) as db:
             assert db.lane is not None  # the real one-thread lane, not the inline runner
             orders = OrderStore(db, wall_clock=clock)
             [a, b] = await orders.insert_intents([record("a"), record("b", side=Side.SELL)])
@@ -796,7 +825,7 @@ async def test_everything_survives_close_and_reopen_on_the_thread_lane(tmp_path:
                 await orders.load_trading_states(),
                 await orders.non_terminal(),
             )
-        async with await SqliteStore.open(path, wall_clock=clock) as db:
+        async with await open_db(runner=None, wall_clock=clock) as db:
             orders = OrderStore(db, wall_clock=clock)
             after = (
                 await orders.load([a.client_order_id, b.client_order_id]),

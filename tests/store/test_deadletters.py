@@ -1,8 +1,9 @@
 """The durable dead-letter store.
 
 The behavioural cases of the :class:`~daemon.resilience.DeadLetterStore`
-protocol run against **both** the in-memory reference and the SQLite store,
-so the two cannot drift apart; durability-specific cases follow.
+protocol run against the in-memory reference and the durable store on
+**both** backends (SQLite, PostgreSQL), so they cannot drift apart;
+durability-specific cases follow.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from daemon.resilience import (
 )
 from daemon.store import SqliteDeadLetterStore, SqliteStore, StoreClosedError
 from tests.helpers.store import WallClock, letter, open_store, raw
+from tests.store.pg import open_backend
 
 Factory = Callable[..., DeadLetterStore]
-
 
 
 def count(store: DeadLetterStore) -> Callable[[], Awaitable[int]]:
@@ -38,7 +39,7 @@ def count(store: DeadLetterStore) -> Callable[[], Awaitable[int]]:
     return size
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
     """Builds a dead-letter store of the parametrised kind (``now=`` optional)."""
     if request.param == "memory":
@@ -48,12 +49,13 @@ async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
             )
         )
         return
-    async with await open_store(tmp_path / "store.db") as sqlite_store:
+    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgres" else None
+    async with await open_backend(request.param, tmp_path, dsn=dsn) as owner:
 
         def build(now: Callable[[], float] | None = None) -> DeadLetterStore:
             if now is None:
-                return sqlite_store.dead_letters
-            return SqliteDeadLetterStore(sqlite_store, now=now)
+                return owner.dead_letters
+            return SqliteDeadLetterStore(owner, now=now)
 
         yield build
 

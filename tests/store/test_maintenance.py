@@ -1,4 +1,8 @@
-"""Retention pruning in small transactions, the scheduled retention task, integrity checks."""
+"""Retention pruning in small transactions, the scheduled retention task, integrity checks.
+
+The ``store`` cases run on both backends (``conftest.py``); the large
+prune on the real lane and the integrity checks are SQLite's own.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import hashlib
 import logging
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -22,6 +27,15 @@ from daemon.store import (
 from tests.helpers.store import SYMBOL, VENUE, open_store, raw, snapshot, trade
 
 CP = (VENUE, SYMBOL, "trades")
+
+
+async def set_read_only(store: Any, on: bool) -> None:
+    """Make the store refuse writes (transiently) or accept them again."""
+    if store.sql.name == "postgres":
+        setting = "on" if on else "off"
+        await store.call(lambda c: c.execute(f"SET default_transaction_read_only = {setting}"))
+    else:
+        await store.call(lambda c: c.execute(f"PRAGMA query_only = {int(on)}").fetchall())
 
 
 async def test_prune_deletes_exactly_the_old_rows_in_small_batches(store: SqliteStore) -> None:
@@ -155,13 +169,13 @@ async def test_retention_prunes_on_its_schedule_and_survives_unavailability(
         await trio.sleep(2)  # t=61: the run at t=60 kept > 93 s
         assert await remaining() == [8, 9]
         # The store turns read-only: the run at t=120 fails, is logged, retried later.
-        await store.call(lambda c: c.execute("PRAGMA query_only = 1").fetchall())
+        await set_read_only(store, True)
         wall_ms[0] = 200_000
         with caplog.at_level(logging.WARNING, logger="tradingd.store.maintenance"):
             await trio.sleep(60)  # t=121
         assert await remaining() == [8, 9]
         assert any("retention run failed" in r.getMessage() for r in caplog.records)
-        await store.call(lambda c: c.execute("PRAGMA query_only = 0").fetchall())
+        await set_read_only(store, False)
         await trio.sleep(60)  # t=181: the run at t=180 succeeds
         assert await remaining() == []
         nursery.cancel_scope.cancel()

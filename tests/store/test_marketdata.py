@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 import trio
 from hypothesis import given, settings
@@ -44,10 +45,11 @@ async def test_trades_round_trip_exactly(store: SqliteStore, wall_clock: WallClo
     # The venue's spelling is kept, not just the value.
     assert [str(t.price) for t in read] == ["0.00001000", "1E+3", "65000.01"]
     assert read[2].event_time_ms is None and read[1].event_time_ms == 2_000_008
+    typeof = "pg_typeof(price)::text" if store.sql.name == "postgres" else "typeof(price)"
     stored = await store.read(
-        lambda c: c.execute("SELECT typeof(price), ingested_at_ms FROM trades LIMIT 1").fetchone()
+        lambda c: c.execute(f"SELECT {typeof}, ingested_at_ms FROM trades LIMIT 1").fetchone()
     )
-    assert stored == ("text", int(wall_clock.now * 1000))
+    assert tuple(stored) == ("text", int(wall_clock.now * 1000))
 
 
 async def test_duplicates_are_skipped_within_and_across_calls(store: SqliteStore) -> None:
@@ -100,7 +102,7 @@ async def test_a_chunk_the_schema_refuses_fails_alone(store: SqliteStore) -> Non
     failure = summary.failed_chunks[0]
     assert (failure.index, failure.start, failure.rows, failure.attempted) == (1, 3, 3, True)
     assert isinstance(failure.error, StoreDataError)
-    assert isinstance(failure.error.__cause__, sqlite3.IntegrityError)
+    assert isinstance(failure.error.__cause__, sqlite3.IntegrityError | psycopg.IntegrityError)
     assert not summary.ok
     with pytest.raises(StoreDataError, match="constraint"):
         summary.raise_for_failures()

@@ -1,19 +1,21 @@
 """The store's seams: all SQL under ``daemon/store/``, table modules on the owner interface.
 
-A second backend (PostgreSQL) must be one owner plus one module per concern,
+The second backend (PostgreSQL) is one owner plus one module per concern,
 not a hunt through the tree. So, read from the source (AST, not grep, so a
 docstring that mentions ``execute(`` does not count):
 
 * no module under ``daemon/`` outside ``daemon/store/`` runs SQL (calls
-  ``.execute`` / ``.executemany`` / ``.executescript``) or imports
-  :mod:`sqlite3`. ``daemon/bench/`` is the one exception: its raw baseline
-  measures SQLite *without* tradingd on purpose;
-* inside ``daemon/store/`` only the owner (``sqlite.py``) and the read-only
-  integrity check (``maintenance.py``) open connections;
-* no store module imports the SQLite owner (:mod:`daemon.store.sqlite`, even
-  under ``TYPE_CHECKING``) except the ones that select it: the child that
-  opens it (``service.py``) and the package's re-exports (``__init__.py``);
-  the table facades take a :class:`~daemon.store.base.StoreOwner`.
+  ``.execute(sql…)`` / ``.executemany`` / ``.executescript`` with a
+  statement; a Redis pipeline's argument-less ``execute()`` is not SQL) or
+  imports :mod:`sqlite3` or :mod:`psycopg`. ``daemon/bench/`` is the one
+  exception: its raw baselines measure the databases *without* tradingd;
+* inside ``daemon/store/`` only the owners (``sqlite.py``, ``postgres.py``)
+  and the read-only integrity check (``maintenance.py``) open connections;
+* no store module imports an owner (:mod:`daemon.store.sqlite`,
+  :mod:`daemon.store.postgres`, even under ``TYPE_CHECKING``) except the ones
+  that select it: the child that opens it (``service.py``) and the package's
+  re-exports (``__init__.py``); the table facades take a
+  :class:`~daemon.store.base.StoreOwner` and run its dialect's functions.
 """
 
 from __future__ import annotations
@@ -37,12 +39,24 @@ STORE = ROOT / "store"
 #: Runs raw SQLite on purpose (the baseline the orders benchmark compares with).
 EXEMPT = (ROOT / "bench",)
 SQL_METHODS = frozenset({"execute", "executemany", "executescript"})
-#: Store modules allowed to import the SQLite owner: the child that opens it, the re-exports.
-OWNER_SELECTORS = frozenset({"sqlite.py", "service.py", "__init__.py"})
-#: Store modules with no SQL and no sqlite3: what a second backend reuses as it is.
-BACKEND_NEUTRAL = ("rows.py", "orders_rules.py", "marketdata_values.py", "marketdata_chunks.py")
-#: Modules allowed to open a connection: the owner, and the read-only integrity check.
-CONNECTORS = frozenset({STORE / "sqlite.py", STORE / "maintenance.py"})
+#: Store modules allowed to import an owner: the owners, the child that opens one, the re-exports.
+OWNER_SELECTORS = frozenset({"sqlite.py", "postgres.py", "service.py", "__init__.py"})
+#: The owner modules.
+OWNERS = ("daemon.store.sqlite", "daemon.store.postgres")
+#: Store modules with no SQL and no driver: what both backends share as it is.
+BACKEND_NEUTRAL = (
+    "rows.py",
+    "orders_rules.py",
+    "marketdata_values.py",
+    "marketdata_chunks.py",
+    "dialect.py",
+    "marketdata.py",
+    "orders.py",
+    "deadletters.py",
+)
+DRIVERS = ("sqlite3", "psycopg")
+#: Modules allowed to open a connection: the owners, and the read-only integrity check.
+CONNECTORS = frozenset({STORE / "sqlite.py", STORE / "postgres.py", STORE / "maintenance.py"})
 
 
 def modules(under: Path) -> Iterator[tuple[Path, ast.Module]]:
@@ -63,13 +77,14 @@ def imported_names(tree: ast.Module) -> set[str]:
 
 
 def sql_calls(tree: ast.Module) -> list[int]:
-    """Lines that call a method named like a DB-API statement runner."""
+    """Lines that call a method named like a DB-API statement runner, with a statement."""
     return [
         node.lineno
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
         and node.func.attr in SQL_METHODS
+        and (node.args or node.keywords)
     ]
 
 
@@ -81,7 +96,7 @@ def connects(tree: ast.Module) -> list[int]:
         and isinstance(node.func, ast.Attribute)
         and node.func.attr == "connect"
         and isinstance(node.func.value, ast.Name)
-        and node.func.value.id == "sqlite3"
+        and node.func.value.id in DRIVERS
     ]
 
 
@@ -93,7 +108,10 @@ def test_the_walk_sees_the_store_and_its_sql() -> None:
     # The guards below are only as good as the walk: it must find the SQL that exists.
     found = {path.name: sql_calls(tree) for path, tree in modules(STORE)}
     assert found["orders_transitions.py"] and found["marketdata_trades.py"] and found["sqlite.py"]
+    assert found["pg_orders_transitions.py"] and found["pg_marketdata_trades.py"]
+    assert sql_calls(ast.parse("pipe.execute()")) == []
     assert "sqlite3" in imported_names(ast.parse("import sqlite3"))
+    assert connects(ast.parse("psycopg.connect(dsn)")) == [1]
     assert "daemon.store.sqlite.SqliteStore" in imported_names(
         ast.parse("if TYPE_CHECKING:\n    from daemon.store.sqlite import SqliteStore\n")
     )
@@ -106,18 +124,39 @@ def test_no_sql_outside_the_store() -> None:
             continue
         if lines := sql_calls(tree):
             offenders.append(f"runs SQL at {where(path, lines)}")
-        if "sqlite3" in imported_names(tree):
-            offenders.append(f"{path.relative_to(ROOT.parent)} imports sqlite3")
+        for driver in DRIVERS:
+            if any(n == driver or n.startswith(f"{driver}.") for n in imported_names(tree)):
+                offenders.append(f"{path.relative_to(ROOT.parent)} imports {driver}")
     assert offenders == [], "SQL belongs in daemon/store/ (one module per concern)"
 
 
-def test_the_modules_a_second_backend_shares_hold_no_sql() -> None:
-    # The rules, values and the chunk loop are backend-neutral; SQL lives in
-    # the table modules of one concern each.
+def test_the_modules_both_backends_share_hold_no_sql() -> None:
+    # The rules, values, the chunk loop and the facades are backend-neutral;
+    # SQL lives in the table modules of one concern each, per backend.
     for name in BACKEND_NEUTRAL:
         tree = ast.parse((STORE / name).read_text(encoding="utf-8"), filename=name)
         assert sql_calls(tree) == [], name
-        assert "sqlite3" not in imported_names(tree), name
+        for driver in DRIVERS:
+            assert driver not in imported_names(tree), name
+
+
+def test_every_sqlite_table_module_has_a_postgres_counterpart() -> None:
+    # One module per concern beside the SQLite ones (their names say which).
+    pairs = {
+        "orders_rows.py": "pg_orders_rows.py",
+        "orders_outbox.py": "pg_orders_outbox.py",
+        "orders_transitions.py": "pg_orders_transitions.py",
+        "orders_fills.py": "pg_orders_fills.py",
+        "orders_queries.py": "pg_orders_queries.py",
+        "trading_states.py": "pg_trading_states.py",
+        "marketdata_trades.py": "pg_marketdata_trades.py",
+        "marketdata_books.py": "pg_marketdata_books.py",
+        "marketdata_gaps.py": "pg_marketdata_gaps.py",
+        "deadletters_sqlite.py": "pg_deadletters.py",
+        "migrations.py": "pg_migrations.py",
+    }
+    for sqlite_module, pg_module in pairs.items():
+        assert (STORE / sqlite_module).is_file() and (STORE / pg_module).is_file()
 
 
 def test_no_shim_left_at_the_old_order_store() -> None:
@@ -135,14 +174,15 @@ def test_only_the_owner_and_the_integrity_check_open_connections() -> None:
     assert offenders == []
 
 
-def test_store_modules_do_not_import_the_sqlite_owner() -> None:
+def test_store_modules_do_not_import_an_owner() -> None:
     offenders = [
         str(path.relative_to(ROOT.parent))
         for path, tree in modules(STORE)
         if path.name not in OWNER_SELECTORS
         and any(
-            name == "daemon.store.sqlite" or name.startswith("daemon.store.sqlite.")
+            name == owner or name.startswith(f"{owner}.")
             for name in imported_names(tree)
+            for owner in OWNERS
         )
     ]
     assert offenders == [], "table modules depend on daemon.store.base.StoreOwner"
@@ -161,4 +201,5 @@ def test_store_modules_do_not_import_the_sqlite_owner() -> None:
 )
 def test_table_modules_take_the_owner_interface(function: object) -> None:
     annotation = inspect.signature(function).parameters["store"].annotation  # type: ignore[arg-type]
-    assert annotation == "StoreOwner[sqlite3.Connection]"
+    # Any owner: the facade runs the owner's dialect (``store.sql``), whatever its connection.
+    assert annotation == "StoreOwner[Any]"

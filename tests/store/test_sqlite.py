@@ -48,6 +48,15 @@ from daemon.store.migrations import APPLICATION_ID
 from tests.helpers.store import SYMBOL, VENUE, WallClock, open_store, page_count, raw, trade
 
 
+@pytest.fixture
+def store(sqlite_store: SqliteStore) -> SqliteStore:
+    """This module is about SQLite itself (files, WAL, PRAGMAs): SQLite only.
+
+    The PostgreSQL owner's counterparts are in ``test_postgres.py``.
+    """
+    return sqlite_store
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
