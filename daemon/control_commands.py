@@ -10,6 +10,7 @@ non-empty string, to :meth:`ControlCommands.handle`:
 ``reload``                       the :class:`~daemon.app.ReloadResult` as a dict
 ``dead-letters``                 :func:`daemon.store.deadletter_admin.handle_dead_letters_command`
 ``trading``, ``orders``          :func:`daemon.orders.control.handle_orders_command`
+``positions``                    the same (signed positions per account and symbol)
 ``fault``                        test fault hooks (``kind``: block-loop, hang-heartbeat;
                                  ``seconds``); refused unless ``[testing] fault_injection``
 anything else                    ``{"ok": false, "error": "unknown command ..."}``
@@ -27,7 +28,7 @@ import trio
 from daemon import __version__
 from daemon.control import Args, shown
 from daemon.faults import FAULT_KINDS, Faults
-from daemon.orders.control import handle_orders_command
+from daemon.orders.control import ORDERS_COMMANDS, handle_orders_command
 from daemon.resilience import DeadLetterStore
 from daemon.store.deadletter_admin import handle_dead_letters_command
 
@@ -83,7 +84,7 @@ class ControlCommands:
             return (await self._reload("control socket")).to_dict()
         if cmd == "dead-letters":
             return await handle_dead_letters_command(self._dead_letters(), message)
-        if cmd in ("trading", "orders"):
+        if cmd in ORDERS_COMMANDS:
             return await handle_orders_command(self._orders, message)
         if cmd == "fault":
             return self._fault(message)

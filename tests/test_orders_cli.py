@@ -154,6 +154,18 @@ async def test_orders_list_show_cancel_from_the_cli(
             ]  # fmt: skip
             assert first.index(mid) == header.index("CLIENT_ORDER_ID")  # columns line up
 
+            assert await run("positions") == cli.EXIT_OK
+            assert capsys.readouterr().out.splitlines() == [
+                "ACCOUNT  SYMBOL     QUANTITY",
+                "main     BTCUSDT  0.01000000",
+            ]
+            assert await run("positions", "--account", "main", "--json") == cli.EXIT_OK
+            assert json.loads(capsys.readouterr().out) == [
+                {"account": "main", "symbol": "BTCUSDT", "quantity": "0.01000000"}
+            ]
+            assert await run("positions", "--account", "other") == cli.EXIT_OK
+            assert capsys.readouterr().out == "no positions\n"
+
             assert await run("orders", "list", "--state", "open", "--json") == cli.EXIT_OK
             listed = json.loads(capsys.readouterr().out)
             assert [o["client_order_id"] for o in listed] == [lid]

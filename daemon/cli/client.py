@@ -27,7 +27,13 @@ from daemon.cli.common import (
     SYSTEMD_RUNTIME_DIR,
     TRADING_COMMANDS,
 )
-from daemon.cli.render import render_order, render_orders, render_status, render_trading
+from daemon.cli.render import (
+    render_order,
+    render_orders,
+    render_positions,
+    render_status,
+    render_trading,
+)
 from daemon.errors import ConfigError, ControlError
 
 
@@ -247,6 +253,23 @@ def cmd_orders(args: argparse.Namespace) -> int:
         print(
             f"{answer.get('client_order_id')} is already {answer.get('state')}; nothing to cancel"
         )
+    return EXIT_OK
+
+
+def cmd_positions(args: argparse.Namespace) -> int:
+    """``tradingd positions [--account A]``: signed positions from the stored fills."""
+    message: dict[str, Any] = {"cmd": "positions", "account": args.account}
+    answer = _ask(args, message)
+    if answer is None:
+        return EXIT_UNREACHABLE
+    if not answer.get("ok"):
+        _print_failure(answer)
+        return EXIT_FAILURE
+    positions = answer.get("positions", [])
+    if args.json:
+        print(json.dumps(positions, indent=2, sort_keys=True))
+    else:
+        print(render_positions(positions))
     return EXIT_OK
 
 

@@ -19,6 +19,7 @@ from daemon.cli.client import (
     cmd_dead_letters,
     cmd_fault,
     cmd_orders,
+    cmd_positions,
     cmd_reload,
     cmd_status,
     cmd_trading,
@@ -92,6 +93,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return cmd_trading(args)
         if args.command == "orders":
             return cmd_orders(args)
+        if args.command == "positions":
+            return cmd_positions(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces choices

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_order_commands(sub: argparse._SubParsersAction[_LazyParser]) -> None:
-    """``halt``/``reduce-only``/``resume``, ``trading`` and ``orders`` (control-socket clients)."""
+    """``halt``/``reduce-only``/``resume``, ``trading``, ``positions``, ``orders`` (control)."""
     for name, text in (
         ("halt", "refuse new orders, of one account or all (accepted orders still proceed)"),
         ("reduce-only", "accept only orders that reduce a position, of one account or all"),
@@ -163,6 +163,12 @@ def _add_order_commands(sub: argparse._SubParsersAction[_LazyParser]) -> None:
         p.add_argument("--json", action="store_true", help="print the raw JSON")
         _add_target(p)
     p = sub.add_parser("trading", help="show the trading switches and each account's state")
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    _add_target(p)
+    p = sub.add_parser(
+        "positions", help="signed positions per account and symbol, from the stored fills"
+    )
+    p.add_argument("--account", help="only this account")
     p.add_argument("--json", action="store_true", help="print the raw JSON")
     _add_target(p)
 

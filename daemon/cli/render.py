@@ -85,6 +85,19 @@ _ORDER_COLUMNS = (
 )
 
 
+def render_positions(positions: list[dict[str, Any]]) -> str:
+    """Positions as an aligned table (account, symbol, signed quantity), flat ones included."""
+    if not positions:
+        return "no positions"
+    rows = [["ACCOUNT", "SYMBOL", "QUANTITY"]]
+    rows += [[str(p.get(k)) for k in ("account", "symbol", "quantity")] for p in positions]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        f"{row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2].rjust(widths[2])}"
+        for row in rows
+    )
+
+
 def render_orders(orders: list[dict[str, Any]]) -> str:
     """Orders as an aligned table (newest first, as listed)."""
     if not orders:

@@ -26,6 +26,8 @@ Control-socket messages (one JSON object; the answer always has ``"ok"``)::
     {"cmd": "orders", "action": "show", "client_order_id": "td1-..."}
     {"cmd": "orders", "action": "cancel", "client_order_id": "td1-..."}
       (a PENDING intent is canceled at once, before sending: ``"canceled_before_sending"``)
+    {"cmd": "positions", "account": "main"}   (optional: every account)
+      → {"ok": true, "positions": [{"account", "symbol", "quantity"}, ...]}
 
 A failure answers ``{"ok": false, "error": "...", "status": <HTTP-equivalent
 status>, ...}`` with the same extra fields the HTTP API gives (``problems``,
@@ -64,6 +66,7 @@ __all__ = [
     "MAX_REASON_CHARS",
     "NO_ACCOUNTS",
     "OPEN_FILTER",
+    "ORDERS_COMMANDS",
     "TRADING_ACTIONS",
     "ErrorAnswer",
     "OperatorInputError",
@@ -334,28 +337,41 @@ def orders_view(records: Iterable[IntentRecord]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------- control socket
 
 
+#: The control-socket commands :func:`handle_orders_command` answers.
+ORDERS_COMMANDS: Final = ("trading", "orders", "positions")
+
+
 async def handle_orders_command(
     service: OrdersService | None, message: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Answer one control-socket command ``trading`` or ``orders`` (see the module docstring).
+    """Answer one control-socket command of :data:`ORDERS_COMMANDS` (see the module docstring).
 
     Never raises for an expected failure: bad input, an unknown order, the
     pipeline or store down all become ``{"ok": false, "error": ..., "status": ...}``.
     """
     cmd = message.get("cmd")
-    if cmd not in ("trading", "orders"):
+    if cmd not in ORDERS_COMMANDS:
         return {"ok": False, "error": f"not an orders command: {cmd!r}"}
     if service is None:
         return {"ok": False, "error": NO_ACCOUNTS, "status": 503}
     try:
         if cmd == "trading":
             return await _trading(service, message)
+        if cmd == "positions":
+            return await _positions(service, message)
         return await _orders(service, message)
     except Exception as exc:
         answer = error_answer(exc)
         if answer is None:
             raise
         return {"ok": False, "status": answer.status, **answer.body}
+
+
+async def _positions(service: OrdersService, message: Mapping[str, Any]) -> dict[str, Any]:
+    account = message.get("account")
+    if account is not None and not isinstance(account, str):
+        raise OperatorInputError(f"account must be a string, got {_shown(account)}")
+    return {"ok": True, "positions": positions_view(await service.positions(account))}
 
 
 async def _trading(service: OrdersService, message: Mapping[str, Any]) -> dict[str, Any]:

@@ -163,6 +163,15 @@ async def test_orders_commands_against_a_running_pipeline(tmp_path: Path) -> Non
                 assert answer["status"] == status, message
                 assert needle in answer["error"], message
 
+            positions = await handle_orders_command(service, {"cmd": "positions"})
+            assert positions == {
+                "ok": True,
+                "positions": [{"account": "main", "symbol": "BTCUSDT", "quantity": "0.01000000"}],
+            }
+            wrong = await handle_orders_command(service, {"cmd": "positions", "account": 7})
+            assert (wrong["ok"], wrong["status"]) == (False, 400)
+            assert "account must be a string" in wrong["error"]
+
 
 async def test_without_service_or_pipeline() -> None:
     answer = await handle_orders_command(None, {"cmd": "orders", "action": "list"})
