@@ -220,6 +220,7 @@ class Daemon:
             reload=self.reload,
             dead_letters=self._dead_letters,
             orders=self.orders,
+            trades=lambda: getattr(self.store_service.owner, "market", None),
             faults=self.faults,
             block_loop=self._delayed_block,
         )

@@ -8,7 +8,8 @@ non-empty string, to :meth:`ControlCommands.handle`:
 ``ping``                         ``{"ok": true, "pid": ..., "version": ...}``
 ``status``                       ``{"ok": true, "status": <the full status>}``
 ``reload``                       the :class:`~daemon.app.ReloadResult` as a dict
-``dead-letters``                 :func:`daemon.store.deadletter_admin.handle_dead_letters_command`
+``dead-letters``                 :func:`daemon.store.deadletter_admin.handle_dead_letters_command`;
+                                 ``replay``: :func:`daemon.replay.handle_replay`
 ``trading``, ``orders``          :func:`daemon.orders.control.handle_orders_command`
 ``positions``                    the same (signed positions per account and symbol)
 ``fault``                        test fault hooks (``kind``: block-loop, hang-heartbeat;
@@ -29,6 +30,7 @@ from daemon import __version__
 from daemon.control import Args, shown
 from daemon.faults import FAULT_KINDS, Faults
 from daemon.orders.control import ORDERS_COMMANDS, handle_orders_command
+from daemon.replay import TradeSink, handle_replay
 from daemon.resilience import DeadLetterStore
 from daemon.store.deadletter_admin import handle_dead_letters_command
 
@@ -47,6 +49,7 @@ class ControlCommands:
         reload: re-read the configuration, with the origin to log (``cmd: reload``).
         dead_letters: the durable dead letters now, or None while the store is not open.
         orders: the order pipeline, or None without ``[accounts]``.
+        trades: where a replayed trade is stored (the store's market tables), or None.
         faults: the process's fault hooks.
         block_loop: blocks the event loop for so many seconds (a fault hook,
             started as a system task after the answer is sent).
@@ -59,6 +62,7 @@ class ControlCommands:
         reload: Callable[[str], Awaitable[ReloadResult]],
         dead_letters: Callable[[], DeadLetterStore | None],
         orders: OrdersService | None,
+        trades: Callable[[], TradeSink | None] = lambda: None,
         faults: Faults,
         block_loop: Callable[[float], Awaitable[None]],
     ) -> None:
@@ -66,6 +70,7 @@ class ControlCommands:
         self._reload = reload
         self._dead_letters = dead_letters
         self._orders = orders
+        self._trades = trades
         self._faults = faults
         self._block_loop = block_loop
 
@@ -82,6 +87,10 @@ class ControlCommands:
             return {"ok": True, "status": self._status()}
         if cmd == "reload":
             return (await self._reload("control socket")).to_dict()
+        if cmd == "dead-letters" and message.get("action") == "replay":
+            return await handle_replay(
+                message, letters=self._dead_letters(), orders=self._orders, trades=self._trades()
+            )
         if cmd == "dead-letters":
             return await handle_dead_letters_command(self._dead_letters(), message)
         if cmd in ORDERS_COMMANDS:

@@ -21,6 +21,7 @@ import attrs
 from daemon import config as configmod
 from daemon import control, tomlschema
 from daemon.cli.common import (
+    EXIT_CONFIG,
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -31,6 +32,7 @@ from daemon.cli.render import (
     render_order,
     render_orders,
     render_positions,
+    render_replay,
     render_status,
     render_trading,
 )
@@ -153,6 +155,11 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         message.update(source=args.source, after_id=args.after_id, limit=args.limit)
     elif args.action == "show":
         message["id"] = args.id
+    elif args.action == "replay":
+        if not args.ids and not args.source:
+            print("tradingd: say which letters: ID... or --source", file=sys.stderr)
+            return EXIT_CONFIG  # a usage error, as argparse exits
+        message.update(ids=args.ids or None, source=args.source, dry_run=args.dry_run)
     else:
         before = None
         if args.older_than_days is not None:
@@ -178,6 +185,10 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
             )
     elif args.action == "show":
         print(json.dumps(answer.get("letter"), indent=2, sort_keys=True))
+    elif args.action == "replay":
+        print(render_replay(answer, as_json=args.json))
+        if any(not r.get("ok") for r in answer.get("replayed", [])) or answer.get("missing"):
+            return EXIT_FAILURE
     else:
         print(f"purged {answer.get('purged')} dead letter(s)")
     return EXIT_OK

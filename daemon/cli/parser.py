@@ -109,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--older-than-days", type=float, help="last failure older than this")
     q.add_argument("--all", action="store_true", help="required to purge without a filter")
     _add_target(q)
+    q = dl.add_parser(
+        "replay",
+        help="send dead letters back through their normal path (safe: idempotency keys)",
+        description="An order intent is submitted again under its message_id (a duplicate of "
+        "a stored intent sends nothing); a malformed frame is decoded again and a trade stored "
+        "on its trade id. Replayed letters are removed; the others stay, their outcome said.",
+    )
+    q.add_argument("ids", type=int, nargs="*", metavar="ID", help="letters to replay")
+    q.add_argument("--source", help="every letter of this source (at most 1000)")
+    q.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
+    q.add_argument("--json", action="store_true", help="print the raw JSON")
+    _add_target(q)
 
     _add_order_commands(sub)
 

@@ -6,6 +6,7 @@ Plain text for a terminal, from the JSON documents the daemon answers
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,6 +97,24 @@ def render_positions(positions: list[dict[str, Any]]) -> str:
         f"{row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2].rjust(widths[2])}"
         for row in rows
     )
+
+
+def render_replay(answer: dict[str, Any], *, as_json: bool = False) -> str:
+    """What a dead-letter replay did to each letter (or would, with ``--dry-run``)."""
+    if as_json:
+        raw = {k: v for k, v in answer.items() if k != "ok"}
+        return json.dumps(raw, indent=2, sort_keys=True)
+    lines = [
+        f"{r.get('id'):>6}  {r.get('source')}  {r.get('outcome')}: {r.get('detail')}"
+        + ("  (removed)" if r.get("removed") else "")
+        for r in answer.get("replayed", [])
+    ]
+    lines += [f"{m:>6}  no such dead letter" for m in answer.get("missing", [])]
+    if not lines:
+        lines = ["no dead letters to replay"]
+    if answer.get("dry_run"):
+        lines.append("(dry run: nothing changed)")
+    return "\n".join(lines)
 
 
 def render_orders(orders: list[dict[str, Any]]) -> str:

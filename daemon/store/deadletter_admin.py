@@ -13,6 +13,9 @@ Control-socket messages (one JSON object; the answer always has ``"ok"``)::
     {"cmd": "dead-letters", "action": "purge",
      "ids": [7, 8], "source": "...", "failed_before": <unix time>, "all": true}
        (at least one; letters matching every given filter are deleted)
+    {"cmd": "dead-letters", "action": "replay", "ids": [7] | "source": "...", "dry_run": false}
+       (answered by :func:`daemon.replay.handle_replay`, which needs the order
+       pipeline and the market tables; this module never sees it)
 
 ``list`` answers one page of at most 1000 letters (payloads can be large).
 Arguments of the wrong type or range raise
@@ -35,7 +38,7 @@ __all__ = ["handle_dead_letters_command"]
 # module had its own home.
 log = logging.getLogger("tradingd.app")
 
-_ACTIONS = "list, show, purge"
+_ACTIONS = "list, show, purge, replay"
 
 
 async def handle_dead_letters_command(
