@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sqlite3
 from pathlib import Path
 
 import pytest
+import trio
 
 from daemon import cli, logs
 from daemon.cli import client as cli_client
 from daemon.cli import render as cli_render
 from daemon.cli import run as cli_run
 from daemon.config import Config
+from daemon.control import serve_control
 from daemon.errors import ConfigError
 from daemon.notify import Notifier
 from tests.helpers.process import run_into_closed_pipe
@@ -179,3 +182,40 @@ def test_a_config_error_at_start_is_logged_one_line_a_problem(
     assert code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if "a.toml" in line]
     assert len(lines) == 2 and "\\n" not in "".join(lines), lines
+
+
+async def test_status_watch_refreshes_and_survives_a_daemon_that_goes_away(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``status --watch``: one status per refresh; a daemon that is gone meanwhile is
+    said to be not reachable and asked again at the next refresh (exit 0 at the end)."""
+    sock = tmp_path / "c.sock"
+    asked = []
+
+    async def handler(message: dict[str, object]) -> dict[str, object]:
+        asked.append(message["cmd"])
+        status = {"version": "0.1.0", "pid": 7, "state": "running", "health": {"level": "healthy"}}
+        return {"ok": True, "status": status}
+
+    argv = ["status", "--watch", "0.1", "--count", "3", "--socket", str(sock)]
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_control, sock, handler)
+            code = await trio.to_thread.run_sync(functools.partial(cli.main, argv))
+            nursery.cancel_scope.cancel()
+    assert code == cli.EXIT_OK and asked == ["status"] * 3
+    out = capsys.readouterr().out
+    assert out.count("--- ") == 3 and out.count("every 0.1s (Ctrl-C to stop)") == 3
+    assert out.count("tradingd 0.1.0 pid 7  running") == 3
+
+    gone = ["status", "--watch", "0.1", "--count", "2", "--socket", str(tmp_path / "gone.sock")]
+    assert await trio.to_thread.run_sync(functools.partial(cli.main, gone)) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert out.count("not reachable: ") == 2 and "asking again in 0.1s" in out
+
+
+def test_status_watch_refuses_a_bad_interval(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["status", "--watch", "0"])
+    assert exit_.value.code == 2
+    assert "must be in 0.1..3600 seconds" in capsys.readouterr().err

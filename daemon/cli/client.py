@@ -137,6 +137,8 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.watch is not None:
+        return _watch_status(args)
     answer = _ask(args, {"cmd": "status"})
     if answer is None:
         return EXIT_UNREACHABLE
@@ -147,6 +149,45 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(render_status(status))
     level = status.get("health", {}).get("level")
     return EXIT_OK if level in ("healthy", "degraded") else EXIT_FAILURE
+
+
+def _watch_status(args: argparse.Namespace) -> int:
+    """``tradingd status --watch``: the status again every ``args.watch`` seconds.
+
+    On a terminal the screen is redrawn; piped, each refresh is appended under
+    a time line. A daemon that stops or restarts meanwhile is shown as not
+    reachable and asked again at the next refresh. Ctrl-C ends it (exit 0).
+    """
+    redraw = sys.stdout.isatty()
+    done = 0
+    try:
+        while args.count is None or done < args.count:
+            if done:
+                time.sleep(args.watch)
+            stamp = time.strftime("%H:%M:%S")
+            try:
+                answer = control.request(
+                    _socket_of(args), {"cmd": "status"}, timeout_s=args.timeout
+                )
+                body = (
+                    (
+                        json.dumps(answer.get("status", {}), indent=2, sort_keys=True)
+                        if args.json
+                        else render_status(answer.get("status", {}))
+                    )
+                    if isinstance(answer, dict)
+                    else "unexpected answer from the daemon"
+                )
+            except ControlError as exc:
+                body = f"not reachable: {exc}; asking again in {args.watch:g}s"
+            if redraw:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            print(f"--- {stamp}  every {args.watch:g}s (Ctrl-C to stop)")
+            print(body, flush=True)
+            done += 1
+    except KeyboardInterrupt:
+        print()
+    return EXIT_OK
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:

@@ -86,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
         _add_target(p)
         if name == "status":
             p.add_argument("--json", action="store_true", help="print the raw JSON")
+            p.add_argument(
+                "--watch",
+                nargs="?",
+                const=1.0,
+                type=_positive_seconds,
+                metavar="SECONDS",
+                help="refresh every SECONDS (1 when not given) until Ctrl-C; a daemon that is "
+                "not reachable is said so and asked again",
+            )
+            p.add_argument(
+                "--count", type=int, metavar="N", help="with --watch: stop after N refreshes"
+            )
 
     p = sub.add_parser(
         "dead-letters",
@@ -205,6 +217,16 @@ def _add_order_commands(sub: argparse._SubParsersAction[_LazyParser]) -> None:
         q.add_argument("client_order_id", type=_client_order_id_arg)
         q.add_argument("--json", action="store_true", help="print the raw JSON")
         _add_target(q)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be in 0.1..3600 seconds, got {text}")
+    return value
 
 
 def _client_order_id_arg(text: str) -> str:
