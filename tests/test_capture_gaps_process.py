@@ -2,8 +2,9 @@
 
 The real programs (``tradingd sim`` and ``tradingd run``, harnesses of
 :mod:`tests.helpers.process` and :mod:`tests.helpers.capture`), judged by the
-simulator's own record of what it published, the SQLite file read only, and
-the admin API:
+simulator's own record of what it published, the store read only from
+outside (the SQLite file; for the open-gap case also a PostgreSQL schema,
+:mod:`tests.helpers.pg_witness`), and the admin API:
 
 * a venue configured **without an API key** still stores every trade across a
   disconnect: the catch-up's ``historicalTrades`` is security type NONE;
@@ -21,6 +22,7 @@ seconds; every wait is for a condition under a generous deadline.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -29,22 +31,30 @@ import httpx2
 import pytest
 import trio
 
-from tests.helpers.capture import StoreReader, capture_config, capture_status, missing_ids
+from tests.helpers.capture import (
+    DB_NAME,
+    StoreReader,
+    capture_config,
+    capture_status,
+    missing_ids,
+)
+from tests.helpers.pg_witness import BACKENDS, store_under_test
 from tests.helpers.process import (
     SECRET,
     WAIT_S,
     DaemonProcess,
     Harness,
+    StoreUnderTest,
     await_until,
     open_harness,
     parse_prometheus,
+    state_dir_of,
 )
 from tests.helpers.sim import SimProcess, sim_process
 
 pytestmark = pytest.mark.slow
 
 S = "BTCUSDT"
-DB_NAME = "capture.db"
 #: Market events per step burst: ~0.3 trades each, so a burst makes dozens of trades.
 STEPS = 150
 BUDGET_S = 90.0
@@ -175,6 +185,14 @@ async def _stop(d: DaemonProcess) -> None:
     assert await d.stop(timeout_s=WAIT_S + 15) == 0, d.diag()
 
 
+@pytest.fixture
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
+    """The daemon's ``[store]`` and its witness: SQLite unless parametrised (``postgres``)."""
+    backend = str(getattr(request, "param", "sqlite"))
+    with store_under_test(backend, state_dir_of(tmp_path), DB_NAME) as under_test:
+        yield under_test
+
+
 def _sim(tmp_path: Path) -> AbstractAsyncContextManager[SimProcess]:
     return sim_process(tmp_path, "--seed", "13", "--events-per-s", "0", "--paused", "--symbols", S)
 
@@ -202,14 +220,19 @@ async def test_capture_without_an_api_key_stores_every_trade_across_a_disconnect
             await _stop(d)
 
 
+@pytest.mark.parametrize("store", BACKENDS, indirect=True)
 async def test_a_failing_catch_up_before_a_quiet_market_is_recorded_and_filled(
-    tmp_path: Path, sockdir: Path
+    tmp_path: Path, sockdir: Path, store: StoreUnderTest
 ) -> None:
-    """The gap is in the store at once with its bounds; health says so until it is filled."""
+    """The gap is in the store at once with its bounds; health says so until it is filled.
+
+    On both store backends: SQLite's file and a PostgreSQL schema, each read
+    from outside (:mod:`tests.helpers.pg_witness`).
+    """
     with trio.fail_after(BUDGET_S):
         async with open_harness(tmp_path, sockdir) as h, _sim(tmp_path) as sim:
-            d, admin = await _start(h, sim, tail_check_interval_s=0)
-            reader = StoreReader(h.state_dir / DB_NAME)
+            d, admin = await _start(h, sim, tail_check_interval_s=0, store=store.toml)
+            reader = StoreReader(store.witness)
             stored_last = await _live_trades(sim, d, reader)
 
             async def healthy() -> bool:

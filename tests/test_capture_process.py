@@ -4,8 +4,9 @@ Both scenarios run the real programs: ``tradingd sim`` (the Binance-protocol
 simulator) and ``tradingd run`` (started the way systemd starts it, through
 the harness of :mod:`tests.helpers.process`), and judge the daemon only through
 independent witnesses — the simulator's own record of what it published
-(``GET /sim/trades``), the SQLite file read with the standard library in
-read-only mode, ``tradingd integrity-check``, the kernel's ``VmRSS`` and the
+(``GET /sim/trades``), the store read from outside in read-only mode (the
+SQLite file with the standard library, or the PostgreSQL schema with plain
+psycopg), ``tradingd integrity-check``, the kernel's ``VmRSS`` and the
 admin API.
 
 **Crash safety** (:func:`crash_run`): a seeded market trading both symbols
@@ -33,14 +34,24 @@ bound. ``/status`` (and ``/health``) are sampled alongside: every symbol keeps
 being captured under overload, ``/status`` reports the real consumer lag, and
 ``/health`` reports capture falling behind.
 
-Each scenario runs once (module-scoped fixture, like ``hard_stop_run`` in
-``test_process``) and the tests below read its result, so one broken promise
+The crash scenario runs once per store backend (module-scoped fixture, ids
+``sqlite`` and ``postgres``): the PostgreSQL run gives the daemon ``[store]
+backend = "postgres"`` on a fresh schema of the test server and judges it
+through a plain psycopg read-only connection
+(:mod:`tests.helpers.pg_witness`), with the same views and the same promises;
+``tradingd integrity-check`` is SQLite's and judges the ``sqlite`` run only.
+Without a PostgreSQL server the ``postgres`` run skips (fails under
+``TRADINGD_REQUIRE_SERVICES=1``). The overload scenario is about SQLite's
+writer and page cache and runs on SQLite only. Each scenario runs once
+(module-scoped fixture, like ``hard_stop_run`` in ``test_process``) and the
+tests below read its result, so one broken promise
 fails one test and leaves the others meaningful. No wall-clock duration is
 asserted; every wait is for a condition under a generous deadline.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -57,6 +68,7 @@ import trio
 
 from daemon.model.marketdata import Trade
 from tests.helpers.capture import (
+    DB_NAME,
     VENUE,
     GapRow,
     StoredTrade,
@@ -67,14 +79,17 @@ from tests.helpers.capture import (
     rss_bytes,
     trades_queue,
 )
+from tests.helpers.pg_witness import BACKENDS, require_backend, store_under_test
 from tests.helpers.process import (
     WAIT_S,
     DaemonProcess,
     Harness,
+    StoreUnderTest,
     await_until,
     http_get,
     open_harness,
     run_scenario,
+    state_dir_of,
 )
 from tests.helpers.sim import SimProcess, sim_process
 from tests.helpers.sim_control import PublishedTrade
@@ -82,7 +97,6 @@ from tests.helpers.sim_control import PublishedTrade
 pytestmark = pytest.mark.slow
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
-DB_NAME = "capture.db"
 
 # --------------------------------------------------------------------------- crash scenario
 
@@ -125,6 +139,8 @@ class SymbolOutcome:
 
 @attrs.frozen
 class CrashRun:
+    #: The store backend of the run: "sqlite" or "postgres".
+    backend: str
     symbols: dict[str, SymbolOutcome]
     kill_codes: list[int]
     ready_restarts: int
@@ -175,7 +191,7 @@ async def _admin_base(h: Harness) -> str:
     return f"http://{host}:{port}"
 
 
-async def _crash_scenario(tmp_path: Path, sockdir: Path) -> CrashRun:
+async def _crash_scenario(store: StoreUnderTest, tmp_path: Path, sockdir: Path) -> CrashRun:
     rng = random.Random(KILL_SEED)
     with trio.fail_after(CRASH_BUDGET_S):
         async with (
@@ -192,10 +208,12 @@ async def _crash_scenario(tmp_path: Path, sockdir: Path) -> CrashRun:
                 str(SIM_TRADE_RETENTION),
             ) as sim,
         ):
-            return await _crash_body(h, sim, rng)
+            return await _crash_body(h, sim, rng, store)
 
 
-async def _crash_body(h: Harness, sim: SimProcess, rng: random.Random) -> CrashRun:
+async def _crash_body(
+    h: Harness, sim: SimProcess, rng: random.Random, store: StoreUnderTest
+) -> CrashRun:
     h.config_path.write_text(
         capture_config(
             h,
@@ -205,9 +223,10 @@ async def _crash_body(h: Harness, sim: SimProcess, rng: random.Random) -> CrashR
             trades_queue_capacity=CRASH_QUEUE_CAPACITY,
             snapshot_interval_s=1.0,
             backfill_limit=CRASH_BACKFILL_LIMIT,
+            store=store.toml,
         )
     )
-    reader = StoreReader(h.state_dir / DB_NAME)
+    reader = StoreReader(store.witness)
     await sim.arm(kind="ws_drop", every_s=DROP_EVERY_S, mode="abort")
     await sim.arm(kind="ws_malformed", probability=MALFORMED_PROBABILITY, replace=True)
 
@@ -273,8 +292,14 @@ async def _crash_body(h: Harness, sim: SimProcess, rng: random.Random) -> CrashR
     dead = await trio.to_thread.run_sync(reader.dead_letters, DEAD_LETTER_SOURCE)
     md = capture_status(final_status)
     malformed = None if md is None else md.get("feed", {}).get("malformed")
-    check = await h.cli("integrity-check", "--db", os.fspath(reader.path))
+    # tradingd integrity-check is SQLite's (PostgreSQL checks its own pages).
+    if store.backend == "sqlite":
+        check = await h.cli("integrity-check", "--db", os.fspath(h.state_dir / DB_NAME))
+        integrity = (check.returncode, check.stdout, str(check))
+    else:
+        integrity = (-1, "", "not run: the store is PostgreSQL's")
     return CrashRun(
+        backend=store.backend,
         symbols=outcomes,
         kill_codes=kill_codes,
         ready_restarts=len(h.daemons) - 1,
@@ -282,18 +307,26 @@ async def _crash_body(h: Harness, sim: SimProcess, rng: random.Random) -> CrashR
         faults=faults,
         dead_letters=dead,
         malformed_counted=malformed,
-        integrity_rc=check.returncode,
-        integrity_stdout=check.stdout,
-        integrity_out=str(check),
+        integrity_rc=integrity[0],
+        integrity_stdout=integrity[1],
+        integrity_out=integrity[2],
         final_status=final_status,
         logs=h.log_tails(25),
     )
 
 
-@pytest.fixture(scope="module")
-def crash_run(tmp_path_factory: pytest.TempPathFactory) -> CrashRun:
-    """Run the crash scenario once for the tests that read it."""
-    return run_scenario(_crash_scenario, tmp_path_factory.mktemp("capture-crash"))
+@pytest.fixture(scope="module", params=BACKENDS)
+def crash_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> CrashRun:
+    """Run the crash scenario once per store backend (ids ``sqlite``, ``postgres``).
+
+    The PostgreSQL run writes a fresh schema of the test server (dropped
+    afterwards) and is judged by a plain psycopg read-only connection.
+    """
+    backend = str(request.param)
+    require_backend(backend)
+    tmp_path = tmp_path_factory.mktemp(f"capture-crash-{backend}")
+    with store_under_test(backend, state_dir_of(tmp_path), DB_NAME) as store:
+        return run_scenario(functools.partial(_crash_scenario, store), tmp_path)
 
 
 def _gap_covers(gaps: list[GapRow], start: int, end: int, states: set[str]) -> bool:
@@ -386,6 +419,7 @@ def test_crash_run_dead_lettered_malformed_frames(crash_run: CrashRun) -> None:
             json.loads(raw)
 
 
+@pytest.mark.parametrize("crash_run", ["sqlite"], indirect=True)
 def test_crash_run_store_passes_integrity_check(crash_run: CrashRun) -> None:
     assert crash_run.integrity_rc == 0, crash_run.integrity_out
     assert crash_run.integrity_stdout.strip().endswith(": ok"), crash_run.integrity_out
@@ -532,7 +566,7 @@ async def _overload_body(h: Harness, sim: SimProcess) -> OverloadRun:
                 rss=rss,
                 venue_last=await sim.last_ids(SYMBOLS),
                 stored_last=await _db_last_ids(reader),
-                db_bytes=_db_bytes(reader.path),
+                db_bytes=_db_bytes(h.state_dir / DB_NAME),
                 status=status,
                 health_code=health.status_code,
                 health=health.json(),

@@ -30,8 +30,9 @@ grace), the audit log shows doubled orders in every seeded run tried.
 At the end the faults are cleared, the daemon reconciles until no intent is
 PENDING/SENDING/UNKNOWN and is stopped with ``SIGTERM``. Then the witnesses
 are compared: the simulator's audit log (what the venue really accepted), the
-daemon's SQLite file read with the standard library in read-only mode, and
-the client's own record of its answers. Promises checked:
+daemon's store read from outside in read-only mode (the SQLite file with the
+standard library, or the PostgreSQL schema with plain psycopg), and the
+client's own record of its answers. Promises checked:
 
 * the audit log holds **exactly one** venue order per accepted intent (none
   for an intent the venue definitively rejected), and no order the client
@@ -41,9 +42,12 @@ the client's own record of its answers. Promises checked:
 * the same ``message_id`` always got the same ``client_order_id`` (derived as
   docs/ARCHITECTURE.md §4 Orders says), and never two "created" answers.
 
-The scenario runs twice, once per order transport (module-scoped fixture,
-ids ``rest`` and ``ws-api``), and the tests below read each result, so one
-broken promise fails one test per transport. The ``ws-api`` run
+The scenario runs three times (module-scoped fixture, :data:`RUNS`): once per
+order transport on SQLite (ids ``rest`` and ``ws-api``) and once more with
+``[store] backend = "postgres"`` over REST (id ``rest-postgres``: a fresh
+schema of the test server, judged by :mod:`tests.helpers.pg_witness`; skipped
+without a server, failed under ``TRADINGD_REQUIRE_SERVICES=1``). The tests
+below read each result, so one broken promise fails one test per run. The ``ws-api`` run
 (``[venues.sim] order_transport = "ws-api"``) arms the WebSocket API
 equivalents of the faults above on ``order.place`` (:data:`WS_FAULTS`: errors
 before and after processing with the same statuses and codes, a 429, an answer
@@ -96,14 +100,17 @@ from tests.helpers.orders_process import (
     orders_config,
     venue_fills,
 )
+from tests.helpers.pg_witness import require_backend, store_under_test
 from tests.helpers.process import (
     SECRET,
     WAIT_S,
     DaemonProcess,
     Harness,
+    StoreUnderTest,
     await_until,
     open_harness,
     run_scenario,
+    state_dir_of,
 )
 from tests.helpers.sim import SimProcess, sim_process
 
@@ -372,6 +379,8 @@ class ClientLog:
 class OrdersCrashRun:
     seed: int
     transport: str
+    #: The store backend: "sqlite" or "postgres".
+    backend: str
     plan: list[dict[str, str]]
     client: ClientLog
     kill_codes: list[int]
@@ -477,8 +486,8 @@ class OrdersCrashRun:
         counts = ", ".join(f"{k}={v}" for k, v in self.counts.items())
         states = Counter(i.state for i in self.intents.values())
         return (
-            f"transport={self.transport} seed={self.seed} (TD_ORDERS_CRASH_SEED replays it), "
-            f"{self.elapsed_s:.1f} s\n"
+            f"transport={self.transport} store={self.backend} "
+            f"seed={self.seed} (TD_ORDERS_CRASH_SEED replays it), {self.elapsed_s:.1f} s\n"
             f"counts: {counts}\nfault hits: {self.fault_hits()}\n"
             f"daemon logs: {self.daemon_log}; stream faults armed meanwhile: {self.stream_chaos}\n"
             f"venue weight used in the last minute, at each kill: {self.venue_weight}\n"
@@ -684,8 +693,10 @@ async def _start_ready(h: Harness, client: OrderClient) -> DaemonProcess:
     return d
 
 
-async def _scenario(variant: Variant, tmp_path: Path, sockdir: Path) -> OrdersCrashRun:
-    print(f"\norders crash test: {variant.transport}, seed {SEED}", flush=True)
+async def _scenario(
+    variant: Variant, store: StoreUnderTest, tmp_path: Path, sockdir: Path
+) -> OrdersCrashRun:
+    print(f"\norders crash test: {variant.transport}, {store.backend}, seed {SEED}", flush=True)
     with trio.fail_after(BUDGET_S):
         async with (
             open_harness(tmp_path, sockdir) as h,
@@ -707,7 +718,7 @@ async def _scenario(variant: Variant, tmp_path: Path, sockdir: Path) -> OrdersCr
                 "1",
             ) as sim,
         ):
-            return await _body(variant, h, sim)
+            return await _body(variant, store, h, sim)
 
 
 #: The daemon's log lines about its user data stream (daemon.orders.userstream)
@@ -750,7 +761,9 @@ async def _stream_chaos(sim: SimProcess, rng: random.Random, armed: Counter[str]
         armed[spec["kind"]] += 1
 
 
-async def _body(variant: Variant, h: Harness, sim: SimProcess) -> OrdersCrashRun:
+async def _body(
+    variant: Variant, store: StoreUnderTest, h: Harness, sim: SimProcess
+) -> OrdersCrashRun:
     rng = random.Random(SEED)
     plan = _plan(rng)
     h.config_path.write_text(
@@ -761,11 +774,12 @@ async def _body(variant: Variant, h: Harness, sim: SimProcess) -> OrdersCrashRun
             recv_window_ms=RECV_WINDOW_MS,
             request_timeout_s=VENUE_REQUEST_TIMEOUT_S,
             order_transport=variant.transport,
+            store=store.toml,
         )
     )
     for spec in variant.faults:
         await sim.arm(**spec)
-    reader = OrderStoreReader(h.state_dir / DB_NAME)
+    reader = OrderStoreReader(store.witness)
     log = ClientLog()
     client = OrderClient(SECRET, request_timeout_s=CLIENT_TIMEOUT_S)
     kill_codes: list[int] = []
@@ -828,6 +842,7 @@ async def _body(variant: Variant, h: Harness, sim: SimProcess) -> OrdersCrashRun
     run = OrdersCrashRun(
         seed=SEED,
         transport=variant.transport,
+        backend=store.backend,
         plan=plan,
         client=log,
         kill_codes=kill_codes,
@@ -856,16 +871,33 @@ async def _body(variant: Variant, h: Harness, sim: SimProcess) -> OrdersCrashRun
     return run
 
 
-@pytest.fixture(scope="module", params=list(VARIANTS))
+#: The runs of the scenario: id -> (transport, store backend). The PostgreSQL
+#: run takes the REST transport only (one run is ~45 s; REST is the transport
+#: whose ambiguous outcomes the store must carry across the kills).
+RUNS: dict[str, tuple[str, str]] = {
+    "rest": ("rest", "sqlite"),
+    "ws-api": ("ws-api", "sqlite"),
+    "rest-postgres": ("rest", "postgres"),
+}
+
+
+@pytest.fixture(scope="module", params=list(RUNS))
 def crash_run(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> OrdersCrashRun:
-    """Run the scenario once per transport (ids ``rest``, ``ws-api``) for the tests that read it."""
-    variant = VARIANTS[request.param]
-    return run_scenario(
-        functools.partial(_scenario, variant),
-        tmp_path_factory.mktemp(f"orders-crash-{variant.transport}"),
-    )
+    """Run the scenario once per entry of :data:`RUNS` for the tests that read it.
+
+    The ``rest-postgres`` run gives the daemon ``[store] backend = "postgres"``
+    on a fresh schema of the test server, judged through a plain psycopg
+    read-only connection (skipped without a server; failed under
+    ``TRADINGD_REQUIRE_SERVICES=1``).
+    """
+    transport, backend = RUNS[request.param]
+    require_backend(backend)
+    variant = VARIANTS[transport]
+    tmp_path = tmp_path_factory.mktemp(f"orders-crash-{request.param}")
+    with store_under_test(backend, state_dir_of(tmp_path), DB_NAME) as store:
+        return run_scenario(functools.partial(_scenario, variant, store), tmp_path)
 
 
 # --------------------------------------------------------------------------- the proof

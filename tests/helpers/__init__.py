@@ -15,6 +15,8 @@ from here.
   signing Binance REST caller for the simulator's own tests;
 * :mod:`~tests.helpers.capture` and :mod:`~tests.helpers.orders_process` — the
   witnesses and configurations of the capture and order process tests;
+  :mod:`~tests.helpers.pg_witness` the PostgreSQL witness (a plain read-only
+  psycopg session) and the per-run schema of the crash tests on that backend;
 * :mod:`~tests.helpers.orders` — the real order pipeline in process;
   :mod:`~tests.helpers.model_venue` an in-memory venue with faults, and
   :mod:`~tests.helpers.model_userstream` its user data stream;

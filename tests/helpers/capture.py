@@ -7,16 +7,19 @@ for itself:
   a plain HTTP client of its control API (``/sim/trades`` is the venue's own
   record of what it published, ``/sim/faults`` arms stream faults and counts
   their hits);
-* :class:`StoreReader` — the daemon's SQLite file opened **read-only** with the
-  standard library (``mode=ro``, :class:`~tests.helpers.process.ReadOnlyDatabase`),
-  independent of :mod:`daemon.store`;
+* :class:`StoreReader` — the daemon's store read **read-only**, independent of
+  :mod:`daemon.store`: the SQLite file with the standard library (``mode=ro``,
+  :class:`~tests.helpers.process.ReadOnlyDatabase`) or the PostgreSQL schema
+  with plain psycopg (:class:`~tests.helpers.pg_witness.PgReadOnly`);
 * :func:`rss_bytes` — the kernel's view of the daemon's memory
   (``/proc/PID/status``).
 
 The daemon side (notify socket, READY, log, config file) is
 :class:`tests.helpers.process.Harness`; :func:`capture_config` adds the
 ``[store]``, ``[marketdata]`` and ``[venues.sim]`` sections to its base
-configuration.
+configuration (``store``: the ``[store]`` keys of a
+:class:`~tests.helpers.process.StoreUnderTest`; default the SQLite file
+``capture.db``).
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ from typing import Any
 
 import attrs
 
-from tests.helpers.process import Harness, ReadOnlyDatabase
+from tests.helpers.process import Harness, StoreWitness, as_witness
 from tests.helpers.sim import SimProcess, venue_table
 
 #: The ``[venues.NAME]`` the daemon captures from (and the ``venue`` of every stored trade).
 VENUE = "sim"
+#: The database file of the SQLite runs (under the daemon's state_dir).
+DB_NAME = "capture.db"
 
 
 # --------------------------------------------------------------------------- daemon config
@@ -56,6 +61,7 @@ def capture_config(
     lag_warn_s: float = 30.0,
     tail_check_interval_s: float | None = None,
     api_key: bool = True,
+    store: str | None = None,
 ) -> str:
     """``h``'s base test configuration plus capture from ``sim``.
 
@@ -77,7 +83,7 @@ def capture_config(
         base
         + f"""
 [store]
-path = "capture.db"
+{store if store is not None else f"path = {q(DB_NAME)}"}
 synchronous_market = {q(synchronous_market)}
 
 [marketdata]
@@ -165,30 +171,34 @@ class GapRow:
     reason: str
 
 
-class StoreReader(ReadOnlyDatabase):
-    """The market-data tables of the daemon's database file, read-only (run in a thread)."""
+class StoreReader:
+    """The market-data tables of the daemon's store, read-only (run the calls in a thread).
 
-    def __init__(self, path: Path, venue: str = VENUE) -> None:
-        super().__init__(path)
+    ``db``: the SQLite database file, or a :class:`~tests.helpers.process.StoreWitness`
+    of either backend.
+    """
+
+    def __init__(self, db: Path | StoreWitness, venue: str = VENUE) -> None:
+        self.db = as_witness(db)
         self.venue = venue
 
+    def exists(self) -> bool:
+        """Whether the daemon has created its store yet."""
+        return self.db.exists()
+
     def last_ids(self, symbols: Sequence[str]) -> dict[str, int | None]:
-        conn = self._connect()
-        try:
-            out: dict[str, int | None] = {}
-            for symbol in symbols:
-                row = conn.execute(
-                    "SELECT max(trade_id) FROM trades WHERE venue = ? AND symbol = ?",
-                    (self.venue, symbol),
-                ).fetchone()
-                out[symbol] = None if row[0] is None else int(row[0])
-            return out
-        finally:
-            conn.close()
+        out: dict[str, int | None] = {}
+        for symbol in symbols:
+            row = self.db.fetchone(
+                "SELECT max(trade_id) FROM trades WHERE venue = ? AND symbol = ?",
+                (self.venue, symbol),
+            )
+            out[symbol] = None if row[0] is None else int(row[0])
+        return out
 
     def last_trade(self, symbol: str) -> StoredTrade | None:
         """The stored trade with the highest id (``None``: nothing stored)."""
-        row = self.fetchone(
+        row = self.db.fetchone(
             "SELECT trade_id, price, quantity, buyer_is_maker, trade_time_ms FROM trades "
             "WHERE venue = ? AND symbol = ? ORDER BY trade_id DESC LIMIT 1",
             (self.venue, symbol),
@@ -198,7 +208,7 @@ class StoreReader(ReadOnlyDatabase):
         return StoredTrade(int(row[0]), Decimal(row[1]), Decimal(row[2]), bool(row[3]), int(row[4]))
 
     def trades(self, symbol: str) -> list[StoredTrade]:
-        rows = self.fetchall(
+        rows = self.db.fetchall(
             "SELECT trade_id, price, quantity, buyer_is_maker, trade_time_ms FROM trades "
             "WHERE venue = ? AND symbol = ? ORDER BY trade_id",
             (self.venue, symbol),
@@ -209,7 +219,7 @@ class StoreReader(ReadOnlyDatabase):
         ]
 
     def gaps(self, symbol: str) -> list[GapRow]:
-        rows = self.fetchall(
+        rows = self.db.fetchall(
             "SELECT from_id, to_id, state, reason FROM gaps "
             "WHERE venue = ? AND symbol = ? ORDER BY from_id",
             (self.venue, symbol),
@@ -222,7 +232,7 @@ class StoreReader(ReadOnlyDatabase):
         A payload stored as JSON (``payload_kind = 'json'``) is decoded: a raw
         frame kept as a JSON string comes back as that string.
         """
-        rows = self.fetchall(
+        rows = self.db.fetchall(
             "SELECT source, payload_kind, payload FROM dead_letters "
             "WHERE substr(source, 1, ?) = ? ORDER BY letter_id",
             (len(source_prefix), source_prefix),
@@ -239,7 +249,7 @@ class StoreReader(ReadOnlyDatabase):
         return out
 
     def count_trades(self, symbol: str) -> int:
-        row = self.fetchone(
+        row = self.db.fetchone(
             "SELECT count(*) FROM trades WHERE venue = ? AND symbol = ?", (self.venue, symbol)
         )
         return int(row[0])

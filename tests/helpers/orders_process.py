@@ -5,8 +5,10 @@ The daemon under test never vouches for itself here. Four witnesses:
 * the simulator's **audit log** (``GET /sim/audit``, :func:`audit_orders`):
   every order the venue accepted, with its ``clientOrderId`` — including the
   ones whose answer the daemon never saw;
-* the daemon's SQLite file opened **read-only** with the standard library
-  (:class:`OrderStoreReader`), independent of :mod:`daemon.orders.store`;
+* the daemon's store read **read-only** (:class:`OrderStoreReader`),
+  independent of :mod:`daemon.store`: the SQLite file with the standard
+  library, or the PostgreSQL schema with plain psycopg
+  (:class:`~tests.helpers.pg_witness.PgReadOnly`);
 * the venue's record of the account's **executions** (``GET
   /api/v3/myTrades``, :func:`venue_fills`), signed with the standard library;
 * the **client's own record** of which intents it had confirmed
@@ -18,7 +20,9 @@ The daemon under test never vouches for itself here. Four witnesses:
 :class:`tests.helpers.process.Harness` plus a store, the simulator as ``[venues.sim]`` (the
 example key of Binance's docs, the sim's default account) and one
 ``[accounts.main]`` trading on it, with short ``[orders]`` timeouts so that
-ambiguous outcomes resolve in seconds.
+ambiguous outcomes resolve in seconds (``store``: the ``[store]`` keys of a
+:class:`~tests.helpers.process.StoreUnderTest`; default the SQLite file
+:data:`DB_NAME`).
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import sqlite3
 import time
 import urllib.parse
 from collections.abc import Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal
 
 import attrs
@@ -38,7 +42,7 @@ import httpx2
 import trio
 
 from daemon.venues.sim.config import DOCS_API_KEY, DOCS_SECRET_KEY
-from tests.helpers.process import Harness, ReadOnlyDatabase
+from tests.helpers.process import Harness, StoreWitness, as_witness
 from tests.helpers.sim import SimProcess, venue_table
 
 __all__ = [
@@ -81,6 +85,7 @@ def orders_config(
     shutdown_timeout_s: float = 15.0,
     user_stream: bool = True,
     order_transport: Literal["rest", "ws-api"] = "rest",
+    store: str | None = None,
 ) -> str:
     """The base test configuration plus a store, the sim as a venue and one account.
 
@@ -103,7 +108,7 @@ def orders_config(
         base
         + f"""
 [store]
-path = {q(DB_NAME)}
+{store if store is not None else f"path = {q(DB_NAME)}"}
 
 [orders]
 {orders_table}
@@ -253,19 +258,23 @@ class HistoryRow:
     reason: str
 
 
-class OrderStoreReader(ReadOnlyDatabase):
-    """The order tables of the daemon's database file, read-only (run in a thread)."""
+class OrderStoreReader:
+    """The order tables of the daemon's store, read-only (run the calls in a thread).
+
+    ``db``: the SQLite database file, or a :class:`~tests.helpers.process.StoreWitness`
+    of either backend.
+    """
+
+    def __init__(self, db: Path | StoreWitness) -> None:
+        self.db = as_witness(db)
+
+    def exists(self) -> bool:
+        """Whether the daemon has created its store yet."""
+        return self.db.exists()
 
     def _fetchall_if_created(self, sql: str) -> list[Any]:
-        """The rows of ``sql``; none before the file or its tables exist."""
-        if not self.exists():
-            return []
-        try:
-            return self.fetchall(sql)
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise
+        """The rows of ``sql``; none before the store or its tables exist."""
+        return self.db.fetchall_if_created(sql)
 
     def state_counts(self) -> dict[str, int]:
         """Intents per state (``{}`` before the file or its tables exist)."""
@@ -282,13 +291,13 @@ class OrderStoreReader(ReadOnlyDatabase):
 
     def state(self, client_order_id: str) -> str | None:
         """The stored state of one intent (``None``: no such intent)."""
-        row = self.fetchone(
+        row = self.db.fetchone(
             "SELECT state FROM order_intents WHERE client_order_id = ?", (client_order_id,)
         )
         return None if row is None else str(row[0])
 
     def intents(self) -> dict[str, StoredIntent]:
-        rows = self.fetchall(
+        rows = self.db.fetchall(
             "SELECT client_order_id, message_id, account, symbol, type, state, "
             "venue_order_id, send_attempts, reject_code FROM order_intents ORDER BY seq"
         )
@@ -309,7 +318,7 @@ class OrderStoreReader(ReadOnlyDatabase):
 
     def fills(self) -> list[tuple[str, Fill]]:
         """``(client_order_id, fill)`` of every stored fill."""
-        rows = self.fetchall(
+        rows = self.db.fetchall(
             "SELECT client_order_id, trade_id, venue_order_id, price, quantity, side "
             "FROM order_fills ORDER BY trade_id"
         )
@@ -320,17 +329,17 @@ class OrderStoreReader(ReadOnlyDatabase):
 
     def positions(self) -> dict[tuple[str, str], Decimal]:
         """The ``positions`` table: (account, symbol) -> signed base quantity."""
-        rows = self.fetchall("SELECT account, symbol, quantity FROM positions")
+        rows = self.db.fetchall("SELECT account, symbol, quantity FROM positions")
         return {(str(r[0]), str(r[1])): Decimal(r[2]) for r in rows}
 
     def executed(self) -> dict[str, Decimal]:
         """client_order_id -> ``executed_qty`` as the intent row says."""
-        rows = self.fetchall("SELECT client_order_id, executed_qty FROM order_intents")
+        rows = self.db.fetchall("SELECT client_order_id, executed_qty FROM order_intents")
         return {str(c): Decimal(q) for c, q in rows}
 
     def history(self) -> dict[str, list[HistoryRow]]:
         """Every intent's state history, in ``seq`` order."""
-        rows = self.fetchall(
+        rows = self.db.fetchall(
             "SELECT client_order_id, seq, from_state, to_state, reason FROM order_history "
             "ORDER BY client_order_id, seq"
         )

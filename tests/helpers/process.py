@@ -6,7 +6,9 @@ binds (:class:`NotifyListener`), ``WATCHDOG_USEC`` is set and the variables of
 :data:`HOSTILE_ENV` are removed. :func:`config_text` is a complete, fast base
 configuration; :func:`wait_until`/:func:`await_until` wait for a condition under
 a deadline (never a fixed sleep); :func:`http_get` and :func:`parse_prometheus`
-read the admin API. The ``h`` and ``sockdir`` fixtures (``tests/conftest.py``)
+read the admin API; :class:`StoreWitness` reads the daemon's store from outside
+(:class:`ReadOnlyDatabase` for the SQLite file; :class:`StoreUnderTest` pairs it
+with the ``[store]`` table). The ``h`` and ``sockdir`` fixtures (``tests/conftest.py``)
 wrap :func:`open_harness` and :func:`make_sockdir`.
 """
 
@@ -27,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import httpx2
@@ -321,6 +323,11 @@ fault_injection = {str(fault_injection).lower()}
 """
 
 
+def state_dir_of(tmp_path: Path) -> Path:
+    """The daemon's ``state_dir`` in a :class:`Harness` made on ``tmp_path``."""
+    return tmp_path / "state"
+
+
 class Harness:
     """Config files, notify sockets and daemon processes of one test; cleans up after it."""
 
@@ -328,7 +335,7 @@ class Harness:
         self.tmp_path = tmp_path
         self.sockdir = sockdir
         self.nursery = nursery
-        self.state_dir = tmp_path / "state"
+        self.state_dir = state_dir_of(tmp_path)
         # Unix socket paths must stay under 108 bytes: tmp_path can be longer.
         self.control_socket = sockdir / "control.sock"
         self.token_file = tmp_path / "admin-token"
@@ -486,7 +493,47 @@ def run_into_closed_pipe(*argv: str) -> tuple[int, str]:
     return done.returncode, done.stderr.decode("utf-8", "replace")
 
 
-# --------------------------------------------------------------------------- the store file
+# --------------------------------------------------------------------------- the store
+
+
+class StoreWitness(Protocol):
+    """Blocking read-only queries on the daemon's store, independent of :mod:`daemon.store`.
+
+    SQL is written in SQLite's style (``?`` placeholders) and kept to what both
+    backends read the same way; run the calls in a thread. The SQLite witness
+    is :class:`ReadOnlyDatabase`, the PostgreSQL one
+    :class:`tests.helpers.pg_witness.PgReadOnly`.
+    """
+
+    #: ``"sqlite"`` or ``"postgres"``.
+    backend: str
+
+    def exists(self) -> bool:
+        """Whether the daemon has created its store (file or tables) yet."""
+        ...
+
+    def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Any]: ...
+
+    def fetchone(self, sql: str, params: Sequence[object] = ()) -> Any: ...
+
+    def fetchall_if_created(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """The rows of ``sql``; none before the store or its tables exist."""
+        ...
+
+    def describe(self) -> str:
+        """Where the store is (for failure messages; never a password)."""
+        ...
+
+
+@attrs.frozen
+class StoreUnderTest:
+    """The daemon's ``[store]`` table of a process test and its independent witness."""
+
+    #: ``"sqlite"`` or ``"postgres"``.
+    backend: str
+    #: The keys of the ``[store]`` table (TOML lines, without the header).
+    toml: str
+    witness: StoreWitness
 
 
 class ReadOnlyDatabase:
@@ -497,6 +544,8 @@ class ReadOnlyDatabase:
     restarts, and nothing depends on :mod:`daemon.store`.
     """
 
+    backend = "sqlite"
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
@@ -506,6 +555,9 @@ class ReadOnlyDatabase:
 
     def exists(self) -> bool:
         return self.path.is_file()
+
+    def describe(self) -> str:
+        return str(self.path)
 
     def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         """Every row of one query."""
@@ -522,6 +574,28 @@ class ReadOnlyDatabase:
             return conn.execute(sql, params).fetchone()
         finally:
             conn.close()
+
+    def fetchall_if_created(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """The rows of ``sql``; none before the file or its tables exist."""
+        if not self.exists():
+            return []
+        try:
+            return self.fetchall(sql, params)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+
+
+def sqlite_store(state_dir: Path, name: str) -> StoreUnderTest:
+    """The daemon's store as the file ``name`` under its ``state_dir``, read with ``mode=ro``."""
+    toml = f"path = {json.dumps(name)}\n"
+    return StoreUnderTest("sqlite", toml, ReadOnlyDatabase(state_dir / name))
+
+
+def as_witness(db: Path | StoreWitness) -> StoreWitness:
+    """A witness of ``db``: a database file path (SQLite) or a witness already."""
+    return ReadOnlyDatabase(db) if isinstance(db, Path) else db
 
 
 # --------------------------------------------------------------------------- HTTP
