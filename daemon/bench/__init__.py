@@ -13,6 +13,12 @@
   an overload phase (memory growth, no trade lost, ``/health``). Its parts:
   :mod:`.ingest_setup`, :mod:`.ingest_phases`, :mod:`.ingest_overload`,
   :mod:`.ingest_stats`, :mod:`.ingest_report`.
+* ``--store postgres`` (both benches): tradingd's store on a fresh schema of
+  a PostgreSQL server, the raw baselines on the same server —
+  :mod:`.pg` (the server, ``--dsn``/``--password-file``, schemas made and
+  dropped), :mod:`.ingest_pg` (the witness that counts from the server, the
+  store phase against raw binary ``COPY`` and ``executemany``),
+  :mod:`.orders_pg` (the baseline's two commits on PostgreSQL).
 * :mod:`.resilience` — ``python -m daemon.bench.resilience``: the per-call
   overhead of the rate limiters and the circuit breaker.
 * :mod:`.common` — what they share: process start-up (the simulator as a

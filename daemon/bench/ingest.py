@@ -36,6 +36,14 @@ Where things run (said again in the output)::
     ├── store file, read-only     market paused, bench mode
     └── store phase (3.)          tradingd process (2., 4.): python -m daemon run
 
+**On PostgreSQL** (``--store postgres``, ``--dsn``, ``--password-file``):
+the daemon runs with ``[store] backend = "postgres"`` on a fresh schema of
+that server (dropped afterwards unless ``--keep``); 2. and 4. count from the
+server with a psycopg connection of the bench's own, and 3. sets tradingd's
+write against the same technique by hand — binary ``COPY`` into a temporary
+table, ``INSERT … SELECT … ON CONFLICT DO NOTHING``, ``COMMIT`` per chunk —
+and against ``executemany`` (:mod:`.ingest_pg`).
+
 Numbers vary between machines; the ratios much less. ``--quick`` is a
 smoke run of every phase with small counts and a short overload. Where the
 code is: :mod:`.ingest_setup` (options, configurations, the processes'
@@ -69,6 +77,7 @@ from daemon.bench.common import (
     ratio,
 )
 from daemon.bench.ingest_overload import overload_phase
+from daemon.bench.ingest_pg import PgWitness, pg_store_phase
 from daemon.bench.ingest_phases import SENDER_HEADROOM, TARGET_RATIO, raw_phase, tradingd_phase
 from daemon.bench.ingest_report import render
 from daemon.bench.ingest_setup import (
@@ -80,11 +89,20 @@ from daemon.bench.ingest_setup import (
     IngestOptions,
     SimBench,
     StoreWitness,
+    Witness,
     daemon_config,
     free_port,
     sim_config,
 )
 from daemon.bench.ingest_store import store_phase
+from daemon.bench.pg import (
+    PgServer,
+    add_store_arguments,
+    drop_schemas,
+    kept_schemas,
+    server_from_args,
+    store_toml,
+)
 from daemon.errors import ConfigError
 from daemon.venues.binance.codec import depth_stream, stream_url, trade_stream
 
@@ -97,14 +115,22 @@ async def measure(
     *,
     log_level: str = "info",
     daemon_module: Sequence[str] = ("daemon",),
+    server: PgServer | None = None,
 ) -> dict[str, Any]:
     """Start the simulator, the raw client and tradingd under ``workdir``; run every phase.
 
     ``daemon_module`` is what runs tradingd after ``python -m`` (see
-    :meth:`DaemonProcess.start`: a profiler can wrap it).
+    :meth:`DaemonProcess.start`: a profiler can wrap it). ``server``: tradingd's
+    store on that PostgreSQL server, fresh schemas made on it (the caller drops
+    them: :meth:`PgServer.drop_all`); ``None``: the SQLite file.
     """
     started = time.perf_counter()
     machine = machine_facts()
+    store_section, dsn = "", ""
+    if server is not None:
+        machine["postgresql"] = await trio.to_thread.run_sync(server.version)
+        dsn = await trio.to_thread.run_sync(server.fresh_schema, "ingest")
+        store_section = store_toml(dsn, server.password_file)
     sim = await SimProcess.start(workdir, sim_config(options))
     bench = SimBench.open(sim)
     overload: dict[str, Any] | None = None
@@ -112,9 +138,11 @@ async def measure(
         url = stream_url(sim.ws_url, [trade_stream(SYMBOL), depth_stream(SYMBOL)])
         raw = await raw_phase(options, bench, url, workdir)
         port = free_port()
-        config = daemon_config(workdir, sim, port, log_level=log_level)
+        config = daemon_config(workdir, sim, port, log_level=log_level, store=store_section)
         daemon = await DaemonProcess.start(workdir, config, port, module=daemon_module)
-        witness = StoreWitness(daemon.db_path)
+        witness: Witness = (
+            StoreWitness(daemon.db_path) if server is None else PgWitness(server, dsn)
+        )
         try:
             tradingd = await tradingd_phase(options, daemon, bench, witness)
             if options.overload_s > 0:
@@ -131,13 +159,16 @@ async def measure(
                 )
             daemon_pid = daemon.pid
         finally:
-            witness.close()
+            await trio.to_thread.run_sync(witness.close)
             exit_code = await daemon.stop()
         sim_pid = sim.proc.pid
     finally:
         await bench.aclose()
         await sim.aclose()
-    store = await store_phase(options, workdir)
+    if server is None:
+        store = await store_phase(options, workdir)
+    else:
+        store = await pg_store_phase(options, server)
     tradingd["ratio_to_raw"] = ratio(tradingd["trades_per_s"], raw["trades_per_s"])
     tradingd["target_ratio"] = TARGET_RATIO
     report: dict[str, Any] = {
@@ -146,7 +177,7 @@ async def measure(
             "load_average_1m_after": load_average(),
             "cpu_pressure_avg10_after": cpu_pressure(),
         },
-        "setup": _setup(options, workdir, sim_pid, daemon_pid, exit_code),
+        "setup": _setup(options, workdir, sim_pid, daemon_pid, exit_code, server=server),
         "raw": raw,
         "tradingd": tradingd,
         "store": store,
@@ -154,12 +185,35 @@ async def measure(
         "warnings": warnings(raw, tradingd, overload, exit_code),
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
+    if server is not None:
+        report = {"store_backend": "postgres", "dsn": server.public, **report}
+        report["setup"]["schemas"] = ", ".join(server.schemas)
     return report
 
 
 def _setup(
-    options: IngestOptions, workdir: Path, sim_pid: int, daemon_pid: int, exit_code: int | None
+    options: IngestOptions,
+    workdir: Path,
+    sim_pid: int,
+    daemon_pid: int,
+    exit_code: int | None,
+    *,
+    server: PgServer | None,
 ) -> dict[str, Any]:
+    if server is not None:
+        return {
+            **_setup(options, workdir, sim_pid, daemon_pid, exit_code, server=None),
+            "tradingd": f"`python -m daemon run` subprocess (pid {daemon_pid}, exit "
+            f'{exit_code}): default [marketdata] settings, [store] backend = "postgres" '
+            f"(a fresh schema, default settings); loop-lag probe every {LAG_PROBE_INTERVAL_S:g} "
+            f"s, window {LAG_WINDOW_S:g} s (default 60 s), read every {SAMPLE_INTERVAL_S:g} s",
+            "counting": "trades durably committed, counted from the PostgreSQL server (a psycopg "
+            "connection of the bench's own, autocommit, polled every 50 ms)",
+            "store_phase": "in the bench process after the others stopped: tradingd's "
+            "MarketDataStore.insert_trades on a PostgresStore vs raw psycopg binary COPY + "
+            "INSERT ... SELECT ... ON CONFLICT DO NOTHING (and executemany), a fresh schema "
+            "emptied before every round",
+        }
     return {
         "simulator": f"`python -m daemon sim` subprocess (pid {sim_pid}), {SYMBOL} only, "
         "market paused, bench mode (pre-encoded frames, backpressure, no slow-consumer drop)",
@@ -265,7 +319,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="where the temporary state directory goes (the disk the commits hit)",
     )
-    add("--keep", action="store_true", help="keep the state directory (logs, databases) afterwards")
+    add(
+        "--keep",
+        action="store_true",
+        help="keep the state directory (logs, databases) and the PostgreSQL schemas afterwards",
+    )
     add("--json", action="store_true", help="print the report as JSON instead of a table")
     add(
         "--log-level",
@@ -273,6 +331,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("debug", "info", "warning", "error"),
         help="tradingd's log level (info, its default), written to the state directory",
     )
+    add_store_arguments(parser)
 
 
 def _options(args: argparse.Namespace) -> IngestOptions:
@@ -294,6 +353,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         options = _options(args)
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        server = server_from_args(args)
+    except BenchError as exc:
+        print(f"tradingd bench ingest: {exc}", file=sys.stderr)
+        return 1
     workdir = Path(tempfile.mkdtemp(prefix="tradingd-ingest-", dir=args.dir))
     root = logging.getLogger()
     handler = logging.FileHandler(workdir / "bench.log", encoding="utf-8")
@@ -303,15 +367,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     root.setLevel(logging.WARNING)
     keep = args.keep
     try:
-        report = trio.run(lambda: measure(options, workdir, log_level=args.log_level))
+        report = trio.run(
+            lambda: measure(options, workdir, log_level=args.log_level, server=server)
+        )
     except (BenchError, ConfigError, OSError) as exc:
         keep = True
         print(f"tradingd bench ingest: {exc}", file=sys.stderr)
-        print(f"(state, logs kept in {workdir})", file=sys.stderr)
+        print(f"(state, logs kept in {workdir}{kept_schemas(server)})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         keep = True
-        print(f"interrupted (state kept in {workdir})", file=sys.stderr)
+        print(f"interrupted (state kept in {workdir}{kept_schemas(server)})", file=sys.stderr)
         return 130
     finally:
         root.removeHandler(handler)
@@ -319,6 +385,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         handler.close()
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
+            drop_schemas(server)
     if not args.keep:
         report["setup"]["workdir"] += " (removed)"
     print(json.dumps(report, indent=2) if args.json else render(report))

@@ -38,12 +38,11 @@ from daemon.bench.ingest_setup import (
     DaemonProcess,
     IngestOptions,
     SimBench,
-    StoreWitness,
+    Witness,
     capture_section,
     wait_stored,
 )
 from daemon.bench.ingest_stats import gap_accounting, health_summary, lag_summary, summarize
-from daemon.store.sqlite import DEFAULT_CACHE_SIZE_KIB
 
 __all__ = ["overload_phase"]
 
@@ -60,7 +59,7 @@ class _Sender:
     """The overload's bench runs: the first sized by the tradingd phase's rate, then top-ups."""
 
     bench: SimBench
-    witness: StoreWitness
+    witness: Witness
     rate: float
     budget: int
     runs: list[dict[str, Any]] = attrs.Factory(list)
@@ -119,7 +118,7 @@ async def overload_phase(
     options: IngestOptions,
     daemon: DaemonProcess,
     bench: SimBench,
-    witness: StoreWitness,
+    witness: Witness,
     *,
     writer_rate: float,
     sender_capacity: float | None,
@@ -184,7 +183,7 @@ async def overload_phase(
         "peak_rss_mb": round(memory_after["VmHWM"] / MB, 1),
         "store_file_mb_before": round(file_before / MB, 1),
         "store_file_mb_after": round(witness.file_bytes() / MB, 1),
-        "store_page_cache_max_mb": round(DEFAULT_CACHE_SIZE_KIB / 1024, 1),
+        "store_page_cache_max_mb": witness.page_cache_max_mb,
         "loop_lag": lag_summary([r["lag"] for r in rows]),
         "consumer_lag_ms": summarize((r["consumer_lag_ms"] for r in rows), 1),
         "stream_reconnects": None
@@ -203,7 +202,7 @@ def _health_read(row: dict[str, Any], start: float) -> dict[str, Any]:
     return {"t_s": row["at"] - start, **row["health"]}
 
 
-async def _wait_repaired(witness: StoreWitness, lo: int, hi: int, wait_s: float) -> dict[str, Any]:
+async def _wait_repaired(witness: Witness, lo: int, hi: int, wait_s: float) -> dict[str, Any]:
     """Until ``[lo, hi]`` has no hole, or ``wait_s`` passed: the holes before and after."""
     holes = await trio.to_thread.run_sync(witness.holes, lo, hi)
     before = holes

@@ -29,7 +29,7 @@ from daemon.bench.ingest_setup import (
     DaemonProcess,
     IngestOptions,
     SimBench,
-    StoreWitness,
+    Witness,
     capture_section,
     queue_stats,
     wait_stored,
@@ -226,7 +226,7 @@ async def raw_phase(
 
 
 async def tradingd_phase(
-    options: IngestOptions, daemon: DaemonProcess, bench: SimBench, witness: StoreWitness
+    options: IngestOptions, daemon: DaemonProcess, bench: SimBench, witness: Witness
 ) -> dict[str, Any]:
     """The daemon captures ``trades`` trades sent flat out; counted from its store file."""
     await daemon.wait_capturing()

@@ -46,7 +46,14 @@ def _machine(report: Mapping[str, Any]) -> list[str]:
         f"{fmt(m['load_average_1m_after'], '.2f')} after (this includes the bench's own load); "
         f"CPU pressure (PSI some avg10) {fmt(m['cpu_pressure_avg10_before'], '.1f')}% before, "
         f"{fmt(m['cpu_pressure_avg10_after'], '.1f')}% after",
+        *_postgres(report),
     ]
+
+
+def _postgres(report: Mapping[str, Any]) -> list[str]:
+    if report.get("store_backend") != "postgres":
+        return []
+    return [f"store: PostgreSQL {report['machine'].get('postgresql')} at {report['dsn']}"]
 
 
 def _where(setup: Mapping[str, Any]) -> list[str]:
@@ -121,7 +128,31 @@ def _tradingd(td: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _pg_store(st: Mapping[str, Any]) -> list[str]:
+    raw, many, td = st["raw"], st["raw_executemany"], st["tradingd"]
+
+    def rate(side: Mapping[str, Any]) -> str:
+        return (
+            f"{_rate(side['rows_per_s'])} ({fmt(side['cpu_us_per_row'], '.2f')} + "
+            f"{fmt(side['server_cpu_us_per_row'], '.2f')} us)"
+        )
+
+    return [
+        f"3. store write: {st['rows']} rows x {st['rounds']} round(s), chunks of "
+        f"{st['chunk_size']}, synchronous_commit={st['synchronous_commit']}, PostgreSQL, "
+        "tradingd's schema emptied before each round",
+        _row("rows/s (CPU per row: bench process + server backend)", ""),
+        _row("raw psycopg binary COPY + INSERT ... SELECT", rate(raw)),
+        _row("raw psycopg executemany", rate(many)),
+        _row("tradingd MarketDataStore.insert_trades", rate(td)),
+        _row("ratio tradingd / raw COPY", _x(st["ratio"]), f">= {st['target_ratio']}x"),
+        _row("ratio tradingd / raw executemany", _x(st["ratio_to_executemany"])),
+    ]
+
+
 def _store(st: Mapping[str, Any]) -> list[str]:
+    if st.get("backend") == "postgres":
+        return _pg_store(st)
     raw, td = st["raw"], st["tradingd"]
     return [
         f"3. store write: {st['rows']} rows x {st['rounds']} round(s), chunks of "
@@ -170,11 +201,7 @@ def _overload(ov: Mapping[str, Any] | None) -> list[str]:
             f"{ov['rss_growth_mb']:.1f} MB ({ov['rss_mb_before']:.1f} -> {ov['rss_mb_max']:.1f})",
             f"<= {ov['target_rss_growth_mb']:g} MB",
         ),
-        _row(
-            "  store file meanwhile (SQLite page cache up to)",
-            f"{ov['store_file_mb_before']:.1f} -> {ov['store_file_mb_after']:.1f} MB "
-            f"({ov['store_page_cache_max_mb']:g} MB)",
-        ),
+        _store_size(ov),
         _row(
             "trades lost (missing and in no recorded gap)",
             f"{gaps['lost_unrecorded']} of ids {ov['checked_ids'][0]}..{ov['checked_ids'][1]}",
@@ -201,11 +228,22 @@ def _overload(ov: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
+def _store_size(ov: Mapping[str, Any]) -> str:
+    sizes = f"{ov['store_file_mb_before']:.1f} -> {ov['store_file_mb_after']:.1f} MB"
+    if ov["store_page_cache_max_mb"] is None:  # PostgreSQL: the cache is the server's
+        return _row("  store schema on the server meanwhile", sizes)
+    return _row(
+        "  store file meanwhile (SQLite page cache up to)",
+        f"{sizes} ({ov['store_page_cache_max_mb']:g} MB)",
+    )
+
+
 def render(report: Mapping[str, Any]) -> str:
     """The report as a plain-text table (``--json`` prints it as JSON instead)."""
     header = _row("measure", "result", "target")
+    postgres = report.get("store_backend") == "postgres"
     lines = [
-        "tradingd bench ingest",
+        "tradingd bench ingest" + (" --store postgres" if postgres else ""),
         *_machine(report),
         "where:",
         *_where(report["setup"]),

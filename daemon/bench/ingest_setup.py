@@ -27,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import attrs
 import httpx2
@@ -41,6 +41,7 @@ from daemon.bench.common import (
     open_module_process,
     process_cpu_s,
 )
+from daemon.store.sqlite import DEFAULT_CACHE_SIZE_KIB
 
 __all__ = [
     "CHECKPOINT_STREAM",
@@ -53,6 +54,7 @@ __all__ = [
     "IngestOptions",
     "SimBench",
     "StoreWitness",
+    "Witness",
     "daemon_config",
     "free_port",
     "sim_config",
@@ -152,12 +154,16 @@ def sim_config(options: IngestOptions) -> str:
     )
 
 
-def daemon_config(workdir: Path, sim: SimProcess, admin_port: int, *, log_level: str) -> str:
+def daemon_config(
+    workdir: Path, sim: SimProcess, admin_port: int, *, log_level: str, store: str = ""
+) -> str:
     """tradingd capturing BTCUSDT from ``sim``: default capture and store settings.
 
     Differences from the defaults, all outside the measured path: the admin API
     on ``admin_port``, no free-disk check (the bench's temporary directory may
     be on a small disk), and the loop-lag window of :data:`LAG_WINDOW_S`.
+    ``store`` is a ``[store]`` section to add (``--store postgres``:
+    :func:`daemon.bench.pg.store_toml`); none: the default SQLite file.
     """
     q = json.dumps  # a TOML basic string is a JSON string (paths, URLs)
     return f"""\
@@ -185,7 +191,7 @@ symbols = ["{SYMBOL}"]
 [venues.{VENUE}]
 rest_url = {q(sim.rest_url)}
 ws_url = {q(sim.ws_url)}
-"""
+""" + (f"\n{store}" if store else "")
 
 
 def free_port() -> int:
@@ -475,6 +481,20 @@ class SimBench:
 # ------------------------------------------------------------------ the store, read-only
 
 
+class Witness(Protocol):
+    """What the phases ask of the store, from outside the daemon (SQLite's file or the server)."""
+
+    #: The store's own page cache in the daemon's memory, at most (MB; ``None``: not in it).
+    page_cache_max_mb: float | None
+
+    def last_id(self, lo: int, hi: int) -> int | None: ...
+    def count(self, lo: int, hi: int) -> int: ...
+    def holes(self, lo: int, hi: int) -> list[tuple[int, int]]: ...
+    def gaps(self) -> list[dict[str, Any]]: ...
+    def file_bytes(self) -> int: ...
+    def close(self) -> None: ...
+
+
 class StoreWitness:
     """The daemon's trades, read from its database file (read-only, standard library).
 
@@ -485,6 +505,7 @@ class StoreWitness:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self.page_cache_max_mb: float | None = round(DEFAULT_CACHE_SIZE_KIB / 1024, 1)
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -569,7 +590,7 @@ class StoreWitness:
 
 
 async def wait_stored(
-    witness: StoreWitness,
+    witness: Witness,
     lo: int,
     hi: int,
     *,

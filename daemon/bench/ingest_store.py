@@ -42,7 +42,7 @@ from daemon.store.sqlite import (
     DEFAULT_WAL_AUTOCHECKPOINT_PAGES,
 )
 
-__all__ = ["bench_trades", "raw_rows", "store_phase"]
+__all__ = ["TARGET_RATIO", "bench_trades", "raw_rows", "side_summary", "store_phase"]
 
 TARGET_RATIO: Final = 0.8
 _COLUMNS: Final = (
@@ -157,7 +157,7 @@ async def _tradingd_round(
     return {"seconds": seconds, "cpu_s": cpu, "stored": await trio.to_thread.run_sync(_count, path)}
 
 
-def _side(rounds: list[dict[str, Any]], rows: int) -> dict[str, Any]:
+def side_summary(rounds: list[dict[str, Any]], rows: int) -> dict[str, Any]:
     """One side's rate over its median round (one round slowed by other work on the
     machine does not decide the ratio), and its CPU per row over all rounds."""
     seconds = statistics.median(r["seconds"] for r in rounds)
@@ -189,7 +189,10 @@ async def store_phase(options: IngestOptions, workdir: Path) -> dict[str, Any]:
     for side, results in (("raw", raw), ("tradingd", tradingd)):
         if any(r["stored"] != options.store_rows for r in results):
             raise BenchError(f"store phase, {side}: stored {[r['stored'] for r in results]}")
-    raw_side, td_side = _side(raw, options.store_rows), _side(tradingd, options.store_rows)
+    raw_side, td_side = (
+        side_summary(raw, options.store_rows),
+        side_summary(tradingd, options.store_rows),
+    )
     return {
         "rows": options.store_rows,
         "rounds": options.store_rounds,

@@ -55,6 +55,14 @@ each), and reports them side by side; the JSON is then ``{"transports",
 a single-transport run prints (which carries ``"transport"`` unless it is
 ``rest``, whose report is the same as before ``--transport`` existed).
 
+**On PostgreSQL** (``--store postgres``, ``--dsn``, ``--password-file``):
+tradingd runs with ``[store] backend = "postgres"`` on a fresh schema of
+that server (one per transport; dropped afterwards unless ``--keep``), and
+the raw baseline's two FULL commits become two committed single-row
+INSERTs on a plain psycopg connection to the same server and schema with
+``synchronous_commit`` on (:mod:`.orders_pg`), so that the ratio compares
+like with like.
+
 Orders are LIMIT BUYs far below the market (nothing fills); risk limits are
 off (0 = unlimited); the tracker's polling and the periodic reconciliation
 are slowed to an hour, because the bench leaves thousands of resting orders
@@ -107,6 +115,7 @@ from daemon.bench.common import (
 )
 from daemon.bench.orders_baseline import PRICE, QUANTITY, SYMBOL, ws_api_url
 from daemon.bench.orders_load import LoadGeneratorProcess, serve_load_generator
+from daemon.bench.orders_pg import PgTarget
 from daemon.bench.orders_phases import entry_phase, http_phase, latency_phase
 from daemon.bench.orders_profile import profile_phase
 from daemon.bench.orders_report import render
@@ -117,6 +126,14 @@ from daemon.bench.orders_setup import (
     RunningDaemon,
     daemon_config,
     sim_config,
+)
+from daemon.bench.pg import (
+    PgServer,
+    add_store_arguments,
+    drop_schemas,
+    kept_schemas,
+    server_from_args,
+    store_toml,
 )
 from daemon.errors import ConfigError
 from daemon.notify import Notifier
@@ -131,7 +148,12 @@ STOP_TIMEOUT_S: Final = 60.0
 
 
 async def measure(
-    options: BenchOptions, workdir: Path, transport: str = "rest", *, profile: bool = False
+    options: BenchOptions,
+    workdir: Path,
+    transport: str = "rest",
+    *,
+    profile: bool = False,
+    server: PgServer | None = None,
 ) -> dict[str, Any]:
     """Start the simulator, tradingd and the load generator under ``workdir``; run every phase.
 
@@ -140,6 +162,10 @@ async def measure(
     as ``"transport"`` unless it is ``rest`` (the report as it always was).
     ``profile``: the profiled pass after the latency phase, reported as
     ``"profile"`` (:func:`~daemon.bench.orders_profile.profile_phase`).
+    ``server``: tradingd's store on that PostgreSQL server, in a fresh schema
+    (the caller drops it: :meth:`~daemon.bench.pg.PgServer.drop_all`), and the
+    baseline's commits on the same server; the report then starts with
+    ``"store": "postgres"`` and ``"dsn"`` (without a password).
     """
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown order transport {transport!r}")
@@ -163,6 +189,16 @@ async def measure(
         "db": str(workdir / "baseline.db"),
         "transport": transport,
     }
+    store_section, store_text = "", "SQLite store"
+    if server is not None:
+        machine["postgresql"] = await trio.to_thread.run_sync(server.version)
+        dsn = await trio.to_thread.run_sync(
+            server.fresh_schema, "orders_" + transport.replace("-", "_")
+        )
+        password_file = None if server.password_file is None else str(server.password_file)
+        store_section = "\n" + store_toml(dsn, server.password_file)
+        store_text = f"PostgreSQL store (schema {server.schemas[-1]} on {server.public})"
+        baseline_setup.update(PgTarget(dsn, password_file).to_command())
     sim = await SimProcess.start(workdir, sim_config(tradingd_key, baseline_key))
     try:
         baseline_setup["sim_url"] = sim.rest_url
@@ -170,7 +206,13 @@ async def measure(
         config_path = workdir / "tradingd.toml"
         config_path.write_text(
             daemon_config(
-                workdir, sim.rest_url, sim.ws_url, options, secret_files, transport=transport
+                workdir,
+                sim.rest_url,
+                sim.ws_url,
+                options,
+                secret_files,
+                transport=transport,
+                store=store_section,
             ),
             encoding="utf-8",
         )
@@ -252,7 +294,7 @@ async def measure(
             "simulator": f"`python -m daemon sim` subprocess (pid {sim_pid}), {SYMBOL} only, "
             "market paused, rate limits out of reach",
             "tradingd": "a real Daemon (daemon.app) in the bench process's Trio loop: admin API "
-            f"on {host}:{port}, SQLite store, {link}, order pipeline "
+            f"on {host}:{port}, {store_text}, {link}, order pipeline "
             f"({options.accounts} account(s), dispatch sharded); logging at WARNING",
             "load_generator": f"`python -m daemon.bench.orders --load-generator` subprocess "
             f"(pid {loadgen_pid}): {baseline}",
@@ -272,13 +314,23 @@ async def measure(
     }
     if profiled is not None:
         report["profile"] = profiled
+    if server is not None:
+        report["setup"]["load_generator"] += (
+            "; the baseline's two commits: single-row INSERTs on a plain psycopg connection "
+            "to the same PostgreSQL server and schema, synchronous_commit on"
+        )
+        report = {"store": "postgres", "dsn": server.public, **report}
     if transport == "rest":
         return report
     return {"transport": transport, **report, "ws_api_client": ws_api_client}
 
 
 async def measure_transports(
-    options: BenchOptions, workdir: Path, transports: Sequence[str], profile: bool = False
+    options: BenchOptions,
+    workdir: Path,
+    transports: Sequence[str],
+    profile: bool = False,
+    server: PgServer | None = None,
 ) -> dict[str, Any]:
     """One :func:`measure` per transport, one after the other.
 
@@ -287,14 +339,16 @@ async def measure_transports(
     report is ``{"transports", "runs": {transport: report}, "bench_seconds"}``.
     """
     if len(transports) == 1:
-        return await measure(options, workdir, transports[0], profile=profile)
+        return await measure(options, workdir, transports[0], profile=profile, server=server)
     started = time.perf_counter()
     runs: dict[str, dict[str, Any]] = {}
     for transport in transports:
         subdir = workdir / transport
         subdir.mkdir(mode=0o700)
-        runs[transport] = await measure(options, subdir, transport, profile=profile)
+        runs[transport] = await measure(options, subdir, transport, profile=profile, server=server)
+    store = {} if server is None else {"store": "postgres", "dsn": server.public}
     return {
+        **store,
         "transports": list(transports),
         "runs": runs,
         "bench_seconds": round(time.perf_counter() - started, 1),
@@ -394,7 +448,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--keep",
         action="store_true",
-        help="keep the state directory (logs, databases, the --profile pstats) afterwards",
+        help="keep the state directory (logs, databases, the --profile pstats) and the "
+        "PostgreSQL schemas afterwards",
     )
     add("--json", action="store_true", help="print the report as JSON instead of a table")
     add(
@@ -403,6 +458,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("debug", "info", "warning", "error"),
         help="level of tradingd's log, written to the state directory (warning)",
     )
+    add_store_arguments(parser)
     # The load generator process (started by the bench itself).
     add("--load-generator", metavar="ADMIN_URL", help=argparse.SUPPRESS)
     add("--token-file", metavar="PATH", help=argparse.SUPPRESS)
@@ -451,6 +507,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         options = _options(args)
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        server = server_from_args(args)
+    except BenchError as exc:
+        print(f"tradingd bench orders: {exc}", file=sys.stderr)
+        return 1
     workdir = Path(tempfile.mkdtemp(prefix="tradingd-bench-", dir=args.dir))
     root = logging.getLogger()
     handler = logging.FileHandler(workdir / "tradingd.log", encoding="utf-8")
@@ -461,15 +522,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     keep = args.keep
     transports = TRANSPORTS if args.transport == "both" else (args.transport,)
     try:
-        report = trio.run(measure_transports, options, workdir, transports, args.profile)
+        report = trio.run(measure_transports, options, workdir, transports, args.profile, server)
     except (BenchError, ConfigError, OSError) as exc:
         keep = True
         print(f"tradingd bench orders: {exc}", file=sys.stderr)
-        print(f"(state, logs kept in {workdir})", file=sys.stderr)
+        print(f"(state, logs kept in {workdir}{kept_schemas(server)})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         keep = True
-        print(f"interrupted (state kept in {workdir})", file=sys.stderr)
+        print(f"interrupted (state kept in {workdir}{kept_schemas(server)})", file=sys.stderr)
         return 130
     finally:
         root.removeHandler(handler)
@@ -477,6 +538,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         handler.close()
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
+            drop_schemas(server)
     if not args.keep:
         for one in report["runs"].values() if "runs" in report else (report,):
             one["setup"]["workdir"] += " (removed)"

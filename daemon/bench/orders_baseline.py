@@ -11,9 +11,12 @@ compared with the same venue round trip done by hand:
 
 Both share :class:`_BaselineStore`: the two ``synchronous=FULL`` commits (a
 fresh sqlite3 file in WAL mode, one INSERT each, in a worker thread behind a
-one-thread limiter, as the store's thread lane does). Nothing of tradingd is
-used — neither its venue client nor its codec: the signatures are written out
-here from Binance's documentation. The load generator process
+one-thread limiter, as the store's thread lane does) — or, when tradingd's
+store is PostgreSQL (``--store postgres``), two committed single-row INSERTs
+on a plain psycopg connection to the same server with ``synchronous_commit``
+on (:mod:`daemon.bench.orders_pg`), so that each ratio compares like with like.
+Nothing of tradingd is used — neither its venue client nor its codec: the
+signatures are written out here from Binance's documentation. The load generator process
 (:mod:`daemon.bench.orders_load`) runs them, alone in its Trio loop.
 
 For ``--profile``, a :class:`StageClock` takes the main thread's CPU
@@ -41,6 +44,7 @@ import trio
 import trio_websocket
 
 from daemon.bench.common import BenchError
+from daemon.bench.orders_pg import PgCommits, PgTarget
 
 __all__ = [
     "PRICE",
@@ -49,6 +53,7 @@ __all__ = [
     "SYMBOL",
     "WS_API_PATH",
     "Baseline",
+    "SqliteCommits",
     "StageClock",
     "WsBaseline",
     "signed_order_params",
@@ -158,19 +163,14 @@ def signed_order_params(
     return params
 
 
-class _BaselineStore(abc.ABC):
-    """The baseline's durable side: two ``synchronous=FULL`` commits around each order."""
+class SqliteCommits:
+    """The baseline's durable side on SQLite: a fresh file in WAL mode, ``synchronous=FULL``."""
 
     def __init__(self, db_path: Path) -> None:
         self._db_path = db_path
         self._conn: sqlite3.Connection | None = None
-        self._limiter = trio.CapacityLimiter(1)
-        self.clock = StageClock()
 
-    async def open(self) -> None:
-        await trio.to_thread.run_sync(self._open, limiter=self._limiter)
-
-    def _open(self) -> None:
+    def open(self) -> None:
         conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
         mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
         if mode.lower() != "wal":
@@ -182,7 +182,7 @@ class _BaselineStore(abc.ABC):
         )
         self._conn = conn
 
-    def _commit(self, client_order_id: str, kind: str) -> float:
+    def commit(self, client_order_id: str, kind: str) -> float:
         """One transaction; returns the seconds of its COMMIT statement (the fsyncs)."""
         conn = self._conn
         assert conn is not None, "open() first"
@@ -195,10 +195,35 @@ class _BaselineStore(abc.ABC):
         conn.execute("COMMIT")
         return time.perf_counter() - started
 
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+class _BaselineStore(abc.ABC):
+    """The baseline's durable side: two durable commits around each order.
+
+    On SQLite (:class:`SqliteCommits`, the default) or, with ``pg`` (the
+    ``--store postgres`` run), on the same PostgreSQL server as tradingd's
+    store (:class:`~daemon.bench.orders_pg.PgCommits`), in a worker thread
+    behind a one-thread limiter, as the store's thread lane does.
+    """
+
+    def __init__(self, db_path: Path, pg: PgTarget | None = None) -> None:
+        self._db: SqliteCommits | PgCommits = (
+            SqliteCommits(db_path) if pg is None else PgCommits(pg)
+        )
+        self._limiter = trio.CapacityLimiter(1)
+        self.clock = StageClock()
+
+    async def open(self) -> None:
+        await trio.to_thread.run_sync(self._db.open, limiter=self._limiter)
+
     async def commit(self, client_order_id: str, kind: str) -> float:
-        """:meth:`_commit` in the worker thread."""
+        """One durable commit in the worker thread: the seconds of its COMMIT statement."""
         return await trio.to_thread.run_sync(
-            self._commit, client_order_id, kind, limiter=self._limiter
+            self._db.commit, client_order_id, kind, limiter=self._limiter
         )
 
     @abc.abstractmethod
@@ -227,10 +252,7 @@ class _BaselineStore(abc.ABC):
         return done - started, commits, answered - posted, first + second
 
     async def aclose(self) -> None:
-        conn = self._conn
-        if conn is not None:
-            self._conn = None
-            await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+        await trio.to_thread.run_sync(self._db.close, limiter=self._limiter)
 
 
 class Baseline(_BaselineStore):
@@ -241,8 +263,15 @@ class Baseline(_BaselineStore):
     plain keep-alive httpx2 client, and its JSON answer parsed.
     """
 
-    def __init__(self, sim_url: str, api_key: str, api_secret: str, db_path: Path) -> None:
-        super().__init__(db_path)
+    def __init__(
+        self,
+        sim_url: str,
+        api_key: str,
+        api_secret: str,
+        db_path: Path,
+        pg: PgTarget | None = None,
+    ) -> None:
+        super().__init__(db_path, pg)
         self.http = httpx2.AsyncClient(base_url=sim_url, timeout=REQUEST_TIMEOUT_S, trust_env=False)
         self._api_key = api_key
         self._secret = api_secret.encode("utf-8")
@@ -282,9 +311,16 @@ class WsBaseline(_BaselineStore):
     """
 
     def __init__(
-        self, url: str, api_key: str, api_secret: str, db_path: Path, nursery: trio.Nursery
+        self,
+        url: str,
+        api_key: str,
+        api_secret: str,
+        db_path: Path,
+        nursery: trio.Nursery,
+        *,
+        pg: PgTarget | None = None,
     ) -> None:
-        super().__init__(db_path)
+        super().__init__(db_path, pg)
         self.url = url
         self._api_key = api_key
         self._secret = api_secret.encode("utf-8")

@@ -8,8 +8,9 @@ lists them). It runs
 * the **baseline** of the run's order transport
   (:mod:`daemon.bench.orders_baseline`: a signed new order to the simulator,
   over REST or the WebSocket API, between two ``synchronous=FULL`` SQLite
-  commits), alone in its Trio loop, so that it pays nothing for the daemon's
-  tasks or its instruments;
+  commits, or two PostgreSQL commits with ``--store postgres``), alone in
+  its Trio loop, so that it pays nothing for the daemon's tasks or its
+  instruments;
 * the **HTTP clients** of ``POST /orders``, whose own CPU use it reports.
 
 The bench orders themselves (:func:`order_request`) are defined here too: a
@@ -38,6 +39,7 @@ from daemon.bench.common import (
     self_cpu_s,
 )
 from daemon.bench.orders_baseline import PRICE, QUANTITY, SYMBOL, Baseline, WsBaseline
+from daemon.bench.orders_pg import PgTarget
 from daemon.orders.ledger import LatencyLog
 
 __all__ = [
@@ -88,7 +90,9 @@ class LoadGenerator:
     Commands (one JSON object a line):
 
     * ``{"op": "baseline", "ids", "prefix", "transport", "sim_url", "ws_api_url",
-      "credentials_file", "db"}`` → ``{"seconds", "commit_seconds", "post_seconds",
+      "credentials_file", "db"}`` (with ``"pg_dsn"`` and, optionally,
+      ``"pg_password_file"``: the commits go to PostgreSQL,
+      :class:`~daemon.bench.orders_pg.PgTarget`) → ``{"seconds", "commit_seconds", "post_seconds",
       "commit_statement_seconds"}``, lists with one value per order (``post_seconds``:
       the venue request, a REST POST or a WebSocket API ``order.place``), and
       ``cpu_s``, this process's CPU for them all (the baseline of ``transport``,
@@ -130,11 +134,12 @@ class LoadGenerator:
         creds_path = trio.Path(command["credentials_file"])
         creds = json.loads(await creds_path.read_text(encoding="utf-8"))
         key, secret, db = creds["api_key"], creds["api_secret"], Path(command["db"])
+        pg = PgTarget.from_command(command)
         baseline: Baseline | WsBaseline
         if transport == "rest":
-            baseline = Baseline(command["sim_url"], key, secret, db)
+            baseline = Baseline(command["sim_url"], key, secret, db, pg)
         elif transport == "ws-api":
-            baseline = WsBaseline(command["ws_api_url"], key, secret, db, self._nursery)
+            baseline = WsBaseline(command["ws_api_url"], key, secret, db, self._nursery, pg=pg)
         else:
             raise BenchError(f"load generator: unknown transport {transport!r}")
         self.baselines[transport] = baseline  # closed by aclose() even if open() fails

@@ -266,7 +266,7 @@ class _TradingdUse:
 
     @staticmethod
     def _read(running: RunningDaemon) -> tuple[int, int, float, float, float]:
-        store = running.daemon.store_service.store
+        store = running.daemon.store_service.owner
         if store is None:
             raise BenchError("tradingd's store is not open (see the log)")
         stats = store.stats

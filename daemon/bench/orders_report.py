@@ -24,6 +24,11 @@ BASELINE_LABELS: Final = {
     "rest": "baseline: signed httpx2 POST + 2 FULL commits",
     "ws-api": "baseline: signed ws-api order.place + 2 FULL commits",
 }
+#: The same with ``--store postgres`` (the commits on the PostgreSQL server).
+PG_BASELINE_LABELS: Final = {
+    "rest": "baseline: signed httpx2 POST + 2 PG commits",
+    "ws-api": "baseline: signed ws-api order.place + 2 PG commits",
+}
 #: The baseline's venue request, as the "baseline parts" line names it.
 REQUEST_LABELS: Final = {"rest": "POST", "ws-api": "order.place"}
 #: How the transport's block of rows is headed in a report of several transports.
@@ -38,9 +43,19 @@ def _transport(report: Mapping[str, Any]) -> str:
     return str(report.get("transport", "rest"))
 
 
+def _backend(report: Mapping[str, Any]) -> str:
+    """tradingd's store backend of one run (a report without the key ran on SQLite)."""
+    return str(report.get("store", "sqlite"))
+
+
+def _store_flag(report: Mapping[str, Any]) -> str:
+    return " --store postgres" if _backend(report) == "postgres" else ""
+
+
 def _machine(first: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
     """The machine, and its load before the first run and after the last."""
     m, after = first["machine"], last["machine"]
+    pg = [f"store: PostgreSQL {m['postgresql']} at {first['dsn']}"] if "dsn" in first else []
     return [
         f"machine: {m['usable_cores']} of {m['cores']} cores ({m['cpu_model']}), "
         f"{m['implementation']} {m['python']}, SQLite {m['sqlite']}, trio {m['trio']}, "
@@ -49,6 +64,7 @@ def _machine(first: Mapping[str, Any], last: Mapping[str, Any]) -> list[str]:
         f"{fmt(after['load_average_1m_after'], '.2f')} after (this includes the bench's own load); "
         f"CPU pressure (PSI some avg10) {fmt(m['cpu_pressure_avg10_before'], '.1f')}% before, "
         f"{fmt(after['cpu_pressure_avg10_after'], '.1f')}% after",
+        *pg,
     ]
 
 
@@ -64,14 +80,15 @@ def _latency_heading(lat: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _latency_rows(lat: Mapping[str, Any], transport: str) -> list[str]:
+def _latency_rows(lat: Mapping[str, Any], transport: str, backend: str = "sqlite") -> list[str]:
     parts, store = lat["baseline_parts"], lat["tradingd_store"]
+    labels = PG_BASELINE_LABELS if backend == "postgres" else BASELINE_LABELS
 
     def row(label: str, q: Mapping[str, Any]) -> str:
         return f"   {label:<56}{fmt(q['p50_ms']):>9}{fmt(q['p99_ms']):>9}"
 
     return [
-        row(BASELINE_LABELS[transport], lat["baseline"]),
+        row(labels[transport], lat["baseline"]),
         row("tradingd: POST /orders received -> answer persisted", lat["tradingd"]),
         f"   {'ratio tradingd / baseline':<56}{fmt(lat['ratio_p50'], '.2f') + 'x':>9}"
         f"{fmt(lat['ratio_p99'], '.2f') + 'x':>9}   (target p50 <= {lat['target_ratio_p50']}x)",
@@ -160,13 +177,15 @@ def render(report: Mapping[str, Any]) -> str:
     transport = _transport(report)
     lat, ent, web = report["latency"], report["entry_in_process"], report["entry_http"]
     lines = [
-        "tradingd bench orders" + ("" if transport == "rest" else f" --transport {transport}"),
+        "tradingd bench orders"
+        + ("" if transport == "rest" else f" --transport {transport}")
+        + _store_flag(report),
         *_machine(report, report),
         "where:",
         *_where(report["setup"]),
         "",
         *_latency_heading(lat),
-        *_latency_rows(lat, transport),
+        *_latency_rows(lat, transport, _backend(report)),
         *_ws_api_client(report),
         "",
         _entry_heading(ent),
@@ -220,7 +239,7 @@ def _render_runs(report: Mapping[str, Any]) -> str:
     ordered = list(runs.values())
     first = ordered[0]
     lines = [
-        "tradingd bench orders --transport " + " + ".join(runs),
+        "tradingd bench orders --transport " + " + ".join(runs) + _store_flag(report),
         *_machine(first, ordered[-1]),
     ]
     for transport, run in runs.items():
@@ -229,7 +248,7 @@ def _render_runs(report: Mapping[str, Any]) -> str:
     for transport, run in runs.items():
         lines += [
             f"   {TRANSPORT_HEADINGS[transport]}",
-            *_latency_rows(run["latency"], transport),
+            *_latency_rows(run["latency"], transport, _backend(run)),
             *_ws_api_client(run),
         ]
     lines += ["", _entry_heading(first["entry_in_process"])]

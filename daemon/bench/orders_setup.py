@@ -107,10 +107,13 @@ def daemon_config(
     secret_files: Mapping[str, Path],
     *,
     transport: str = "rest",
+    store: str = "",
 ) -> str:
     """tradingd's configuration: the simulator as venue, risk off, a queue for a whole burst.
 
-    ``transport`` is the venue's ``order_transport`` (one of :data:`TRANSPORTS`).
+    ``transport`` is the venue's ``order_transport`` (one of :data:`TRANSPORTS`);
+    ``store`` a ``[store]`` section to add (``--store postgres``:
+    :func:`daemon.bench.pg.store_toml`; none: the default SQLite file).
     """
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown order transport {transport!r}")
@@ -145,7 +148,7 @@ api_key = {{ file = {q(str(secret_files["api_key"]))} }}
 api_secret = {{ file = {q(str(secret_files["api_secret"]))} }}
 order_transport = {q(transport)}
 
-{accounts}"""
+{accounts}{store}"""
 
 
 @attrs.define

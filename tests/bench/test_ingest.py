@@ -8,7 +8,11 @@ checked on their own: the quantiles of a sampled series and of the loop lag,
 the accounting of missing trade ids against recorded gaps, what ``/health``
 said, the table, the configurations against the strict loaders, the store
 witness against a store made by tradingd's own code, and the store phase
-with tiny counts.
+with tiny counts. With ``--store postgres`` (the daemon on PostgreSQL, the
+witness and the store phase on the server) the same smoke run and the
+PostgreSQL witness and store phase run against the real server; they skip
+when none is reachable, and fail instead under ``TRADINGD_REQUIRE_SERVICES=1``
+(:mod:`tests.store.pg`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import trio
 
 from daemon import config as configmod
 from daemon.bench import ingest as bench
-from daemon.bench.common import SimProcess
+from daemon.bench.common import BenchError, SimProcess
+from daemon.bench.ingest_pg import PgWitness, pg_rows, pg_store_phase
+from daemon.bench.ingest_report import _store as render_store
 from daemon.bench.ingest_report import render
 from daemon.bench.ingest_setup import (
     SYMBOL,
@@ -46,9 +52,12 @@ from daemon.bench.ingest_stats import (
     uncovered,
 )
 from daemon.bench.ingest_store import bench_trades, raw_rows, store_phase
+from daemon.bench.pg import PgServer, server_from_args, store_toml, with_search_path
 from daemon.cli.parser import build_parser
 from daemon.store import GapState, SqliteStore
+from daemon.store.postgres import PostgresStore
 from daemon.venues.sim import config as simconfig
+from tests.store.pg import ADMIN_DSN, admin, fresh_schema, require_postgres
 
 SMOKE_TIMEOUT_S = 180
 
@@ -72,10 +81,19 @@ def _bench_env() -> dict[str, str]:
 # ------------------------------------------------------------------ the smoke run
 
 
-@pytest.mark.slow
-def test_quick_run_reports_every_phase_and_loses_nothing(tmp_path: Path) -> None:
+def _run_quick(tmp_path: Path, *extra: str) -> dict[str, Any]:
+    """``python -m daemon.bench.ingest --quick --json`` (and ``extra``); its report."""
     done = subprocess.run(
-        [sys.executable, "-m", "daemon.bench.ingest", "--quick", "--json", "--dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "daemon.bench.ingest",
+            "--quick",
+            "--json",
+            "--dir",
+            str(tmp_path),
+            *extra,
+        ],
         capture_output=True,
         text=True,
         timeout=SMOKE_TIMEOUT_S,
@@ -85,7 +103,57 @@ def test_quick_run_reports_every_phase_and_loses_nothing(tmp_path: Path) -> None
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     report: dict[str, Any] = json.loads(done.stdout)
     assert list(tmp_path.iterdir()) == []  # the state directory is gone
+    return report
+
+
+@pytest.mark.slow
+def test_quick_run_reports_every_phase_and_loses_nothing(tmp_path: Path) -> None:
+    report = _run_quick(tmp_path)
     assert set(report) == REPORT_KEYS
+    _check_quick_report(report)
+    assert report["store"]["raw"]["stored"] == report["store"]["tradingd"]["stored"]
+    assert render(report).splitlines()[0] == "tradingd bench ingest"
+
+
+@pytest.mark.slow
+def test_quick_run_on_postgres_counts_from_the_server_and_drops_its_schemas(
+    tmp_path: Path,
+) -> None:
+    require_postgres()
+    report = _run_quick(tmp_path, "--store", "postgres", "--dsn", ADMIN_DSN)
+    assert set(report) == REPORT_KEYS | {"store_backend", "dsn"}
+    assert report["store_backend"] == "postgres"
+    assert report["dsn"] == PgServer(ADMIN_DSN).public and "password" not in report["dsn"]
+    assert report["machine"]["postgresql"]
+    assert "PostgreSQL server" in report["setup"]["counting"]
+    _check_quick_report(report)
+
+    store = report["store"]
+    assert store["backend"] == "postgres" and store["synchronous_commit"] == "off"
+    for side in ("raw", "raw_executemany", "tradingd"):
+        assert store[side]["stored"] == [IngestOptions.quick().store_rows], side
+        assert store[side]["rows_per_s"] > 0 and store[side]["cpu_us_per_row"] > 0, side
+    assert store["ratio"] > 0 and store["ratio_to_executemany"] > 0
+    assert report["overload"]["store_page_cache_max_mb"] is None
+    assert report["overload"]["store_file_mb_after"] > 0
+
+    # Every schema the run made (the daemon's, the store phase's) is dropped.
+    schemas = report["setup"]["schemas"].split(", ")
+    assert len(schemas) == 2 and all(s.startswith("tradingd_bench_ingest") for s in schemas)
+    with admin() as conn:
+        left = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (schemas,)
+        ).fetchall()
+    assert left == []
+
+    table = render(report)
+    assert table.splitlines()[0] == "tradingd bench ingest --store postgres"
+    for line in ("store: PostgreSQL", "raw psycopg binary COPY", "raw psycopg executemany"):
+        assert line in table
+
+
+def _check_quick_report(report: dict[str, Any]) -> None:
+    """A ``--quick`` report of either store: every phase complete, nothing lost."""
     quick = IngestOptions.quick()
     assert {"cores", "python", "sqlite", "load_average_1m_after"} <= set(report["machine"])
     assert report["setup"]["workdir"].endswith(" (removed)")
@@ -108,7 +176,7 @@ def test_quick_run_reports_every_phase_and_loses_nothing(tmp_path: Path) -> None
     assert td["writer"]["rows_inserted"] == quick.trades
 
     store = report["store"]
-    assert store["raw"]["stored"] == store["tradingd"]["stored"] == [quick.store_rows]
+    assert store["tradingd"]["stored"] == [quick.store_rows]
     assert store["ratio"] > 0
 
     ov = report["overload"]
@@ -122,7 +190,6 @@ def test_quick_run_reports_every_phase_and_loses_nothing(tmp_path: Path) -> None
     assert not [w for w in report["warnings"] if "lost" in w or "stored" in w]
 
     table = render(report)
-    assert table.splitlines()[0] == "tradingd bench ingest"
     for heading in ("1. raw client", "2. tradingd end to end", "3. store write", "4. overload"):
         assert heading in table
 
@@ -442,3 +509,100 @@ def test_bench_module_runs_as_a_script_help() -> None:
     text = parser.format_help()
     for flag in ("--trades", "--raw-trades", "--quick", "--json", "--overload-s", "--keep"):
         assert flag in text
+
+
+# ------------------------------------------------------------------ --store postgres
+
+
+def test_daemon_config_with_the_postgres_store_passes_the_strict_loader(tmp_path: Path) -> None:
+    sim = SimProcess(None, "http://127.0.0.1:1234", "ws://127.0.0.1:1235")  # type: ignore[arg-type]
+    dsn = with_search_path(ADMIN_DSN, "tradingd_bench_ingest_0")
+    store = store_toml(dsn, tmp_path / "pg-password")
+    text = daemon_config(tmp_path, sim, 8123, log_level="info", store=store)
+    config = configmod.loads(text, source="bench-tradingd.toml", base_dir=tmp_path)
+    assert config.store.backend == "postgres" and config.store.dsn == dsn
+    assert config.store.password is not None and config.store.password.kind == "file"
+    assert config.store.problems() == []
+    assert config.marketdata == configmod.MarketDataConfig(venue=VENUE, symbols=(SYMBOL,))
+
+
+def test_search_path_is_added_to_the_dsns_own_options() -> None:
+    assert "search_path=s1" in with_search_path("host=h dbname=d", "s1")
+    both = with_search_path("host=h options='-c work_mem=8MB'", "s2")
+    assert "work_mem=8MB" in both and "search_path=s2" in both
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--store", "postgres", "--dsn", "host=h password=hunter2"], "--password-file"),
+        (["--store", "postgres", "--dsn", "postgresql://u:hunter2@h/d"], "--password-file"),
+        (["--dsn", "host=h"], "--store postgres"),
+        (["--store", "postgres", "--password-file", "/nonexistent/pw"], "does not exist"),
+    ],
+)
+def test_store_options_refuse_a_password_in_the_dsn_and_never_show_it(
+    argv: list[str], message: str
+) -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    with pytest.raises(BenchError, match=message) as caught:
+        server_from_args(parser.parse_args(argv))
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.fixture
+def postgres() -> None:
+    """Skip (or fail) before the Trio test starts, so the reason is reported."""
+    require_postgres()
+
+
+@pytest.mark.usefixtures("postgres")
+async def test_pg_witness_reads_holes_and_gaps_from_the_server() -> None:
+    trades = [t for t in bench_trades(30) if not 10 <= t.trade_id <= 12 and t.trade_id != 20]
+    with fresh_schema() as dsn, trio.fail_after(20):
+        async with await PostgresStore.open(dsn) as store:
+            await store.market.insert_trades(trades, checkpoint=(VENUE, SYMBOL, "trades"))
+            await store.market.record_resolved_gap(
+                VENUE, SYMBOL, "trades", 10, 12, state=GapState.UNRECOVERABLE, reason="test"
+            )
+        witness = PgWitness(PgServer(ADMIN_DSN), dsn)
+        try:
+            assert witness.last_id(1, 1000) == 30
+            assert witness.count(1, 1000) == 26
+            assert witness.holes(1, 35) == [(10, 12), (20, 20), (31, 35)]
+            assert witness.holes(100, 200) == [(100, 200)]
+            assert [(g["from_id"], g["to_id"], g["state"]) for g in witness.gaps()] == [
+                (10, 12, "unrecoverable")
+            ]
+            assert witness.file_bytes() > 0 and witness.page_cache_max_mb is None
+            stored = witness._connect().execute(
+                "SELECT venue, symbol, trade_id, price, quantity, quote_quantity, "
+                "buyer_is_maker, trade_time_ms, event_time_ms FROM trades WHERE trade_id = 1"
+            )
+            # The raw sides of the store phase insert exactly what tradingd stores.
+            assert tuple(stored.fetchone() or ()) == pg_rows(trades[:1], 0)[0][:9]
+        finally:
+            witness.close()
+
+
+@pytest.mark.usefixtures("postgres")
+async def test_pg_store_phase_writes_the_same_rows_three_ways_and_drops_its_schema() -> None:
+    server = PgServer(ADMIN_DSN)
+    options = IngestOptions(store_rows=2500, store_rounds=1)
+    try:
+        with trio.fail_after(30):
+            result = await pg_store_phase(options, server)
+        (schema,) = server.schemas
+    finally:
+        server.drop_all()
+    assert server.schemas == []
+    with admin() as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        assert found.fetchone() is None
+    for side in ("raw", "raw_executemany", "tradingd"):
+        assert result[side]["stored"] == [2500], side
+        assert result[side]["rows_per_s"] > 0, side
+    assert result["synchronous_commit"] == "off"  # the default synchronous_market, NORMAL
+    assert result["ratio"] > 0 and result["ratio_to_executemany"] > 0
+    assert "3. store write" in "\n".join(render_store(result))

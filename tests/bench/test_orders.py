@@ -8,7 +8,10 @@ counts add up (every order measured, accepted, answered; none rejected or
 unknown). The pieces it is built from are checked against independent code:
 the baseline's inline signature against the simulator's verifier, the
 configurations against the strict loaders (the WebSocket API baseline's
-pieces: ``test_orders_baseline.py``).
+pieces: ``test_orders_baseline.py``). With ``--store postgres`` a ``--quick``
+run puts tradingd's store and the baseline's commits on the real PostgreSQL
+server; it skips when none is reachable, and fails instead under
+``TRADINGD_REQUIRE_SERVICES=1`` (:mod:`tests.store.pg`).
 """
 
 from __future__ import annotations
@@ -22,13 +25,17 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from daemon import config as configmod
 from daemon.bench import orders as bench
 from daemon.bench import orders_baseline, orders_report, orders_setup
+from daemon.bench.orders_pg import TABLE, PgCommits, PgTarget
+from daemon.bench.pg import PgServer, store_toml, with_search_path
 from daemon.venues.sim import auth as simauth
 from daemon.venues.sim import config as simconfig
+from tests.store.pg import ADMIN_DSN, admin, fresh_schema, require_postgres
 
 SMOKE_TIMEOUT_S = 120
 
@@ -94,14 +101,16 @@ TINY = (
 WS_API_KEYS = {"transport", "ws_api_client"}
 
 
-def _run_bench(tmp_path: Path, *extra: str, runs: int = 1) -> dict[str, Any]:
+def _run_bench(
+    tmp_path: Path, *extra: str, runs: int = 1, counts: tuple[str, ...] = TINY
+) -> dict[str, Any]:
     """``python -m daemon.bench.orders`` with :data:`TINY` counts and ``--json``; its report."""
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "daemon.bench.orders",
-            *TINY,
+            *counts,
             "--dir",
             str(tmp_path),
             "--json",
@@ -120,8 +129,19 @@ def _run_bench(tmp_path: Path, *extra: str, runs: int = 1) -> dict[str, Any]:
     return report
 
 
-def _check_run(report: dict[str, Any]) -> None:
-    """One transport's report: every key, and the counts of :data:`TINY` add up."""
+def _check_run(report: dict[str, Any], counts: orders_setup.BenchOptions | None = None) -> None:
+    """One transport's report: every key, and the counts (default :data:`TINY`) add up."""
+    latency_n, entry_n, http_n, submitters, clients = (
+        (3, 24, 16, 4, 2)
+        if counts is None
+        else (
+            counts.latency_orders,
+            counts.entry_orders,
+            counts.http_orders,
+            counts.submitters,
+            counts.clients,
+        )
+    )
     assert {"cores", "python", "sqlite", "load_average_1m_before"} <= set(report["machine"])
     assert {"simulator", "tradingd", "load_generator", "sending"} <= set(report["setup"])
     assert report["setup"]["workdir"].endswith(" (removed)")
@@ -129,22 +149,26 @@ def _check_run(report: dict[str, Any]) -> None:
     latency = report["latency"]
     assert set(latency) == LATENCY_KEYS
     for key in ("baseline", "tradingd", "tradingd_received_to_committed", "client_post_to_202"):
-        assert latency[key]["count"] == 3, key
+        assert latency[key]["count"] == latency_n, key
         assert latency[key]["p50_ms"] > 0 and latency[key]["p99_ms"] >= latency[key]["p50_ms"]
     assert latency["ratio_p50"] > 0 and latency["ratio_p99"] > 0
-    assert latency["baseline_parts"]["commits"]["count"] == 3
-    assert latency["baseline_parts"]["post"]["count"] == 3
+    assert latency["baseline_parts"]["commits"]["count"] == latency_n
+    assert latency["baseline_parts"]["post"]["count"] == latency_n
     # Intent, SENDING mark, answer: at least three durable writes per order.
     assert latency["tradingd_store"]["writes_per_order"] >= 2  # fast path: SENDING with the intent
 
     entry = report["entry_in_process"]
     assert set(entry) >= ENTRY_KEYS
-    assert (entry["submitters"], entry["orders"], entry["accepted"]) == (4, 24, 24)
+    assert (entry["submitters"], entry["orders"], entry["accepted"]) == (
+        submitters,
+        entry_n,
+        entry_n,
+    )
     http = report["entry_http"]
     assert set(http) >= ENTRY_KEYS
-    assert (http["clients"], http["orders"], http["accepted"]) == (2, 16, 16)
+    assert (http["clients"], http["orders"], http["accepted"]) == (clients, http_n, http_n)
     assert {"user_s", "sys_s", "wall_s", "share"} <= set(http["load_generator_cpu"])
-    for phase, n in ((entry, 24), (http, 16)):
+    for phase, n in ((entry, entry_n), (http, http_n)):
         # Every accepted intent was sent once and answered; nothing was refused.
         assert (phase["sent"], phase["answered"], phase["rejected"], phase["unknown"]) == (
             n,
@@ -219,6 +243,68 @@ def test_bench_both_transports_reports_them_side_by_side(tmp_path: Path) -> None
     for heading in ("rest: orders over REST", "ws-api: orders over the WebSocket API"):
         assert table.count(heading) == 3  # one block of rows per measurement
     assert "where (rest run):" in table and "where (ws-api run):" in table
+
+
+@pytest.mark.slow
+def test_quick_bench_on_postgres_reports_every_key_and_drops_its_schema(tmp_path: Path) -> None:
+    require_postgres()
+    report = _run_bench(tmp_path, "--quick", "--store", "postgres", "--dsn", ADMIN_DSN, counts=())
+    # The SQLite report's keys, and the store's.
+    assert set(report) == REPORT_KEYS | {"store", "dsn"}
+    assert report["store"] == "postgres"
+    assert report["dsn"] == PgServer(ADMIN_DSN).public and "password" not in report["dsn"]
+    assert report["machine"]["postgresql"]
+    _check_run(report, orders_setup.QUICK)
+    setup = report["setup"]
+    assert "PostgreSQL store (schema tradingd_bench_orders_rest_" in setup["tradingd"]
+    assert "psycopg" in setup["load_generator"]
+    assert report["latency"]["tradingd_store"]["mean_commit_ms"] > 0
+
+    schema = setup["tradingd"].split("(schema ")[1].split()[0]
+    with admin() as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        assert found.fetchone() is None  # dropped after the run
+
+    table = orders_report.render(report)
+    assert table.splitlines()[0] == "tradingd bench orders --store postgres"
+    assert "baseline: signed httpx2 POST + 2 PG commits" in table
+    assert "store: PostgreSQL" in table
+
+
+def test_pg_baseline_commits_two_durable_rows_and_its_target_travels_by_command() -> None:
+    with fresh_schema() as dsn:
+        target = PgTarget.from_command({"op": "baseline", **PgTarget(dsn).to_command()})
+        assert target == PgTarget(dsn)
+        commits = PgCommits(target)
+        commits.open()
+        try:
+            assert commits.commit("c-1", "intent") >= 0 and commits.commit("c-1", "answer") >= 0
+        finally:
+            commits.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute(f"SELECT client_order_id, kind FROM {TABLE} ORDER BY id")
+            assert rows.fetchall() == [("c-1", "intent"), ("c-1", "answer")]
+    assert PgTarget.from_command({"op": "baseline"}) is None
+
+
+def test_daemon_config_takes_the_postgres_store_section(tmp_path: Path) -> None:
+    files = {name: tmp_path / name for name in ("token", "api_key", "api_secret")}
+    dsn = with_search_path(ADMIN_DSN, "tradingd_bench_orders_rest_0")
+    text = orders_setup.daemon_config(
+        tmp_path,
+        "http://127.0.0.1:1",
+        "ws://127.0.0.1:2",
+        orders_setup.BenchOptions(),
+        files,
+        store="\n" + store_toml(dsn, None),
+    )
+    config = configmod.loads(text, source="bench.toml")
+    assert (config.store.backend, config.store.dsn, config.store.password) == (
+        "postgres",
+        dsn,
+        None,
+    )
+    assert config.store.problems() == []
 
 
 def test_baseline_signature_verifies_with_the_simulators_own_check() -> None:
