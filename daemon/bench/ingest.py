@@ -57,9 +57,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,12 +96,10 @@ from daemon.bench.ingest_store import store_phase
 from daemon.bench.pg import (
     PgServer,
     add_store_arguments,
-    drop_schemas,
-    kept_schemas,
     server_from_args,
     store_toml,
 )
-from daemon.errors import ConfigError
+from daemon.bench.runner import run_measurement
 from daemon.venues.binance.codec import depth_stream, stream_url, trade_stream
 
 __all__ = ["add_arguments", "main", "measure", "run"]
@@ -358,34 +354,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except BenchError as exc:
         print(f"tradingd bench ingest: {exc}", file=sys.stderr)
         return 1
-    workdir = Path(tempfile.mkdtemp(prefix="tradingd-ingest-", dir=args.dir))
-    root = logging.getLogger()
-    handler = logging.FileHandler(workdir / "bench.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.WARNING)
-    keep = args.keep
-    try:
-        report = trio.run(
-            lambda: measure(options, workdir, log_level=args.log_level, server=server)
-        )
-    except (BenchError, ConfigError, OSError) as exc:
-        keep = True
-        print(f"tradingd bench ingest: {exc}", file=sys.stderr)
-        print(f"(state, logs kept in {workdir}{kept_schemas(server)})", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        keep = True
-        print(f"interrupted (state kept in {workdir}{kept_schemas(server)})", file=sys.stderr)
-        return 130
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-        handler.close()
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-            drop_schemas(server)
+    code, report = run_measurement(
+        "ingest",
+        lambda workdir: measure(options, workdir, log_level=args.log_level, server=server),
+        directory=args.dir,
+        keep=args.keep,
+        log_name="bench.log",
+        log_level=logging.WARNING,
+        server=server,
+    )
+    if report is None:
+        return code
     if not args.keep:
         report["setup"]["workdir"] += " (removed)"
     print(json.dumps(report, indent=2) if args.json else render(report))

@@ -93,9 +93,7 @@ import argparse
 import json
 import logging
 import secrets
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -130,12 +128,10 @@ from daemon.bench.orders_setup import (
 from daemon.bench.pg import (
     PgServer,
     add_store_arguments,
-    drop_schemas,
-    kept_schemas,
     server_from_args,
     store_toml,
 )
-from daemon.errors import ConfigError
+from daemon.bench.runner import run_measurement
 from daemon.notify import Notifier
 
 __all__ = ["add_arguments", "main", "measure", "measure_transports", "run"]
@@ -512,33 +508,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except BenchError as exc:
         print(f"tradingd bench orders: {exc}", file=sys.stderr)
         return 1
-    workdir = Path(tempfile.mkdtemp(prefix="tradingd-bench-", dir=args.dir))
-    root = logging.getLogger()
-    handler = logging.FileHandler(workdir / "tradingd.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, args.log_level.upper()))
-    keep = args.keep
     transports = TRANSPORTS if args.transport == "both" else (args.transport,)
-    try:
-        report = trio.run(measure_transports, options, workdir, transports, args.profile, server)
-    except (BenchError, ConfigError, OSError) as exc:
-        keep = True
-        print(f"tradingd bench orders: {exc}", file=sys.stderr)
-        print(f"(state, logs kept in {workdir}{kept_schemas(server)})", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        keep = True
-        print(f"interrupted (state kept in {workdir}{kept_schemas(server)})", file=sys.stderr)
-        return 130
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-        handler.close()
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-            drop_schemas(server)
+    code, report = run_measurement(
+        "orders",
+        lambda workdir: measure_transports(options, workdir, transports, args.profile, server),
+        directory=args.dir,
+        keep=args.keep,
+        log_name="tradingd.log",
+        log_level=getattr(logging, args.log_level.upper()),
+        server=server,
+    )
+    if report is None:
+        return code
     if not args.keep:
         for one in report["runs"].values() if "runs" in report else (report,):
             one["setup"]["workdir"] += " (removed)"
