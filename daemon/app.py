@@ -83,6 +83,7 @@ from daemon.notify import Notifier
 from daemon.resilience import DeadLetterStore
 from daemon.secrets import Secret, resolve
 from daemon.status import EventLog, describe, full_status, status_line, status_summary
+from daemon.store.backup import BackupJobs
 from daemon.store.service import Store, StoreService
 from daemon.supervise import (
     ChildSpec,
@@ -221,6 +222,7 @@ class Daemon:
             dead_letters=self._dead_letters,
             orders=self.orders,
             trades=lambda: getattr(self.store_service.owner, "market", None),
+            db=BackupJobs(lambda: self.store_service.owner),
             faults=self.faults,
             block_loop=self._delayed_block,
         )

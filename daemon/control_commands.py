@@ -12,6 +12,8 @@ non-empty string, to :meth:`ControlCommands.handle`:
                                  ``replay``: :func:`daemon.replay.handle_replay`
 ``trading``, ``orders``          :func:`daemon.orders.control.handle_orders_command`
 ``positions``                    the same (signed positions per account and symbol)
+``db``                           ``backup`` (online, to an absolute path) and
+                                 ``backup-status``: :class:`daemon.store.backup.BackupJobs`
 ``fault``                        test fault hooks (``kind``: block-loop, hang-heartbeat;
                                  ``seconds``); refused unless ``[testing] fault_injection``
 anything else                    ``{"ok": false, "error": "unknown command ..."}``
@@ -32,6 +34,7 @@ from daemon.faults import FAULT_KINDS, Faults
 from daemon.orders.control import ORDERS_COMMANDS, handle_orders_command
 from daemon.replay import TradeSink, handle_replay
 from daemon.resilience import DeadLetterStore
+from daemon.store.backup import BackupJobs
 from daemon.store.deadletter_admin import handle_dead_letters_command
 
 if TYPE_CHECKING:
@@ -50,6 +53,7 @@ class ControlCommands:
         dead_letters: the durable dead letters now, or None while the store is not open.
         orders: the order pipeline, or None without ``[accounts]``.
         trades: where a replayed trade is stored (the store's market tables), or None.
+        db: the online backups of the store (``cmd: db``), or None.
         faults: the process's fault hooks.
         block_loop: blocks the event loop for so many seconds (a fault hook,
             started as a system task after the answer is sent).
@@ -63,6 +67,7 @@ class ControlCommands:
         dead_letters: Callable[[], DeadLetterStore | None],
         orders: OrdersService | None,
         trades: Callable[[], TradeSink | None] = lambda: None,
+        db: BackupJobs | None = None,
         faults: Faults,
         block_loop: Callable[[float], Awaitable[None]],
     ) -> None:
@@ -71,6 +76,7 @@ class ControlCommands:
         self._dead_letters = dead_letters
         self._orders = orders
         self._trades = trades
+        self._db = db
         self._faults = faults
         self._block_loop = block_loop
 
@@ -93,6 +99,8 @@ class ControlCommands:
             )
         if cmd == "dead-letters":
             return await handle_dead_letters_command(self._dead_letters(), message)
+        if cmd == "db" and self._db is not None:
+            return await self._db.handle(message)
         if cmd in ORDERS_COMMANDS:
             return await handle_orders_command(self._orders, message)
         if cmd == "fault":

@@ -25,6 +25,7 @@ from daemon.cli.client import (
     cmd_trading,
 )
 from daemon.cli.common import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, TRADING_COMMANDS
+from daemon.cli.dbtools import cmd_db_tools
 from daemon.cli.demo import cmd_demo
 from daemon.cli.parser import build_parser
 from daemon.cli.run import cmd_check_config, cmd_integrity_check, cmd_run
@@ -87,6 +88,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return cmd_bench(args, parser)
         if args.command == "integrity-check":
             return cmd_integrity_check(args)
+        if args.command == "db":
+            return cmd_db_tools(args)
         if args.command == "dead-letters":
             return cmd_dead_letters(args)
         if args.command in (*TRADING_COMMANDS, "trading"):

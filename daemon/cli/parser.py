@@ -136,6 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_order_commands(sub)
 
+    p = sub.add_parser("db", help="the store's database: backup, info")
+    dbs = p.add_subparsers(dest="db_action", required=True, metavar="ACTION")
+    dbs.add_parser(
+        "backup",
+        help="an online, verified copy of a running daemon's SQLite store",
+        description="The running daemon copies its SQLite store into the new file PATH (a "
+        "consistent snapshot while it keeps running; 0600; never overwrites) and checks the "
+        "copy with integrity_check. Progress on a terminal. Exit 0 verified, 1 refused or not "
+        "verified, 3 daemon not reachable.",
+        arguments="daemon.cli.dbtools:add_backup_arguments",
+    )
+    dbs.add_parser(
+        "info",
+        help="schema version, sizes, rows per table, trades' time range, intents by state",
+        description="Read the store file on a read-only connection (safe while the daemon runs).",
+        arguments="daemon.cli.dbtools:add_info_arguments",
+    )
+
     p = sub.add_parser(
         "integrity-check",
         help="check the store's database file (SQLite integrity_check); safe while running",

@@ -56,7 +56,12 @@ BACKEND_NEUTRAL = (
 )
 DRIVERS = ("sqlite3", "psycopg")
 #: Modules allowed to open a connection: the owners, and the read-only integrity check.
-CONNECTORS = frozenset({STORE / "sqlite.py", STORE / "postgres.py", STORE / "maintenance.py"})
+#: Modules that open their own connections: the owners, and the tools that read or copy
+#: a database file beside them (integrity check, online backup and info, migration).
+CONNECTORS = frozenset(
+    STORE / name
+    for name in ("sqlite.py", "postgres.py", "maintenance.py", "backup.py", "migrate_pg.py")
+)
 
 
 def modules(under: Path) -> Iterator[tuple[Path, ast.Module]]:
