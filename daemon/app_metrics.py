@@ -16,13 +16,38 @@ from the running :class:`~daemon.app.Daemon`:
 ``tradingd_queue_capacity``         gauge    capacity, per ``queue``
 ``tradingd_supervisor_events``      counter  supervisor events by ``kind`` and ``child``
 ==================================  =======  ========================================
+
+and, for the alert rules and the dashboard under ``config/`` (computed from
+state the daemon already keeps: ``WatchdogStats``, each ``VenueLink`` and its
+client's limiter, ``StoreStats``), the ``tradingd_`` families:
+
+=======================================  =======  =================================
+``watchdog_interval_seconds``            gauge    ``WATCHDOG_USEC/2`` (0: none)
+``watchdog_last_ping_timestamp_seconds`` gauge    epoch time of the last
+                                                  ``WATCHDOG=1`` sent (absent
+                                                  before the first)
+``watchdog_suppressing``                 gauge    1 while pings are held back
+``venue_up``                             gauge    1 while the ``venue`` link is up
+``venue_failures``                       counter  failed refreshes of the link
+``venue_rate_limit_used``                gauge    units used per rate-limit
+                                                  ``window`` (``REQUEST_WEIGHT:1M``)
+``venue_rate_limit_limit``               gauge    each window's limit
+``venue_rate_limit_frozen_seconds``      gauge    time left frozen by a 429/418
+                                                  ``Retry-After`` (nothing sent)
+``venue_rate_limit_freezes``             counter  freezes the venue imposed
+``store_commits``                        counter  write transactions committed
+``store_commit_seconds``                 counter  time spent committing them
+``store_write_errors``                   counter  failed write transactions
+``store_healthy``                        gauge    1 while the store is open and
+                                                  healthy
+=======================================  =======  =================================
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from daemon.health import HealthLevel
 from daemon.metrics import MetricFamily
@@ -110,4 +135,112 @@ def collect(daemon: Daemon) -> list[MetricFamily]:
     cap: _Samples = [((("queue", q["name"]),), float(q["capacity"])) for q in queues]
     families.append(MetricFamily.gauge("tradingd_queue_depth", "Items queued.", depth))
     families.append(MetricFamily.gauge("tradingd_queue_capacity", "Queue capacity.", cap))
+    families += _watchdog_families(daemon)
+    families += _venue_families(daemon)
+    families += _store_families(daemon)
     return families
+
+
+def _watchdog_families(daemon: Daemon) -> list[MetricFamily]:
+    wd = daemon.watchdog_stats
+    interval = daemon.notifier.watchdog_interval_s
+    last: _Samples = [((), wd.last_ping_at)] if wd.last_ping_at is not None else []
+    return [
+        MetricFamily.gauge(
+            "tradingd_watchdog_interval_seconds",
+            "Interval of the systemd watchdog pings (WATCHDOG_USEC/2); 0 without a watchdog.",
+            [((), float(interval or 0.0))],
+        ),
+        MetricFamily.gauge(
+            "tradingd_watchdog_last_ping_timestamp_seconds",
+            "Wall-clock time of the last WATCHDOG=1 systemd accepted (absent before the first).",
+            last,
+        ),
+        MetricFamily.gauge(
+            "tradingd_watchdog_suppressing",
+            "1 while watchdog pings are held back because health is unhealthy.",
+            [((), 1.0 if wd.suppressing else 0.0)],
+        ),
+    ]
+
+
+def _venue_families(daemon: Daemon) -> list[MetricFamily]:
+    up: _Samples = []
+    failures: _Samples = []
+    used: _Samples = []
+    limit: _Samples = []
+    frozen: _Samples = []
+    freezes: _Samples = []
+    for name, link in sorted(daemon.venue_links.items()):
+        venue = (("venue", name),)
+        up.append((venue, 1.0 if link.state.value == "up" else 0.0))
+        failures.append((venue, float(link.failures)))
+        client = link.client
+        if client is None:
+            continue
+        snapshot = client.snapshot()
+        freezes.append((venue, float(snapshot.get("freezes") or 0)))
+        limiter: Mapping[str, Any] = snapshot.get("limiter") or {}
+        if not limiter:
+            continue
+        frozen.append((venue, float(limiter.get("frozen_for_s") or 0.0)))
+        windows: Mapping[str, Mapping[str, Any]] = limiter.get("windows") or {}
+        for window, state in sorted(windows.items()):
+            labels = (*venue, ("window", window))
+            used.append((labels, float(state["used"])))
+            limit.append((labels, float(state["limit"])))
+    return [
+        MetricFamily.gauge("tradingd_venue_up", "1 while the venue link is up.", up),
+        MetricFamily.counter(
+            "tradingd_venue_failures",
+            "Failed refreshes of the venue link (time sync, exchangeInfo).",
+            failures,
+        ),
+        MetricFamily.gauge(
+            "tradingd_venue_rate_limit_used",
+            "Units used in each of the venue's rate-limit windows (tradingd's own count).",
+            used,
+        ),
+        MetricFamily.gauge(
+            "tradingd_venue_rate_limit_limit", "Limit of each venue rate-limit window.", limit
+        ),
+        MetricFamily.gauge(
+            "tradingd_venue_rate_limit_frozen_seconds",
+            "Seconds the venue's limiter stays frozen by a 429/418 Retry-After (0: not frozen).",
+            frozen,
+        ),
+        MetricFamily.counter(
+            "tradingd_venue_rate_limit_freezes",
+            "Freezes of the venue's limiter by a 429/418 Retry-After.",
+            freezes,
+        ),
+    ]
+
+
+def _store_families(daemon: Daemon) -> list[MetricFamily]:
+    store = daemon.store_service.owner
+    healthy = store is not None and store.health().level is HealthLevel.HEALTHY
+    families = [
+        MetricFamily.gauge(
+            "tradingd_store_healthy",
+            "1 while the store is open and healthy.",
+            [((), 1.0 if healthy else 0.0)],
+        )
+    ]
+    if store is None:
+        return families
+    stats = store.stats
+    return [
+        *families,
+        MetricFamily.counter(
+            "tradingd_store_commits", "Write transactions committed.", [((), stats.commits)]
+        ),
+        MetricFamily.counter(
+            "tradingd_store_commit_seconds",
+            "Time spent committing write transactions.",
+            [((), stats.total_commit_s)],
+        ),
+        MetricFamily.counter(
+            "tradingd_store_write_errors", "Failed write transactions.", [((), stats.write_errors)]
+        ),
+    ]

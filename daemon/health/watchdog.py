@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -38,13 +39,20 @@ class WatchdogNotifier(Protocol):
 
 @attrs.define
 class WatchdogStats:
-    """Counters of :func:`run_watchdog` (pass one in to read them)."""
+    """Counters of :func:`run_watchdog` (pass one in to read them).
+
+    ``last_ping_at`` is the wall-clock time (epoch seconds) of the last
+    ``WATCHDOG=1`` systemd accepted (``None`` before the first); ``/metrics``
+    exposes it so that an alert can see pings stop while the daemon still
+    answers. It is left out of comparisons, which are about the counts.
+    """
 
     pings_sent: int = 0
     pings_failed: int = 0
     pings_suppressed: int = 0
     status_sent: int = 0
     suppressing: bool = False
+    last_ping_at: float | None = attrs.field(default=None, eq=False)
 
 
 def _next_deadline(previous: float, interval_s: float, now: float) -> float:
@@ -139,6 +147,7 @@ async def run_watchdog(
                     suppressed_in_episode = 0
                 if notifier.watchdog():
                     counters.pings_sent += 1
+                    counters.last_ping_at = time.time()
                 else:
                     counters.pings_failed += 1
             next_ping = _next_deadline(next_ping, ping_interval_s, now)
