@@ -30,6 +30,7 @@ from daemon.cli.demo import cmd_demo
 from daemon.cli.parser import build_parser
 from daemon.cli.run import cmd_check_config, cmd_integrity_check, cmd_run
 from daemon.cli.tools import cmd_bench, cmd_sim
+from daemon.cli.top import cmd_top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +79,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return cmd_demo(Path(args.state_dir), args.admin_port)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "top":
+            return cmd_top(args)
         if args.command == "reload":
             return cmd_reload(args)
         if args.command == "debug-fault":

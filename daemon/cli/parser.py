@@ -99,6 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
                 "--count", type=int, metavar="N", help="with --watch: stop after N refreshes"
             )
 
+    sub.add_parser(
+        "top",
+        help="a live, full-screen view of a running daemon (q quits, h halts/resumes, / filters)",
+        description="Health, supervision tree, loop lag with a one-minute sparkline, slowest task "
+        "steps, queues, venues, orders, positions and dead letters of a running daemon, refreshed "
+        "every --interval seconds. Keys: q quit, h halt or resume an account (asks to confirm), "
+        "/ filter rows. Not on a terminal (or --plain): one plain-text rendering per refresh. A "
+        "daemon that stops or restarts is shown as not reachable and asked again.",
+        arguments="daemon.cli.top:add_top_arguments",
+    )
+
     p = sub.add_parser(
         "dead-letters",
         help="list, show or purge a running daemon's dead letters",
