@@ -117,6 +117,23 @@ def _ask(args: argparse.Namespace, message: dict[str, Any]) -> dict[str, Any] | 
     return answer
 
 
+def _ask_ok(
+    args: argparse.Namespace, message: dict[str, Any], *, detail: bool = True
+) -> dict[str, Any] | int:
+    """The daemon's answer when it is ``ok``; else the exit code, the reason said on stderr
+    (with every problem and risk reason the daemon listed, unless ``detail`` is off)."""
+    answer = _ask(args, message)
+    if answer is None:
+        return EXIT_UNREACHABLE
+    if not answer.get("ok"):
+        if detail:
+            _print_failure(answer)
+        else:
+            print(f"tradingd: {answer.get('error')}", file=sys.stderr)
+        return EXIT_FAILURE
+    return answer
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     answer = _ask(args, {"cmd": "reload"})
     if answer is None:
@@ -206,12 +223,9 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         if args.older_than_days is not None:
             before = time.time() - args.older_than_days * 86_400
         message.update(ids=args.ids, source=args.source, failed_before=before, all=args.all)
-    answer = _ask(args, message)
-    if answer is None:
-        return EXIT_UNREACHABLE
-    if not answer.get("ok"):
-        print(f"tradingd: {answer.get('error')}", file=sys.stderr)
-        return EXIT_FAILURE
+    answer = _ask_ok(args, message, detail=False)
+    if isinstance(answer, int):
+        return answer
     if args.action == "list":
         letters = answer.get("letters", [])
         if args.json:
@@ -260,12 +274,9 @@ def cmd_trading(args: argparse.Namespace) -> int:
     message: dict[str, Any] = {"cmd": "trading", "action": "show"}
     if args.command in TRADING_COMMANDS:
         message.update(action=args.command, account=args.account, reason=args.reason)
-    answer = _ask(args, message)
-    if answer is None:
-        return EXIT_UNREACHABLE
-    if not answer.get("ok"):
-        _print_failure(answer)
-        return EXIT_FAILURE
+    answer = _ask_ok(args, message)
+    if isinstance(answer, int):
+        return answer
     if args.json:
         raw = {k: v for k, v in answer.items() if k != "ok"}
         print(json.dumps(raw, indent=2, sort_keys=True))
@@ -286,12 +297,9 @@ def cmd_orders(args: argparse.Namespace) -> int:
         message.update(account=args.account, states=args.states, limit=args.limit)
     else:
         message["client_order_id"] = args.client_order_id
-    answer = _ask(args, message)
-    if answer is None:
-        return EXIT_UNREACHABLE
-    if not answer.get("ok"):
-        _print_failure(answer)
-        return EXIT_FAILURE
+    answer = _ask_ok(args, message)
+    if isinstance(answer, int):
+        return answer
     if args.json:
         raw = {k: v for k, v in answer.items() if k != "ok"}
         print(json.dumps(raw["orders"] if args.action == "list" else raw, indent=2, sort_keys=True))
@@ -311,12 +319,9 @@ def cmd_orders(args: argparse.Namespace) -> int:
 def cmd_positions(args: argparse.Namespace) -> int:
     """``tradingd positions [--account A]``: signed positions from the stored fills."""
     message: dict[str, Any] = {"cmd": "positions", "account": args.account}
-    answer = _ask(args, message)
-    if answer is None:
-        return EXIT_UNREACHABLE
-    if not answer.get("ok"):
-        _print_failure(answer)
-        return EXIT_FAILURE
+    answer = _ask_ok(args, message)
+    if isinstance(answer, int):
+        return answer
     positions = answer.get("positions", [])
     if args.json:
         print(json.dumps(positions, indent=2, sort_keys=True))
