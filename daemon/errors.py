@@ -38,7 +38,9 @@ are translated once, at the edge where they happen, with ``raise … from exc``.
     │   ├── UnknownOrderError       orders.gateway: no intent has this client order id (404)
     │   ├── UnknownIntentError      store.orders: no intent is stored under the client order id
     │   ├── DuplicateIntentError    store.orders: an inserted intent is already stored
-    │   └── VenueOrderIdConflictError  store.orders: a venue answer names another venue order id
+    │   ├── VenueOrderIdConflictError  store.orders: a venue answer names another venue order id
+    │   └── LeaseLostError      store.leases: this daemon no longer holds the account's lease
+    │                           (its fencing token is stale): it must stop trading the account
     ├── CircuitOpenError            a circuit breaker is open; the call was not attempted
     │   └── CircuitRejectedError    rejected by a named breaker (carries name, state, retry_after_s)
     ├── RetryExhaustedError         a bounded retry ran out of attempts or time; carries the last
@@ -535,6 +537,26 @@ class StoreClosedError(StoreError, PermanentError):
 
 class GapTransitionError(StoreError, PermanentError):
     """A gap was asked to change state along an edge the transition table forbids."""
+
+
+class LeaseLostError(PermanentError):
+    """This daemon no longer holds the lease of an account (or never did here).
+
+    Raised inside the store transaction of an order change (the fencing check
+    of :mod:`daemon.store.lease_store`) when the account's lease row does not
+    carry this daemon's owner and fencing token any more: another daemon took
+    the account over. Nothing was changed. Retrying cannot help: the daemon
+    stops trading the account (:mod:`daemon.orders.lease`).
+
+    Attributes:
+        account: The account.
+        holder: Who holds the lease now (``owner`` and token), for the log.
+    """
+
+    def __init__(self, account: str, detail: str, *, holder: str | None = None) -> None:
+        super().__init__(f"lease of account {account!r} lost: {detail}")
+        self.account = account
+        self.holder = holder
 
 
 # --------------------------------------------------------------------------- risk

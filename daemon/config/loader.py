@@ -245,6 +245,8 @@ def _cross_checks(config: Config, report: Report) -> None:
         report(("intake", key), message)
     for key, message in config.store.problems():
         report(("store", key), message)
+    for key, message in config.orders.lease_problems():
+        report(("orders", key), message)
     _check_risk(("risk",), config.risk, report)
     for name, account in config.accounts.items():
         _check_entry(("accounts", name, "venue"), "venues", account.venue, config.venues, report)

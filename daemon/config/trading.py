@@ -160,11 +160,47 @@ class OrdersConfig:
         reload="live",
         help="Period of status and fill polling of open orders.",
     )
+    instance_id: str = opt(
+        "",
+        help="This daemon's name in the account leases of a shared store (several daemons, "
+        "one PostgreSQL): stable across restarts, distinct per daemon. Empty: the host "
+        "name, with @NAME when $TRADINGD_INSTANCE is set (tradingd@NAME.service sets it).",
+    )
+    lease_ttl_s: float = opt(
+        20.0,
+        gt=0,
+        le=3600,
+        help="How long an account's lease lasts after each renewal (on the store's clock). "
+        "A send starts only while more than section_deadline_s of it is left, so it must "
+        "exceed section_deadline_s + 2 x lease_renew_s; another daemon takes a dead one's "
+        "accounts over after it runs out, plus section_deadline_s + query_lag_s.",
+    )
+    lease_renew_s: float = opt(
+        3.0,
+        gt=0,
+        le=600,
+        help="Period of the lease keeper: renews this daemon's account leases and takes "
+        "over the ones another daemon let run out.",
+    )
     id_prefix: str = opt(
         DEFAULT_PREFIX,
         help="Prefix of client order ids: 1-10 characters of A-Z, a-z, 0-9, '_' and '-'. "
         "It marks our orders at reconciliation; change it only with no order in flight.",
     )
+
+    def lease_problems(self) -> list[tuple[str, str]]:
+        """Cross-key rules of the lease keys, as ``(key, message)``."""
+        need = self.section_deadline_s + 2 * self.lease_renew_s
+        if self.lease_ttl_s <= need:
+            return [
+                (
+                    "lease_ttl_s",
+                    f"must be greater than section_deadline_s + 2 x lease_renew_s ({need:g}), "
+                    f"got {self.lease_ttl_s:g}: a send starts only while more than "
+                    "section_deadline_s of the lease is left",
+                )
+            ]
+        return []
 
     def visibility_grace_s(self, recv_window_ms: int) -> float:
         """How long after the SENDING mark a venue's "no such order" still proves nothing.

@@ -42,6 +42,16 @@ absent) is canceled here, never sent. An intent whose venue is held, or
 with an earlier intent of its account held back, is held back too (a
 fast-path SENDING mark goes back to PENDING: nothing was written).
 
+**The lease's send window** (several daemons, :mod:`daemon.orders.lease`).
+The section starts only while the account's lease has more than
+``section_deadline_s`` left by our own clock, and its deadline is counted
+from that check (no await in between): a process frozen and woken late finds
+the window closed, and its section is cut at the first checkpoint. A PENDING
+intent then stays PENDING (queued again after the next renewal); a SENDING
+mark of the entry's fast path goes to UNKNOWN (not sent, but only a query may
+say so to a new owner). A store write refused by the fencing token
+(:class:`~daemon.errors.LeaseLostError`) stops the account here at once.
+
 If the section's deadline passes before the answer is persisted, the row is
 still SENDING; :meth:`Executor.settle_stuck` later moves it to UNKNOWN (as
 a restart does), so it is resolved the same way.
@@ -71,12 +81,14 @@ from daemon.config import OrdersConfig
 from daemon.errors import (
     CancelRejectedError,
     DuplicateOrderError,
+    LeaseLostError,
     TradingdError,
     VenueRateLimitedError,
     VenueRejectedError,
 )
 from daemon.orders.dispatch import WorkItem
 from daemon.orders.holds import SendHolds
+from daemon.orders.lease import AccountLeases
 from daemon.orders.ledger import OrderLedger, VenueAccess, venue_error_code
 from daemon.orders.records import IntentRecord
 from daemon.orders.resolver import UnknownResolver, fills_of
@@ -138,6 +150,8 @@ class Executor:
         witnesses: Each venue's user data stream witness (filled in by
             :class:`~daemon.orders.userstream.UserStreams`; empty without streams).
         wall_clock: Epoch seconds (the SENDING marks are on this clock).
+        leases: The account leases (the send window; told of fenced writes);
+            ``None``: no lease (tests of the executor alone).
     """
 
     def __init__(
@@ -149,7 +163,9 @@ class Executor:
         sending_enabled: trio.Event,
         witnesses: Mapping[str, StreamWitness] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        leases: AccountLeases | None = None,
     ) -> None:
+        self.leases = leases
         self.witnesses: Mapping[str, StreamWitness] = {} if witnesses is None else witnesses
         self.ledger = ledger
         self.venues = venues
@@ -169,11 +185,21 @@ class Executor:
         self.accepted = 0
         self.section_overruns = 0
         self.cancels_sent = 0
+        #: Place items that found their account's send window closed (and whether one
+        #: waits for the next renewal to be queued again).
+        self.window_closed = 0
+        self.window_waiting = False
 
     # ------------------------------------------------------------------ dispatch
 
     async def handle(self, item: WorkItem) -> None:
         """The dispatcher's handler: one item of one account."""
+        try:
+            await self._handle(item)
+        except LeaseLostError as exc:
+            lease_lost(self.leases, exc)
+
+    async def _handle(self, item: WorkItem) -> None:
         if item.kind in ("place", "send"):
             await self.place(item.key, premarked=item.kind == "send")
         elif item.kind == "cancel":
@@ -193,6 +219,7 @@ class Executor:
             self.sending_enabled.is_set()
             and self.venues.client(venue) is not None
             and not self.holds.blocks(venue, account)
+            and (self.leases is None or self.leases.send_window(account) > 0)
         )
 
     async def place(self, client_order_id: str, *, premarked: bool = False) -> None:
@@ -234,9 +261,17 @@ class Executor:
             if self.holds.blocks(record.venue, record.account, record.seq):
                 await hold_back(self.ledger, self.holds, record)
                 return
+            # The section's deadline counts from the window check: no await in between.
+            start = trio.current_time()
+            if self.leases is not None and self.leases.send_window(record.account, start) <= 0:
+                self.window_closed += 1
+                self.window_waiting = True
+                await window_closed(self.ledger, self.leases, record)
+                return
             self.in_section.add(client_order_id)
             try:
-                with trio.move_on_after(self.settings.section_deadline_s, shield=True) as scope:
+                deadline = start + self.settings.section_deadline_s
+                with trio.move_on_at(deadline, shield=True) as scope:
                     await self._section(record, client, premarked=premarked, on_wire=on_wire)
                 if scope.cancelled_caught:
                     self.section_overruns += 1
@@ -326,7 +361,11 @@ class Executor:
             ``None`` when resolved (adopted or sent back to PENDING), else the
             delay after which to query again.
         """
-        return await self.resolver.resolve(client_order_id, self.settings)
+        try:
+            return await self.resolver.resolve(client_order_id, self.settings)
+        except LeaseLostError as exc:
+            lease_lost(self.leases, exc)
+            raise
 
     # ------------------------------------------------------------------ open orders
 
@@ -390,6 +429,7 @@ class Executor:
             "section_overruns": self.section_overruns,
             "stuck_sending": len(self.stuck),
             "cancels_sent": self.cancels_sent,
+            "lease_window_closed": self.window_closed,
             "sending_enabled": self.sending_enabled.is_set(),
             **self.holds.snapshot(),
         }
@@ -405,6 +445,29 @@ async def not_sent(
     pending = await ledger.mark_not_sent(sending, proof.reason(wait))
     holds.defer(pending)
     ledger.received_at.pop(sending.client_order_id, None)  # no answer to time
+
+
+def lease_lost(leases: AccountLeases | None, exc: LeaseLostError) -> None:
+    """A store write was fenced off: stop trading the account here."""
+    log.error("orders: %s", exc)
+    if leases is not None:
+        leases.lost(exc.account, f"an order change was fenced off ({exc})")
+
+
+async def window_closed(ledger: OrderLedger, leases: AccountLeases, record: IntentRecord) -> None:
+    """The account's lease has no send window now (caller holds the order's lock): a
+    PENDING intent stays so; a fast-path SENDING mark goes to UNKNOWN (nothing was sent,
+    but a new owner may only learn that from a query, like any unsure send)."""
+    trading = leases.trades(record.account)
+    (log.warning if trading else log.debug)(
+        "order %s: not sent now: the lease of account %s has %s",
+        record.client_order_id,
+        record.account,
+        "not enough time left (section_deadline_s)" if trading else "gone from this daemon",
+    )
+    if record.state is OrderState.SENDING:
+        await ledger.mark_unknown(record, "not sent: the lease's send window was closed")
+        ledger.received_at.pop(record.client_order_id, None)
 
 
 async def hold_back(ledger: OrderLedger, holds: SendHolds, record: IntentRecord) -> None:

@@ -9,7 +9,10 @@ reserves their slots and takes the executor's fast path, the
 :class:`~daemon.orders.userstream.UserStreams` apply the venues' events (and
 tell the tracker which venues need no polling). The service runs and drains
 them; the parts that follow a reload take the new settings from
-:meth:`Pipeline.apply_settings`.
+:meth:`Pipeline.apply_settings`. With account leases
+(:mod:`daemon.orders.lease`), an incarnation runs the accounts this daemon
+holds; the executor asks the leases for each send window, and a renewal that
+reopens one queues the PENDING intents again.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from daemon.config import OrdersConfig
 from daemon.orders.dispatch import Dispatcher, DispatchMode
 from daemon.orders.entry import Entry
 from daemon.orders.executor import Executor
+from daemon.orders.lease import AccountLeases
 from daemon.orders.ledger import OrderLedger, VenueAccess
 from daemon.orders.reconcile import Reconciler
 from daemon.orders.userstream import StreamWitness, UserStreamAccess, UserStreams
@@ -56,6 +60,7 @@ class Pipeline:
         *,
         reference_price: Callable[[str, str], Decimal | None] | None,
         wall_clock: Callable[[], float],
+        leases: AccountLeases | None = None,
     ) -> Pipeline:
         """The parts over ``ledger``, wired; nothing runs yet (sending not enabled)."""
         sending_enabled = trio.Event()
@@ -68,6 +73,7 @@ class Pipeline:
             sending_enabled=sending_enabled,
             witnesses=witnesses,
             wall_clock=wall_clock,
+            leases=leases,
         )
         dispatcher = Dispatcher(
             executor.handle,
@@ -109,6 +115,15 @@ class Pipeline:
             witnesses=witnesses,
         )
         reconciler.stream_up = streams.up
+        if leases is not None:
+
+            def renewed() -> None:
+                # A send window reopened: queue what found it closed (in order).
+                if executor.window_waiting and sending_enabled.is_set():
+                    executor.window_waiting = False
+                    reconciler.queue_pending()
+
+            leases.on_renewed = renewed
         return cls(store, ledger, dispatcher, executor, entry, reconciler, streams)
 
     def apply_settings(self, settings: OrdersConfig) -> None:

@@ -36,9 +36,7 @@ def pipeline_metrics(pipeline: Pipeline | None) -> list[MetricFamily]:
         MetricFamily.counter(
             "tradingd_orders_commits", "Group commits of intents.", [((), e.commits)]
         ),
-        MetricFamily.counter(
-            "tradingd_orders_sent", "New-order requests sent.", [((), ex.sent)]
-        ),
+        MetricFamily.counter("tradingd_orders_sent", "New-order requests sent.", [((), ex.sent)]),
         MetricFamily.counter(
             "tradingd_orders_unknown", "Sends whose outcome was UNKNOWN.", [((), led.unknown)]
         ),

@@ -28,6 +28,7 @@ pipeline or the store is down.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -43,6 +44,8 @@ from daemon.metrics import MetricFamily
 from daemon.orders.dispatch import WorkItem
 from daemon.orders.executor import OPEN_STATES
 from daemon.orders.gateway import EntryUnavailableError, SubmitResult, UnknownOrderError
+from daemon.orders.lease import AccountLeases
+from daemon.orders.lease_run import fenced, run_leased
 from daemon.orders.ledger import OrderLedger, VenueAccess
 from daemon.orders.pipeline import Pipeline
 from daemon.orders.records import IntentRecord
@@ -86,8 +89,12 @@ class OrdersService:
         reference_price: Callable[[str, str], Decimal | None] | None = None,
         dead_letters: Callable[[OrdersBackend], DeadLetterStore | None] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        lease_clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
+        #: Stands in for the store's clock in the leases (tests); ``None``: the database's.
+        self.lease_clock = lease_clock
+        self.leases: AccountLeases | None = None
         self.accounts = dict(accounts)
         self.limits = limits
         self.venues = venues
@@ -106,11 +113,28 @@ class OrdersService:
     async def run(
         self, ctx: ChildContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """One incarnation: build, reconcile, report started, serve, drain."""
+        """Claim the account leases, then incarnations over the accounts held
+        (:func:`~daemon.orders.lease_run.run_leased`): build, reconcile, report
+        started, serve, drain."""
         store = await self._open_store()
         order_store = OrderStore(store, wall_clock=self.wall_clock)
-        self._order_store = order_store
+        # Every write of an account's orders is fenced by its lease (SQLite too).
+        leases = fenced(order_store, store, self.settings, self.accounts, self.lease_clock)
+        self._order_store, self.leases = order_store, leases
         await self._load_states(order_store)
+        incarnation = functools.partial(self._incarnation, store, order_store)
+        await run_leased(ctx, leases, incarnation, task_status=task_status)
+
+    async def _incarnation(
+        self,
+        store: OrdersBackend,
+        order_store: OrderStore,
+        accounts: frozenset[str],
+        task_status: trio.TaskStatus[None],
+        until: Callable[[], Awaitable[None]],
+    ) -> None:
+        """One incarnation over ``accounts``: serves until ``until`` returns (a stop
+        was requested, or the leases changed), then drains."""
         book = RiskBook(self.limits, clock=trio.current_time)
         ledger = OrderLedger(
             order_store,
@@ -122,10 +146,11 @@ class OrdersService:
             order_store,
             ledger,
             self.venues,
-            self.accounts,
+            {name: venue for name, venue in self.accounts.items() if name in accounts},
             self.settings,
             reference_price=self.reference_price,
             wall_clock=self.wall_clock,
+            leases=self.leases,
         )
         dispatcher, entry = pipeline.dispatcher, pipeline.entry
         reconciler, streams = pipeline.reconciler, pipeline.streams
@@ -150,7 +175,7 @@ class OrdersService:
                 await nursery.start(reconciler.run_tracker)
                 await nursery.start(reconciler.run_periodic)
                 task_status.started()
-                await ctx.wait_stop_requested()
+                await until()
                 await self._drain(pipeline, writer_scope)
                 nursery.cancel_scope.cancel()
         finally:
@@ -204,7 +229,10 @@ class OrdersService:
         return pipeline
 
     async def submit(self, request: Mapping[str, Any]) -> SubmitResult:
-        return await self._live().entry.submit(request)
+        pipeline = self._live()
+        if self.leases is not None:
+            self.leases.admit(request)  # 503 if another daemon trades its account
+        return await pipeline.entry.submit(request)
 
     async def get(self, client_order_id: str) -> IntentRecord:
         pipeline = self._live()
@@ -308,7 +336,10 @@ class OrdersService:
         pipeline = self.pipeline
         if pipeline is None:
             return HealthLevel.DEGRADED, "orders: pipeline not running"
-        return pipeline.reconciler.check()
+        level, reason = pipeline.reconciler.check()
+        if level is HealthLevel.HEALTHY and self.leases is not None:
+            return self.leases.check()
+        return level, reason
 
     def status(self) -> dict[str, Any]:
         pipeline = self.pipeline
@@ -318,6 +349,8 @@ class OrdersService:
             "accounts": dict(sorted(self.accounts.items())),
             "trading_states": self.states.snapshot(),
         }
+        if self.leases is not None:
+            out["leases"] = self.leases.snapshot()
         if pipeline is not None:
             out.update(pipeline.status())
         return out

@@ -22,7 +22,7 @@ Backend-neutral: no SQL and no driver import here (``tests/store/test_seams.py``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol, Unpack
 
@@ -33,6 +33,7 @@ from daemon.orders.records import FillRecord, HistoryRow, IntentRecord
 from daemon.orders.state import OrderState, Transition
 from daemon.resilience.deadletter import DeadLetter
 from daemon.risk.state import TradingState
+from daemon.store.lease_rules import Claim, Fence, LeaseGrant, LeaseRow
 from daemon.store.marketdata_values import (
     BookSnapshotRecord,
     Checkpoint,
@@ -43,7 +44,7 @@ from daemon.store.marketdata_values import (
 )
 from daemon.store.orders_rules import ProgressFields, ReportFields
 
-__all__ = ["DeadLetterSql", "Dialect", "MarketSql", "OrdersSql", "PruneSql"]
+__all__ = ["DeadLetterSql", "Dialect", "LeasesSql", "MarketSql", "OrdersSql", "PruneSql"]
 
 #: A gap's identity: ``(venue, symbol, stream, from_id, to_id)``.
 GapKey = tuple[str, str, str, int, int]
@@ -71,17 +72,33 @@ class OrdersSql(Protocol):
         client_order_id: str,
         ts: Sequence[Transition],
         now_ms: int,
+        *,
+        fence: Fence | None = None,
         **fields: Unpack[ReportFields],
     ) -> IntentRecord: ...
 
     def update_progress(
-        self, conn: Any, client_order_id: str, now_ms: int, **fields: Unpack[ProgressFields]
+        self,
+        conn: Any,
+        client_order_id: str,
+        now_ms: int,
+        *,
+        fence: Fence | None = None,
+        **fields: Unpack[ProgressFields],
     ) -> IntentRecord: ...
 
-    def request_cancel(self, conn: Any, client_order_id: str, now_ms: int) -> IntentRecord: ...
+    def request_cancel(
+        self, conn: Any, client_order_id: str, now_ms: int, *, fence: Fence | None = None
+    ) -> IntentRecord: ...
 
     def cancel_unsent(
-        self, conn: Any, client_order_id: str, t: Transition, now_ms: int
+        self,
+        conn: Any,
+        client_order_id: str,
+        t: Transition,
+        now_ms: int,
+        *,
+        fence: Fence | None = None,
     ) -> IntentRecord: ...
 
     def insert_fills(
@@ -280,6 +297,36 @@ class PruneSql(Protocol):
     ) -> tuple[int, int, bool]: ...
 
 
+class LeasesSql(Protocol):
+    """Account leases (see :mod:`daemon.store.lease_rules` for the rules they keep)."""
+
+    def claim(
+        self,
+        conn: Any,
+        accounts: Iterable[str],
+        *,
+        owner: str,
+        holder: str,
+        ttl_ms: int,
+        claim: Claim,
+        now_ms: int | None = None,
+    ) -> list[LeaseGrant]: ...
+
+    def release(
+        self,
+        conn: Any,
+        accounts: Iterable[str],
+        *,
+        owner: str,
+        holder: str,
+        now_ms: int | None = None,
+    ) -> list[str]: ...
+
+    def read_leases(self, conn: Any, now_ms: int | None = None) -> tuple[int, list[LeaseRow]]: ...
+
+    def check_fence(self, conn: Any, account: str, owner: str, token: int | None) -> None: ...
+
+
 @attrs.frozen
 class Dialect:
     """One backend's function sets, by concern (an owner's ``sql``).
@@ -293,3 +340,4 @@ class Dialect:
     market: MarketSql
     dead_letters: DeadLetterSql
     prune: PruneSql
+    leases: LeasesSql

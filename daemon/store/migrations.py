@@ -279,8 +279,30 @@ _V2 = Migration(
     ),
 )
 
+_V3 = Migration(
+    3,
+    "account leases",
+    (
+        # One row per account: which daemon trades it (docs/ARCHITECTURE.md §4
+        # Orders, "Several daemons"). ``owner`` is a daemon's instance id,
+        # ``holder`` one run of it, ``token`` the fencing token (it only grows),
+        # times on the store's clock. See daemon/store/lease_rules.py.
+        """
+        CREATE TABLE account_leases (
+            account        TEXT    PRIMARY KEY CHECK (account <> ''),
+            owner          TEXT    NOT NULL,
+            holder         TEXT    NOT NULL,
+            token          INTEGER NOT NULL CHECK (token >= 0),
+            expires_at_ms  INTEGER NOT NULL,
+            acquired_at_ms INTEGER NOT NULL,
+            renewed_at_ms  INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+
 #: Every migration, in order. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 
 #: The schema version this code writes.
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -11,6 +11,13 @@ old one must not undo a newer one. The rules are
 :func:`~daemon.store.orders_rules.advance`; this module reads the row and
 writes the result.
 
+**Fencing.** Given a ``fence`` (:data:`~daemon.store.lease_rules.Fence`),
+every change first checks, in the same transaction, that the intent's
+account is still leased to the writer with the writer's fencing token
+(:mod:`daemon.store.lease_rules`): a daemon that lost the account gets
+:class:`~daemon.errors.LeaseLostError` and nothing is written. The daemon's
+order store always passes one (:class:`~daemon.store.lease_store.FencedOrdersSql`).
+
 Pure functions of a :class:`sqlite3.Connection`, run inside the owner's
 transaction (see :mod:`daemon.store.orders`). The keyword fields are
 :class:`~daemon.store.orders_rules.ReportFields`.
@@ -24,6 +31,7 @@ from typing import Final, Unpack
 
 from daemon.orders.records import IntentRecord
 from daemon.orders.state import OrderState, Transition
+from daemon.store.lease_rules import Fence
 from daemon.store.orders_rows import require_intent, save_intent
 from daemon.store.orders_rules import ProgressFields, ReportFields, advance, cancel_marked
 
@@ -47,6 +55,8 @@ def apply_transitions(
     client_order_id: str,
     ts: Sequence[Transition],
     now_ms: int,
+    *,
+    fence: Fence | None = None,
     **fields: Unpack[ReportFields],
 ) -> IntentRecord:
     """Apply consecutive transitions (a :func:`~daemon.orders.state.path_to_venue_state`
@@ -68,10 +78,13 @@ def apply_transitions(
             :class:`~daemon.orders.state.Transition`).
         ValueError: the steps do not chain, or a quantity is negative.
         VenueOrderIdConflictError: ``venue_order_id`` differs from the stored one.
+        LeaseLostError: ``fence`` refused the intent's account (checked first).
 
     Nothing is written when it raises (and the caller's transaction rolls back).
     """
     current = require_intent(conn, client_order_id)
+    if fence is not None:
+        fence(conn, current.account)
     record = advance(current, ts, now_ms, fields)
     if record is None:
         return current
@@ -96,6 +109,8 @@ def apply_transition(
     client_order_id: str,
     t: Transition,
     now_ms: int,
+    *,
+    fence: Fence | None = None,
     **fields: Unpack[ReportFields],
 ) -> IntentRecord:
     """Move an intent by one transition and record it in the history.
@@ -115,13 +130,15 @@ def apply_transition(
         VenueOrderIdConflictError: ``venue_order_id`` differs from the stored one.
         ValueError: a quantity is negative or not finite.
     """
-    return apply_transitions(conn, client_order_id, (t,), now_ms, **fields)
+    return apply_transitions(conn, client_order_id, (t,), now_ms, fence=fence, **fields)
 
 
 def update_progress(
     conn: sqlite3.Connection,
     client_order_id: str,
     now_ms: int,
+    *,
+    fence: Fence | None = None,
     **fields: Unpack[ProgressFields],
 ) -> IntentRecord:
     """Store news that does not change the state (a further partial fill, the venue id).
@@ -135,10 +152,12 @@ def update_progress(
         VenueOrderIdConflictError: ``venue_order_id`` differs from the stored one.
         ValueError: a quantity is negative or not finite.
     """
-    return apply_transitions(conn, client_order_id, (), now_ms, **fields)
+    return apply_transitions(conn, client_order_id, (), now_ms, fence=fence, **fields)
 
 
-def request_cancel(conn: sqlite3.Connection, client_order_id: str, now_ms: int) -> IntentRecord:
+def request_cancel(
+    conn: sqlite3.Connection, client_order_id: str, now_ms: int, *, fence: Fence | None = None
+) -> IntentRecord:
     """Durably mark that a cancel was requested (idempotent: the first mark stays).
 
     A terminal intent is left as it is (there is nothing left to cancel); the
@@ -146,8 +165,11 @@ def request_cancel(conn: sqlite3.Connection, client_order_id: str, now_ms: int) 
 
     Raises:
         UnknownIntentError: no such intent.
+        LeaseLostError: ``fence`` refused the account (see below).
     """
     current = require_intent(conn, client_order_id)
+    if fence is not None:
+        fence(conn, current.account)
     record = cancel_marked(current, now_ms)
     if record is None:
         return current
@@ -156,7 +178,12 @@ def request_cancel(conn: sqlite3.Connection, client_order_id: str, now_ms: int) 
 
 
 def cancel_unsent(
-    conn: sqlite3.Connection, client_order_id: str, t: Transition, now_ms: int
+    conn: sqlite3.Connection,
+    client_order_id: str,
+    t: Transition,
+    now_ms: int,
+    *,
+    fence: Fence | None = None,
 ) -> IntentRecord:
     """Cancel a PENDING intent locally: mark the cancel request and move it PENDING →
     CANCELED (``t``) with its history row, in the caller's one transaction.
@@ -173,6 +200,8 @@ def cancel_unsent(
     if (t.source, t.target) != (OrderState.PENDING, OrderState.CANCELED):
         raise ValueError(f"cancel_unsent moves PENDING -> CANCELED, not {t.source} -> {t.target}")
     current = require_intent(conn, client_order_id)
+    if fence is not None:
+        fence(conn, current.account)
     if current.state is OrderState.PENDING:
         marked = cancel_marked(current, now_ms)
         if marked is not None:

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from daemon.store import (
     pg_deadletters,
+    pg_leases,
     pg_maintenance,
     pg_marketdata_books,
     pg_marketdata_gaps,
@@ -91,6 +92,13 @@ class _Prune:
     prune_snapshots_batch = staticmethod(pg_maintenance.prune_snapshots_batch)
 
 
+class _Leases:
+    claim = staticmethod(pg_leases.claim)
+    release = staticmethod(pg_leases.release)
+    read_leases = staticmethod(pg_leases.read_leases)
+    check_fence = staticmethod(pg_leases.check_fence)
+
+
 #: PostgreSQL's function sets.
 POSTGRES: Final = Dialect(
     name="postgres",
@@ -98,4 +106,5 @@ POSTGRES: Final = Dialect(
     market=_Market(),
     dead_letters=_DeadLetters(),
     prune=_Prune(),
+    leases=_Leases(),
 )

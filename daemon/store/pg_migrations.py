@@ -236,8 +236,27 @@ _V2 = Migration(
     ),
 )
 
+_V3 = Migration(
+    3,
+    "account leases",
+    (
+        # See daemon/store/migrations.py (v3) and daemon/store/lease_rules.py.
+        """
+        CREATE TABLE account_leases (
+            account        TEXT    PRIMARY KEY CHECK (account <> ''),
+            owner          TEXT    NOT NULL,
+            holder         TEXT    NOT NULL,
+            token          BIGINT  NOT NULL CHECK (token >= 0),
+            expires_at_ms  BIGINT  NOT NULL,
+            acquired_at_ms BIGINT  NOT NULL,
+            renewed_at_ms  BIGINT  NOT NULL
+        )
+        """,
+    ),
+)
+
 #: Every migration, in order. Append only; versions match SQLite's.
-PG_MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+PG_MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 
 #: The schema version this code writes.
 LATEST_VERSION = PG_MIGRATIONS[-1].version

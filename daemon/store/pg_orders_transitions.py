@@ -14,6 +14,13 @@ writer waits for the first to commit, then reads the new state and gets
 (:func:`~daemon.store.pg_orders_rows.save_intent`), so even a writer that
 skipped the lock could not overwrite a newer state.
 
+**Fencing** (a ``fence``, as for SQLite): after the intent's row is locked,
+the account's lease row is read ``FOR SHARE`` (:func:`daemon.store.pg_leases.check_fence`)
+and must still carry the writer's owner and token, else
+:class:`~daemon.errors.LeaseLostError` and nothing is written. The share
+lock lasts until the commit, so a takeover of the account (which updates
+that row) is ordered strictly after every change that passed the check.
+
 Pure functions of a :class:`psycopg.Connection`, run inside the owner's
 transaction (see :mod:`daemon.store.orders`).
 """
@@ -25,6 +32,7 @@ from typing import Any, Final, Unpack
 
 from daemon.orders.records import IntentRecord
 from daemon.orders.state import OrderState, Transition
+from daemon.store.lease_rules import Fence
 from daemon.store.orders_rules import ProgressFields, ReportFields, advance, cancel_marked
 from daemon.store.pg_orders_rows import lock_intent, save_intent
 
@@ -49,6 +57,8 @@ def apply_transitions(
     client_order_id: str,
     ts: Sequence[Transition],
     now_ms: int,
+    *,
+    fence: Fence | None = None,
     **fields: Unpack[ReportFields],
 ) -> IntentRecord:
     """Apply consecutive transitions and the given fields, one history row per step.
@@ -58,9 +68,11 @@ def apply_transitions(
 
     Raises:
         UnknownIntentError, StaleStateError, InvalidStateTransitionError,
-        ValueError, VenueOrderIdConflictError: as SQLite's.
+        ValueError, VenueOrderIdConflictError, LeaseLostError: as SQLite's.
     """
     current = lock_intent(conn, client_order_id)
+    if fence is not None:
+        fence(conn, current.account)
     record = advance(current, ts, now_ms, fields)
     if record is None:
         return current
@@ -85,22 +97,33 @@ def apply_transition(
     client_order_id: str,
     t: Transition,
     now_ms: int,
+    *,
+    fence: Fence | None = None,
     **fields: Unpack[ReportFields],
 ) -> IntentRecord:
     """Move an intent by one transition and record it in the history."""
-    return apply_transitions(conn, client_order_id, (t,), now_ms, **fields)
+    return apply_transitions(conn, client_order_id, (t,), now_ms, fence=fence, **fields)
 
 
 def update_progress(
-    conn: Conn, client_order_id: str, now_ms: int, **fields: Unpack[ProgressFields]
+    conn: Conn,
+    client_order_id: str,
+    now_ms: int,
+    *,
+    fence: Fence | None = None,
+    **fields: Unpack[ProgressFields],
 ) -> IntentRecord:
     """Store news that does not change the state (no history row)."""
-    return apply_transitions(conn, client_order_id, (), now_ms, **fields)
+    return apply_transitions(conn, client_order_id, (), now_ms, fence=fence, **fields)
 
 
-def request_cancel(conn: Conn, client_order_id: str, now_ms: int) -> IntentRecord:
+def request_cancel(
+    conn: Conn, client_order_id: str, now_ms: int, *, fence: Fence | None = None
+) -> IntentRecord:
     """Durably mark that a cancel was requested (idempotent: the first mark stays)."""
     current = lock_intent(conn, client_order_id)
+    if fence is not None:
+        fence(conn, current.account)
     record = cancel_marked(current, now_ms)
     if record is None:
         return current
@@ -108,7 +131,9 @@ def request_cancel(conn: Conn, client_order_id: str, now_ms: int) -> IntentRecor
     return record
 
 
-def cancel_unsent(conn: Conn, client_order_id: str, t: Transition, now_ms: int) -> IntentRecord:
+def cancel_unsent(
+    conn: Conn, client_order_id: str, t: Transition, now_ms: int, *, fence: Fence | None = None
+) -> IntentRecord:
     """Cancel a PENDING intent locally: its cancel mark and PENDING → CANCELED, one transaction.
 
     Raises:
@@ -118,6 +143,8 @@ def cancel_unsent(conn: Conn, client_order_id: str, t: Transition, now_ms: int) 
     if (t.source, t.target) != (OrderState.PENDING, OrderState.CANCELED):
         raise ValueError(f"cancel_unsent moves PENDING -> CANCELED, not {t.source} -> {t.target}")
     current = lock_intent(conn, client_order_id)
+    if fence is not None:
+        fence(conn, current.account)
     if current.state is OrderState.PENDING:
         marked = cancel_marked(current, now_ms)
         if marked is not None:

@@ -13,6 +13,7 @@ from typing import Final
 
 from daemon.store import (
     deadletters_sqlite,
+    leases,
     maintenance,
     marketdata_books,
     marketdata_gaps,
@@ -87,6 +88,13 @@ class _Prune:
     prune_snapshots_batch = staticmethod(maintenance.prune_snapshots_batch)
 
 
+class _Leases:
+    claim = staticmethod(leases.claim)
+    release = staticmethod(leases.release)
+    read_leases = staticmethod(leases.read_leases)
+    check_fence = staticmethod(leases.check_fence)
+
+
 #: SQLite's function sets.
 SQLITE: Final = Dialect(
     name="sqlite",
@@ -94,4 +102,5 @@ SQLITE: Final = Dialect(
     market=_Market(),
     dead_letters=_DeadLetters(),
     prune=_Prune(),
+    leases=_Leases(),
 )
