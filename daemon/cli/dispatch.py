@@ -2,9 +2,10 @@
 
 :func:`main` is the console script (``daemon.cli:main``). It hands each
 subcommand to its module: :mod:`daemon.cli.run` (``run``, ``check-config``,
-``integrity-check``), :mod:`daemon.cli.checkvenue` (``check-venue``),
-:mod:`daemon.cli.demo`, :mod:`daemon.cli.client` (the control-socket clients)
-and :mod:`daemon.cli.tools` (``sim``, ``bench``).
+``integrity-check``), :mod:`daemon.cli.db` (``db migrate-to-postgres``),
+:mod:`daemon.cli.checkvenue` (``check-venue``), :mod:`daemon.cli.demo`,
+:mod:`daemon.cli.client` (the control-socket clients) and
+:mod:`daemon.cli.tools` (``sim``, ``bench``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from daemon.cli.client import (
     cmd_trading,
 )
 from daemon.cli.common import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, TRADING_COMMANDS
-from daemon.cli.dbtools import cmd_db_tools
+from daemon.cli.db import cmd_db
 from daemon.cli.demo import cmd_demo
 from daemon.cli.parser import build_parser
 from daemon.cli.run import cmd_check_config, cmd_integrity_check, cmd_run
@@ -92,7 +93,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "integrity-check":
             return cmd_integrity_check(args)
         if args.command == "db":
-            return cmd_db_tools(args)
+            return cmd_db(args)
         if args.command == "dead-letters":
             return cmd_dead_letters(args)
         if args.command in (*TRADING_COMMANDS, "trading"):

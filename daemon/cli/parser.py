@@ -147,7 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_order_commands(sub)
 
-    p = sub.add_parser("db", help="the store's database: backup, info")
+    p = sub.add_parser(
+        "integrity-check",
+        help="check the store's database file (SQLite integrity_check); safe while running",
+    )
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    p.add_argument("--db", help="the database file (overrides the config's store path)")
+
+    p = sub.add_parser("db", help="the store's database: backup, info, migrate-to-postgres")
     dbs = p.add_subparsers(dest="db_action", required=True, metavar="ACTION")
     dbs.add_parser(
         "backup",
@@ -164,13 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read the store file on a read-only connection (safe while the daemon runs).",
         arguments="daemon.cli.dbtools:add_info_arguments",
     )
-
-    p = sub.add_parser(
-        "integrity-check",
-        help="check the store's database file (SQLite integrity_check); safe while running",
+    dbs.add_parser(
+        "migrate-to-postgres",
+        help="copy the SQLite store into PostgreSQL (resumable) and verify it",
+        description="Copy the configuration's SQLite store ([store] path, read-only; stop the "
+        "daemon first) into PostgreSQL (--dsn, or the config's [store] dsn): create or migrate "
+        "the schema, copy every table in batches (ON CONFLICT DO NOTHING: a rerun completes an "
+        "interrupted copy), then verify per-table row counts and checksums. Exit 0 when "
+        "verified, 1 when not (the tables are named), 2 for a usage or configuration error.",
+        arguments="daemon.cli.db:add_migrate_arguments",
     )
-    p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
-    p.add_argument("--db", help="the database file (overrides the config's store path)")
 
     p = sub.add_parser(
         "sim",
