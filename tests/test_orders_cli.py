@@ -166,6 +166,15 @@ async def test_orders_list_show_cancel_from_the_cli(
             assert await run("positions", "--account", "other") == cli.EXIT_OK
             assert capsys.readouterr().out == "no positions\n"
 
+            assert await run("reconcile") == cli.EXIT_OK
+            assert capsys.readouterr().out.splitlines() == [
+                "reconciliation completed: 1 live order(s) checked",
+                "changed: none",
+                "venue orders the store does not know: none",
+            ]
+            assert await run("reconcile", "--account", "ghost") == cli.EXIT_FAILURE
+            assert "unknown account 'ghost'" in capsys.readouterr().err
+
             assert await run("orders", "list", "--state", "open", "--json") == cli.EXIT_OK
             listed = json.loads(capsys.readouterr().out)
             assert [o["client_order_id"] for o in listed] == [lid]

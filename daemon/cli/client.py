@@ -32,6 +32,7 @@ from daemon.cli.render import (
     render_order,
     render_orders,
     render_positions,
+    render_reconcile,
     render_replay,
     render_status,
     render_trading,
@@ -328,6 +329,16 @@ def cmd_positions(args: argparse.Namespace) -> int:
     else:
         print(render_positions(positions))
     return EXIT_OK
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """``tradingd reconcile [--account A]``: one reconciliation pass now, and its findings."""
+    answer = _ask_ok(args, {"cmd": "reconcile", "account": args.account})
+    if isinstance(answer, int):
+        return answer
+    raw = {k: v for k, v in answer.items() if k != "ok"}
+    print(json.dumps(raw, indent=2, sort_keys=True) if args.json else render_reconcile(raw))
+    return EXIT_OK if answer.get("reconciled") else EXIT_FAILURE
 
 
 def cmd_fault(args: argparse.Namespace) -> int:

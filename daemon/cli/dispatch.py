@@ -21,6 +21,7 @@ from daemon.cli.client import (
     cmd_fault,
     cmd_orders,
     cmd_positions,
+    cmd_reconcile,
     cmd_reload,
     cmd_status,
     cmd_trading,
@@ -102,6 +103,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return cmd_orders(args)
         if args.command == "positions":
             return cmd_positions(args)
+        if args.command == "reconcile":
+            return cmd_reconcile(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     raise AssertionError(args.command)  # pragma: no cover - argparse enforces choices

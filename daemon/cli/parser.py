@@ -234,6 +234,17 @@ def _add_order_commands(sub: argparse._SubParsersAction[_LazyParser]) -> None:
     p.add_argument("--account", help="only this account")
     p.add_argument("--json", action="store_true", help="print the raw JSON")
     _add_target(p)
+    p = sub.add_parser(
+        "reconcile",
+        help="run a reconciliation pass now; print what it found and changed",
+        description="Every live order is queried at its venue (UNKNOWN ones resolved, fills "
+        "fetched, ends learnt) and each venue's open orders are listed; the orders the pass "
+        "changed and the venue orders the store does not know are printed. Exit 0 when the "
+        "pass completed, 1 when it failed (a venue down: the reason is printed).",
+    )
+    p.add_argument("--account", help="report only this account's orders")
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+    _add_target(p)
 
     p = sub.add_parser("orders", help="list, show or cancel a running daemon's orders")
     od = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -117,6 +117,34 @@ def render_replay(answer: dict[str, Any], *, as_json: bool = False) -> str:
     return "\n".join(lines)
 
 
+def render_reconcile(report: dict[str, Any]) -> str:
+    """What a reconciliation pass found and changed, for a terminal."""
+    lines = [
+        f"reconciliation {'completed' if report.get('reconciled') else 'FAILED'}: "
+        f"{report.get('checked')} live order(s) checked"
+        + (f" ({report.get('error')})" if report.get("error") else "")
+    ]
+    changed = report.get("changed") or []
+    lines.append(f"changed: {len(changed)}" if changed else "changed: none")
+    lines += [
+        f"  {c.get('client_order_id')}  {c.get('account')}  {c.get('from')} -> {c.get('to')}"
+        f"  filled {c.get('executed_before')} -> {c.get('executed_after')}"
+        for c in changed
+    ]
+    unknown = report.get("unknown_venue_orders") or []
+    lines.append(
+        f"venue orders the store does not know: {len(unknown)} (reported, not touched)"
+        if unknown
+        else "venue orders the store does not know: none"
+    )
+    lines += [
+        f"  {u.get('venue')} {u.get('symbol')} {u.get('side')} order {u.get('order_id')} "
+        f"client id {u.get('client_order_id')}"
+        for u in unknown
+    ]
+    return "\n".join(lines)
+
+
 def render_orders(orders: list[dict[str, Any]]) -> str:
     """Orders as an aligned table (newest first, as listed)."""
     if not orders:

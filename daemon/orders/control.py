@@ -28,6 +28,10 @@ Control-socket messages (one JSON object; the answer always has ``"ok"``)::
       (a PENDING intent is canceled at once, before sending: ``"canceled_before_sending"``)
     {"cmd": "positions", "account": "main"}   (optional: every account)
       → {"ok": true, "positions": [{"account", "symbol", "quantity"}, ...]}
+    {"cmd": "reconcile", "account": "main"}   (optional: every account)
+      → one reconciliation pass now: {"ok": true, "reconciled": bool, "error",
+        "checked", "changed": [{"client_order_id", "account", "from", "to",
+        "executed_before", "executed_after"}], "unknown_venue_orders": [...]}
 
 A failure answers ``{"ok": false, "error": "...", "status": <HTTP-equivalent
 status>, ...}`` with the same extra fields the HTTP API gives (``problems``,
@@ -78,6 +82,7 @@ __all__ = [
     "parse_states",
     "parse_switch",
     "positions_view",
+    "reconcile_now",
     "set_trading",
     "trading_view",
 ]
@@ -338,7 +343,7 @@ def orders_view(records: Iterable[IntentRecord]) -> list[dict[str, Any]]:
 
 
 #: The control-socket commands :func:`handle_orders_command` answers.
-ORDERS_COMMANDS: Final = ("trading", "orders", "positions")
+ORDERS_COMMANDS: Final = ("trading", "orders", "positions", "reconcile")
 
 
 async def handle_orders_command(
@@ -359,6 +364,8 @@ async def handle_orders_command(
             return await _trading(service, message)
         if cmd == "positions":
             return await _positions(service, message)
+        if cmd == "reconcile":
+            return await reconcile_now(service, message.get("account"))
         return await _orders(service, message)
     except Exception as exc:
         answer = error_answer(exc)
@@ -372,6 +379,60 @@ async def _positions(service: OrdersService, message: Mapping[str, Any]) -> dict
     if account is not None and not isinstance(account, str):
         raise OperatorInputError(f"account must be a string, got {_shown(account)}")
     return {"ok": True, "positions": positions_view(await service.positions(account))}
+
+
+async def reconcile_now(service: OrdersService, account: object = None) -> dict[str, Any]:
+    """Run one reconciliation pass now; what it found and changed (of ``account``'s orders).
+
+    The pass covers every account this daemon trades (queries are per order,
+    each under its lock, so it may overlap the periodic pass); ``account``
+    only narrows the report. ``changed``: the live orders whose state or
+    executed quantity the pass moved (fills fetched, UNKNOWN resolved, ends
+    learnt); ``unknown_venue_orders``: open orders the venues hold that the
+    store does not know (reported, never touched).
+    """
+    if account is not None and not isinstance(account, str):
+        raise OperatorInputError(f"account must be a string, got {_shown(account)}")
+    if account is not None and account not in service.accounts:
+        known = ", ".join(sorted(service.accounts)) or "none"
+        raise OperatorInputError(f"unknown account {_shown(account)} (known: {known})")
+    pipeline = service.pipeline
+    if pipeline is None:
+        return {"ok": False, "error": "the order pipeline is not running", "status": 503}
+    ledger = pipeline.ledger
+    before = {
+        r.client_order_id: r for r in ledger.live() if account is None or r.account == account
+    }
+    reconciled = await pipeline.reconciler.full_pass()
+    changed = []
+    for coid, old in before.items():
+        new = ledger.get(coid) or await pipeline.store.get(coid)
+        if new is None or (new.state, new.executed_qty) == (old.state, old.executed_qty):
+            continue
+        changed.append(
+            {
+                "client_order_id": coid,
+                "account": old.account,
+                "from": old.state.value,
+                "to": new.state.value,
+                "executed_before": plain(old.executed_qty),
+                "executed_after": plain(new.executed_qty),
+            }
+        )
+    venues = {service.accounts[account]} if account is not None else None
+    unknown = [
+        entry
+        for entry in pipeline.reconciler.unknown_venue_orders.values()
+        if venues is None or entry["venue"] in venues
+    ]
+    return {
+        "ok": True,
+        "reconciled": reconciled,
+        "error": pipeline.reconciler.last_pass_error,
+        "checked": len(before),
+        "changed": changed,
+        "unknown_venue_orders": unknown,
+    }
 
 
 async def _trading(service: OrdersService, message: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from hypothesis import given
@@ -34,7 +35,7 @@ from daemon.risk.checks import RiskReason
 from daemon.risk.limits import LimitTable, RiskLimits
 from daemon.store.orders import OrderStore
 from tests.helpers.orders import FAST, limit_request, market_request, running_pipeline, wait_state
-from tests.helpers.sim import running_sim, sim_config
+from tests.helpers.sim import SYMBOL, running_sim, sim_config
 
 S = OrderState
 TIMEOUT_S = 30
@@ -171,6 +172,41 @@ async def test_orders_commands_against_a_running_pipeline(tmp_path: Path) -> Non
             wrong = await handle_orders_command(service, {"cmd": "positions", "account": 7})
             assert (wrong["ok"], wrong["status"]) == (False, 400)
             assert "account must be a string" in wrong["error"]
+
+
+async def test_reconcile_now_reports_what_the_pass_changed(tmp_path: Path) -> None:
+    """Polling and the periodic pass are off: only the requested pass learns the fill."""
+    quiet = attrs.evolve(FAST, poll_interval_s=3600.0, reconcile_interval_s=3600.0)
+    with trio.fail_after(TIMEOUT_S):
+        async with (
+            running_sim(sim_config()) as sim,
+            running_pipeline(sim, tmp_path / "store.db", settings=quiet) as run,
+        ):
+            service = run.service
+            lid = (await service.submit(limit_request("rc-1"))).client_order_id
+            await wait_state(service, lid, S.ACCEPTED)
+            await sim.control("POST", "/sim/market/clear", {"symbol": SYMBOL})
+            assert await sim.market_order("SELL", "0.010")
+
+            answer = await handle_orders_command(service, {"cmd": "reconcile"})
+            assert (answer["ok"], answer["reconciled"], answer["error"]) == (True, True, None)
+            assert answer["checked"] == 1 and answer["unknown_venue_orders"] == []
+            [change] = answer["changed"]
+            assert (change["client_order_id"], change["from"], change["to"]) == (
+                lid,
+                "ACCEPTED",
+                "FILLED",
+            )
+            assert (change["executed_before"], change["executed_after"]) == ("0", "0.01000000")
+            assert (await service.get(lid)).state is S.FILLED
+
+            again = await handle_orders_command(service, {"cmd": "reconcile", "account": "main"})
+            assert (again["checked"], again["changed"]) == (0, [])
+            for account, needle in ((7, "account must be a string"), ("nope", "unknown account")):
+                wrong = await handle_orders_command(
+                    service, {"cmd": "reconcile", "account": account}
+                )
+                assert (wrong["ok"], wrong["status"]) == (False, 400) and needle in wrong["error"]
 
 
 async def test_without_service_or_pipeline() -> None:
