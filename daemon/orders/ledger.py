@@ -171,10 +171,15 @@ class LatencyLog:
         self.count += 1
 
     def quantile(self, q: float) -> float | None:
+        found = self.quantiles((q,))
+        return found[0] if found else None
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float]:
+        """The ``qs`` quantiles of the kept latencies (one sort for all); ``[]`` when none."""
         if not self.values:
-            return None
+            return []
         ordered = sorted(self.values)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in qs]
 
     def clear(self) -> None:
         self.values.clear()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from daemon.metrics import MetricFamily
 
 if TYPE_CHECKING:
+    from daemon.orders.ledger import LatencyLog, OrderLedger
     from daemon.orders.service import Pipeline
 
 __all__ = ["pipeline_metrics"]
@@ -54,6 +55,17 @@ def pipeline_metrics(pipeline: Pipeline | None) -> list[MetricFamily]:
             [((("state", k),), v) for k, v in sorted(led.counts().items())],
         ),
         MetricFamily.gauge(
+            "tradingd_orders_latency_seconds",
+            "Order latency over the last 100,000 orders, by stage and quantile: received -> "
+            "intent durable (the 202), received -> the venue's answer persisted.",
+            _latency_samples(led),
+        ),
+        MetricFamily.counter(
+            "tradingd_orders_latency_observed",
+            "Order latencies recorded, by stage.",
+            [((("stage", stage),), log.count) for stage, log in _stages(led)],
+        ),
+        MetricFamily.gauge(
             "tradingd_orders_unknown_venue_orders",
             "Open venue orders the store does not know.",
             [((), len(pipeline.reconciler.unknown_venue_orders))],
@@ -74,3 +86,22 @@ def pipeline_metrics(pipeline: Pipeline | None) -> list[MetricFamily]:
             [((("venue", v),), w.held_total) for v, w in sorted(streams.witnesses.items())],
         ),
     ]
+
+
+#: The quantiles of ``tradingd_orders_latency_seconds``.
+LATENCY_QUANTILES = (0.5, 0.9, 0.99, 1.0)
+
+
+def _stages(ledger: OrderLedger) -> list[tuple[str, LatencyLog]]:
+    return [
+        ("received_to_committed", ledger.commit_latency),
+        ("received_to_answer_persisted", ledger.answer_latency),
+    ]
+
+
+def _latency_samples(ledger: OrderLedger) -> list[tuple[tuple[tuple[str, str], ...], float]]:
+    samples: list[tuple[tuple[tuple[str, str], ...], float]] = []
+    for stage, log in _stages(ledger):
+        for q, value in zip(LATENCY_QUANTILES, log.quantiles(LATENCY_QUANTILES), strict=False):
+            samples.append(((("stage", stage), ("quantile", f"{q:g}")), value))
+    return samples

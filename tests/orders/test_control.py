@@ -325,3 +325,24 @@ def test_open_filter_is_every_non_terminal_state() -> None:
     assert parse_states(["open"]) == frozenset(
         {S.PENDING, S.SENDING, S.UNKNOWN, S.ACCEPTED, S.PARTIALLY_FILLED}
     )
+
+
+def test_order_latency_is_exported_by_stage_and_quantile() -> None:
+    from daemon.orders.ledger import LatencyLog  # noqa: PLC0415
+    from daemon.orders.report import LATENCY_QUANTILES, _latency_samples  # noqa: PLC0415
+
+    class _Ledger:
+        commit_latency = LatencyLog()
+        answer_latency = LatencyLog()
+
+    ledger = _Ledger()
+    assert _latency_samples(ledger) == []  # type: ignore[arg-type]  # nothing measured: no sample
+    for ms in range(1, 101):
+        ledger.commit_latency.add(ms / 1000)
+    samples = dict(_latency_samples(ledger))  # type: ignore[arg-type]
+    assert len(samples) == len(LATENCY_QUANTILES)
+    stage = ("stage", "received_to_committed")
+    assert samples[(stage, ("quantile", "0.5"))] == 0.051
+    assert samples[(stage, ("quantile", "0.99"))] == 0.1
+    assert samples[(stage, ("quantile", "1"))] == 0.1
+    assert ledger.commit_latency.quantiles((0.5, 1.0)) == [0.051, 0.1]
