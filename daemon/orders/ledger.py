@@ -234,6 +234,7 @@ class OrderLedger:
         self.unknown = 0
         self.resends = 0
         self.not_sent = 0
+        #: Reports that moved an order's executed quantity (each records one fill or more).
         self.fills = 0
         self.contradictions = 0
 
@@ -430,6 +431,8 @@ class OrderLedger:
             fills=rows,
         )
         self.transitions += len(steps)
+        if new.executed_qty > record.executed_qty:
+            self.fills += 1  # the executed quantity moved: one or more fills recorded
         self._remember(new)
         self._follow_risk(new)
         if steps:
