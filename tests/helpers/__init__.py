@@ -15,6 +15,7 @@ from here.
   signing Binance REST caller for the simulator's own tests;
 * :mod:`~tests.helpers.capture` and :mod:`~tests.helpers.orders_process` — the
   witnesses and configurations of the capture and order process tests;
+  :mod:`~tests.helpers.operator` the operator-command process test's daemon and CLI runner;
   :mod:`~tests.helpers.pg_witness` the PostgreSQL witness (a plain read-only
   psycopg session) and the per-run schema of the crash tests on that backend;
 * :mod:`~tests.helpers.orders` — the real order pipeline in process;
