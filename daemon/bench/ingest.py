@@ -99,6 +99,7 @@ from daemon.bench.pg import (
     server_from_args,
     store_toml,
 )
+from daemon.bench.progress import PROGRESS
 from daemon.bench.runner import run_measurement
 from daemon.venues.binance.codec import depth_stream, stream_url, trade_stream
 
@@ -132,6 +133,7 @@ async def measure(
     overload: dict[str, Any] | None = None
     try:
         url = stream_url(sim.ws_url, [trade_stream(SYMBOL), depth_stream(SYMBOL)])
+        PROGRESS.phase("raw client")
         raw = await raw_phase(options, bench, url, workdir)
         port = free_port()
         config = daemon_config(workdir, sim, port, log_level=log_level, store=store_section)
@@ -140,10 +142,12 @@ async def measure(
             StoreWitness(daemon.db_path) if server is None else PgWitness(server, dsn)
         )
         try:
+            PROGRESS.phase("tradingd end to end")
             tradingd = await tradingd_phase(options, daemon, bench, witness)
             if options.overload_s > 0:
                 if not tradingd["trades_per_s"]:
                     raise BenchError("no tradingd rate to pace the overload by")
+                PROGRESS.phase("overload")
                 overload = await overload_phase(
                     options,
                     daemon,
@@ -161,10 +165,12 @@ async def measure(
     finally:
         await bench.aclose()
         await sim.aclose()
+    PROGRESS.phase("store write")
     if server is None:
         store = await store_phase(options, workdir)
     else:
         store = await pg_store_phase(options, server)
+    PROGRESS.finish()
     tradingd["ratio_to_raw"] = ratio(tradingd["trades_per_s"], raw["trades_per_s"])
     tradingd["target_ratio"] = TARGET_RATIO
     report: dict[str, Any] = {

@@ -131,6 +131,7 @@ from daemon.bench.pg import (
     server_from_args,
     store_toml,
 )
+from daemon.bench.progress import PROGRESS
 from daemon.bench.runner import run_measurement
 from daemon.notify import Notifier
 
@@ -245,8 +246,11 @@ async def measure(
                         if profile
                         else None
                     )
+                    PROGRESS.phase("durable intents/s, in process")
                     entry = await entry_phase(options, running, sim)
+                    PROGRESS.phase("durable intents/s, POST /orders")
                     http = await http_phase(options, running, sim, loadgen)
+                    PROGRESS.finish()
                     if transport == "ws-api":
                         sent = (
                             options.warmup

@@ -39,6 +39,7 @@ from daemon.bench.orders_load import (
     order_request,
 )
 from daemon.bench.orders_setup import BenchOptions, RunningDaemon
+from daemon.bench.progress import PROGRESS
 from daemon.orders.gateway import EntrySaturatedError
 from daemon.orders.ids import derive_client_order_id
 from daemon.orders.ledger import LatencyLog
@@ -204,6 +205,7 @@ async def latency_phase(
                 for seconds in answer[key]:
                     log_.add(float(seconds))
 
+    PROGRESS.phase("latency")
     await baseline(0, options.warmup, "bench-warm-", measured=False)
     for i in range(options.warmup):
         await one_tradingd_order(running, loadgen, f"warm-{i}")
@@ -219,6 +221,7 @@ async def latency_phase(
             client.add(rtt)
         tradingd_use.stop(running)
         done += count
+        PROGRESS.update(done, options.latency_orders)
     if running.service.incarnations != incarnations:
         raise BenchError("the order pipeline restarted during the latency phase (see the log)")
     base_q, td_q = quantiles(base), quantiles(answered)
