@@ -104,8 +104,11 @@ def _backup(args: argparse.Namespace) -> int:
             if bar:
                 _progress(status)
             if time.monotonic() > deadline:
-                print(f"tradingd: still running after {args.wait_s:g}s; see `tradingd db "
-                      f"backup-status`", file=sys.stderr)  # fmt: skip
+                print(
+                    f"tradingd: still running after {args.wait_s:g}s; the daemon goes on with "
+                    "it (its result shows in the daemon's log)",
+                    file=sys.stderr,
+                )
                 return EXIT_FAILURE
             time.sleep(POLL_S)
             polled = control.request(

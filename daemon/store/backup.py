@@ -23,6 +23,7 @@ Both are SQLite's; a PostgreSQL store is backed up with the server's tools
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -37,6 +38,8 @@ from daemon.store.errors import StoreError, StoreOpenError, translate_error
 from daemon.store.maintenance import integrity_check
 
 __all__ = ["BackupJobs", "BackupResult", "online_backup", "store_info"]
+
+log = logging.getLogger("tradingd.store")
 
 #: Tables whose rows ``store_info`` counts (those that exist in the file).
 _TABLES: Final = (
@@ -227,9 +230,24 @@ class BackupJobs:
         except (StoreError, OSError) as exc:
             self._last = {"path": str(target), "ok": False, "error": f"{exc}"[:500]}
         except Exception as exc:  # a bug must not take the daemon down (a system task)
+            log.exception("store backup to %s failed unexpectedly", target)
             self._last = {"path": str(target), "ok": False, "error": type(exc).__name__}
         finally:
             self._running = None
+        last = self._last or {}
+        if last.get("ok"):
+            log.info(
+                "store backed up to %s: %s bytes in %.2fs, integrity_check ok",
+                target,
+                last.get("bytes"),
+                last.get("seconds") or 0.0,
+            )
+        else:
+            log.error(
+                "store backup to %s not verified: %s",
+                target,
+                last.get("error") or "; ".join(last.get("problems") or []),
+            )
 
     def status(self) -> dict[str, Any]:
         """The running backup's progress (copy size against the source's), or the last result."""

@@ -8,6 +8,7 @@ calls and the backup's own thread need real time), every wait under
 from __future__ import annotations
 
 import functools
+import logging
 import sqlite3
 import stat
 from pathlib import Path
@@ -68,7 +69,10 @@ async def test_a_backup_while_the_store_keeps_writing_is_consistent_and_private(
         online_backup(tmp_path / "live.db", tmp_path / "no" / "such" / "dir.db")
 
 
-async def test_backup_jobs_answer_the_control_socket(tmp_path: Path) -> None:
+async def test_backup_jobs_answer_the_control_socket(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tradingd.store")
     with trio.fail_after(TIMEOUT_S):
         store = await _populated(tmp_path / "live.db")
         try:
@@ -83,6 +87,8 @@ async def test_backup_jobs_answer_the_control_socket(tmp_path: Path) -> None:
                 await trio.sleep(0.05)
                 status = await jobs.handle({"action": "backup-status"})
             assert status["result"]["ok"] is True and status["result"]["path"] == str(target)
+            # A CLI that stopped following it still finds the result in the daemon's log.
+            assert f"store backed up to {target}: " in caplog.text
             for message, needle in (
                 ({"action": "backup", "path": "relative.db"}, "must be absolute"),
                 ({"action": "backup", "path": str(target)}, "exists; a backup never overwrites"),
