@@ -43,7 +43,7 @@ from tests.helpers.process import (
 from tests.helpers.sim import sim_process
 
 #: Module name prefixes ``tradingd run`` must never import.
-FORBIDDEN = ("daemon.bench", "daemon.venues.sim")
+FORBIDDEN = ("daemon.bench", "daemon.torture", "daemon.venues.sim")
 ACCOUNT = "main"
 #: A LIMIT BUY far below the simulator's start price (30000): accepted, rests, never fills.
 ORDER = {

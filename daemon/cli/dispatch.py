@@ -31,7 +31,7 @@ from daemon.cli.db import cmd_db
 from daemon.cli.demo import cmd_demo
 from daemon.cli.parser import build_parser
 from daemon.cli.run import cmd_check_config, cmd_integrity_check, cmd_run
-from daemon.cli.tools import cmd_bench, cmd_sim
+from daemon.cli.tools import cmd_bench, cmd_sim, cmd_torture
 from daemon.cli.top import cmd_top
 
 
@@ -91,6 +91,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return cmd_sim(args)
         if args.command == "bench":
             return cmd_bench(args, parser)
+        if args.command == "torture":
+            return cmd_torture(args)
         if args.command == "integrity-check":
             return cmd_integrity_check(args)
         if args.command == "db":

@@ -203,6 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
         arguments="daemon.bench.ingest:add_arguments",
     )
 
+    sub.add_parser(
+        "torture",
+        help="torture run: real processes, random faults, invariants checked after each",
+        description="Start the simulator and tradingd as processes, drive market data and "
+        "orders, apply a seeded schedule of faults (kills, freezes, venue outages, 5xx, "
+        "rate limits, stream faults, clock skew, a full disk), then check exactly-once, "
+        "no loss, fills, positions and captured trades against the venue's own record. "
+        "Exit 0 when every invariant held and the negative control saw its duplicate.",
+        arguments="daemon.torture.cli:add_arguments",
+    )
+
     p = sub.add_parser(
         "debug-fault",
         help="inject a fault into a running daemon (test configurations only)",

@@ -1,4 +1,4 @@
-"""``tradingd sim`` and ``tradingd bench``: the tools run on demand, imported lazily.
+"""``tradingd sim``, ``bench`` and ``torture``: the tools run on demand, imported lazily.
 
 The simulator (:mod:`daemon.venues.sim`) and the benchmarks
 (:mod:`daemon.bench`) are imported only inside these functions, so that
@@ -27,3 +27,10 @@ def cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from daemon.bench import orders as orders_bench  # noqa: PLC0415 - not for `run`
 
     return orders_bench.run(args, parser)
+
+
+def cmd_torture(args: argparse.Namespace) -> int:
+    """``tradingd torture``: the torture runner and its report."""
+    from daemon.torture import cli as torture_cli  # noqa: PLC0415 - not for `run`
+
+    return torture_cli.main(args)

@@ -106,6 +106,9 @@ class SimApi:
         self.ledger = ledger
         self.limiter = limiter
         self.clock = clock
+        #: Called after every call, before anything is awaited: the state file's
+        #: write (:meth:`~daemon.venues.sim.persist.StateStore.commit`), or nothing.
+        self.commit: Callable[[], None] = _no_commit
         market = MarketData(
             config=config,
             engine=engine,
@@ -228,8 +231,15 @@ class SimApi:
         Raises:
             ApiError: the answer is an error.
         """
-        account = self.authenticate(op.security, api_key, params, payloads)
-        return await op.handler(params, account)
+        try:
+            account = self.authenticate(op.security, api_key, params, payloads)
+            return await op.handler(params, account)  # handlers never checkpoint
+        finally:
+            self.commit()
+
+
+def _no_commit() -> None:
+    pass
 
 
 class MarketData:

@@ -385,6 +385,9 @@ class BenchFeed:
         self.clock = clock
         self.release = release
         self.current: BenchRun | None = None
+        #: Why runs are refused (``409``), if they are: with a state file, a run's
+        #: millions of trades would all be written, and its reserved ids with them.
+        self.refusal: str | None = None
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -417,6 +420,8 @@ class BenchFeed:
             raise ValueError("rate must be a finite number >= 0")
         if self._nursery is None:
             raise BenchRefused("the simulator is not running")
+        if self.refusal is not None:
+            raise BenchRefused(self.refusal)
         if self.current is not None and self.current.running:
             raise BenchRefused("a bench run is going; DELETE /sim/bench stops it")
         if not self.market.paused:

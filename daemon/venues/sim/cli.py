@@ -27,6 +27,7 @@ from daemon.errors import ConfigError
 from daemon.venues.sim import config as simconfig
 from daemon.venues.sim.config import SYMBOL_PRESETS, PercentPriceBySideConfig, SimConfig
 from daemon.venues.sim.faults import FAULT_KINDS, parse_fault_flag
+from daemon.venues.sim.persist import EXIT_STATE_WRITE, StateFileError
 from daemon.venues.sim.server import SimServer
 
 __all__ = ["add_arguments", "config_from_args", "main"]
@@ -66,6 +67,13 @@ control API on the REST port (JSON):
   POST /sim/market/clear {{"symbol"}}
   POST /sim/streams/drop {{"mode": "abort"|"close"}}
   POST /sim/streams/shutdown {{"grace_s": s}}
+  GET|POST /sim/clock {{"offset_ms": int}}  (within +-86400000)
+
+state file (--state-file): orders, books, balances, trades, audit, id counters and the
+  market's generator survive a kill and restart (on the same ports: clients reconnect).
+  Not kept: connections, subscriptions, faults, rate-limit windows, the pause, the
+  clock offset, bench runs. An unusable file is an error (exit {EXIT_CONFIG}), never a
+  fresh start; a failed write stops the simulator (exit {EXIT_STATE_WRITE}).
 
 symbol presets (--symbols): {", ".join(SYMBOL_PRESETS)}; other symbols, their filters
   (tick/step sizes, min/max price, qty, notional) and starting prices, and account
@@ -211,6 +219,27 @@ _GROUPS: Final[tuple[tuple[str, tuple[_Flag, ...]], ...]] = (
         ),
     ),
     (
+        "state and clock",
+        (
+            _Flag(
+                "--state-file",
+                "keep the venue's state in PATH across restarts (default: memory only)",
+                metavar="PATH",
+            ),
+            _Flag(
+                "--state-fsync",
+                "fsync the state file after every write (survives a host crash)",
+                action="store_true",
+            ),
+            _Flag(
+                "--clock-offset-ms",
+                "skew the simulator's wall clock by MS, within +-86400000 (0)",
+                int,
+                "MS",
+            ),
+        ),
+    ),
+    (
         "faults",
         (
             _Flag(
@@ -256,6 +285,8 @@ _TOP: Final = {
     "audit_trade_retention": "audit_trade_retention",
     "rest_request_timeout_s": "rest_request_timeout_s",
     "rest_max_connections": "rest_max_connections",
+    "state_fsync": "state_fsync",
+    "clock_offset_ms": "clock_offset_ms",
 }
 _SECTIONS: Final = {
     ("market", "seed"): "seed",
@@ -321,6 +352,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         value = getattr(args, dest)
         if value is not None:
             data.setdefault(section, {})[key] = value
+    if args.state_file is not None:
+        data["state_file"] = args.state_file
     if args.symbols:
         chosen = []
         for name in filter(None, (s.strip().upper() for s in args.symbols.split(","))):
@@ -389,8 +422,8 @@ def _config_json(config: SimConfig) -> dict[str, Any]:
 
 
 async def _serve(config: SimConfig) -> None:
+    server = SimServer(config)  # an unusable state file fails here, before any listener
     async with trio.open_nursery() as nursery:
-        server = SimServer(config)
         rest_url, ws_url = await nursery.start(server.run)
         print(f"tradingd sim: REST {rest_url}  streams {ws_url}", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -421,6 +454,9 @@ def main(args: argparse.Namespace) -> int:
         trio.run(_serve, config)
     except KeyboardInterrupt:
         return EXIT_OK
+    except StateFileError as exc:
+        print(f"tradingd sim: state file: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except OSError as exc:
         print(f"tradingd sim: cannot listen: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -339,6 +339,18 @@ class SimConfig:
     audit_trade_retention: int = opt(
         1000000, help="published trades kept per symbol for GET /sim/trades", ge=1
     )
+    state_file: str = opt(
+        "", help="keep the venue's state in this file across restarts (empty: in memory only)"
+    )
+    state_fsync: bool = opt(
+        False, help="fsync the state file after every write (survives a host crash; slower)"
+    )
+    clock_offset_ms: int = opt(
+        0,
+        help="added to the simulator's wall clock (exchange times, recvWindow, serverTime)",
+        ge=-86_400_000,
+        le=86_400_000,
+    )
     market: MarketConfig = attrs.field(factory=MarketConfig, metadata={"help": "[market]"})
     streams: StreamsConfig = attrs.field(factory=StreamsConfig, metadata={"help": "[streams]"})
     limits: LimitsConfig = attrs.field(factory=LimitsConfig, metadata={"help": "[limits]"})

@@ -5,7 +5,8 @@ listens on loopback). :class:`ControlApi` holds the handlers;
 :mod:`daemon.venues.sim.rest` sends every ``/sim/`` request to its router.
 
 =========================== =====================================================
-``GET /sim/status``         counters, connections, market state
+``GET /sim/status``         counters, connections, market state (and ``stateFile``:
+                            writes, snapshots, bytes, CPU seconds, with a state file)
 ``GET /sim/faults``         ``{"faults": [...]}`` armed faults with ids and hits
 ``POST /sim/faults``        arm one fault object, or ``{"faults": [...]}``
 ``DELETE /sim/faults``      disarm all; ``DELETE /sim/faults/{id}`` one
@@ -22,7 +23,14 @@ listens on loopback). :class:`ControlApi` holds the handlers;
 ``POST /sim/bench/trades``  bench run: ``symbol``, ``count``, ``rate`` → ``202``
 ``GET /sim/bench``          the bench run: phase, ids, frames ``sent``, timings
 ``DELETE /sim/bench``       stop the bench run's delivery
+``GET /sim/clock``          ``{"offset_ms", "now_ms", "base_ms"}``: the wall clock's skew
+``POST /sim/clock``         ``{"offset_ms": int}`` within ±86,400,000 → the same answer
 =========================== =====================================================
+
+The clock offset (:class:`~daemon.venues.sim.clock.SkewedClock`) moves every
+wall-clock reading of the simulator at once — exchange times, the
+``timestamp``/``recvWindow`` check, the rate-limit windows, ``serverTime``;
+``now_ms`` is the skewed clock, ``base_ms`` the clock without the offset.
 
 Bench mode (:mod:`daemon.venues.sim.benchfeed`): ``POST /sim/bench/trades``
 ``{"symbol": "BTCUSDT", "count": N, "rate": R}`` (``count`` 1 … 10,000,000;
@@ -48,6 +56,7 @@ from daemon.venues.sim.accounts import Ledger
 from daemon.venues.sim.answers import trade_json
 from daemon.venues.sim.audit import AuditLog
 from daemon.venues.sim.benchfeed import MAX_COUNT, BenchFeed, BenchRefused
+from daemon.venues.sim.clock import SkewedClock, clock_routes
 from daemon.venues.sim.faults import FaultInjector, FaultSpec
 from daemon.venues.sim.market import MarketGenerator, TradeLog, WallClock
 from daemon.venues.sim.matching import MatchingEngine
@@ -88,6 +97,8 @@ class ControlApi:
         self.clock = clock
         self._requests = requests
         self.bench = bench
+        #: The state file's counters (``/sim/status`` ``stateFile``), when there is one.
+        self.state_stats: Callable[[], dict[str, Any]] | None = None
 
     def router(self) -> Router:
         """The ``/sim/...`` routes."""
@@ -109,6 +120,8 @@ class ControlApi:
         router.add("POST", "/sim/bench/trades", self._sim_bench_start)
         router.add("GET", "/sim/bench", self._sim_bench)
         router.add("DELETE", "/sim/bench", self._sim_bench_stop)
+        if isinstance(self.clock, SkewedClock):
+            clock_routes(router, self.clock)
         return router
 
     async def _sim_status(self, request: Request) -> Response:
@@ -124,6 +137,7 @@ class ControlApi:
                 and bench.current.running,
                 "benchFramesSent": 0 if bench is None else bench.frames_sent(),
                 **self._market_state(),
+                **({} if self.state_stats is None else {"stateFile": self.state_stats()}),
             }
         )
 

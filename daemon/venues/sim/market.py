@@ -142,6 +142,10 @@ class DepthBatcher:
         return payload
 
 
+def _nothing() -> None:
+    pass
+
+
 class _SymbolState:
     def __init__(self, config: SymbolConfig, seed: int, depth_levels: int) -> None:
         self.config = config
@@ -174,6 +178,8 @@ class MarketGenerator:
         self._states = [_SymbolState(s, config.seed, config.depth_levels) for s in symbols]
         self._next = 0
         self.events = 0
+        #: Called at the end of every :meth:`step` (the state file's write), before any checkpoint.
+        self.committed: Callable[[], None] = _nothing
         self._paused = config.paused
         self._resumed = trio.Event()
         if not self._paused:
@@ -214,6 +220,7 @@ class MarketGenerator:
             self._next = (self._next + 1) % len(self._states)
             self._event(st)
             self.events += 1
+        self.committed()
 
     def _event(self, st: _SymbolState) -> None:
         rng = st.rng

@@ -122,7 +122,7 @@ class RestApi:
         self._endpoints: dict[tuple[str, str], Operation] = {
             op.route: op for op in self.api.operations.values()
         }
-        self._control = ControlApi(
+        self.control = ControlApi(
             engine=engine,
             ledger=ledger,
             trade_logs=trade_logs,
@@ -133,13 +133,17 @@ class RestApi:
             clock=clock,
             requests=lambda: self.requests,
             bench=bench,
-        ).router()
+        )
+        self._control = self.control.router()
 
     # -- pipeline -----------------------------------------------------------------
 
     async def __call__(self, request: Request) -> Response:
         if request.path.startswith("/sim/"):
-            return await self._control(request)
+            try:
+                return await self._control(request)
+            finally:
+                self.api.commit()  # a control request may have moved the market
         return await self.handle_api(request)
 
     async def handle_api(self, request: Request) -> Response:

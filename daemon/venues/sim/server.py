@@ -13,7 +13,14 @@ flushes, pings and fault timers (so a test under ``autojump_clock`` controls
 all of it), and an injectable wall clock (milliseconds since the epoch)
 stamps exchange times, checks ``timestamp``/``recvWindow`` and drives the
 rate-limit windows. :func:`trio_clock_ms` makes the wall clock follow Trio's
-clock for fully virtual tests.
+clock for fully virtual tests. The wall clock is wrapped in a
+:class:`~daemon.venues.sim.clock.SkewedClock` (``clock_offset_ms``,
+``POST /sim/clock``), so a test can skew every exchange time at once.
+
+With ``state_file`` set, a :class:`~daemon.venues.sim.persist.StateStore`
+restores the venue's state at construction (the books are then not seeded)
+and writes every change before it can be observed: the API calls, the
+market steps and the control requests end with its ``commit``.
 
 Bench mode (:class:`~daemon.venues.sim.benchfeed.BenchFeed`, ``/sim/bench``)
 runs beside the market: the server hands it the engine, the trade logs and the
@@ -34,14 +41,17 @@ from daemon.http import serve_http
 from daemon.venues.sim.accounts import Ledger
 from daemon.venues.sim.audit import AuditLog
 from daemon.venues.sim.benchfeed import BenchFeed
+from daemon.venues.sim.clock import SkewedClock
 from daemon.venues.sim.config import SimConfig
 from daemon.venues.sim.faults import FaultInjector
 from daemon.venues.sim.limits import RateLimiter
 from daemon.venues.sim.market import DepthBatcher, MarketGenerator, TradeLog, WallClock
 from daemon.venues.sim.matching import MatchingEngine
 from daemon.venues.sim.orderbook import BookChange, Trade
+from daemon.venues.sim.persist import StateStore
 from daemon.venues.sim.protocol import fmt
 from daemon.venues.sim.rest import RestApi
+from daemon.venues.sim.simstate import Parts
 from daemon.venues.sim.streams import StreamHub
 from daemon.venues.sim.userstream import UserStreamHub
 from daemon.venues.sim.wsapi import PATH as WS_API_PATH
@@ -77,8 +87,13 @@ class SimServer:
     """A whole simulator; its parts stay reachable for in-process tests and the demo."""
 
     def __init__(self, config: SimConfig, *, wall_clock: WallClock | None = None) -> None:
+        """Build the simulator; with ``config.state_file``, restore what the file holds.
+
+        Raises:
+            StateFileError: the state file exists but cannot be used.
+        """
         self.config = config
-        self.clock: WallClock = wall_clock or system_clock_ms
+        self.clock = SkewedClock(wall_clock or system_clock_ms, config.clock_offset_ms)
         self.ledger = Ledger()
         for account in config.accounts:
             self.ledger.open_account(account.api_key, account.secret_key, account.balances)
@@ -149,6 +164,27 @@ class SimServer:
         self.hub.mount(WS_API_PATH, self.ws_api.open)
         self.rest_url: str | None = None
         self.ws_url: str | None = None
+        self.store: StateStore | None = None
+        self._restored = False
+        if config.state_file:
+            self._open_store(config.state_file)
+
+    def _open_store(self, path: str) -> None:
+        parts = Parts(
+            config=self.config,
+            engine=self.engine,
+            ledger=self.ledger,
+            audit=self.audit,
+            trade_logs=self.trade_logs,
+            market=self.market,
+            users=self.users,
+        )
+        store = self.store = StateStore(path, parts, fsync=self.config.state_fsync)
+        self._restored = store.restore()
+        self.rest.api.commit = store.commit
+        self.market.committed = store.commit
+        self.rest.control.state_stats = store.stats
+        self.bench.refusal = "bench mode is not available with a state file (--state-file)"
 
     # -- engine listeners ---------------------------------------------------------
 
@@ -206,13 +242,20 @@ class SimServer:
         now = trio.current_time()
         for spec in self.config.faults:
             self.faults.arm(spec, now)
-        self.market.seed_books()
-        async with trio.open_nursery() as nursery:
-            for suffix, interval_s in DEPTH_SPEEDS:
-                nursery.start_soon(self._flush_depth, suffix, interval_s)
-            await nursery.start(self.bench.run)
-            await nursery.start(self.market.run)
-            task_status.started()
+        if not self._restored:
+            self.market.seed_books()
+        if self.store is not None:
+            self.store.start()
+        try:
+            async with trio.open_nursery() as nursery:
+                for suffix, interval_s in DEPTH_SPEEDS:
+                    nursery.start_soon(self._flush_depth, suffix, interval_s)
+                await nursery.start(self.bench.run)
+                await nursery.start(self.market.run)
+                task_status.started()
+        finally:
+            if self.store is not None:
+                self.store.close()
 
     async def run(
         self, *, task_status: trio.TaskStatus[tuple[str, str]] = trio.TASK_STATUS_IGNORED

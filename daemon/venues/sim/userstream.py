@@ -35,7 +35,6 @@ meanwhile is flushed at once); ``userstream_terminate`` ends subscriptions
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -197,7 +196,8 @@ class UserStreamHub:
         self._ledger = ledger
         self._clock = clock
         self._by_account: dict[str, set[Subscription]] = {}
-        self._execution_ids = itertools.count(1)
+        #: The ``I`` (execution id) of the next executionReport; kept in the state file.
+        self.next_execution_id = 1
 
     @property
     def subscription_count(self) -> int:
@@ -227,9 +227,9 @@ class UserStreamHub:
         """An order of a real account changed: ``executionReport`` to its subscribers."""
         if change.order.account not in self._by_account:
             return
-        event = execution_report(
-            change, event_ms=self._clock(), execution_id=next(self._execution_ids)
-        )
+        execution_id = self.next_execution_id
+        self.next_execution_id += 1
+        event = execution_report(change, event_ms=self._clock(), execution_id=execution_id)
         self._publish(change.order.account, event)
 
     def on_balances(self, change: BalanceChange) -> None:

@@ -1,0 +1,73 @@
+"""``tradingd torture --profile ci``: the bounded torture run of the test suite.
+
+The real command runs as a subprocess: it starts the simulator and ``tradingd
+run`` as processes for each scenario, applies its seeded schedule of faults
+(kills, freezes, drains, venue outages, venue and stream faults, clock skew
+and, as root, a full disk), settles and checks every invariant from the
+witnesses; then the negative control, whose duplicate the checker must see.
+The test asserts the command's verdict and reads its JSON results, so a
+broken invariant fails here with the runner's own evidence.
+``TD_TORTURE_SEED`` replays another seed (it is printed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from daemon.torture.record import ScenarioResult
+
+pytestmark = pytest.mark.slow
+
+SEED = int(os.environ.get("TD_TORTURE_SEED", "20261206"))
+#: The whole CI profile: two scenarios of faults and the negative control.
+BUDGET_S = 360.0
+
+
+async def test_the_ci_profile_holds_every_invariant(tmp_path: Path) -> None:
+    results, report = tmp_path / "results.json", tmp_path / "RELIABILITY.md"
+    with trio.fail_after(BUDGET_S):
+        done = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "daemon",
+                "torture",
+                "--profile",
+                "ci",
+                "--seed",
+                str(SEED),
+                "--json",
+                str(results),
+                "--report",
+                str(report),
+                "--dir",
+                str(tmp_path),
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    out = done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
+    print(out)
+    assert done.returncode == 0, out
+    data = json.loads(results.read_text())
+    scenarios = [ScenarioResult.from_json(s) for s in data["scenarios"]]
+    runs = [s for s in scenarios if s.kind == "faults"]
+    control = [s for s in scenarios if s.kind == "negative-control"]
+    assert len(runs) == 2 and len(control) == 1, out
+    for run in runs:
+        assert run.ok, (run.violations, run.error)
+        assert run.events and run.counts["accepted by a client"] > 0, out
+        assert run.counts["trades stored"] > 0, out
+    assert sum(r.kills for r in runs) > 0, "premise: the daemon was killed"
+    assert control[0].ok, ("the negative control saw no duplicate", control[0].violations)
+    text = report.read_text()
+    assert "## The negative control" in text and "saw the duplicates" in text
