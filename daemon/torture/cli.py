@@ -29,7 +29,7 @@ import trio
 from daemon.torture.record import ScenarioResult
 from daemon.torture.report import render
 from daemon.torture.scenario import can_mount, run_scenario
-from daemon.torture.setup import PROFILES
+from daemon.torture.setup import FAULT_KINDS, PROFILES
 
 __all__ = ["add_arguments", "main"]
 
@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="S",
         help="seconds of faults per scenario (default: the profile's)",
+    )
+    add(
+        "--faults",
+        metavar="KIND,...",
+        help="draw only these fault kinds (e.g. disk-full,ip-ban-418); default: all. Kinds: "
+        + ", ".join(FAULT_KINDS),
     )
     add("--no-negative-control", action="store_true", help="skip the negative control")
     add("--report", metavar="PATH", help="write the markdown report (e.g. docs/RELIABILITY.md)")
@@ -88,7 +94,12 @@ async def _run(args: argparse.Namespace, base: Path) -> list[ScenarioResult]:
             break
         seed = args.seed + index
         result = await run_scenario(
-            profile, seed, index, base / f"s{index}-seed{seed}", fault_phase_s=args.fault_phase
+            profile,
+            seed,
+            index,
+            base / f"s{index}-seed{seed}",
+            fault_phase_s=args.fault_phase,
+            only=_only(args.faults),
         )
         results.append(result)
         print(_line(result), flush=True)
@@ -113,10 +124,26 @@ async def _run(args: argparse.Namespace, base: Path) -> list[ScenarioResult]:
     return results
 
 
+def _only(text: str | None) -> frozenset[str] | None:
+    if text is None:
+        return None
+    return frozenset(k.strip() for k in text.split(",") if k.strip())
+
+
 def main(args: argparse.Namespace) -> int:
     if args.scenarios is not None and args.scenarios < 0:
         print("tradingd torture: --scenarios must be >= 0", file=sys.stderr)
         return 2
+    only = _only(args.faults)
+    if only is not None:
+        unknown = sorted(only - set(FAULT_KINDS))
+        if unknown or not only:
+            print(
+                f"tradingd torture: unknown fault kind(s) {unknown or '(none given)'}; "
+                f"expected some of {', '.join(FAULT_KINDS)}",
+                file=sys.stderr,
+            )
+            return 2
     base = Path(tempfile.mkdtemp(prefix="tradingd-torture-", dir=args.dir))
     base.chmod(0o700)
     print(

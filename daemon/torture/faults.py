@@ -49,10 +49,24 @@ __all__ = ["STALL_S", "Stage", "schedule"]
 READY_TIMEOUT_S = 90.0
 
 
-def schedule(profile: Profile, seed: int, index: int, count: int, *, disk: bool) -> list[str]:
-    """The fault kinds of one scenario, in order (``disk``: whether disk-full can run)."""
+def schedule(
+    profile: Profile,
+    seed: int,
+    index: int,
+    count: int,
+    *,
+    disk: bool,
+    only: frozenset[str] | None = None,
+) -> list[str]:
+    """The fault kinds of one scenario, in order.
+
+    ``disk``: whether disk-full can run; ``only``: draw from these kinds alone
+    (``--faults``).
+    """
     rng = random.Random(f"{seed}:{index}:schedule")
-    kinds = [k for k in FAULT_KINDS if disk or k != "disk-full"]
+    kinds = [k for k in FAULT_KINDS if (disk or k != "disk-full") and (only is None or k in only)]
+    if not kinds:
+        return []
     weights = [profile.weight(k) for k in kinds]
     return rng.choices(kinds, weights, k=count)
 

@@ -79,6 +79,7 @@ async def run_scenario(
     *,
     negative: bool = False,
     fault_phase_s: float | None = None,
+    only: frozenset[str] | None = None,
 ) -> ScenarioResult:
     """Run one scenario in ``workdir`` (created) and return its verdict."""
     await trio.to_thread.run_sync(lambda: workdir.mkdir(mode=0o700, parents=True, exist_ok=True))
@@ -124,7 +125,8 @@ async def run_scenario(
                         disk_dir=state_dir if mounted else None,
                     ),
                     fault_phase_s if fault_phase_s is not None else profile.fault_phase_s,
-                    negative,
+                    negative=negative,
+                    only=only,
                 )
             except TortureError as exc:
                 result.error = str(exc)[-4000:]
@@ -168,7 +170,13 @@ def _workload(
 
 
 async def _body(
-    profile: Profile, result: ScenarioResult, stage: Stage, phase_s: float, negative: bool
+    profile: Profile,
+    result: ScenarioResult,
+    stage: Stage,
+    phase_s: float,
+    *,
+    negative: bool,
+    only: frozenset[str] | None,
 ) -> None:
     await stage.sim.start()
     await stage.start_daemon(None)
@@ -188,9 +196,8 @@ async def _body(
     async with trio.open_nursery() as nursery:
         await nursery.start(work.run)
         if not negative:
-            kinds = schedule(
-                profile, result.seed, result.index, 1000, disk=stage.disk_dir is not None
-            )
+            disk = stage.disk_dir is not None
+            kinds = schedule(profile, result.seed, result.index, 1000, disk=disk, only=only)
             deadline = trio.current_time() + phase_s
             gap_rng = random.Random(f"{result.seed}:{result.index}:gaps")
             for i, kind in enumerate(kinds):

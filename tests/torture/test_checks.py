@@ -9,6 +9,8 @@ negative control, ``test_torture_process.py``).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from decimal import Decimal
 
 import attrs
@@ -230,3 +232,23 @@ def test_counts_show_duplicates_and_losses() -> None:
     assert found["duplicate venue orders"] == 2
     assert found["accepted intents lost"] == 1
     assert found["state FILLED"] == 1
+
+
+def test_unknown_fault_kinds_are_a_usage_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "torture", "--faults", "kill-random,nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done
+    assert "unknown fault kind(s) ['nope']" in done.stderr
+    assert "disk-full" in done.stderr
+
+
+def test_a_restricted_schedule_draws_only_those_kinds() -> None:
+    only = frozenset({"freeze", "disk-full"})
+    drawn = schedule(PROFILES["soak"], 3, 0, 100, disk=True, only=only)
+    assert set(drawn) == only
+    assert schedule(PROFILES["soak"], 3, 0, 100, disk=False, only=frozenset({"disk-full"})) == []
