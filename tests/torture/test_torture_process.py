@@ -26,8 +26,8 @@ from daemon.torture.record import ScenarioResult
 pytestmark = pytest.mark.slow
 
 SEED = int(os.environ.get("TD_TORTURE_SEED", "20261206"))
-#: The whole CI profile: two scenarios of faults and the negative control.
-BUDGET_S = 360.0
+#: The whole CI profile: one scenario of faults and the negative control (~1 minute).
+BUDGET_S = 300.0
 
 
 async def test_the_ci_profile_holds_every_invariant(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ async def test_the_ci_profile_holds_every_invariant(tmp_path: Path) -> None:
     scenarios = [ScenarioResult.from_json(s) for s in data["scenarios"]]
     runs = [s for s in scenarios if s.kind == "faults"]
     control = [s for s in scenarios if s.kind == "negative-control"]
-    assert len(runs) == 2 and len(control) == 1, out
+    assert len(runs) == 1 and len(control) == 1, out
     for run in runs:
         assert run.ok, (run.violations, run.error)
         assert run.events and run.counts["accepted by a client"] > 0, out
