@@ -7,8 +7,10 @@ docstring that mentions ``execute(`` does not count):
 * no module under ``daemon/`` outside ``daemon/store/`` runs SQL (calls
   ``.execute(sql…)`` / ``.executemany`` / ``.executescript`` with a
   statement; a Redis pipeline's argument-less ``execute()`` is not SQL) or
-  imports :mod:`sqlite3` or :mod:`psycopg`. ``daemon/bench/`` is the one
-  exception: its raw baselines measure the databases *without* tradingd;
+  imports :mod:`sqlite3` or :mod:`psycopg`. ``daemon/bench/`` and
+  ``daemon/torture/`` are the exceptions: the bench's raw baselines measure the
+  databases *without* tradingd, and the torture runner's witness reads the
+  daemon's store read-only *independently* of it;
 * inside ``daemon/store/`` only the owners (``sqlite.py``, ``postgres.py``)
   and the read-only integrity check (``maintenance.py``) open connections;
 * no store module imports an owner (:mod:`daemon.store.sqlite`,
@@ -36,8 +38,9 @@ from daemon.store.orders import OrderStore
 
 ROOT = Path(daemon.__file__).parent
 STORE = ROOT / "store"
-#: Runs raw SQLite on purpose (the baseline the orders benchmark compares with).
-EXEMPT = (ROOT / "bench",)
+#: Run raw SQLite on purpose: the baseline the orders benchmark compares with, and the
+#: torture runner's read-only witness of the store (it must not depend on daemon.store).
+EXEMPT = (ROOT / "bench", ROOT / "torture")
 SQL_METHODS = frozenset({"execute", "executemany", "executescript"})
 #: Store modules allowed to import an owner: the owners, the child that opens one, the re-exports.
 OWNER_SELECTORS = frozenset({"sqlite.py", "postgres.py", "service.py", "__init__.py"})
