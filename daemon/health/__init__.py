@@ -36,6 +36,7 @@ from daemon.health.model import (
     HealthModel,
     HealthReport,
     HealthThresholds,
+    LastingReason,
 )
 from daemon.health.steps import BlockedLoopReporter, SlowStep, SlowStepInstrument
 from daemon.health.supervision import ChildStatusLike, SupervisorStatusLike, supervisor_check
@@ -53,6 +54,7 @@ __all__ = [
     "HealthThresholds",
     "LagProbe",
     "LagStats",
+    "LastingReason",
     "SlowStep",
     "SlowStepInstrument",
     "SupervisorStatusLike",

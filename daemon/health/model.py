@@ -6,6 +6,11 @@ the supervision tree (:func:`daemon.health.supervision.supervisor_check`) and
 any other check a component adds — and returns a :class:`HealthReport`: the
 worst :class:`HealthLevel` of all checks, with the reasons of every check that
 is not healthy, worst first.
+
+A check that is unhealthy for a reason no restart can cure (the disk is
+full) says so with a :class:`LastingReason`: the report still says unhealthy,
+but its :attr:`HealthReport.restart_level`, which the systemd watchdog
+follows, counts that check as degraded.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ __all__ = [
     "HealthModel",
     "HealthReport",
     "HealthThresholds",
+    "LastingReason",
     "reasons_suffix",
 ]
 
@@ -68,6 +74,22 @@ class HealthLevel(enum.Enum):
 
 _SEVERITY = {HealthLevel.HEALTHY: 0, HealthLevel.DEGRADED: 1, HealthLevel.UNHEALTHY: 2}
 
+
+class LastingReason(str):
+    """A reason that a restart cannot cure (the disk is full, the file system read-only).
+
+    A check returns it instead of a plain ``str`` for an unhealthy state that
+    would outlive the process. Health still says unhealthy (``/health`` 503,
+    the reason listed), but a check whose every reason is lasting counts as
+    degraded in :attr:`HealthReport.restart_level`, so the systemd watchdog
+    keeps pinging: a restart would only add a restart loop to the trouble and
+    drop what is in memory, while the daemon recovers by itself once the
+    condition clears.
+    """
+
+    __slots__ = ()
+
+
 #: What a check returns: its level and zero, one or several short reasons.
 CheckOutcome = tuple[HealthLevel, str | Sequence[str] | None]
 CheckFn = Callable[[], CheckOutcome]
@@ -80,6 +102,14 @@ class CheckResult:
     name: str
     level: HealthLevel
     reasons: tuple[str, ...] = ()
+
+    @property
+    def restart_level(self) -> HealthLevel:
+        """The level as a restart would see it: unhealthy only for a reason it may cure."""
+        lasting = self.reasons and all(isinstance(r, LastingReason) for r in self.reasons)
+        if self.level is HealthLevel.UNHEALTHY and lasting:
+            return HealthLevel.DEGRADED
+        return self.level
 
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level.value, "reasons": list(self.reasons)}
@@ -96,6 +126,11 @@ class HealthReport:
     @property
     def healthy(self) -> bool:
         return self.level is HealthLevel.HEALTHY
+
+    @property
+    def restart_level(self) -> HealthLevel:
+        """The worst :attr:`CheckResult.restart_level`: what the systemd watchdog follows."""
+        return max((check.restart_level for check in self.checks), default=HealthLevel.HEALTHY)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for ``/health`` and ``/status``."""

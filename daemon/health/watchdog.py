@@ -4,7 +4,10 @@
 before every ``WATCHDOG=1`` and sends it *only while not unhealthy*, so
 systemd restarts a daemon that is alive but broken, not only one that is
 dead; the pings are sent from the event loop, so a blocked loop stops them
-too. It also sends the one-line ``STATUS=``. The notifier is anything shaped
+too. An unhealthy state that no restart can cure (every reason of the
+unhealthy checks a :class:`~daemon.health.model.LastingReason`: the disk is
+full) does not stop the pings (:attr:`~daemon.health.model.HealthReport.restart_level`),
+and is logged once. It also sends the one-line ``STATUS=``. The notifier is anything shaped
 like :class:`daemon.notify.Notifier` (:class:`WatchdogNotifier`).
 """
 
@@ -52,6 +55,8 @@ class WatchdogStats:
     pings_suppressed: int = 0
     status_sent: int = 0
     suppressing: bool = False
+    #: Pinging on while unhealthy for a lasting reason only (a full disk).
+    lasting: bool = False
     last_ping_at: float | None = attrs.field(default=None, eq=False)
 
 
@@ -126,7 +131,18 @@ async def run_watchdog(
         now = trio.current_time()
         if ping_interval_s is not None and now >= next_ping:
             report = health.evaluate()
-            if report.level is HealthLevel.UNHEALTHY:
+            lasting = (
+                report.level is HealthLevel.UNHEALTHY
+                and report.restart_level is not HealthLevel.UNHEALTHY
+            )
+            if lasting and not counters.lasting:
+                log.warning(
+                    "health is unhealthy, but no restart would cure it: systemd "
+                    "watchdog pings go on%s",
+                    reasons_suffix(report.reasons),
+                )
+            counters.lasting = lasting
+            if report.restart_level is HealthLevel.UNHEALTHY:
                 counters.pings_suppressed += 1
                 suppressed_in_episode += 1
                 if not counters.suppressing:

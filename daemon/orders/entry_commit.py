@@ -11,7 +11,10 @@
    (their account's queue idle, sending ready) as SENDING;
 4. reservations committed, 202 answered, each intent handed to its
    account's queue — or, on a failed write, reservations rolled back and
-   503 answered.
+   503 answered, naming the cause (:func:`refusal`: "disk full", "store
+   unavailable", …) with a ``Retry-After``. The batch is one transaction,
+   so a failed write records none of it: no half-written intent, and no
+   202 for an intent that is not durable.
 
 Also here: :class:`Pending` (one submission waiting for the writer),
 :class:`EntryStats` and :func:`answer_again` (the answer to an intent that is
@@ -28,7 +31,13 @@ from decimal import Decimal
 import attrs
 import trio
 
-from daemon.errors import RiskRejectedError, StoreError
+from daemon.errors import (
+    RiskRejectedError,
+    StoreError,
+    StoreFullError,
+    StoreReadOnlyError,
+    StoreUnavailableError,
+)
 from daemon.orders.dispatch import Dispatcher, WorkItem
 from daemon.orders.executor import SendSignals
 from daemon.orders.gateway import EntryUnavailableError, IntentConflictError, SubmitResult
@@ -38,7 +47,14 @@ from daemon.orders.records import IntentRecord
 from daemon.risk.checks import RiskRequest
 from daemon.risk.reservation import Reservation
 
-__all__ = ["EntryCommitter", "EntryStats", "Pending", "answer_again"]
+__all__ = [
+    "STORE_DOWN_RETRY_AFTER_S",
+    "EntryCommitter",
+    "EntryStats",
+    "Pending",
+    "answer_again",
+    "refusal",
+]
 
 # Order entry's logger: these lines were Entry's own before the batch was split out.
 log = logging.getLogger("tradingd.orders.entry")
@@ -282,12 +298,40 @@ class EntryCommitter:
         """Answer ``batch`` with 503: the store could not record it (``exc``)."""
         self.stats.commit_failures += 1
         log.error("order entry: commit of %d intents failed: %s", len(batch), exc)
+        message, retry_after_s = refusal(exc)
         for pending in batch:
             self.settle(pending)
-            pending.finish(
-                error=EntryUnavailableError(
-                    f"the store could not record the intent ({type(exc).__name__}); "
-                    "nothing was recorded: submit again",
-                    retry_after_s=1.0,
-                )
-            )
+            pending.finish(error=EntryUnavailableError(message, retry_after_s=retry_after_s))
+
+
+#: ``Retry-After`` of a refusal while the disk is full or the store read-only: an
+#: operator has to act, so retrying every second only adds failed writes.
+STORE_DOWN_RETRY_AFTER_S = 5.0
+
+
+def refusal(exc: BaseException) -> tuple[str, float]:
+    """The 503's text and ``Retry-After`` when the store could not record a batch.
+
+    The text names the cause first ("disk full", "store unavailable"), then
+    the store's own message (which names the file), and says that nothing was
+    recorded: a client may submit the same ``message_id`` again without fear
+    of a second order. A failure that is not the store's says only its type.
+    """
+    if isinstance(exc, StoreFullError | StoreReadOnlyError):
+        cause = "disk full" if isinstance(exc, StoreFullError) else "store read-only"
+        retry_after_s = STORE_DOWN_RETRY_AFTER_S
+    elif isinstance(exc, StoreUnavailableError):
+        cause, retry_after_s = "store unavailable", 1.0
+    elif isinstance(exc, StoreError):
+        cause, retry_after_s = "store error", 1.0
+    else:
+        return (
+            f"the store could not record the intent ({type(exc).__name__}); "
+            "nothing was recorded: submit again",
+            1.0,
+        )
+    return (
+        f"{cause}: the store cannot record new intents now ({exc}); nothing was recorded: "
+        "submit again (the same message_id) later",
+        retry_after_s,
+    )

@@ -56,6 +56,19 @@ If the section's deadline passes before the answer is persisted, the row is
 still SENDING; :meth:`Executor.settle_stuck` later moves it to UNKNOWN (as
 a restart does), so it is resolved the same way.
 
+**When the store cannot write** (disk full, read-only, locked, I/O:
+:class:`~daemon.errors.StoreUnavailableError`). Nothing is sent whose SENDING
+mark is not durable: the mark's failure leaves the intent PENDING, and the
+place item waits and tries again (:func:`until_written`: 0.5 s doubling up to
+5 s) until the store writes, holding the account's later items behind it, so
+nothing is lost and the order of sends is kept. A write that fails *after*
+the send (the venue's answer, a reject, UNKNOWN) leaves the row SENDING: it
+is handed to :meth:`Executor.settle_stuck` like an overrun section, moved to
+UNKNOWN once the store writes again, and the venue is asked what became of it
+(:func:`store_failed`). Fills the store could not take are read from the
+venue again by the tracker and reconciliation (memory moves only after a
+commit, so the next poll still sees them as new).
+
 **On the wire first.** The entry may ask to hear when an intent's request
 has been written (:class:`SendSignals`): it answers that intent's
 submitter then, so on a busy event loop writing the answer does not delay
@@ -72,8 +85,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
 
 import trio
 
@@ -82,6 +95,8 @@ from daemon.errors import (
     CancelRejectedError,
     DuplicateOrderError,
     LeaseLostError,
+    StoreError,
+    StoreUnavailableError,
     TradingdError,
     VenueRateLimitedError,
     VenueRejectedError,
@@ -100,12 +115,17 @@ from daemon.orders.state import (
 )
 from daemon.orders.userstream import StreamWitness
 
-__all__ = ["OPEN_STATES", "Executor", "SendSignals"]
+__all__ = ["OPEN_STATES", "STORE_RETRY_BASE_S", "STORE_RETRY_MAX_S", "Executor", "SendSignals"]
 
 log = logging.getLogger("tradingd.orders")
 
 #: States in which the venue holds the order and it can still trade.
 OPEN_STATES = frozenset({OrderState.ACCEPTED, OrderState.PARTIALLY_FILLED})
+#: First wait of a place item whose SENDING mark the store could not write, before it
+#: tries again (doubling up to :data:`STORE_RETRY_MAX_S`; seconds).
+STORE_RETRY_BASE_S: Final = 0.5
+#: Longest such wait.
+STORE_RETRY_MAX_S: Final = 5.0
 
 
 class SendSignals:
@@ -185,6 +205,8 @@ class Executor:
         self.accepted = 0
         self.section_overruns = 0
         self.cancels_sent = 0
+        #: Place tries that found the store unable to write their SENDING mark (retried).
+        self.store_waits = 0
         #: Place items that found their account's send window closed (and whether one
         #: waits for the next renewal to be queued again).
         self.window_closed = 0
@@ -230,18 +252,19 @@ class Executor:
         """
         on_wire = self.send_signals.take(client_order_id)
         try:
-            await self._place(client_order_id, premarked, on_wire)
+            await until_written(lambda: self._place(client_order_id, premarked, on_wire))
         finally:
             if on_wire is not None:
                 on_wire.set()
 
     async def _place(
         self, client_order_id: str, premarked: bool, on_wire: trio.Event | None
-    ) -> None:
+    ) -> bool:
+        """One try of :meth:`place`; ``False``: try again, the store could not write."""
         expected = OrderState.SENDING if premarked else OrderState.PENDING
         record = self.ledger.get(client_order_id)
         if record is None or record.state is not expected:
-            return
+            return True
         if not self.sending_enabled.is_set():
             await self.sending_enabled.wait()
         client = self.venues.client(record.venue)
@@ -250,42 +273,43 @@ class Executor:
         async with self.ledger.lock(client_order_id):
             record = self.ledger.get(client_order_id)
             if record is None or record.state is not expected:
-                return
+                return True
             if premarked and client_order_id in self.in_section:
-                return
-            if record.state is OrderState.PENDING and record.cancel_requested_at_ms is not None:
-                await self.ledger.cancel_unsent(
-                    record, "canceled before sending (requested earlier)"
-                )
-                return
-            if self.holds.blocks(record.venue, record.account, record.seq):
-                await hold_back(self.ledger, self.holds, record)
-                return
-            # The section's deadline counts from the window check: no await in between.
-            start = trio.current_time()
-            if self.leases is not None and self.leases.send_window(record.account, start) <= 0:
-                self.window_closed += 1
-                self.window_waiting = True
-                await window_closed(self.ledger, self.leases, record)
-                return
-            self.in_section.add(client_order_id)
+                return True
             try:
-                deadline = start + self.settings.section_deadline_s
-                with trio.move_on_at(deadline, shield=True) as scope:
-                    await self._section(record, client, premarked=premarked, on_wire=on_wire)
-                if scope.cancelled_caught:
-                    self.section_overruns += 1
-                    current = self.ledger.get(client_order_id)
-                    if current is not None and current.state is OrderState.SENDING:
-                        self.stuck.add(client_order_id)
-                    log.error(
-                        "order %s: send section overran its %gs deadline; "
-                        "the outcome will be resolved by query",
-                        client_order_id,
-                        self.settings.section_deadline_s,
-                    )
-            finally:
-                self.in_section.discard(client_order_id)
+                await self._under_lock(record, client, premarked, on_wire)
+            except StoreError as exc:
+                retry = not store_failed(self.ledger, self.stuck, client_order_id, exc)
+                self.store_waits += retry
+                return not retry
+        return True
+
+    async def _under_lock(
+        self, record: IntentRecord, client: Any, premarked: bool, on_wire: trio.Event | None
+    ) -> None:
+        if record.state is OrderState.PENDING and record.cancel_requested_at_ms is not None:
+            await self.ledger.cancel_unsent(record, "canceled before sending (requested earlier)")
+            return
+        if self.holds.blocks(record.venue, record.account, record.seq):
+            await hold_back(self.ledger, self.holds, record)
+            return
+        # The section's deadline counts from the window check: no await in between.
+        start = trio.current_time()
+        if self.leases is not None and self.leases.send_window(record.account, start) <= 0:
+            self.window_closed += 1
+            self.window_waiting = True
+            await window_closed(self.ledger, self.leases, record)
+            return
+        self.in_section.add(record.client_order_id)
+        try:
+            deadline = start + self.settings.section_deadline_s
+            with trio.move_on_at(deadline, shield=True) as scope:
+                await self._section(record, client, premarked=premarked, on_wire=on_wire)
+            if scope.cancelled_caught:
+                self.section_overruns += 1
+                overran(self.ledger, self.stuck, record.client_order_id, self.settings)
+        finally:
+            self.in_section.discard(record.client_order_id)
 
     async def _section(
         self,
@@ -366,6 +390,9 @@ class Executor:
         except LeaseLostError as exc:
             lease_lost(self.leases, exc)
             raise
+        except StoreUnavailableError as exc:  # memory unchanged: the next query tells again
+            log.warning("order %s: stays UNKNOWN: %s", client_order_id, exc)
+            return self.settings.unknown_retry_s
 
     # ------------------------------------------------------------------ open orders
 
@@ -385,20 +412,8 @@ class Executor:
         await self.apply_observation(record, report, reason="status query")
 
     async def apply_observation(self, record: IntentRecord, report: Any, *, reason: str) -> None:
-        """Apply a venue report of an open order (fetching its fills when they moved)."""
-        fills: list[Any] = []
-        if report.executed_qty is not None and report.executed_qty > record.executed_qty:
-            fetched = await fills_of(self.venues, record, report)
-            if fetched is None:
-                # The fills could not be read: record nothing (not even a closed
-                # state, after which nobody would look again); the next poll retries.
-                return
-            fills = fetched
-        async with self.ledger.lock(record.client_order_id):
-            current = self.ledger.get(record.client_order_id)
-            if current is None:
-                return
-            await self.ledger.apply_report(current, report, reason=reason, fills=fills)
+        """Apply a venue report of an open order (:func:`apply_observation`)."""
+        await apply_observation(self.ledger, self.venues, record, report, reason=reason)
 
     # ------------------------------------------------------------------ cancel
 
@@ -429,10 +444,106 @@ class Executor:
             "section_overruns": self.section_overruns,
             "stuck_sending": len(self.stuck),
             "cancels_sent": self.cancels_sent,
+            "store_waits": self.store_waits,
             "lease_window_closed": self.window_closed,
             "sending_enabled": self.sending_enabled.is_set(),
             **self.holds.snapshot(),
         }
+
+
+async def apply_observation(
+    ledger: OrderLedger, venues: VenueAccess, record: IntentRecord, report: Any, *, reason: str
+) -> None:
+    """Apply a venue report of an open order (fetching its fills when they moved).
+
+    A store that cannot write now (disk full, …) is logged, not raised: memory
+    moves only after a commit, so the next poll or reconciliation sees the same
+    news again and stores it then. (Raised, it would end the reconciliation
+    pass or the tracker round that ran it, and every other order's with it.)
+    """
+    fills: list[Any] = []
+    if report.executed_qty is not None and report.executed_qty > record.executed_qty:
+        fetched = await fills_of(venues, record, report)
+        if fetched is None:
+            # The fills could not be read: record nothing (not even a closed
+            # state, after which nobody would look again); the next poll retries.
+            return
+        fills = fetched
+    async with ledger.lock(record.client_order_id):
+        current = ledger.get(record.client_order_id)
+        if current is None:
+            return
+        try:
+            await ledger.apply_report(current, report, reason=reason, fills=fills)
+        except StoreUnavailableError as exc:
+            log.warning(
+                "order %s: %s not stored, read again later: %s", record.client_order_id, reason, exc
+            )
+
+
+async def until_written(attempt: Callable[[], Awaitable[bool]]) -> None:
+    """Run a place item's ``attempt`` until it says done (``True``).
+
+    ``False`` means the store could not write the SENDING mark: nothing was
+    sent. The item waits (:data:`STORE_RETRY_BASE_S`, doubling up to
+    :data:`STORE_RETRY_MAX_S`) and tries again; the account's later items wait
+    behind it, so its orders still go out in submission order.
+    """
+    wait = STORE_RETRY_BASE_S
+    while not await attempt():
+        await trio.sleep(wait)
+        wait = min(wait * 2, STORE_RETRY_MAX_S)
+
+
+def overran(
+    ledger: OrderLedger, stuck: set[str], client_order_id: str, settings: OrdersConfig
+) -> None:
+    """A send section passed its deadline: a row left SENDING is resolved by query."""
+    current = ledger.get(client_order_id)
+    if current is not None and current.state is OrderState.SENDING:
+        stuck.add(client_order_id)
+    log.error(
+        "order %s: send section overran its %gs deadline; the outcome will be resolved by query",
+        client_order_id,
+        settings.section_deadline_s,
+    )
+
+
+def store_failed(
+    ledger: OrderLedger, stuck: set[str], client_order_id: str, exc: StoreError
+) -> bool:
+    """A place item's store write failed (caller holds the order's lock); ``False``:
+    nothing was sent, and the item tries again.
+
+    The ledger changes memory only after a commit, so the state in memory is
+    the stored one. Still PENDING after a transient failure (disk full,
+    read-only, locked, I/O): the SENDING mark (or the cancel) was not written
+    and nothing went out. SENDING: the request may be on the venue (or, for a
+    fast-path mark held back, provably not), but what happened could not be
+    written; like a section that overran, it goes to ``stuck``, and the tracker
+    moves it to UNKNOWN once the store writes again
+    (:meth:`Executor.settle_stuck`) and a query decides. Anything else is not
+    the store's weather: raised.
+    """
+    current = ledger.get(client_order_id)
+    state = None if current is None else current.state
+    if state is OrderState.PENDING and isinstance(exc, StoreUnavailableError):
+        log.warning(
+            "order %s: not sent: the store cannot record it (%s); trying again",
+            client_order_id,
+            exc,
+        )
+        return False
+    if state is OrderState.SENDING:
+        stuck.add(client_order_id)
+        log.error(
+            "order %s: the store could not record its outcome (%s); it stays SENDING "
+            "and is resolved by query once the store writes again",
+            client_order_id,
+            exc,
+        )
+        return True
+    raise exc
 
 
 async def not_sent(

@@ -12,6 +12,14 @@ Backend-neutral: an owner calls :meth:`HealthTracker.failed` with the typed
 :class:`~daemon.store.errors.StoreError` of a call, and
 :meth:`~HealthTracker.write_ok` / :meth:`~HealthTracker.read_ok` after one
 that worked.
+
+**Recovery needs a write.** Only a write that commits clears UNHEALTHY, and
+on a quiet daemon (orders only, no market data) nothing may write for a long
+time after a full disk has been cleaned up. :func:`run_write_probe` closes
+that gap: while :attr:`HealthTracker.writes_failing`, it asks the owner for
+one small write of its own (``probe_write``) every
+:data:`WRITE_PROBE_INTERVAL_S`, so health turns back on its own once the
+store can write again, whether or not an intent arrives.
 """
 
 from __future__ import annotations
@@ -19,18 +27,29 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Final, Literal, Protocol
+
+import trio
 
 from daemon.health import HealthLevel
 from daemon.store.base import StoreHealth, StoreStats
 from daemon.store.errors import StoreCorruptError, StoreError, StoreUnavailableError
 
-__all__ = ["CallKind", "HealthTracker"]
+__all__ = [
+    "WRITE_PROBE_INTERVAL_S",
+    "CallKind",
+    "HealthTracker",
+    "WriteProbed",
+    "run_write_probe",
+]
 
 log = logging.getLogger("tradingd.store")
 
 #: What an owner call did: a write transaction, a read, or a plain call.
 CallKind = Literal["read", "write", "call"]
+
+#: How often a store whose writes fail tries a write of its own (seconds).
+WRITE_PROBE_INTERVAL_S: Final = 1.0
 
 
 def _iso(epoch_s: float) -> str:
@@ -87,6 +106,18 @@ class HealthTracker:
         elif kind == "read":
             self._read_failure = exc
 
+    @property
+    def write_failure(self) -> StoreError | None:
+        """Why writes fail now: the last write failed for want of a writable store
+        (full, read-only, locked, I/O) and none has committed since; ``None``
+        otherwise, and once corruption was seen (a restore, not a retry, fixes that)."""
+        return self._write_failure if self._corruption is None else None
+
+    @property
+    def writes_failing(self) -> bool:
+        """Whether :attr:`write_failure` is set."""
+        return self.write_failure is not None
+
     def write_ok(self) -> None:
         """A write committed: writes (and reads) work again."""
         if self._write_failure is not None:
@@ -131,3 +162,38 @@ class HealthTracker:
                 HealthLevel.DEGRADED, f"reads failing: {self._read_failure}", **common
             )
         return StoreHealth(HealthLevel.HEALTHY, None, **common)
+
+
+class WriteProbed(Protocol):
+    """An owner :func:`run_write_probe` can watch."""
+
+    @property
+    def writes_failing(self) -> bool: ...
+
+    async def probe_write(self) -> None:
+        """One small write transaction that needs new space, committed through the
+        owner's ``write`` (so its outcome reaches the :class:`HealthTracker`)."""
+        ...
+
+
+async def run_write_probe(
+    owner: WriteProbed,
+    *,
+    interval_s: float = WRITE_PROBE_INTERVAL_S,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """While ``owner``'s writes fail, try one every ``interval_s``; runs until cancelled.
+
+    The probe's failure is counted and logged by the owner like any failed
+    write (at debug level after the first); its success clears UNHEALTHY and
+    logs "writes work again". Nothing is probed while writes work.
+    """
+    task_status.started()
+    while True:
+        await trio.sleep(interval_s)
+        if not owner.writes_failing:
+            continue
+        try:
+            await owner.probe_write()
+        except StoreError:
+            pass  # still failing: the owner's health says so, and why

@@ -4,9 +4,11 @@ It opens the configured backend (``[store] backend``: the SQLite file, or
 the PostgreSQL server named by ``dsn`` with the password of its secret
 reference), migrating it, before reporting ready, so the children started
 after it (market data, orders) find a working store; it runs the retention
-task; on stop it closes the store last-in-first-out after its dependants
-(the ``data`` supervisor is ``rest_for_one``: a store restart restarts
-everything that uses it).
+task and, for SQLite, the write probe that lets health recover by itself
+once a full disk has room again
+(:func:`~daemon.store.owner_health.run_write_probe`); on stop it closes the
+store last-in-first-out after its dependants (the ``data`` supervisor is
+``rest_for_one``: a store restart restarts everything that uses it).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import trio
 from trio_util import AsyncValue
 
 from daemon.config import Config
-from daemon.health import HealthLevel
+from daemon.health import HealthLevel, LastingReason
 from daemon.secrets import resolve
-from daemon.store.errors import StoreOpenError
+from daemon.store.errors import StoreFullError, StoreOpenError, StoreReadOnlyError
 from daemon.store.maintenance import run_retention
+from daemon.store.owner_health import run_write_probe
 from daemon.store.postgres import PostgresStore
 from daemon.store.sqlite import SqliteStore
 from daemon.supervise import ChildContext
@@ -112,6 +115,8 @@ class StoreService:
                         task_status=task_status,
                     )
                 )
+                if isinstance(store, SqliteStore):
+                    await nursery.start(run_write_probe, store)
                 task_status.started()
                 await ctx.wait_stop_requested()
                 nursery.cancel_scope.cancel()
@@ -137,10 +142,23 @@ class StoreService:
         return found
 
     def check(self) -> tuple[HealthLevel, str | None]:
+        """The store's health; a full disk or a read-only file system is unhealthy
+        for a :class:`~daemon.health.LastingReason`: no restart cures it, so the
+        systemd watchdog keeps pinging and the daemon recovers in place (the write
+        probe sees the space come back)."""
         store = self.owner
         if store is None:
             return HealthLevel.DEGRADED, "store: not open"
-        return store.check()
+        level, reason = store.check()
+        if (
+            level is HealthLevel.UNHEALTHY
+            and reason is not None
+            and isinstance(store, SqliteStore)
+            and not store.closed
+            and isinstance(store.write_failure, StoreFullError | StoreReadOnlyError)
+        ):
+            return level, LastingReason(reason)
+        return level, reason
 
     def status(self) -> dict[str, Any] | None:
         store = self.owner

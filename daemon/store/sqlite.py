@@ -29,7 +29,9 @@ busy/locked, disk full, read-only and I/O errors become
 corruption :class:`~daemon.store.errors.StoreCorruptError` (permanent). A
 failed write transaction is rolled back; nothing committed before is touched,
 and the next write after the condition clears simply works. :meth:`SqliteStore.check`
-reports the state to the health model.
+reports the state to the health model; while writes fail, the store service
+runs :meth:`SqliteStore.probe_write` every second, so that health turns back
+by itself once there is room again, even when nothing else writes.
 
 Table access lives in one module per concern, each depending on the owner
 interface (:class:`~daemon.store.base.StoreOwner`), not on this class:
@@ -92,6 +94,10 @@ DEFAULT_CACHE_SIZE_KIB = 32 * 1024
 DEFAULT_WAL_AUTOCHECKPOINT_PAGES = 1000
 #: The WAL file is truncated back to this size after a checkpoint.
 DEFAULT_JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+
+#: Bytes the write probe stores (and drops again, in the same transaction): enough
+#: to need new pages of the database and new frames of the WAL, as a real write does.
+WRITE_PROBE_BYTES = 64 * 1024
 
 #: Mode of the database file. SQLite gives its -wal and -shm files the mode of
 #: the database file, so the three are private together.
@@ -180,6 +186,19 @@ def _connect(
                 raise translated from exc
         raise
     return conn, applied, version
+
+
+def _write_probe(conn: sqlite3.Connection) -> None:
+    """A write that needs space and leaves nothing behind (see :meth:`SqliteStore.probe_write`).
+
+    The scratch table is created, filled and dropped in one transaction: no
+    reader ever sees it.
+    """
+    conn.execute("CREATE TABLE IF NOT EXISTS tradingd_write_probe (data BLOB)")
+    conn.execute(
+        "INSERT INTO tradingd_write_probe (data) VALUES (zeroblob(?))", (WRITE_PROBE_BYTES,)
+    )
+    conn.execute("DROP TABLE tradingd_write_probe")
 
 
 class SqliteStore:
@@ -429,6 +448,30 @@ class SqliteStore:
         return result
 
     # ------------------------------------------------------------------ health
+
+    @property
+    def writes_failing(self) -> bool:
+        """Whether writes fail now (disk full, read-only, locked, I/O); see :meth:`probe_write`."""
+        return self._health.writes_failing
+
+    @property
+    def write_failure(self) -> StoreError | None:
+        """Why writes fail now (``None`` while they work, and after corruption)."""
+        return self._health.write_failure
+
+    async def probe_write(self) -> None:
+        """One small CRITICAL write that needs new space: a scratch table created, given
+        :data:`WRITE_PROBE_BYTES` and dropped in one transaction.
+
+        :func:`~daemon.store.owner_health.run_write_probe` calls it while
+        :attr:`writes_failing`, so that health recovers when space returns even
+        if nothing else writes. A write that touches only existing pages would
+        commit on a full disk (SQLite reuses WAL frames), and say nothing.
+
+        Raises:
+            StoreError: translated; the transaction was rolled back.
+        """
+        await self.write(_write_probe, action="probing whether writes work again")
 
     def health(self) -> StoreHealth:
         """The store's state: level, reason (naming the file), last error."""
