@@ -17,6 +17,7 @@ it held), named as the report names them:
                   time); every missing id in the captured range is a recorded gap
 ``integrity``     ``PRAGMA integrity_check`` says ``ok``
 ``ready``         the daemon ended READY and healthy, and stopped cleanly
+``no-crash``      the daemon never exited unless the runner stopped it
 ``watchdog``      no watchdog ping arrived while the process was frozen
 ``disk-full``     a refusal while the disk was full was a clear 503; health came back
 """

@@ -120,6 +120,9 @@ class Stage:
     # -- applying events ------------------------------------------------------------
 
     async def apply(self, index: int, kind: str, rng: random.Random) -> Event:
+        if not self.daemon.current.alive:
+            # It exited on its own (a crash: judged at the end); start it, as systemd would.
+            await self.start_daemon("exited on its own")
         event = Event(index, kind, round(time.monotonic() - self.started, 3))
         venue_fault = VENUE_FAULTS.get(kind)
         if venue_fault is not None:

@@ -142,6 +142,8 @@ class Incarnation:
     started_at: float
     ready_at: float | None = None
     admin_url: str | None = None
+    #: The runner sent it SIGKILL or SIGTERM (any other exit is the daemon's own).
+    stopped_by_runner: bool = False
 
     @property
     def alive(self) -> bool:
@@ -225,14 +227,20 @@ class DaemonProc:
     def signal(self, sig: signal.Signals) -> None:
         inc = self.current
         if inc.alive:
+            inc.stopped_by_runner |= sig in (signal.SIGTERM, signal.SIGKILL)
             inc.proc.send_signal(sig)
 
     async def kill(self) -> int | None:
         """SIGKILL the current incarnation and reap it; its exit status."""
         inc = self.current
         if inc.alive:
+            inc.stopped_by_runner = True
             await kill(inc.proc)
         return inc.proc.returncode
+
+    def exited_on_its_own(self) -> list[Incarnation]:
+        """The incarnations that exited without the runner stopping them (crashes)."""
+        return [i for i in self.incarnations if not i.alive and not i.stopped_by_runner]
 
     async def wait_exit(self, timeout_s: float) -> int | None:
         inc = self.current

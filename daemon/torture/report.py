@@ -37,6 +37,7 @@ INVARIANTS = (
     "trades",
     "integrity",
     "ready",
+    "no-crash",
     "watchdog",
     "disk-full",
 )

@@ -212,6 +212,14 @@ async def _body(
         await _settle(stage)
         work.stop()
     end = await _finish(stage)
+    for inc in stage.daemon.exited_on_its_own():
+        result.violations.append(
+            Violation(
+                "no-crash",
+                f"incarnation {inc.number} exited on its own with status "
+                f"{inc.proc.returncode}: {inc.log_tail(5)}",
+            )
+        )
     if end.unsettled:
         result.violations.append(Violation("settled", f"left after {SETTLE_S:g}s: {end.unsettled}"))
     venue = await read_venue(stage.sim)
@@ -246,6 +254,10 @@ async def _finish(stage: Stage) -> Ending:
     deadline = trio.current_time() + SETTLE_S
     # The clients finish what they were retrying (work.run returned: they have).
     while True:
+        if not stage.daemon.current.alive:
+            # It exited on its own while settling (a crash: judged below); as systemd
+            # would, start it again and judge the ending on the new incarnation.
+            await stage.start_daemon("exited on its own")
         answer = await admin.request("GET", "/orders?state=PENDING,SENDING,UNKNOWN&limit=1000")
         left = answer.body.get("orders") if answer.status == 200 else None
         open_cancels = await _open_cancels(admin)
