@@ -189,7 +189,9 @@ def main(args: argparse.Namespace) -> int:
         flush=True,
     )
     for r in failed:
-        print(f"  replay: tradingd torture --seed {r.seed} --scenarios 1  (kept {r.workdir})")
+        # --scenarios 0 runs the negative control alone.
+        count = 0 if r.kind == "negative-control" else 1
+        print(f"  replay: tradingd torture --seed {r.seed} --scenarios {count}  (kept {r.workdir})")
     if ok and not args.keep:
         shutil.rmtree(base, ignore_errors=True)
     else:

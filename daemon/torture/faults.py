@@ -2,7 +2,7 @@
 
 :func:`schedule` draws the whole sequence of fault kinds of a scenario from
 its seed before anything runs, so a seed replays the same faults with the
-same parameters (each event draws from its own ``Random(seed:scenario:i)``);
+same parameters (each event draws from its own ``Random(seed:i)``);
 only the moments depend on the machine. :class:`Stage` holds the running
 programs and applies one event (:meth:`Stage.apply`):
 
@@ -52,7 +52,6 @@ READY_TIMEOUT_S = 90.0
 def schedule(
     profile: Profile,
     seed: int,
-    index: int,
     count: int,
     *,
     disk: bool,
@@ -63,7 +62,7 @@ def schedule(
     ``disk``: whether disk-full can run; ``only``: draw from these kinds alone
     (``--faults``).
     """
-    rng = random.Random(f"{seed}:{index}:schedule")
+    rng = random.Random(f"{seed}:schedule")
     kinds = [k for k in FAULT_KINDS if (disk or k != "disk-full") and (only is None or k in only)]
     if not kinds:
         return []

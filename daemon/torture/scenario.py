@@ -90,7 +90,7 @@ async def run_scenario(
     mounted = not negative and can_mount() and _mount_tmpfs(state_dir)
     rest_port, ws_port = free_ports(2)
     sim = SimProc(workdir, ["--config", str(workdir / "sim.toml")], (rest_port, ws_port))
-    (workdir / "sim.toml").write_text(sim_config(seed * 1000 + index))
+    (workdir / "sim.toml").write_text(sim_config(seed))
     admin = Admin(admin_token())
     # Unix socket paths must stay under 108 bytes: the workdir can be deep.
     sockdir = Path(tempfile.mkdtemp(prefix="tdt-", dir="/tmp"))
@@ -117,9 +117,7 @@ async def run_scenario(
                     Stage(
                         sim=sim,
                         daemon=daemon,
-                        work=_workload(
-                            admin, sim, profile, seed=seed, index=index, negative=negative
-                        ),
+                        work=_workload(admin, sim, profile, seed=seed, negative=negative),
                         result=result,
                         started=started,
                         disk_dir=state_dir if mounted else None,
@@ -146,14 +144,14 @@ async def run_scenario(
 
 
 def _workload(
-    admin: Admin, sim: SimProc, profile: Profile, *, seed: int, index: int, negative: bool
+    admin: Admin, sim: SimProc, profile: Profile, *, seed: int, negative: bool
 ) -> Workload:
     if negative:
         return Workload(
             admin,
             sim,
-            prefix=f"neg{seed}-{index}",
-            seed=f"{seed}:{index}:neg",
+            prefix=f"neg{seed}",
+            seed=f"{seed}:neg",
             submitters=2,
             pace_s=(0.3, 0.8),
             kinds=(("market", 1.0),),
@@ -162,8 +160,8 @@ def _workload(
     return Workload(
         admin,
         sim,
-        prefix=f"t{seed}-{index}",
-        seed=f"{seed}:{index}",
+        prefix=f"t{seed}",
+        seed=f"{seed}",
         submitters=profile.submitters,
         pace_s=profile.submit_pace_s,
     )
@@ -197,13 +195,13 @@ async def _body(
         await nursery.start(work.run)
         if not negative:
             disk = stage.disk_dir is not None
-            kinds = schedule(profile, result.seed, result.index, 1000, disk=disk, only=only)
+            kinds = schedule(profile, result.seed, 1000, disk=disk, only=only)
             deadline = trio.current_time() + phase_s
-            gap_rng = random.Random(f"{result.seed}:{result.index}:gaps")
+            gap_rng = random.Random(f"{result.seed}:gaps")
             for i, kind in enumerate(kinds):
                 if trio.current_time() >= deadline:
                     break
-                rng = random.Random(f"{result.seed}:{result.index}:{i}")
+                rng = random.Random(f"{result.seed}:{i}")
                 with trio.fail_after(READY_TIMEOUT_S + 60):
                     result.events.append(await stage.apply(i, kind, rng))
                 await trio.sleep(gap_rng.uniform(*profile.fault_gap_s))
