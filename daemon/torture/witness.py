@@ -155,24 +155,8 @@ async def _my_trades(sim: SimProc) -> list[Fill]:
     fills: list[Fill] = []
     from_id = 0
     while True:
-        query = urllib.parse.urlencode(
-            {
-                "symbol": SYMBOL,
-                "fromId": from_id,
-                "limit": PAGE,
-                "recvWindow": 60000,
-                "timestamp": int(time.time() * 1000),
-            }
-        )
-        signature = hmac.new(DOCS_SECRET_KEY.encode(), query.encode(), hashlib.sha256).hexdigest()
-        with trio.fail_after(15.0):
-            response = await sim.http.get(
-                f"/api/v3/myTrades?{query}&signature={signature}",
-                headers={"X-MBX-APIKEY": DOCS_API_KEY},
-            )
-        if response.status_code != 200:
-            raise TortureError(f"myTrades: {response.status_code} {response.text}")
-        rows = response.json()
+        params = {"symbol": SYMBOL, "fromId": from_id, "limit": PAGE, "recvWindow": 60000}
+        rows = await _signed_get(sim, "/api/v3/myTrades", params)
         fills.extend(
             Fill(
                 int(r["id"]),
@@ -186,6 +170,24 @@ async def _my_trades(sim: SimProc) -> list[Fill]:
         if len(rows) < PAGE:
             return fills
         from_id = int(rows[-1]["id"]) + 1
+
+
+async def _signed_get(sim: SimProc, path: str, params: dict[str, Any]) -> Any:
+    """A signed GET (HMAC-SHA256 of the query, as Binance documents it, with the standard
+    library); waits out a 429/418: the IP's request weight is shared with the daemon."""
+    deadline = trio.current_time() + 120.0
+    while True:
+        signed = urllib.parse.urlencode({**params, "timestamp": int(time.time() * 1000)})
+        signature = hmac.new(DOCS_SECRET_KEY.encode(), signed.encode(), hashlib.sha256).hexdigest()
+        with trio.fail_after(15.0):
+            response = await sim.http.get(
+                f"{path}?{signed}&signature={signature}", headers={"X-MBX-APIKEY": DOCS_API_KEY}
+            )
+        if response.status_code == 200:
+            return response.json()
+        if response.status_code not in (418, 429) or trio.current_time() > deadline:
+            raise TortureError(f"{path}: {response.status_code} {response.text}")
+        await trio.sleep(min(float(response.headers.get("retry-after") or 1), 10.0))
 
 
 def read_store(path: Path) -> StoreView:
