@@ -12,6 +12,8 @@ import json
 import subprocess
 import sys
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -251,3 +253,23 @@ def test_a_restricted_schedule_draws_only_those_kinds() -> None:
     drawn = schedule(PROFILES["soak"], 3, 100, disk=True, only=only)
     assert set(drawn) == only
     assert schedule(PROFILES["soak"], 3, 100, disk=False, only=frozenset({"disk-full"})) == []
+
+
+class _Exited:
+    """Stands for a finished ``trio.Process``: only its exit status is read."""
+
+    def __init__(self, returncode: int | None) -> None:
+        self.returncode = returncode
+
+
+def test_only_exits_the_runner_did_not_cause_count_as_crashes(tmp_path: Path) -> None:
+    from daemon.torture.procs import DaemonProc, Incarnation  # noqa: PLC0415
+
+    daemon = DaemonProc(tmp_path, tmp_path / "c.toml", None, watchdog_s=2.0, sockdir=tmp_path)  # type: ignore[arg-type]
+
+    def inc(n: int, code: int | None, by_runner: bool) -> Incarnation:
+        proc: Any = _Exited(code)
+        return Incarnation(n, proc, None, tmp_path / "log", 0.0, stopped_by_runner=by_runner)  # type: ignore[arg-type]
+
+    daemon.incarnations = [inc(0, -9, True), inc(1, 1, False), inc(2, 0, True), inc(3, None, False)]
+    assert [i.number for i in daemon.exited_on_its_own()] == [1]
