@@ -169,10 +169,11 @@ class HistoryRow:
 
 @attrs.frozen(kw_only=True)
 class FillRecord:
-    """One execution of one of our orders, keyed by the venue's trade id.
+    """One execution of one of our orders: one side of a venue trade.
 
-    ``(venue, symbol, trade_id)`` is unique: storing the same fill twice (a
-    poll and the order's own answer both reporting it) is a no-op.
+    ``(venue, symbol, trade_id, side)`` is unique: storing the same fill twice
+    (a poll and the order's own answer both reporting it) is a no-op, and a
+    self-trade (a BUY and a SELL of ours in one trade) is two fills.
     """
 
     venue: str

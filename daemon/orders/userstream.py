@@ -9,8 +9,8 @@ pushes every change of our orders as it happens. Two things come of it here:
 same ledger call as a polled answer, under the order's lock, so the stream,
 polling and reconciliation can overlap without double-counting:
 
-* a fill is stored on its trade id (a second copy of the same trade is a
-  no-op in the store), and the order's quantities only move forward;
+* a fill is stored on its trade id and side (a second copy of the same
+  execution is a no-op in the store), and the order's quantities only move forward;
 * a state is applied with :func:`~daemon.orders.state.path_to_venue_state`,
   which turns old news (NEW after a fill, a replayed event) into nothing;
 * when the event's cumulative quantity is not the stored one plus this fill

@@ -191,7 +191,7 @@ TABLES: Final[tuple[TableSpec, ...]] = (
             "venue symbol trade_id:int client_order_id account venue_order_id:int side price "
             "quantity quote_quantity commission commission_asset time_ms:int is_maker:bool"
         ),
-        ("venue", "symbol", "trade_id"),
+        ("venue", "symbol", "trade_id", "side"),
     ),
     TableSpec(
         "positions",

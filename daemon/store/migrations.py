@@ -301,8 +301,43 @@ _V3 = Migration(
     ),
 )
 
+_V4 = Migration(
+    4,
+    "a fill is one side of a trade",
+    (
+        # A trade between two orders of the same account (a self-trade: the venue's
+        # selfTradePreventionMode NONE, Binance's documented default) is two executions
+        # with one trade id, a BUY and a SELL. Keyed by the trade id alone, the second was
+        # dropped as a copy of the first. The table is rebuilt on the new key (SQLite
+        # cannot change a primary key in place); its rows are kept as they are.
+        """
+        CREATE TABLE order_fills_v4 (
+            venue            TEXT    NOT NULL CHECK (venue <> ''),
+            symbol           TEXT    NOT NULL CHECK (symbol <> ''),
+            trade_id         INTEGER NOT NULL,
+            client_order_id  TEXT    NOT NULL,
+            account          TEXT    NOT NULL CHECK (account <> ''),
+            venue_order_id   INTEGER NOT NULL,
+            side             TEXT    NOT NULL CHECK (side IN ('BUY', 'SELL')),
+            price            TEXT    NOT NULL,
+            quantity         TEXT    NOT NULL,
+            quote_quantity   TEXT    NOT NULL,
+            commission       TEXT    NOT NULL,
+            commission_asset TEXT    NOT NULL,
+            time_ms          INTEGER NOT NULL,
+            is_maker         INTEGER CHECK (is_maker IS NULL OR is_maker IN (0, 1)),
+            PRIMARY KEY (venue, symbol, trade_id, side)
+        ) WITHOUT ROWID
+        """,
+        "INSERT INTO order_fills_v4 SELECT * FROM order_fills",
+        "DROP TABLE order_fills",
+        "ALTER TABLE order_fills_v4 RENAME TO order_fills",
+        "CREATE INDEX order_fills_by_order ON order_fills (client_order_id)",
+    ),
+)
+
 #: Every migration, in order. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 
 #: The schema version this code writes.
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,7 +1,8 @@
 """Fills and positions in SQLite: each fill counted once, moving its position with it.
 
-**Fills are idempotent on the venue trade id** ``(venue, symbol, trade_id)``
-and move the position in the same transaction, and only for fills actually
+**Fills are idempotent on one side of a venue trade** ``(venue, symbol,
+trade_id, side)`` (a self-trade is two executions with one trade id, a BUY and
+a SELL, both ours) and move the position in the same transaction, and only for fills actually
 inserted: a fill reported twice (the order's answer, a poll, the user data
 stream) counts once, even across a crash between the two reports. Position
 arithmetic is exact (:func:`~daemon.store.orders_rules.add_exact`);
@@ -28,7 +29,7 @@ _fill_values: Final = FILL_ROWS.dumper()
 _INSERT_FILL: Final = (
     f"INSERT INTO order_fills ({', '.join(FILL_ROWS.columns)}) "
     f"VALUES ({', '.join('?' for _ in FILL_ROWS.columns)}) "
-    "ON CONFLICT (venue, symbol, trade_id) DO NOTHING"
+    "ON CONFLICT (venue, symbol, trade_id, side) DO NOTHING"
 )
 _UPSERT_POSITION: Final = (
     "INSERT INTO positions (account, symbol, quantity, updated_at_ms) VALUES (?, ?, ?, ?) "
@@ -40,7 +41,7 @@ _UPSERT_POSITION: Final = (
 def insert_fills(
     conn: sqlite3.Connection, fills: Sequence[FillRecord], now_ms: int
 ) -> list[FillRecord]:
-    """Store fills idempotently on ``(venue, symbol, trade_id)`` and move the positions.
+    """Store fills idempotently on ``(venue, symbol, trade_id, side)``; move the positions.
 
     Only fills that were not stored yet (before this call or earlier in the
     same batch; the first one wins) are inserted, and only those move

@@ -255,8 +255,18 @@ _V3 = Migration(
     ),
 )
 
+_V4 = Migration(
+    4,
+    "a fill is one side of a trade",
+    (
+        # See daemon/store/migrations.py (v4): a self-trade is two executions, one trade id.
+        "ALTER TABLE order_fills DROP CONSTRAINT order_fills_pkey",
+        "ALTER TABLE order_fills ADD PRIMARY KEY (venue, symbol, trade_id, side)",
+    ),
+)
+
 #: Every migration, in order. Append only; versions match SQLite's.
-PG_MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+PG_MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 
 #: The schema version this code writes.
 LATEST_VERSION = PG_MIGRATIONS[-1].version

@@ -1,7 +1,7 @@
 """Fills and positions in PostgreSQL: each fill counted once, moving its position with it.
 
 The rules are SQLite's (:mod:`daemon.store.orders_fills`): fills are
-idempotent on ``(venue, symbol, trade_id)`` (``ON CONFLICT DO NOTHING``; the
+idempotent on ``(venue, symbol, trade_id, side)`` (``ON CONFLICT DO NOTHING``; the
 first report wins) and only the fills actually inserted move the position,
 in the same transaction, with exact decimal arithmetic on ``TEXT`` quantities.
 
@@ -33,7 +33,7 @@ _fill_values: Final = FILL_ROWS.dumper()
 _INSERT_FILL: Final = (
     f"INSERT INTO order_fills ({', '.join(FILL_ROWS.columns)}) "
     f"VALUES ({', '.join('%s' for _ in FILL_ROWS.columns)}) "
-    "ON CONFLICT (venue, symbol, trade_id) DO NOTHING"
+    "ON CONFLICT (venue, symbol, trade_id, side) DO NOTHING"
 )
 _ENSURE_POSITION: Final = (
     "INSERT INTO positions (account, symbol, quantity, updated_at_ms) VALUES (%s, %s, '0', %s) "

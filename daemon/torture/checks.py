@@ -126,10 +126,11 @@ def check_orders(log: ClientLog, venue: VenueView, store: StoreView) -> list[Vio
 
 def check_fills(venue: VenueView, store: StoreView) -> list[Violation]:
     out: list[Violation] = []
-    theirs = {f.trade_id: f for f in venue.fills}
-    ours = {f.trade_id: (coid, f) for coid, f in store.fills}
+    # One execution is one side of a trade: a self-trade is a BUY and a SELL of ours.
+    theirs = {(f.trade_id, f.is_buyer): f for f in venue.fills}
+    ours = {(f.trade_id, f.is_buyer): (coid, f) for coid, f in store.fills}
     if len(ours) != len(store.fills):
-        out.append(Violation("fills", "a trade id stored twice"))
+        out.append(Violation("fills", "an execution stored twice"))
     not_stored = sorted(set(theirs) - set(ours))
     invented = sorted(set(ours) - set(theirs))
     if not_stored or invented:
@@ -141,12 +142,12 @@ def check_fills(venue: VenueView, store: StoreView) -> list[Violation]:
             )
         )
     differ: list[tuple[object, ...]] = []
-    for trade_id, (coid, fill) in ours.items():
-        if trade_id in theirs and fill != theirs[trade_id]:
-            differ.append((trade_id, fill, theirs[trade_id]))
+    for key, (coid, fill) in ours.items():
+        if key in theirs and fill != theirs[key]:
+            differ.append((key, fill, theirs[key]))
         intent = store.intents.get(coid)
         if intent is None or intent.venue_order_id != fill.order_id:
-            differ.append((trade_id, coid, "on another order"))
+            differ.append((key, coid, "on another order"))
     if differ:
         out.append(Violation("fills", f"stored fills differ: {_show(differ)}"))
     per_intent: dict[str, Decimal] = {}

@@ -36,9 +36,10 @@ from daemon.orders.state import (
 )
 from daemon.risk.state import TradingState
 from daemon.store import StoreDataError
-from daemon.store.migrations import LATEST_VERSION, migrate
+from daemon.store.migrations import LATEST_VERSION, MIGRATIONS, migrate
 from daemon.store.orders import OrderStore
 from daemon.store.orders_fills import insert_fills, positions
+from daemon.store.orders_rows import FILL_ROWS
 from daemon.store.orders_rules import (
     GLOBAL_SCOPE,
     DuplicateIntentError,
@@ -708,6 +709,28 @@ async def test_fills_are_idempotent_and_move_positions_once(
     assert spelled == ("1.00000000", clock.ms)
 
 
+async def test_a_self_trade_is_two_fills(orders: OrderStore) -> None:
+    """Our BUY and our SELL in one venue trade are two executions with one trade id.
+
+    Found by the torture soak: a MARKET BUY matched one of our resting SELL
+    orders (the venue's selfTradePreventionMode NONE, Binance's documented
+    default); keyed by the trade id alone, the second execution was dropped as a
+    copy of the first, so one order's fills and the position were wrong.
+    """
+    buy = fill(7, client_order_id="taker", side=Side.BUY, quantity="0.001")
+    sell = attrs.evolve(
+        fill(7, client_order_id="maker", side=Side.SELL, quantity="0.001"),
+        venue_order_id=438,
+        is_maker=True,
+    )
+    assert await orders.insert_fills([buy]) == [buy]
+    assert await orders.insert_fills([sell, buy]) == [sell]
+    assert await orders.insert_fills([buy, sell]) == []
+    assert await orders.fills_for("taker") == [buy]
+    assert await orders.fills_for("maker") == [sell]
+    assert await orders.positions() == {("main", "BTCUSDT"): Decimal("0.000")}
+
+
 async def test_the_fills_of_unfinished_intents_are_summed_exactly(orders: OrderStore) -> None:
     """Start-up's risk book takes each live order's stored fills (they are in the
     positions already); finished intents and intents without fills are left out."""
@@ -841,6 +864,30 @@ async def test_everything_survives_close_and_reopen_on_the_thread_lane(open_db: 
 
 
 # ----------------------------------------------------------------------------- property
+
+
+def test_migration_4_keeps_the_fills_and_keys_them_by_side() -> None:
+    """A v3 file's fills survive the rebuild of ``order_fills`` on its new key."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    assert migrate(conn, ":memory:", now_ms=0, migrations=MIGRATIONS[:3]) == [1, 2, 3]
+    columns = ", ".join(FILL_ROWS.columns)
+    holes = ", ".join("?" for _ in FILL_ROWS.columns)
+    old = fill(7, side=Side.BUY)
+    conn.execute(f"INSERT INTO order_fills ({columns}) VALUES ({holes})", FILL_ROWS.dumper()(old))
+    with pytest.raises(sqlite3.IntegrityError):  # v3: one row per trade id
+        conn.execute(
+            f"INSERT INTO order_fills ({columns}) VALUES ({holes})",
+            FILL_ROWS.dumper()(fill(7, side=Side.SELL)),
+        )
+    assert migrate(conn, ":memory:", now_ms=0) == [4]
+    assert [FILL_ROWS.load(r) for r in conn.execute(f"SELECT {columns} FROM order_fills")] == [old]
+    conn.execute(
+        f"INSERT INTO order_fills ({columns}) VALUES ({holes})",
+        FILL_ROWS.dumper()(fill(7, side=Side.SELL)),
+    )
+    indexes = {r[1] for r in conn.execute("PRAGMA index_list(order_fills)")}
+    assert "order_fills_by_order" in indexes
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 def memory_db() -> sqlite3.Connection:

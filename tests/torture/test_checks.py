@@ -123,6 +123,19 @@ def test_unsettled_intents_and_open_cancels_are_caught() -> None:
     assert len(found) == 2
 
 
+def test_a_self_trade_is_two_executions_with_one_trade_id() -> None:
+    log, venue, store, end = clean()
+    store.intents["b"] = attrs.evolve(intent("b", venue_order_id=2), side="SELL")
+    venue.orders.append(VenueOrder(2, "b", SYMBOL, "SELL", "LIMIT", P, Q))
+    other_side = Fill(100, 2, P, Q, False)
+    venue.fills.append(other_side)
+    store.positions = {(ACCOUNT, SYMBOL): Decimal("0.000")}
+    found = check_all(log, venue, store, end, [])
+    assert [v.invariant for v in found] == ["fills", "fills"]  # not stored; b's executed
+    store.fills.append(("b", other_side))
+    assert check_all(log, venue, store, end, []) == []
+
+
 def test_fills_and_positions_must_be_the_venues() -> None:
     log, venue, store, end = clean()
     venue.fills.append(Fill(101, 1, P, Q, True))
