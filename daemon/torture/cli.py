@@ -11,7 +11,9 @@ markdown report (``--report``, :mod:`daemon.torture.report`).
 Exit status: 0 when every scenario held every invariant and the negative
 control saw its duplicate; 1 otherwise (the failing scenarios' seeds and
 directories are printed: ``--seed N --scenarios 1`` replays one); 2 for a
-usage error. Work directories are removed after a success unless ``--keep``.
+usage error; 130 when interrupted (Ctrl-C, SIGTERM, SIGHUP: the programs are
+stopped and the tmpfs unmounted, the work directory kept). Work directories
+are removed after a success unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -124,6 +127,28 @@ async def _run(args: argparse.Namespace, base: Path) -> list[ScenarioResult]:
     return results
 
 
+async def _run_until_signalled(args: argparse.Namespace, base: Path) -> list[ScenarioResult] | None:
+    """:func:`_run`, cancelled cleanly by SIGTERM or SIGHUP (``None`` then).
+
+    Cancelled, a scenario still stops its programs and unmounts its tmpfs (its
+    clean-up is shielded), as it does on Ctrl-C.
+    """
+    outcome: list[list[ScenarioResult]] = []
+    async with trio.open_nursery() as nursery:
+
+        async def work() -> None:
+            outcome.append(await _run(args, base))
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(work)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                print(f"tradingd torture: {signal.Signals(signum).name}: stopping", flush=True)
+                nursery.cancel_scope.cancel()
+                break
+    return outcome[0] if outcome else None
+
+
 def _only(text: str | None) -> frozenset[str] | None:
     if text is None:
         return None
@@ -153,8 +178,10 @@ def main(args: argparse.Namespace) -> int:
     )
     started = time.time()
     try:
-        results = trio.run(_run, args, base)
+        results = trio.run(_run_until_signalled, args, base)
     except KeyboardInterrupt:
+        results = None
+    if results is None:
         print(f"interrupted (kept {base})", file=sys.stderr)
         return 130
     elapsed = time.time() - started

@@ -71,3 +71,59 @@ async def test_the_ci_profile_holds_every_invariant(tmp_path: Path) -> None:
     assert control[0].ok, ("the negative control saw no duplicate", control[0].violations)
     text = report.read_text()
     assert "## The negative control" in text and "saw the duplicates" in text
+
+
+async def test_sigterm_stops_the_run_and_cleans_up(tmp_path: Path) -> None:
+    """SIGTERM mid-scenario: exit 130, the programs stopped, the tmpfs unmounted."""
+    with trio.fail_after(60.0):
+        proc = await trio.lowlevel.open_process(
+            [
+                sys.executable,
+                "-m",
+                "daemon",
+                "torture",
+                "--scenarios",
+                "1",
+                "--no-negative-control",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while not _daemon_up(tmp_path):
+                assert proc.poll() is None, "the run ended early"
+                await trio.sleep(0.1)
+            proc.terminate()
+            assert await proc.wait() == 130
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    assert str(tmp_path) not in _mounts(), "a tmpfs is still mounted"
+    assert not _processes_under(tmp_path), "processes of the run are still running"
+
+
+def _daemon_up(base: Path) -> bool:
+    """The first scenario's daemon is up (its log has the admin URL)."""
+    return any(
+        "admin API on" in p.read_text(errors="replace")
+        for p in base.glob("tradingd-torture-*/s0-*/daemon0.log")
+    )
+
+
+def _mounts() -> str:
+    return Path("/proc/mounts").read_text()
+
+
+def _processes_under(base: Path) -> list[Path]:
+    """Processes whose command line names a path under ``base``."""
+    return [p for p in Path("/proc").iterdir() if p.name.isdigit() and str(base) in _cmdline(p)]
+
+
+def _cmdline(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
