@@ -181,7 +181,13 @@ class Reconciler:
     # ------------------------------------------------------------------ passes
 
     async def full_pass(self) -> bool:
-        """Resolve every live intent against the venue and list its open orders."""
+        """Resolve every live intent against the venue and list its open orders.
+
+        A failure of one order's query (raised inside :meth:`_each`'s nursery,
+        so inside an exception group) fails the pass like any other: logged,
+        ``False``, the next pass tries again — never a crash of the pipeline.
+        """
+        failure: TradingdError | None = None
         try:
             for venue in self.venue_names:
                 await self.venues.wait_client(venue)
@@ -192,8 +198,10 @@ class Reconciler:
             await self._each(open_, lambda r: self.executor.refresh(r.client_order_id))
             for venue in self.venue_names:
                 await self._scan_open_orders(venue)
-        except TradingdError as exc:
-            self.last_pass_error = f"{type(exc).__name__}: {exc}"
+        except* TradingdError as group:
+            failure = first_failure(group)
+        if failure is not None:
+            self.last_pass_error = f"{type(failure).__name__}: {failure}"
             log.warning("orders: reconciliation pass failed: %s", self.last_pass_error)
             return False
         self.passes += 1
@@ -276,7 +284,8 @@ class Reconciler:
         """
         try:
             await self._tick()
-        except TradingdError as exc:
+        except* TradingdError as group:
+            exc = first_failure(group)
             log.warning("orders: tracker round failed: %s: %s", type(exc).__name__, exc)
 
     async def _tick(self) -> None:
@@ -339,6 +348,15 @@ class Reconciler:
             "unknown_awaiting_query": len(self.due),
             "unknown_venue_orders": list(self.unknown_venue_orders.values()),
         }
+
+
+def first_failure(group: BaseExceptionGroup[TradingdError]) -> TradingdError:
+    """The first error of a (possibly nested) exception group, for the log."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, TradingdError)
+    return first
 
 
 class _VenueDown(TradingdError):
