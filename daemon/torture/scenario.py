@@ -137,6 +137,9 @@ async def run_scenario(
             await sim.aclose()
             await admin.aclose()
             if mounted:
+                if result.error or result.violations:
+                    # The evidence outlives the tmpfs: the store is kept with the logs.
+                    shutil.copytree(state_dir, workdir / "state-kept", dirs_exist_ok=True)
                 _unmount(state_dir)
             shutil.rmtree(sockdir, ignore_errors=True)
     result.elapsed_s = round(time.monotonic() - started, 3)

@@ -371,6 +371,18 @@ class Trading:
         self._audit = audit
         self._clock = clock
 
+    def _visibility_now(self) -> int:
+        """The time order visibility runs on: the venue's own clock, not its skewed one.
+
+        An order stays invisible to queries for the visibility delay after it was
+        created, measured on the unskewed base of the wall clock (a
+        :class:`~daemon.venues.sim.clock.SkewedClock`): moving the clock back
+        (``POST /sim/clock``) must not hide the orders created before, as a real
+        venue's database does not forget an order when its clock is corrected.
+        """
+        base = getattr(self._clock, "base", None)
+        return int(base()) if callable(base) else self._clock()
+
     async def new_order(self, params: Params, account: str) -> Answer:
         """``order.place`` (``POST /api/v3/order``): counted against ORDERS, matched, audited."""
         params.only(
@@ -405,7 +417,10 @@ class Trading:
         )
         try:
             order = self._engine.place(
-                account, new_order, now_ms=now, visible_at_ms=now + int(delay_s * 1000)
+                account,
+                new_order,
+                now_ms=now,
+                visible_at_ms=self._visibility_now() + int(delay_s * 1000),
             )
         except ApiError as exc:
             raise ApiError(exc.code, exc.msg, exc.status, (*exc.headers, *counts)) from None
@@ -430,7 +445,7 @@ class Trading:
             symbol,
             order_id=order_id,
             client_order_id=client_id,
-            now_ms=self._clock(),
+            now_ms=self._visibility_now(),
         )
         return Answer(order_json(order))
 
@@ -473,7 +488,7 @@ class Trading:
         symbol = params.text("symbol")
         if symbol is not None:
             self._engine.symbol_config(symbol)
-        orders = self._engine.open_orders(account, symbol, now_ms=self._clock())
+        orders = self._engine.open_orders(account, symbol, now_ms=self._visibility_now())
         return Answer([order_json(o) for o in orders])
 
     async def my_trades(self, params: Params, account: str) -> Answer:
@@ -501,7 +516,7 @@ class Trading:
         if from_id is not None and (start is not None or end is not None):
             raise ApiError(-1128, "Combination of optional parameters invalid.")
         trades = self._engine.account_trades(account, symbol)
-        now = self._clock()
+        now = self._visibility_now()
         hidden = {
             o.order_id
             for o in self._engine.all_orders(account)

@@ -98,3 +98,30 @@ async def test_bad_offsets_are_400_and_change_nothing(body: Any, message: str) -
             assert response.status_code == 400
             assert message in response.json()["error"]
             assert (await api.control("GET", "/sim/clock"))["offset_ms"] == 1234
+
+
+async def test_a_clock_moved_back_hides_no_order() -> None:
+    """Order visibility runs on the venue's own clock, not the skewed one.
+
+    Found by the torture runner: orders created while the clock was skewed
+    ahead had their visibility stamped on the skewed clock, so once the skew
+    was undone they stayed invisible to queries (order, openOrders, myTrades)
+    for as long as the skew had been — a venue breaking its own visibility
+    contract, which made the witness miss fills.
+    """
+    clock = ManualClock()
+    with trio.fail_after(TIMEOUT_S):
+        async with (
+            running_sim_server(make_config(), wall_clock=clock) as server,
+            api_for(server, clock=clock) as api,
+        ):
+            await api.control("POST", "/sim/clock", {"offset_ms": TEN_MINUTES_MS})
+            skewed = clock.ms + TEN_MINUTES_MS
+            placed = await api.order(**LIMIT_BUY, timestamp=skewed)
+            assert placed.status_code == 200, placed.text
+            order_id = placed.json()["orderId"]
+            await api.control("POST", "/sim/clock", {"offset_ms": 0})
+            found = await api.signed("GET", "/api/v3/order", symbol="BTCUSDT", orderId=order_id)
+            assert found.status_code == 200, found.text
+            listed = await api.signed("GET", "/api/v3/openOrders", symbol="BTCUSDT")
+            assert [o["orderId"] for o in listed.json()] == [order_id]
