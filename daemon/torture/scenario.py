@@ -25,7 +25,6 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import tempfile
 import time
@@ -37,8 +36,15 @@ from daemon.torture.checks import Ending, check_all, counts, unknown_outcomes
 from daemon.torture.faults import READY_TIMEOUT_S, STALL_S, Stage, schedule
 from daemon.torture.procs import DaemonProc, SimProc, TortureError, free_ports, poll
 from daemon.torture.record import ScenarioResult, Violation
-from daemon.torture.setup import SYMBOL, Profile, admin_token, daemon_config, sim_config
-from daemon.torture.witness import read_store, read_venue
+from daemon.torture.setup import (
+    ADMIN_TOKEN,
+    STORE_FILE,
+    SYMBOL,
+    Profile,
+    daemon_config,
+    sim_config,
+)
+from daemon.torture.witness import last_stored_trade_id, read_store, read_venue
 from daemon.torture.workload import Admin, Workload
 
 __all__ = ["can_mount", "run_scenario"]
@@ -91,7 +97,7 @@ async def run_scenario(
     rest_port, ws_port = free_ports(2)
     sim = SimProc(workdir, ["--config", str(workdir / "sim.toml")], (rest_port, ws_port))
     (workdir / "sim.toml").write_text(sim_config(seed))
-    admin = Admin(admin_token())
+    admin = Admin(ADMIN_TOKEN)
     # Unix socket paths must stay under 108 bytes: the workdir can be deep.
     sockdir = Path(tempfile.mkdtemp(prefix="tdt-", dir="/tmp"))
     try:
@@ -224,7 +230,7 @@ async def _body(
     if end.unsettled:
         result.violations.append(Violation("settled", f"left after {SETTLE_S:g}s: {end.unsettled}"))
     venue = await read_venue(stage.sim)
-    store = await trio.to_thread.run_sync(read_store, stage.daemon.workdir / "state" / "torture.db")
+    store = await trio.to_thread.run_sync(read_store, _store_file(stage))
     result.violations.extend(check_all(work.log, venue, store, end, result.events))
     result.counts = counts(work.log, venue, store)
     result.unknowns = unknown_outcomes(store)
@@ -296,17 +302,13 @@ async def _open_cancels(admin: Admin) -> int:
 
 async def _catch_up(stage: Stage, target: int) -> None:
     """Wait (bounded) until the daemon has stored the venue's trade ``target``."""
-    db = stage.daemon.workdir / "state" / "torture.db"
-
-    def stored_last() -> int:
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
-        try:
-            row = conn.execute("SELECT max(trade_id) FROM trades").fetchone()
-            return int(row[0] or 0)
-        finally:
-            conn.close()
+    db = _store_file(stage)
 
     async def caught_up() -> bool:
-        return await trio.to_thread.run_sync(stored_last) >= target
+        return await trio.to_thread.run_sync(last_stored_trade_id, db) >= target
 
     await poll(caught_up, timeout_s=30.0, interval_s=0.2)
+
+
+def _store_file(stage: Stage) -> Path:
+    return stage.daemon.workdir / "state" / STORE_FILE

@@ -25,9 +25,11 @@ from daemon.venues.sim.config import DOCS_API_KEY, DOCS_SECRET_KEY
 
 __all__ = [
     "ACCOUNT",
+    "ADMIN_TOKEN",
     "FAULT_KINDS",
     "PROFILES",
     "RECV_WINDOW_MS",
+    "STORE_FILE",
     "SYMBOL",
     "VENUE",
     "Profile",
@@ -39,6 +41,10 @@ VENUE: Final = "sim"
 ACCOUNT: Final = "main"
 SYMBOL: Final = "BTCUSDT"
 RECV_WINDOW_MS: Final = 1000
+#: The admin API's bearer token (throwaway: the scenario's daemon listens on loopback).
+ADMIN_TOKEN: Final = "torture-token"
+#: The daemon's SQLite file, under its state directory.
+STORE_FILE: Final = "torture.db"
 #: The daemon's ``[orders] query_lag_s``: the longest the venue may take to show a
 #: new order to queries. The contract tradingd's exactly-once promise rests on.
 QUERY_LAG_S: Final = 1.0
@@ -189,7 +195,7 @@ def daemon_config(
     q = json.dumps  # a JSON string is a valid TOML basic string for these values
     secrets = workdir / "secrets"
     secrets.mkdir(mode=0o700, exist_ok=True)
-    token = write_private(secrets / "admin-token", "torture-token\n")
+    token = write_private(secrets / "admin-token", ADMIN_TOKEN + "\n")
     key = write_private(secrets / "api-key", DOCS_API_KEY + "\n")
     secret = write_private(secrets / "api-secret", DOCS_SECRET_KEY + "\n")
     orders = "\n".join(f"{k} = {v}" for k, v in ORDERS.items())
@@ -221,7 +227,7 @@ listen = "127.0.0.1:0"
 token = {{ file = {q(str(token))} }}
 
 [store]
-path = "torture.db"
+path = {q(STORE_FILE)}
 
 [marketdata]
 venue = {q(VENUE)}
@@ -251,7 +257,3 @@ user_stream = {"true" if user_stream else "false"}
 venue = {q(VENUE)}
 """
     return write_private(workdir / "tradingd.toml", text)
-
-
-def admin_token() -> str:
-    return "torture-token"

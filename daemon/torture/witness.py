@@ -28,7 +28,15 @@ from daemon.torture.procs import SimProc, TortureError
 from daemon.torture.setup import SYMBOL, VENUE
 from daemon.venues.sim.config import DOCS_API_KEY, DOCS_SECRET_KEY
 
-__all__ = ["Fill", "StoreView", "VenueOrder", "VenueView", "read_store", "read_venue"]
+__all__ = [
+    "Fill",
+    "StoreView",
+    "VenueOrder",
+    "VenueView",
+    "last_stored_trade_id",
+    "read_store",
+    "read_venue",
+]
 
 PAGE = 1000
 
@@ -190,9 +198,22 @@ async def _signed_get(sim: SimProc, path: str, params: dict[str, Any]) -> Any:
         await trio.sleep(min(float(response.headers.get("retry-after") or 1), 10.0))
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+
+
+def last_stored_trade_id(path: Path) -> int:
+    """The highest trade id in the daemon's store (0: none), read-only (blocking)."""
+    conn = _read_only(path)
+    try:
+        return int(conn.execute("SELECT max(trade_id) FROM trades").fetchone()[0] or 0)
+    finally:
+        conn.close()
+
+
 def read_store(path: Path) -> StoreView:
     """The daemon's store, read-only (blocking: run it in a thread, the daemon stopped)."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+    conn = _read_only(path)
     try:
         q = conn.execute
         intents = {
